@@ -1,0 +1,45 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Reaches the object behind an `SNAPFS_O_PATH` descriptor through `/proc/self/fd`, the only
+/// way Linux offers to reopen it, or to chmod/truncate/xattr it, without a path string
+/// from the backing tree (so a symlink swapped into the tree cannot redirect the call).
+public struct ProcSelfFD: Sendable {
+    /// `SNAPFS_O_PATH` descriptor of `/proc/self/fd`, opened once at start-up.
+    public let directory: Int32
+
+    public init() throws(Errno) {
+        directory = try syscall(snapfs_openat(AT_FDCWD, "/proc/self/fd", SNAPFS_O_PATH | O_DIRECTORY | O_CLOEXEC, 0))
+    }
+
+    /// Calls `body` with the descriptor's name inside `/proc/self/fd` ("17").
+    @inline(__always) @discardableResult
+    public func withName<R>(of fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
+        // Decimal digits of a non-negative Int32 fit in 11 bytes plus the terminator.
+        var buffer: (UInt64, UInt64) = (0, 0)
+        return try withUnsafeMutableBytes(of: &buffer) { raw throws(Errno) -> R in
+            let bytes = raw.bindMemory(to: CChar.self)
+            var value = fd
+            var digits = 0
+            repeat { digits += 1; value /= 10 } while value > 0
+            value = fd
+            for index in stride(from: digits - 1, through: 0, by: -1) {
+                bytes[index] = CChar(48 + value % 10)
+                value /= 10
+            }
+            bytes[digits] = 0
+            return try body(bytes.baseAddress!)
+        }
+    }
+
+    /// The absolute path `/proc/self/fd/N`, for calls that have no `*at` form (the xattr family).
+    public func path(of fd: Int32) -> String { "/proc/self/fd/\(fd)" }
+
+    /// Opens the file behind an `SNAPFS_O_PATH` descriptor for I/O.
+    public func reopen(_ fd: Int32, flags: Int32) throws(Errno) -> Int32 {
+        try withName(of: fd) { name throws(Errno) in
+            try syscallRetrying { snapfs_openat(directory, name, (flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT | O_EXCL), 0) }
+        }
+    }
+}

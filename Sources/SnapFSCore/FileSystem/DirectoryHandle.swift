@@ -1,0 +1,40 @@
+import CLinux
+import Glibc
+import Synchronization
+
+/// A directory opened through the mount, read with a `DIR` stream.
+public final class DirectoryHandle: Sendable {
+    public let inode: Inode
+
+    struct Stream: @unchecked Sendable {  // the DIR stream is only used under the mutex
+        let dir: OpaquePointer
+        /// The offset the stream is at, as the kernel counts offsets (`d_off` of the previous entry).
+        var position: Int64
+    }
+
+    let stream: Mutex<Stream>
+
+    init(inode: Inode, dir: OpaquePointer) {
+        self.inode = inode
+        self.stream = Mutex(Stream(dir: dir, position: 0))
+    }
+
+    /// The directory's descriptor (for fsyncdir).
+    public var fd: Int32 { stream.withLock { dirfd($0.dir) } }
+
+    deinit {
+        stream.withLock { _ = closedir($0.dir) }
+    }
+}
+
+/// One entry of a directory listing, handed to the FUSE layer's buffer filler.
+public struct DirectoryEntry {
+    /// NUL-terminated name, valid only during the callback.
+    public let name: UnsafePointer<CChar>
+    /// The `S_IFMT` bits and inode number (for plain readdir).
+    public let attributes: stat
+    /// The offset at which the listing resumes after this entry.
+    public let nextOffset: Int64
+    /// For readdirplus: the looked-up entry (nil for "." and "..").
+    public let entry: Entry?
+}

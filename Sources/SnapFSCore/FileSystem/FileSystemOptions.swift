@@ -1,0 +1,12 @@
+import CLinux
+/// Behaviour of a mounted ``SnapFileSystem`` that the user can choose.
+public struct FileSystemOptions: Sendable {
+    /// Refuse every change with EROFS.
+    public var readOnly = false
+    /// The kernel batches small writes in its own page cache (FUSE write-back caching).
+    public var kernelWritebackCache = false
+    /// Give new files the caller's owner (as a local filesystem does) when the daemon runs as root.
+    public var ownFilesAsCaller = true
+
+    public init() {}
+}

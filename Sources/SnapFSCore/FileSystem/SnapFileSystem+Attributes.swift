@@ -1,0 +1,79 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// getattr, setattr and statfs.
+extension SnapFileSystem {
+    public func getattr(_ inode: UInt64) throws(Errno) -> stat {
+        try attributes(of: try inodes.inode(inode))
+    }
+
+    /// Applies `changes` in the order chmod, chown, truncate, utimes (as ext4's setattr does),
+    /// through the open file when the kernel names one.
+    public func setattr(_ inode: UInt64, _ changes: AttributeChanges, file: OpenFile?) throws(Errno) -> stat {
+        let node = try inodes.inode(inode)
+        return try mutate(.setAttributes(inode: inode)) { () throws(Errno) -> stat in
+            if let mode = changes.mode {
+                if node.isSymlink { throw Errno.notSupported }
+                try proc.withName(of: node.fd) { name throws(Errno) in
+                    try syscall(fchmodat(proc.directory, name, mode & 0o7777, 0))
+                }
+            }
+            if changes.uid != nil || changes.gid != nil {
+                let uid = changes.uid ?? uid_t.max   // -1 leaves it unchanged
+                let gid = changes.gid ?? gid_t.max
+                try syscall(fchownat(node.fd, "", uid, gid, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+            }
+            if let size = changes.size {
+                try truncate(node, to: size, file: file)
+            }
+            if changes.accessTime != nil || changes.modificationTime != nil {
+                try setTimes(node, access: changes.accessTime, modification: changes.modificationTime, file: file)
+            }
+            return try attributes(of: node)
+        }
+    }
+
+    func truncate(_ node: Inode, to size: Int64, file: OpenFile?) throws(Errno) {
+        if node.isDirectory { throw Errno.isDirectory }
+        if let file, file.flags & O_ACCMODE != O_RDONLY {
+            try syscallRetrying { ftruncate(file.fd, off_t(size)) }
+            return
+        }
+        let fd = try proc.reopen(node.fd, flags: O_WRONLY)
+        defer { close(fd) }
+        try syscallRetrying { ftruncate(fd, off_t(size)) }
+    }
+
+    func setTimes(_ node: Inode, access: TimeChange?, modification: TimeChange?, file: OpenFile?) throws(Errno) {
+        func spec(_ change: TimeChange?) -> timespec {
+            switch change {
+            case nil: return timespec(tv_sec: 0, tv_nsec: SNAPFS_UTIME_OMIT)
+            case .now: return timespec(tv_sec: 0, tv_nsec: SNAPFS_UTIME_NOW)
+            case .set(let ts): return ts
+            }
+        }
+        var times = (spec(access), spec(modification))
+        _ = try withUnsafePointer(to: &times) { pointer throws(Errno) in
+            try pointer.withMemoryRebound(to: timespec.self, capacity: 2) { ts throws(Errno) in
+                if let file {
+                    try syscall(futimens(file.fd, ts))
+                } else if node.isSymlink {
+                    // utimensat accepts SNAPFS_AT_EMPTY_PATH on SNAPFS_O_PATH descriptors on current kernels.
+                    try syscall(utimensat(node.fd, "", ts, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+                } else {
+                    try proc.withName(of: node.fd) { name throws(Errno) in
+                        try syscall(utimensat(proc.directory, name, ts, 0))
+                    }
+                }
+            }
+        }
+    }
+
+    public func statfs(_ inode: UInt64) throws(Errno) -> statvfs {
+        let node = try inodes.inode(inode)
+        var st = statvfs()
+        try syscall(fstatvfs(node.fd, &st))
+        return st
+    }
+}

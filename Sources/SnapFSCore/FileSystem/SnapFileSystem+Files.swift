@@ -1,0 +1,103 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Regular-file operations: open, create, read, write, sync, allocation, copy, seek.
+extension SnapFileSystem {
+    /// Flags the backing descriptor is opened with, given the caller's flags.
+    func backingFlags(_ flags: Int32) -> Int32 {
+        var flags = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)
+        if options.kernelWritebackCache {
+            // The kernel may read pages around a partial write even on a write-only file,
+            // and it positions appends itself.
+            if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
+            flags &= ~O_APPEND
+        }
+        return flags
+    }
+
+    public func open(_ inode: UInt64, flags: Int32) throws(Errno) -> OpenFile {
+        let node = try inodes.inode(inode)
+        if node.isDirectory && flags & O_ACCMODE != O_RDONLY { throw Errno.isDirectory }
+        let open = { () throws(Errno) -> OpenFile in
+            let fd = try self.proc.reopen(node.fd, flags: self.backingFlags(flags))
+            return OpenFile(inode: node, fd: fd, flags: flags)
+        }
+        if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+            return try mutate(.truncateOnOpen(inode: inode), open)
+        }
+        if options.readOnly && flags & O_ACCMODE != O_RDONLY { throw Errno.readOnlyFileSystem }
+        return try open()
+    }
+
+    /// Creates and opens `name` in `parent` (open with O_CREAT).
+    public func create(parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t, flags: Int32,
+                       context: RequestContext) throws(Errno) -> (Entry, OpenFile) {
+        let dir = try inodes.inode(parent)
+        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
+            let fd = try syscallRetrying {
+                snapfs_openat(dir.fd, name, (backingFlags(flags) | O_CREAT | O_CLOEXEC | O_NOFOLLOW), mode)
+            }
+            do throws(Errno) {
+                let entry = try adopt(name, in: dir, mode: S_IFREG | (mode & 0o7777), context: context)
+                let node = try inodes.inode(entry.inode)
+                return (entry, OpenFile(inode: node, fd: fd, flags: flags))
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
+    }
+
+    public func read(_ file: OpenFile, offset: Int64, size: Int) throws(Errno) -> ReadData {
+        .file(fd: file.fd, offset: offset, length: size)
+    }
+
+    /// Writes all of `data` at `offset`; returns the bytes written.
+    public func write(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Int {
+        try mutate(.writeData(inode: file.inode.id, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
+            var done = 0
+            while done < data.count {
+                let n = try syscallRetrying {
+                    pwrite(file.fd, data.baseAddress! + done, data.count - done, off_t(offset) + done)
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+    }
+
+    /// close(2) of one descriptor of an open file.
+    public func flush(_ file: OpenFile) throws(Errno) {}
+
+    /// The last descriptor of an open file is gone.
+    public func release(_ file: OpenFile) {}
+
+    public func fsync(_ file: OpenFile, dataOnly: Bool) throws(Errno) {
+        try syscallRetrying { dataOnly ? fdatasync(file.fd) : Glibc.fsync(file.fd) }
+    }
+
+    /// fallocate(2) with any mode the backing filesystem supports (keep size, punch hole, zero range…).
+    public func fallocate(_ file: OpenFile, mode: Int32, offset: Int64, length: Int64) throws(Errno) {
+        try mutate(.writeData(inode: file.inode.id, offset: offset, length: length)) { () throws(Errno) in
+            try syscallRetrying { snapfs_fallocate(file.fd, mode, off_t(offset), off_t(length)) }
+        }
+    }
+
+    public func copyFileRange(from source: OpenFile, at sourceOffset: Int64, to target: OpenFile,
+                              at targetOffset: Int64, length: Int, flags: UInt32) throws(Errno) -> Int {
+        try mutate(.writeData(inode: target.inode.id, offset: targetOffset, length: Int64(length))) { () throws(Errno) -> Int in
+            var inOffset = off_t(sourceOffset)
+            var outOffset = off_t(targetOffset)
+            return try syscallRetrying {
+                snapfs_copy_file_range(source.fd, &inOffset, target.fd, &outOffset, length, flags)
+            }
+        }
+    }
+
+    /// lseek(2) for SEEK_DATA / SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself).
+    public func lseek(_ file: OpenFile, offset: Int64, whence: Int32) throws(Errno) -> Int64 {
+        Int64(try syscall(Glibc.lseek(file.fd, off_t(offset), whence)))
+    }
+}

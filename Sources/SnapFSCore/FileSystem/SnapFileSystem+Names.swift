@@ -1,0 +1,144 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Operations on names: lookup, creation of non-regular objects, removal, rename, links.
+extension SnapFileSystem {
+    /// Resolves `name` in `parent`, adding one kernel reference to the result.
+    public func lookup(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        let dir = try inodes.inode(parent)
+        return try entry(named: name, in: dir)
+    }
+
+    /// Opens `name` in `dir` as `SNAPFS_O_PATH` and references its inode.
+    func entry(named name: UnsafePointer<CChar>, in dir: Inode) throws(Errno) -> Entry {
+        let fd = try syscall(snapfs_openat(dir.fd, name, SNAPFS_O_PATH | O_NOFOLLOW | O_CLOEXEC, 0))
+        let st: stat
+        do throws(Errno) {
+            st = try FileStatus.of(fd)
+        } catch {
+            close(fd)
+            throw error
+        }
+        let inode = inodes.reference(fd: fd, status: st)
+        return Entry(inode: inode.id, attributes: st)
+    }
+
+    /// Drops kernel references.
+    public func forget(_ inode: UInt64, count: UInt64) {
+        inodes.forget(inode, count: count)
+    }
+
+    public func readlink(_ inode: UInt64) throws(Errno) -> [CChar] {
+        let node = try inodes.inode(inode)
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = try buffer.withUnsafeMutableBufferPointer { buf throws(Errno) in
+            try syscall(Glibc.readlinkat(node.fd, "", buf.baseAddress!, buf.count - 1))
+        }
+        buffer.removeSubrange(length...)
+        return buffer
+    }
+
+    /// mknod: FIFOs, sockets, devices and (when the kernel has no create) regular files.
+    public func mknod(parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t, device: dev_t,
+                      context: RequestContext) throws(Errno) -> Entry {
+        let dir = try inodes.inode(parent)
+        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+            try syscall(mknodat(dir.fd, name, mode, device))
+            return try adopt(name, in: dir, mode: mode, context: context)
+        }
+    }
+
+    public func mkdir(parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t,
+                      context: RequestContext) throws(Errno) -> Entry {
+        let dir = try inodes.inode(parent)
+        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+            try syscall(mkdirat(dir.fd, name, mode))
+            return try adopt(name, in: dir, mode: mode | S_IFDIR, context: context)
+        }
+    }
+
+    public func symlink(target: UnsafePointer<CChar>, parent: UInt64, name: UnsafePointer<CChar>,
+                        context: RequestContext) throws(Errno) -> Entry {
+        let dir = try inodes.inode(parent)
+        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+            try syscall(symlinkat(target, dir.fd, name))
+            return try adopt(name, in: dir, mode: S_IFLNK | 0o777, context: context)
+        }
+    }
+
+    /// A new name for an existing inode.
+    public func link(_ inode: UInt64, parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        let node = try inodes.inode(inode)
+        let dir = try inodes.inode(parent)
+        if node.isDirectory { throw Errno.notPermitted }
+        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+            if linkat(node.fd, "", dir.fd, name, SNAPFS_AT_EMPTY_PATH) != 0 {
+                // SNAPFS_AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; without it, link through /proc.
+                guard errno == ENOENT else { throw Errno.current }
+                try proc.withName(of: node.fd) { procName throws(Errno) in
+                    try syscall(linkat(proc.directory, procName, dir.fd, name, AT_SYMLINK_FOLLOW))
+                }
+            }
+            inodes.reference(node)
+            return Entry(inode: node.id, attributes: try attributes(of: node))
+        }
+    }
+
+    public func unlink(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
+        let dir = try inodes.inode(parent)
+        try mutate(.removeEntry(parent: parent)) { () throws(Errno) in
+            try syscall(unlinkat(dir.fd, name, 0))
+        }
+    }
+
+    public func rmdir(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
+        let dir = try inodes.inode(parent)
+        try mutate(.removeEntry(parent: parent)) { () throws(Errno) in
+            try syscall(unlinkat(dir.fd, name, AT_REMOVEDIR))
+        }
+    }
+
+    /// rename(2) and renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
+    public func rename(parent: UInt64, name: UnsafePointer<CChar>, newParent: UInt64,
+                       newName: UnsafePointer<CChar>, flags: UInt32) throws(Errno) {
+        let supported = UInt32(SNAPFS_RENAME_NOREPLACE | SNAPFS_RENAME_EXCHANGE)
+        if flags & ~supported != 0 { throw Errno.invalidArgument }
+        let from = try inodes.inode(parent)
+        let to = try inodes.inode(newParent)
+        try mutate(.rename(from: parent, to: newParent)) { () throws(Errno) in
+            try syscall(snapfs_renameat2(from.fd, name, to.fd, newName, flags))
+        }
+    }
+
+    /// After creating `name` in `dir` on the caller's behalf: give it the caller's owner
+    /// (the daemon runs as root; a local filesystem would have made it the caller's), and
+    /// return its entry.
+    func adopt(_ name: UnsafePointer<CChar>, in dir: Inode, mode: mode_t,
+               context: RequestContext) throws(Errno) -> Entry {
+        do throws(Errno) {
+            try giveToCaller(name, in: dir, mode: mode, context: context)
+            return try entry(named: name, in: dir)
+        } catch {
+            // Do not leave behind an object the caller was told was not created.
+            _ = unlinkat(dir.fd, name, (mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0)
+            throw error
+        }
+    }
+
+    func giveToCaller(_ name: UnsafePointer<CChar>, in dir: Inode, mode: mode_t,
+                      context: RequestContext) throws(Errno) {
+        guard canChown, options.ownFilesAsCaller else { return }
+        let uid = context.uid
+        var gid = context.gid
+        if uid == geteuid() && gid == getegid() { return }
+        // In a set-group-ID directory a new object takes the directory's group.
+        let parentStatus = try FileStatus.of(dir.fd)
+        if parentStatus.st_mode & S_ISGID != 0 { gid = parentStatus.st_gid }
+        try syscall(fchownat(dir.fd, name, uid, gid, AT_SYMLINK_NOFOLLOW))
+        // chown clears set-user/group-ID bits even for root; put back what was asked for.
+        if (mode & S_IFMT) == S_IFREG, mode & (S_ISUID | S_ISGID) != 0 {
+            try syscall(fchmodat(dir.fd, name, mode & 0o7777, 0))
+        }
+    }
+}

@@ -1,0 +1,41 @@
+import CLinux
+/// Why a mount cannot be made, with the sentence and exit code the CLI reports.
+public enum MountProblem: Error, Equatable, Sendable {
+    case backingMissing(String)
+    case backingNotDirectory(String)
+    case mountpointMissing(String)
+    case mountpointNotDirectory(String)
+    case mountpointNotEmpty(String)
+    case alreadyMounted(String)
+    case fuseUnavailable(String)
+    case overlapping(backing: String, mountpoint: String)
+    case mountFailed(String)
+
+    /// The documented exit code of `snapfs mount` for this problem.
+    public var exitCode: Int32 {
+        switch self {
+        case .backingMissing, .backingNotDirectory: return 10
+        case .mountpointMissing, .mountpointNotDirectory: return 11
+        case .mountpointNotEmpty: return 12
+        case .alreadyMounted: return 13
+        case .fuseUnavailable: return 14
+        case .overlapping: return 15
+        case .mountFailed: return 16
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .backingMissing(let path): return "backing directory \(path) does not exist"
+        case .backingNotDirectory(let path): return "backing directory \(path) is not a directory"
+        case .mountpointMissing(let path): return "mountpoint \(path) does not exist"
+        case .mountpointNotDirectory(let path): return "mountpoint \(path) is not a directory"
+        case .mountpointNotEmpty(let path): return "mountpoint \(path) is not empty (use -o nonempty to mount over it anyway)"
+        case .alreadyMounted(let path): return "mountpoint \(path) is already a mount point (busy)"
+        case .fuseUnavailable(let why): return "cannot use /dev/fuse: \(why)"
+        case let .overlapping(backing, mountpoint):
+            return "mountpoint \(mountpoint) and backing directory \(backing) overlap; neither may lie inside the other"
+        case .mountFailed(let why): return "mount failed: \(why)"
+        }
+    }
+}

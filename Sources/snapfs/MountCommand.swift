@@ -1,0 +1,130 @@
+import ArgumentParser
+import CLinux
+import Glibc
+import Logging
+import SnapFSCore
+import SnapFSFUSE
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount BACKING at MOUNTPOINT through snapfs.",
+        discussion: """
+        Runs in the background and returns once the mount is ready, unless --foreground.
+        The daemon flushes and exits on unmount, SIGINT or SIGTERM.
+
+        -o takes FUSE mount options (allow_other, default_permissions, ro, …) and these of
+        snapfs: nonempty (mount over a non-empty directory), writeback_cache /
+        no_writeback_cache (kernel write-back caching of small writes). When run as root,
+        snapfs adds allow_other and default_permissions so the mount behaves for every user
+        like the directory itself.
+
+        Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint
+        missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted;
+        14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap;
+        16 the mount failed for another reason; 64 bad arguments.
+        """
+    )
+
+    @Argument(help: "The directory whose contents snapfs serves and snapshots.")
+    var backing: String
+
+    @Argument(help: "Where to mount it (an empty directory).")
+    var mountpoint: String
+
+    @Flag(name: [.short, .long], help: "Stay in the foreground instead of running as a daemon.")
+    var foreground = false
+
+    @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated (repeatable).", valueName: "OPTION[,OPTION...]"))
+    var options: [String] = []
+
+    @Flag(name: [.short, .long], help: "Log every request (to stderr, or to --log-file).")
+    var debug = false
+
+    @Option(name: .long, help: "Write the daemon's pid to this file.")
+    var pidFile: String?
+
+    @Option(name: .long, help: "Append the daemon's log to this file.")
+    var logFile: String?
+
+    @Option(name: .long, help: .hidden)
+    var readyFd: Int32?
+
+    func run() throws {
+        let mountOptions = MountOptions(options.flatMap { $0.split(separator: ",").map(String.init) })
+        if readyFd == nil && !foreground {
+            try Daemon.spawnAndWait(self)
+            return
+        }
+        if readyFd != nil { _ = setsid() }
+        let plan: MountPlan
+        do {
+            plan = try MountPlan.validate(backing: backing, mountpoint: mountpoint,
+                                          allowNonEmpty: mountOptions.allowNonEmpty)
+        } catch {
+            reportFailure(code: error.exitCode, message: error.message)
+        }
+        serve(plan, mountOptions)
+    }
+
+    private func serve(_ plan: MountPlan, _ mountOptions: MountOptions) -> Never {
+        Daemon.prepareProcess()
+        let level: Logger.Level = debug || mountOptions.debug ? .debug : .notice
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "snapfs")
+        var fsOptions = FileSystemOptions()
+        fsOptions.readOnly = mountOptions.readOnly
+        fsOptions.kernelWritebackCache = mountOptions.writebackCache
+        let core: SnapFileSystem
+        do {
+            core = try SnapFileSystem(backingPath: plan.backing, options: fsOptions, logger: logger)
+        } catch {
+            reportFailure(code: 16, message: "cannot open backing directory \(plan.backing): \(error)")
+        }
+        var configuration = FUSESession.Configuration(
+            mountpoint: plan.mountpoint,
+            fuseOptions: mountOptions.fuseOptions(backing: plan.backing, asRoot: geteuid() == 0))
+        configuration.debug = level == .debug
+        let session = FUSESession(core: core, configuration: configuration, logger: logger)
+        do {
+            try session.mount()
+        } catch {
+            let why = error == .badOptions ? "libfuse rejected the mount options" : "the kernel refused the mount"
+            reportFailure(code: 16, message: "\(why) (see the message above)")
+        }
+        if let pidFile {
+            let text = "\(getpid())\n"
+            let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 { _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }; close(fd) }
+        }
+        reportReady()
+        logger.notice("serving \(plan.backing) at \(plan.mountpoint)")
+        let result = session.serve()
+        logger.notice("unmounted \(plan.mountpoint)")
+        if let pidFile { unlink(pidFile) }
+        Glibc.exit(result == 0 ? 0 : 16)
+    }
+
+    /// Tells the waiting parent that the mount is ready, and detaches from its terminal.
+    private func reportReady() {
+        guard let readyFd else { return }
+        Daemon.detachOutput(logFile: logFile)
+        Daemon.send("0\n", to: readyFd)
+        close(readyFd)
+    }
+
+    /// Tells the waiting parent (or the terminal, in the foreground) why the mount failed, and exits.
+    private func reportFailure(code: Int32, message: String) -> Never {
+        if let readyFd {
+            Daemon.send("\(code)\t\(message)\n", to: readyFd)
+        } else {
+            FileHandleStandardError.write("snapfs: \(message)\n")
+        }
+        Glibc.exit(code)
+    }
+}
+

@@ -1,0 +1,46 @@
+/// The `-o` options of `snapfs mount`, split into snapfs's own and those for libfuse.
+struct MountOptions {
+    var allowNonEmpty = false
+    var writebackCache = false
+    var readOnly = false
+    var debug = false
+    var noAllowOther = false
+    /// Options passed on to libfuse and the kernel, in the order given.
+    var passed: [String] = []
+
+    /// Options mount(8) hands every helper that mean nothing to a FUSE mount.
+    static let ignored: Set<String> = ["defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "rw"]
+
+    init(_ options: [String]) {
+        for option in options where !option.isEmpty {
+            switch option {
+            case "nonempty": allowNonEmpty = true
+            case "writeback_cache": writebackCache = true
+            case "no_writeback_cache": writebackCache = false
+            case "debug": debug = true
+            case "noallow_other": noAllowOther = true
+            case "ro":
+                readOnly = true
+                passed.append(option)
+            case _ where Self.ignored.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="):
+                continue
+            default:
+                passed.append(option)
+            }
+        }
+    }
+
+    /// What libfuse gets: the user's options plus snapfs's defaults.
+    func fuseOptions(backing: String, asRoot: Bool) -> [String] {
+        var result = ["fsname=\(backing.replacingOccurrences(of: ",", with: "\\,"))", "subtype=snapfs", "default_permissions"]
+        if asRoot && !noAllowOther && !passed.contains("allow_other") { result.append("allow_other") }
+        result += passed.filter { $0 != "default_permissions" }
+        return result
+    }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

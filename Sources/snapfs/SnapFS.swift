@@ -1,0 +1,46 @@
+import ArgumentParser
+
+/// The `snapfs` command. With no subcommand it mounts, so that `mount -t fuse.snapfs`
+/// (which runs `snapfs BACKING MOUNTPOINT -o OPTIONS`) works from /etc/fstab.
+@main
+struct SnapFS: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "snapfs",
+        abstract: "A FUSE filesystem that snapshots a directory at every point where its data is consistent.",
+        version: version,
+        subcommands: [MountCommand.self, UnmountCommand.self],
+        defaultSubcommand: MountCommand.self
+    )
+}
+
+/// Failures the CLI reports as one sentence and a documented exit code.
+struct CLIFailure: Error {
+    let message: String
+    let code: Int32
+}
+
+extension ParsableCommand {
+    /// Prints `snapfs: MESSAGE` on stderr and exits with `code`.
+    func fail(_ message: String, code: Int32) -> Never {
+        FileHandleStandardError.write("snapfs: \(message)\n")
+        Self.exit(withError: ExitCode(code))
+    }
+}
+
+enum FileHandleStandardError {
+    static func write(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+    }
+}
+
+import Glibc

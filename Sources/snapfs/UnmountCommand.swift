@@ -1,0 +1,40 @@
+import ArgumentParser
+import CLinux
+import Glibc
+import SnapFSCore
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unmount",
+        abstract: "Flush and unmount a snapfs mount.",
+        discussion: "Exit codes: 0 unmounted; 17 not a snapfs mount; 16 the unmount failed (e.g. busy)."
+    )
+
+    @Argument(help: "The mountpoint of a snapfs mount.")
+    var mountpoint: String
+
+    @Flag(name: .long, help: "Detach now even if files are open (lazy unmount).")
+    var lazy = false
+
+    func run() throws {
+        let path = MountPlan.canonical(mountpoint) ?? mountpoint
+        guard let record = MountTable(MountPlan.readMountTable()).record(at: path),
+              record.fileSystemType == "fuse.snapfs" else {
+            fail("\(mountpoint) is not a snapfs mount", code: 17)
+        }
+        // Push everything written so far through the daemon to the backing directory first.
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            _ = snapfs_syncfs(fd)
+            close(fd)
+        }
+        if geteuid() == 0 {
+            if umount2(path, lazy ? Int32(MNT_DETACH) : 0) != 0 {
+                fail("cannot unmount \(mountpoint): \(String(cString: strerror(errno)))", code: 16)
+            }
+        } else {
+            let status = runProgram(["fusermount3", "-u"] + (lazy ? ["-z"] : []) + [path])
+            if status != 0 { fail("cannot unmount \(mountpoint) (fusermount3 exited with \(status))", code: 16) }
+        }
+    }
+}

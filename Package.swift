@@ -34,6 +34,7 @@ let package = Package(
             name: "SnapFSFUSE",
             dependencies: [
                 "CFUSE",
+                "CLinux",
                 "SnapFSCore",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),

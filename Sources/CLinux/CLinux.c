@@ -35,5 +35,9 @@ int snapfs_syncfs(int fd) {
     return syncfs(fd);
 }
 
+ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t length, unsigned int flags) {
+    return splice(fd_in, off_in, fd_out, off_out, length, flags);
+}
+
 int snapfs_dev_major(uint64_t dev) { return (int)major(dev); }
 int snapfs_dev_minor(uint64_t dev) { return (int)minor(dev); }

@@ -16,7 +16,7 @@ extension FUSEOperations {
             fs.handle(req, "setattr", ino) { () throws(Errno) in
                 let changes = FUSEOperations.decodeChanges(attr!.pointee, toSet)
                 let file = fi.map { FUSEBridge.file($0) }
-                fs.replyAttributes(req, try fs.core.setattr(ino, changes, file: file))
+                fs.replyAttributes(req, try fs.core.setattr(ino, changes, file: file, context: FUSEBridge.context(req)))
             }
         }
         ops.statfs = { req, ino in

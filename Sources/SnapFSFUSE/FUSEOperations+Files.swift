@@ -8,7 +8,7 @@ extension FUSEOperations {
         ops.open = { req, ino, fi in
             let fs = FUSEBridge.of(req)
             fs.handle(req, "open", ino) { () throws(Errno) in
-                let file = try fs.core.open(ino, flags: fi!.pointee.flags)
+                let file = try fs.core.open(ino, flags: fi!.pointee.flags, context: FUSEBridge.context(req))
                 FUSEOperations.prepare(fi!, for: file)
                 if fuse_reply_open(req, fi) != 0 { _ = FUSEBridge.takeFile(fi) }
             }
@@ -42,7 +42,7 @@ extension FUSEOperations {
             let fs = FUSEBridge.of(req)
             fs.handle(req, "write", ino) { () throws(Errno) in
                 let written = try fs.core.write(FUSEBridge.file(fi), UnsafeRawBufferPointer(start: buf, count: size),
-                                                offset: Int64(offset))
+                                                offset: Int64(offset), context: FUSEBridge.context(req))
                 fuse_reply_write(req, written)
             }
         }
@@ -68,7 +68,8 @@ extension FUSEOperations {
         ops.fallocate = { req, ino, mode, offset, length, fi in
             let fs = FUSEBridge.of(req)
             fs.handle(req, "fallocate", ino) { () throws(Errno) in
-                try fs.core.fallocate(FUSEBridge.file(fi), mode: mode, offset: Int64(offset), length: Int64(length))
+                try fs.core.fallocate(FUSEBridge.file(fi), mode: mode, offset: Int64(offset), length: Int64(length),
+                                     context: FUSEBridge.context(req))
                 fuse_reply_err(req, 0)
             }
         }
@@ -77,7 +78,8 @@ extension FUSEOperations {
             fs.handle(req, "copy_file_range", inoOut) { () throws(Errno) in
                 let copied = try fs.core.copyFileRange(from: FUSEBridge.file(fiIn), at: Int64(offIn),
                                                        to: FUSEBridge.file(fiOut), at: Int64(offOut),
-                                                       length: length, flags: UInt32(flags))
+                                                       length: length, flags: UInt32(flags),
+                                                       context: FUSEBridge.context(req))
                 fuse_reply_write(req, copied)
             }
         }

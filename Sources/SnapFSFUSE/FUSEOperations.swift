@@ -34,7 +34,7 @@ enum FUSEOperations {
             UInt32(FUSE_CAP_PARALLEL_DIROPS), UInt32(FUSE_CAP_ATOMIC_O_TRUNC),
             UInt32(FUSE_CAP_ASYNC_READ), UInt32(FUSE_CAP_ASYNC_DIO),
             UInt32(FUSE_CAP_READDIRPLUS), UInt32(FUSE_CAP_READDIRPLUS_AUTO),
-            UInt32(FUSE_CAP_CACHE_SYMLINKS), UInt32(FUSE_CAP_EXPORT_SUPPORT),
+            UInt32(FUSE_CAP_CACHE_SYMLINKS), UInt32(FUSE_CAP_EXPORT_SUPPORT), UInt32(FUSE_CAP_HANDLE_KILLPRIV),
         ]
         for flag in wanted where capable & flag != 0 { want |= flag }
         // snapfs sees every change, so the kernel need not re-check data on mtime changes.

@@ -63,6 +63,10 @@ public final class FUSESession {
             fuse_remove_signal_handlers(session)
             throw .mountFailed
         }
+        guard FUSEChannel.install(on: session) else {
+            fuse_session_unmount(session)
+            throw .mountFailed
+        }
     }
 
     /// Serves requests until unmount or a termination signal, then unmounts.

@@ -22,6 +22,7 @@ int snapfs_openat(int dirfd, const char *path, int flags, mode_t mode);
 int snapfs_fcntl_int(int fd, int cmd, int arg);
 int snapfs_ioctl_int(int fd, unsigned long request, long arg);
 int snapfs_syncfs(int fd);
+ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t length, unsigned int flags);
 int snapfs_dev_major(uint64_t dev);
 int snapfs_dev_minor(uint64_t dev);
 

@@ -10,7 +10,8 @@ extension SnapFileSystem {
 
     /// Applies `changes` in the order chmod, chown, truncate, utimes (as ext4's setattr does),
     /// through the open file when the kernel names one.
-    public func setattr(_ inode: UInt64, _ changes: AttributeChanges, file: OpenFile?) throws(Errno) -> stat {
+    public func setattr(_ inode: UInt64, _ changes: AttributeChanges, file: OpenFile?,
+                        context: RequestContext) throws(Errno) -> stat {
         let node = try inodes.inode(inode)
         return try mutate(.setAttributes(inode: inode)) { () throws(Errno) -> stat in
             if let mode = changes.mode {
@@ -25,7 +26,7 @@ extension SnapFileSystem {
                 try syscall(fchownat(node.fd, "", uid, gid, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
             }
             if let size = changes.size {
-                try truncate(node, to: size, file: file)
+                try truncate(node, to: size, file: file, context: context)
             }
             if changes.accessTime != nil || changes.modificationTime != nil {
                 try setTimes(node, access: changes.accessTime, modification: changes.modificationTime, file: file)
@@ -34,15 +35,17 @@ extension SnapFileSystem {
         }
     }
 
-    func truncate(_ node: Inode, to size: Int64, file: OpenFile?) throws(Errno) {
+    func truncate(_ node: Inode, to size: Int64, file: OpenFile?, context: RequestContext) throws(Errno) {
         if node.isDirectory { throw Errno.isDirectory }
         if let file, file.flags & O_ACCMODE != O_RDONLY {
             try syscallRetrying { ftruncate(file.fd, off_t(size)) }
+            dropPrivileges(file.fd, caller: context)
             return
         }
         let fd = try proc.reopen(node.fd, flags: O_WRONLY)
         defer { close(fd) }
         try syscallRetrying { ftruncate(fd, off_t(size)) }
+        dropPrivileges(fd, caller: context)
     }
 
     func setTimes(_ node: Inode, access: TimeChange?, modification: TimeChange?, file: OpenFile?) throws(Errno) {

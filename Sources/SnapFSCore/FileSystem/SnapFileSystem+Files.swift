@@ -16,11 +16,12 @@ extension SnapFileSystem {
         return flags
     }
 
-    public func open(_ inode: UInt64, flags: Int32) throws(Errno) -> OpenFile {
+    public func open(_ inode: UInt64, flags: Int32, context: RequestContext) throws(Errno) -> OpenFile {
         let node = try inodes.inode(inode)
         if node.isDirectory && flags & O_ACCMODE != O_RDONLY { throw Errno.isDirectory }
         let open = { () throws(Errno) -> OpenFile in
             let fd = try self.proc.reopen(node.fd, flags: self.backingFlags(flags))
+            if flags & O_TRUNC != 0 { self.dropPrivileges(fd, caller: context) }
             return OpenFile(inode: node, fd: fd, flags: flags)
         }
         if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
@@ -54,8 +55,10 @@ extension SnapFileSystem {
     }
 
     /// Writes all of `data` at `offset`; returns the bytes written.
-    public func write(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Int {
+    public func write(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64,
+                      context: RequestContext) throws(Errno) -> Int {
         try mutate(.writeData(inode: file.inode.id, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
+            dropPrivileges(file.fd, caller: context)
             var done = 0
             while done < data.count {
                 let n = try syscallRetrying {
@@ -79,15 +82,19 @@ extension SnapFileSystem {
     }
 
     /// fallocate(2) with any mode the backing filesystem supports (keep size, punch hole, zero range…).
-    public func fallocate(_ file: OpenFile, mode: Int32, offset: Int64, length: Int64) throws(Errno) {
+    public func fallocate(_ file: OpenFile, mode: Int32, offset: Int64, length: Int64,
+                          context: RequestContext) throws(Errno) {
         try mutate(.writeData(inode: file.inode.id, offset: offset, length: length)) { () throws(Errno) in
+            dropPrivileges(file.fd, caller: context)
             try syscallRetrying { snapfs_fallocate(file.fd, mode, off_t(offset), off_t(length)) }
         }
     }
 
     public func copyFileRange(from source: OpenFile, at sourceOffset: Int64, to target: OpenFile,
-                              at targetOffset: Int64, length: Int, flags: UInt32) throws(Errno) -> Int {
+                              at targetOffset: Int64, length: Int, flags: UInt32,
+                              context: RequestContext) throws(Errno) -> Int {
         try mutate(.writeData(inode: target.inode.id, offset: targetOffset, length: Int64(length))) { () throws(Errno) -> Int in
+            dropPrivileges(target.fd, caller: context)
             var inOffset = off_t(sourceOffset)
             var outOffset = off_t(targetOffset)
             return try syscallRetrying {
@@ -99,5 +106,22 @@ extension SnapFileSystem {
     /// lseek(2) for SEEK_DATA / SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself).
     public func lseek(_ file: OpenFile, offset: Int64, whence: Int32) throws(Errno) -> Int64 {
         Int64(try syscall(Glibc.lseek(file.fd, off_t(offset), whence)))
+    }
+
+    /// What a local filesystem does to a file whose data changes: a caller without
+    /// CAP_FSETID (approximated as "not root") loses the set-user-ID bit and the
+    /// set-group-ID bit of a group-executable file, and file capabilities are dropped.
+    /// The kernel leaves this to snapfs (FUSE_HANDLE_KILLPRIV_V2, see FUSEChannel).
+    func dropPrivileges(_ fd: Int32, caller: RequestContext) {
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.isRegular else { return }
+        if caller.uid != 0 {
+            var mode = st.st_mode & 0o7777
+            if mode & S_ISUID != 0 { mode &= ~S_ISUID }
+            if mode & S_ISGID != 0 && mode & S_IXGRP != 0 { mode &= ~S_ISGID }
+            if mode != st.st_mode & 0o7777 { _ = fchmod(fd, mode) }
+        }
+        // Capabilities only mean something on executables; skip the syscall otherwise.
+        if st.st_mode & 0o111 != 0 { _ = fremovexattr(fd, "security.capability") }
     }
 }

@@ -55,6 +55,7 @@ let package = Package(
             name: "SnapFSCoreTests",
             dependencies: [
                 "SnapFSCore",
+                "CLinux",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),

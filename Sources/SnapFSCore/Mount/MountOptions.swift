@@ -1,17 +1,17 @@
 /// The `-o` options of `snapfs mount`, split into snapfs's own and those for libfuse.
-struct MountOptions {
-    var allowNonEmpty = false
-    var writebackCache = false
-    var readOnly = false
-    var debug = false
-    var noAllowOther = false
+public struct MountOptions: Sendable, Equatable {
+    public var allowNonEmpty = false
+    public var writebackCache = false
+    public var readOnly = false
+    public var debug = false
+    public var noAllowOther = false
     /// Options passed on to libfuse and the kernel, in the order given.
-    var passed: [String] = []
+    public var passed: [String] = []
 
     /// Options mount(8) hands every helper that mean nothing to a FUSE mount.
-    static let ignored: Set<String> = ["defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "rw"]
+    public static let ignored: Set<String> = ["defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "rw"]
 
-    init(_ options: [String]) {
+    public init(_ options: [String]) {
         for option in options where !option.isEmpty {
             switch option {
             case "nonempty": allowNonEmpty = true
@@ -31,8 +31,8 @@ struct MountOptions {
     }
 
     /// What libfuse gets: the user's options plus snapfs's defaults.
-    func fuseOptions(backing: String, asRoot: Bool) -> [String] {
-        var result = ["fsname=\(backing.replacingOccurrences(of: ",", with: "\\,"))", "subtype=snapfs", "default_permissions"]
+    public func fuseOptions(backing: String, asRoot: Bool) -> [String] {
+        var result = ["fsname=\(backing.escapingCommas)", "subtype=snapfs", "default_permissions"]
         if asRoot && !noAllowOther && !passed.contains("allow_other") { result.append("allow_other") }
         result += passed.filter { $0 != "default_permissions" }
         return result
@@ -40,7 +40,8 @@ struct MountOptions {
 }
 
 extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    /// libfuse splits -o at commas; a comma inside a value is written `\,`.
+    var escapingCommas: String {
+        split(separator: ",", omittingEmptySubsequences: false).joined(separator: "\\,")
     }
 }

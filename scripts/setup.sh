@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what snapfs needs on a Debian machine and builds it (release).
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libfuse3-dev fuse3 pkg-config sqlite3 fio bindfs attr util-linux btrfs-progs xfsprogs strace)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+
+export PATH="/opt/swift/usr/bin:$PATH"
+swift build -c release 2>&1 | tail -n 3

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 
 echo "== unit tests (swift test)"
-swift test 2>&1 | tail -n 25
+swift test
 
 echo "== mounted tests (pytest Integration)"
 python3 -m pytest Integration -q -p no:cacheprovider "$@"

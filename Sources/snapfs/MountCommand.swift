@@ -89,7 +89,6 @@ struct MountCommand: ParsableCommand {
             mountpoint: plan.mountpoint,
             fuseOptions: mountOptions.fuseOptions(backing: plan.backing, asRoot: geteuid() == 0))
         configuration.debug = level == .debug
-        if let value = getenv("SNAPFS_IDLE_THREADS"), let n = UInt32(String(cString: value)) { configuration.idleThreads = n }
         let session = FUSESession(core: core, configuration: configuration, logger: logger)
         do {
             try session.mount()

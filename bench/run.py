@@ -1,0 +1,1015 @@
+#!/usr/bin/env python3
+"""snapfs benchmark: the same workloads on native ext4, on snapfs and on bindfs.
+
+    python3 bench/run.py                 # full run: 1 GiB files, 3 repetitions
+    python3 bench/run.py --quick         # smoke run, about a minute
+    python3 bench/run.py --only seqwrite-1m,smallfiles --targets native,snapfs
+    python3 bench/run.py --list          # the workloads and what they measure
+
+Must run as root (it drops the page cache and mounts FUSE file systems). Needs fio,
+a C compiler (for bench/smallfiles.c, built into a scratch dir at run time), bindfs
+for the bindfs target and the snapfs binary (SNAPFS_BIN, default
+.build/release/snapfs) for the snapfs target.
+
+Every target gets fresh directories on the same file system under
+/var/tmp/snapfs-bench/ (--work-dir): `native` is a plain directory, `snapfs` and
+`bindfs` are FUSE mounts over their own backing directory. Each repetition mounts
+snapfs and bindfs afresh, runs every workload on every target in turn (native,
+snapfs, bindfs, native, snapfs, ...: machine drift hits all targets alike), records
+each daemon's peak RSS (VmHWM) just before unmounting, and removes its directories.
+Before every measurement the harness runs sync and drops the page cache, dentries and
+inodes (echo 3 > /proc/sys/vm/drop_caches), so each target starts cold and no target
+pays for another's writeback. The report gives the median over the repetitions.
+
+Results go to bench/out/results-<timestamp>.json and .md (--json PATH to choose).
+
+Adding a workload: subclass Workload, give it a name, a description and its metrics
+(Metric(name, unit, higher_is_better)), implement prepare() (untimed set-up, runs
+before the cache drop) and run() (returns {metric name: value}), optionally
+cleanup(), and decorate the class with @register. Workloads run in registration
+order; a workload may rely on files an earlier one left (and must create them in
+prepare() if they are missing, so that --only works).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+DEFAULT_SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
+DEFAULT_WORK = Path("/var/tmp/snapfs-bench")
+ALL_TARGETS = ["native", "snapfs", "bindfs"]
+MiB = 1 << 20
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_size(text):
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text and text[-1] in mult:
+        return int(float(text[:-1]) * mult[text[-1]])
+    return int(text)
+
+
+def human_size(n):
+    for unit, m in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= m and n % m == 0:
+            return f"{n // m} {unit}"
+    return f"{n} B"
+
+
+class BenchError(Exception):
+    """A workload or a target failed; the message says how."""
+
+
+class Interrupted(BaseException):
+    pass
+
+
+# ---------------------------------------------------------------------------------------
+# Context shared by the workloads
+# ---------------------------------------------------------------------------------------
+
+class Context:
+    def __init__(self, cfg, scratch):
+        self.cfg = cfg
+        self.scratch = scratch
+        self.can_drop = os.geteuid() == 0
+        self.helpers = {}
+
+    def drop_caches(self):
+        os.sync()
+        if self.can_drop:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+
+    def run(self, cmd, timeout, what):
+        """Run a command we start ourselves; a timeout kills it (subprocess.run does)."""
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{what}: timed out after {timeout} s")
+        if r.returncode != 0:
+            tail = (r.stderr.strip() or r.stdout.strip())[-600:]
+            raise BenchError(f"{what}: exit {r.returncode}: {tail}")
+        return r.stdout
+
+    def helper(self, name):
+        """Compile bench/NAME.c with cc -O2 into the scratch dir (once) and return its path."""
+        if name not in self.helpers:
+            src = BENCH / f"{name}.c"
+            out = self.scratch / name
+            cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+            if not cc:
+                raise BenchError("no C compiler (cc) found to build " + str(src))
+            r = subprocess.run([cc, "-O2", "-Wall", "-o", str(out), str(src)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"cannot compile {src}: {r.stderr.strip()}")
+            self.helpers[name] = out
+        return self.helpers[name]
+
+    def fio(self, what, path, rw, bs, size, extra=(), timeout=900):
+        cmd = ["fio", "--name=bench", f"--filename={path}", f"--rw={rw}", f"--bs={bs}",
+               f"--size={size}", "--ioengine=psync", "--fallocate=none",
+               "--output-format=json", *extra]
+        out = self.run(cmd, timeout, f"fio {what}")
+        try:
+            job = json.loads(out[out.index("{"):])["jobs"][0]
+        except (ValueError, KeyError, IndexError) as e:
+            raise BenchError(f"fio {what}: unreadable output ({e}): {out[:300]}")
+        if job.get("error"):
+            raise BenchError(f"fio {what}: job error {job['error']}")
+        return job
+
+    def ensure_file(self, path, size):
+        """Untimed: make sure PATH holds SIZE bytes of data (written by fio, then fsynced)."""
+        if path.exists() and path.stat().st_size == size:
+            return
+        if path.exists():
+            path.unlink()
+        self.fio("prepare " + path.name, path, "write", "1M", size, ["--end_fsync=1"])
+
+
+# ---------------------------------------------------------------------------------------
+# Workloads
+# ---------------------------------------------------------------------------------------
+
+class Metric:
+    def __init__(self, name, unit, higher_is_better=True):
+        self.name, self.unit, self.higher_is_better = name, unit, higher_is_better
+
+
+class Workload:
+    name = ""
+    description = ""
+    metrics = []
+    needs_fio = False
+
+    def prepare(self, ctx, d):
+        pass
+
+    def run(self, ctx, d):
+        raise NotImplementedError
+
+    def cleanup(self, ctx, d):
+        pass
+
+
+WORKLOADS = []
+
+
+def register(cls):
+    WORKLOADS.append(cls())
+    return cls
+
+
+class SeqWrite(Workload):
+    needs_fio = True
+    bs = "1M"
+    keep = False
+
+    @property
+    def metrics(self):
+        return [Metric(self.name, "MiB/s")]
+
+    def file(self, d):
+        return d / ("seq.dat" if self.keep else f"seq-{self.bs}.dat")
+
+    def prepare(self, ctx, d):
+        self.file(d).unlink(missing_ok=True)
+
+    def run(self, ctx, d):
+        job = ctx.fio(self.name, self.file(d), "write", self.bs, ctx.cfg.seq_size,
+                      ["--end_fsync=1"])
+        return {self.name: job["write"]["bw_bytes"] / MiB}
+
+    def cleanup(self, ctx, d):
+        if not self.keep:
+            self.file(d).unlink(missing_ok=True)
+
+
+@register
+class SeqWrite1M(SeqWrite):
+    name = "seqwrite-1m"
+    bs = "1M"
+    keep = True  # the sequential reads read this file
+    description = "fio sequential write of a new SEQ_SIZE file, 1 MiB requests, psync, fsync at the end (included in the time)"
+
+
+@register
+class SeqWrite4K(SeqWrite):
+    name = "seqwrite-4k"
+    bs = "4k"
+    description = "same with 4 KiB requests"
+
+
+class SeqRead(Workload):
+    needs_fio = True
+    bs = "1M"
+
+    @property
+    def metrics(self):
+        return [Metric(self.name, "MiB/s")]
+
+    def prepare(self, ctx, d):
+        ctx.ensure_file(d / "seq.dat", ctx.cfg.seq_size)
+
+    def run(self, ctx, d):
+        job = ctx.fio(self.name, d / "seq.dat", "read", self.bs, ctx.cfg.seq_size)
+        return {self.name: job["read"]["bw_bytes"] / MiB}
+
+
+@register
+class SeqRead1M(SeqRead):
+    name = "seqread-1m"
+    bs = "1M"
+    description = "fio sequential read of the SEQ_SIZE file, 1 MiB requests, psync, page cache dropped first (cold)"
+
+
+@register
+class SeqRead4K(SeqRead):
+    name = "seqread-4k"
+    bs = "4k"
+    description = "same with 4 KiB requests"
+
+
+class RandIO(Workload):
+    needs_fio = True
+    rw = "randread"
+
+    @property
+    def metrics(self):
+        return [Metric(self.name, "IOPS")]
+
+    def prepare(self, ctx, d):
+        ctx.ensure_file(d / "rand.dat", ctx.cfg.rand_size)
+
+    def run(self, ctx, d):
+        extra = [f"--runtime={ctx.cfg.rand_cap}"]
+        if self.rw == "randwrite":
+            extra.append("--end_fsync=1")
+        job = ctx.fio(self.name, d / "rand.dat", self.rw, "4k", ctx.cfg.rand_size, extra)
+        side = job["read" if self.rw == "randread" else "write"]
+        return {self.name: side["iops"]}
+
+
+@register
+class RandRead4K(RandIO):
+    name = "randread-4k"
+    rw = "randread"
+    description = ("fio random 4 KiB reads of a RAND_SIZE file, psync, every block read once "
+                   "(fio's random map, fixed seed), page cache dropped first (cold), capped at RAND_CAP s")
+
+
+@register
+class RandWrite4K(RandIO):
+    name = "randwrite-4k"
+    rw = "randwrite"
+    description = ("fio random 4 KiB overwrites of the RAND_SIZE file, psync, every block written "
+                   "once, fsync at the end (included), capped at RAND_CAP s")
+
+
+@register
+class SmallFiles(Workload):
+    name = "smallfiles"
+    description = ("C helper (bench/smallfiles.c): create+write 4 KiB+close SMALL_FILES files "
+                   "spread over SMALL_DIRS subdirectories; then stat() them all STAT_PASSES times "
+                   "(warm: right after creation, no cache drop); then unlink them all. "
+                   "sync between phases, untimed")
+    metrics = [Metric("smallfiles-create", "files/s"), Metric("smallfiles-stat", "files/s"),
+               Metric("smallfiles-delete", "files/s")]
+
+    def prepare(self, ctx, d):
+        ctx.helper("smallfiles")
+        sd = d / "small"
+        if sd.exists():
+            shutil.rmtree(sd)
+        sd.mkdir()
+
+    def run(self, ctx, d):
+        cfg = ctx.cfg
+        out = ctx.run([str(ctx.helper("smallfiles")), str(d / "small"), str(cfg.small_files),
+                       str(cfg.small_dirs), str(cfg.stat_passes)], 900, "smallfiles")
+        r = json.loads(out)
+        n = r["files"]
+        return {"smallfiles-create": n / r["create_s"],
+                "smallfiles-stat": n * r["stat_passes"] / r["stat_s"],
+                "smallfiles-delete": n / r["delete_s"]}
+
+    def cleanup(self, ctx, d):
+        shutil.rmtree(d / "small", ignore_errors=True)
+
+
+class SQLiteTx(Workload):
+    mode = "delete"
+
+    @property
+    def metrics(self):
+        return [Metric(self.name, "tx/s")]
+
+    def db(self, d):
+        return d / f"bench-{self.mode}.db"
+
+    def prepare(self, ctx, d):
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(str(self.db(d)) + suffix).unlink(missing_ok=True)
+
+    def run(self, ctx, d):
+        cfg = ctx.cfg
+        out = ctx.run([sys.executable, str(Path(__file__).resolve()), "--_sqlite-worker",
+                       str(self.db(d)), self.mode, str(cfg.sqlite_tx), str(cfg.sqlite_seconds)],
+                      cfg.sqlite_seconds + 300, self.name)
+        r = json.loads(out)
+        return {self.name: r["tx"] / r["seconds"]}
+
+    cleanup = prepare
+
+
+@register
+class SQLiteDelete(SQLiteTx):
+    name = "sqlite-delete"
+    mode = "delete"
+    description = ("python sqlite3: one 200-byte INSERT per BEGIN/COMMIT transaction, "
+                   "journal_mode=DELETE, synchronous=FULL; SQLITE_TX transactions or SQLITE_SECONDS s, "
+                   "whichever comes first (after 10 untimed warm-up transactions)")
+
+
+@register
+class SQLiteWAL(SQLiteTx):
+    name = "sqlite-wal"
+    mode = "wal"
+    description = "same in journal_mode=WAL (synchronous=FULL, default auto-checkpoint)"
+
+
+def sqlite_worker(db, mode, count, seconds):
+    """Runs in a child process (so that a hung mount can be timed out)."""
+    import sqlite3
+    con = sqlite3.connect(db, isolation_level=None)
+    got = con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
+    if got.lower() != mode:
+        raise SystemExit(f"journal_mode={mode} not accepted (got {got})")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    rows = [os.urandom(100).hex() for _ in range(64)]  # 200 bytes each
+
+    def tx(i):
+        con.execute("BEGIN")
+        con.execute("INSERT INTO t (v) VALUES (?)", (rows[i % 64],))
+        con.execute("COMMIT")
+
+    for i in range(10):
+        tx(i)
+    n = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while n < count:
+        tx(n)
+        n += 1
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - start
+    total = con.execute("SELECT count(*) FROM t").fetchone()[0]
+    con.close()
+    if total != n + 10:
+        raise SystemExit(f"expected {n + 10} rows, found {total}")
+    print(json.dumps({"tx": n, "seconds": elapsed}))
+
+
+# ---------------------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------------------
+
+def mount_entry(path):
+    """The /proc/self/mountinfo line fields for a mount exactly at PATH, or None."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].replace("\\040", " ") == path:
+                return fields
+    return None
+
+
+def peak_rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+class Target:
+    name = ""
+    is_fuse = False
+
+    def __init__(self, root):
+        self.root = root
+        self.dir = None
+        self.error = None
+        self.setup_failed = False
+
+    def setup(self):
+        raise NotImplementedError
+
+    def alive(self):
+        return True
+
+    def teardown(self):
+        """Returns a dict of facts (peak RSS); never raises."""
+        return {}
+
+
+class NativeTarget(Target):
+    name = "native"
+
+    def setup(self):
+        self.dir = self.root / "native"
+        self.dir.mkdir()
+        return self.dir
+
+
+class FuseTarget(Target):
+    is_fuse = True
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.backing = root / f"{self.name}-backing"
+        self.mnt = root / f"{self.name}-mnt"
+        self.log_file = root / f"{self.name}.log"
+        self.pid = None          # the daemon's pid (a process this harness started)
+        self.proc = None         # Popen, when the daemon is our direct child
+        self.mounted = False
+
+    def alive(self):
+        return self.mounted and mount_entry(self.mnt) is not None and \
+            (self.pid is None or pid_alive(self.pid))
+
+    def log_tail(self):
+        try:
+            return self.log_file.read_text(errors="replace").strip()[-800:]
+        except OSError:
+            return ""
+
+    def unmount_commands(self):
+        return [["fusermount3", "-u", str(self.mnt)]]
+
+    def teardown(self):
+        facts = {}
+        if self.pid is not None:
+            facts["peak_rss_kib"] = peak_rss_kib(self.pid)
+        if self.mounted or mount_entry(self.mnt) is not None:
+            self.unmount()
+        self.wait_daemon()
+        return facts
+
+    def unmount(self):
+        attempts = self.unmount_commands() + [["fusermount3", "-u", str(self.mnt)]] * 3
+        for i, cmd in enumerate(attempts):
+            if mount_entry(self.mnt) is None:
+                break
+            try:
+                subprocess.run(cmd, capture_output=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                pass
+            if mount_entry(self.mnt) is not None and i > 0:
+                time.sleep(1)
+        if mount_entry(self.mnt) is not None:
+            log(f"{self.name}: {self.mnt} is busy; aborting the FUSE connection and detaching it")
+            fields = mount_entry(self.mnt)
+            if fields:
+                minor = fields[2].split(":")[1]
+                abort = Path(f"/sys/fs/fuse/connections/{minor}/abort")
+                if abort.exists():
+                    try:
+                        abort.write_text("1\n")
+                    except OSError:
+                        pass
+            subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True, timeout=60)
+        self.mounted = mount_entry(self.mnt) is not None
+        if self.mounted:
+            log(f"{self.name}: WARNING: could not unmount {self.mnt}")
+
+    def wait_daemon(self, timeout=30):
+        """After the unmount the daemon exits by itself; if it does not, stop it (only
+        ever the pid this harness started)."""
+        if self.pid is None:
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            if self.proc is None and not pid_alive(self.pid):
+                break
+            time.sleep(0.1)
+        else:
+            log(f"{self.name}: daemon {self.pid} still running {timeout} s after unmount; sending SIGTERM")
+            self.signal_daemon(signal.SIGTERM)
+            time.sleep(3)
+            if pid_alive(self.pid):
+                self.signal_daemon(signal.SIGKILL)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.pid = None
+
+    def signal_daemon(self, sig):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class SnapfsTarget(FuseTarget):
+    name = "snapfs"
+
+    def __init__(self, root, binary, extra_args):
+        super().__init__(root)
+        self.binary = binary
+        self.extra_args = extra_args
+
+    def setup(self):
+        if not os.access(self.binary, os.X_OK):
+            raise BenchError(f"snapfs binary not found or not executable: {self.binary} "
+                             "(build it with `swift build -c release` or set SNAPFS_BIN)")
+        self.backing.mkdir()
+        self.mnt.mkdir()
+        pid_file = self.root / "snapfs.pid"
+        cmd = [self.binary, "mount", str(self.backing), str(self.mnt), "--pid-file", str(pid_file),
+               "--log-file", str(self.log_file), *self.extra_args]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            self.mounted = mount_entry(self.mnt) is not None
+            raise BenchError(f"`{shlex.join(cmd)}` did not return within 60 s")
+        self.mounted = mount_entry(self.mnt) is not None
+        if pid_file.exists():
+            try:
+                self.pid = int(pid_file.read_text().strip())
+            except ValueError:
+                pass
+        if r.returncode != 0:
+            raise BenchError(f"`{shlex.join(cmd)}` exited {r.returncode}: "
+                             f"{(r.stderr.strip() or r.stdout.strip())[-600:]} {self.log_tail()}")
+        if not self.mounted:
+            raise BenchError(f"snapfs mount returned 0 but {self.mnt} is not mounted")
+        if self.pid is None:
+            raise BenchError(f"snapfs mount did not write its pid to {pid_file}")
+        return self.mnt
+
+    def unmount_commands(self):
+        return [[self.binary, "unmount", str(self.mnt)]]
+
+
+class BindfsTarget(FuseTarget):
+    name = "bindfs"
+
+    def setup(self):
+        exe = shutil.which("bindfs")
+        if not exe:
+            raise BenchError("bindfs is not installed (apt-get install bindfs)")
+        self.backing.mkdir()
+        self.mnt.mkdir()
+        # -f: stay in the foreground, so the daemon is our own child with a known pid;
+        # its own session, so a Ctrl-C reaches only the harness, which then unmounts.
+        cmd = [exe, "-f", str(self.backing), str(self.mnt)]
+        with open(self.log_file, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                         start_new_session=True)
+        self.pid = self.proc.pid
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if mount_entry(self.mnt) is not None:
+                self.mounted = True
+                return self.mnt
+            if self.proc.poll() is not None:
+                raise BenchError(f"`{shlex.join(cmd)}` exited {self.proc.returncode}: {self.log_tail()}")
+            time.sleep(0.05)
+        raise BenchError(f"`{shlex.join(cmd)}` did not mount within 30 s")
+
+
+# ---------------------------------------------------------------------------------------
+# Machine info and reporting
+# ---------------------------------------------------------------------------------------
+
+def capture(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        return (r.stdout.strip() or r.stderr.strip()).splitlines()[0] if (r.stdout or r.stderr) else ""
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return ""
+
+
+def machine_info(cfg, work_root):
+    info = {"kernel": " ".join(platform.uname()), "python": platform.python_version()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        models = [l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")]
+        info["cpu"] = f"{os.cpu_count()} x {models[0] if models else '?'}"
+        for l in Path("/proc/meminfo").read_text().splitlines():
+            if l.startswith("MemTotal:"):
+                info["memory"] = f"{int(l.split()[1]) / (1 << 20):.1f} GiB"
+    except OSError:
+        pass
+    # the file system and block device the targets live on
+    st = os.stat(work_root)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    with open("/proc/self/mountinfo") as f:
+        best = None
+        for line in f:
+            fields = line.split()
+            if fields[2] == dev:
+                sep = fields.index("-")
+                cand = (fields[4], fields[sep + 1], fields[sep + 2], fields[5], fields[sep + 3])
+                if best is None or len(cand[0]) > len(best[0]):
+                    best = cand
+    if best:
+        info["filesystem"] = f"{best[2]} ({best[1]}) mounted at {best[0]}, options {best[3]},{best[4]}"
+        blk = Path("/sys/dev/block") / dev
+        try:
+            q = blk.resolve()
+            if (q / "partition").exists():
+                q = q.parent
+            sched = (q / "queue" / "scheduler").read_text().strip()
+            rot = (q / "queue" / "rotational").read_text().strip()
+            info["block device"] = f"{q.name}, scheduler {sched}, rotational={rot}"
+        except OSError:
+            pass
+    info["fio"] = capture(["fio", "--version"])
+    info["bindfs"] = capture(["bindfs", "--version"]) + " / " + \
+        " ".join(capture(["bindfs", "--fuse-version"]).split()[-2:]) + " (linked libfuse)"
+    info["fusermount3"] = capture(["fusermount3", "--version"])
+    import sqlite3
+    info["sqlite"] = sqlite3.sqlite_version
+    info["snapfs binary"] = cfg.snapfs_bin
+    if os.path.exists(cfg.snapfs_bin):
+        mtime = datetime.datetime.fromtimestamp(os.path.getmtime(cfg.snapfs_bin))
+        info["snapfs binary"] += f" (built {mtime:%Y-%m-%d %H:%M:%S})"
+    head = capture(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"])
+    dirty = capture(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    info["git"] = head + (" (+ uncommitted changes)" if dirty else "")
+    return info
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def ratio(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        return f"{a / b:.2f}"
+    return "—"
+
+
+def spread(values):
+    """(max - min) / median, as a percentage."""
+    if len(values) < 2:
+        return "—"
+    med = statistics.median(values)
+    return f"{(max(values) - min(values)) / med * 100:.0f}%" if med else "—"
+
+
+def render(report):
+    cfg = report["config"]
+    targets = cfg["targets"]
+    lines = [f"# snapfs benchmark, {report['started']}", ""]
+    lines += ["Command:", "", "```", report["command"], "```", ""]
+    lines += ["Machine:", ""] + [f"- {k}: {v}" for k, v in report["machine"].items()] + [""]
+    lines += [f"Parameters: sequential file {human_size(cfg['seq_size'])}, random file "
+              f"{human_size(cfg['rand_size'])} (cap {cfg['rand_cap']} s), {cfg['small_files']} small files "
+              f"in {cfg['small_dirs']} dirs ({cfg['stat_passes']} stat passes), SQLite up to "
+              f"{cfg['sqlite_tx']} tx / {cfg['sqlite_seconds']} s per mode, {cfg['runs']} run(s), "
+              f"snapfs args: `{shlex.join(cfg['snapfs_args']) or '(none)'}`. "
+              f"Page cache dropped before every measurement: {'yes' if report['dropped_caches'] else 'NO (not root)'}.",
+              ""]
+    lines += [f"## Results (median of {cfg['runs']} run(s); ↑ = higher is better)", ""]
+    head = ["workload", "unit"] + targets
+    if "snapfs" in targets and "native" in targets:
+        head.append("snapfs/native")
+    if "snapfs" in targets and "bindfs" in targets:
+        head.append("snapfs/bindfs")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
+    for m in report["metrics"]:
+        med = report["medians"].get(m["name"], {})
+        row = [m["name"], m["unit"] + (" ↑" if m["higher_is_better"] else " ↓")]
+        row += [fmt(med.get(t)) for t in targets]
+        if "snapfs/native" in head:
+            row.append(ratio(med.get("snapfs"), med.get("native")))
+        if "snapfs/bindfs" in head:
+            row.append(ratio(med.get("snapfs"), med.get("bindfs")))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+
+    fuse = [t for t in targets if t != "native"]
+    if fuse:
+        lines += ["## Daemon peak RSS (VmHWM just before unmount, per run)", ""]
+        lines.append("| target | " + " | ".join(f"run {i + 1}" for i in range(cfg["runs"])) + " |")
+        lines.append("|---|" + "---:|" * cfg["runs"])
+        for t in fuse:
+            cells = []
+            for i in range(cfg["runs"]):
+                rec = next((r for r in report["mounts"] if r["target"] == t and r["run"] == i + 1), None)
+                if rec is None:
+                    cells.append("—")
+                elif rec.get("setup_failed"):
+                    cells.append("mount failed")
+                elif rec.get("peak_rss_kib") is not None:
+                    cells.append(f"{rec['peak_rss_kib'] / 1024:.1f} MiB")
+                else:
+                    cells.append("?")
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    lines += ["## Every run", "", "| workload | target | " +
+              " | ".join(f"run {i + 1}" for i in range(cfg["runs"])) + " | spread |",
+              "|---|---|" + "---:|" * (cfg["runs"] + 1)]
+    for m in report["metrics"]:
+        for t in targets:
+            vals = report["values"].get(m["name"], {}).get(t, [])
+            cells = [fmt(v) for v in vals] + ["—"] * (cfg["runs"] - len(vals))
+            nums = [v for v in vals if isinstance(v, (int, float))]
+            lines.append(f"| {m['name']} | {t} | " + " | ".join(cells) + f" | {spread(nums)} |")
+    lines.append("")
+    lines += ["Spread = (max − min) / median over the runs.", ""]
+
+    lines += ["## Workloads", ""] + [f"- **{w['name']}**: {w['description']}" for w in report["workloads"]]
+    lines.append("")
+    if report["errors"]:
+        lines += ["## Errors", ""] + [f"- {e}" for e in report["errors"]] + [""]
+    lines.append(f"Total time: {report['elapsed_s'] / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 64 MiB files, 2000 small files, 300 SQLite tx, 1 run")
+    p.add_argument("--runs", type=int, help="repetitions (default 3, --quick 1)")
+    p.add_argument("--only", help="comma-separated workload names (see --list)")
+    p.add_argument("--targets", default=",".join(ALL_TARGETS), help="default native,snapfs,bindfs")
+    p.add_argument("--json", help="where to write the JSON results (the .md goes next to it)")
+    p.add_argument("--snapfs-args", default="", help='extra arguments to `snapfs mount`, e.g. "-o writeback_cache"')
+    p.add_argument("--snapfs-bin", default=DEFAULT_SNAPFS, help="default $SNAPFS_BIN or .build/release/snapfs")
+    p.add_argument("--size", help="sequential file size (default 1G, --quick 64M)")
+    p.add_argument("--rand-size", help="random I/O file size (default 256M, --quick 64M)")
+    p.add_argument("--rand-cap", type=int, default=60, help="time cap of each random I/O job, s (default 60)")
+    p.add_argument("--small-files", type=int, help="number of small files (default 20000, --quick 2000)")
+    p.add_argument("--small-dirs", type=int, default=20, help="subdirectories for the small files (default 20)")
+    p.add_argument("--stat-passes", type=int, default=5, help="stat passes over the small files (default 5)")
+    p.add_argument("--sqlite-tx", type=int, help="max SQLite transactions per mode (default 20000, --quick 300)")
+    p.add_argument("--sqlite-seconds", type=float, default=5.0, help="max seconds per SQLite mode (default 5)")
+    p.add_argument("--work-dir", default=str(DEFAULT_WORK), help=f"scratch root (default {DEFAULT_WORK})")
+    p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    p.add_argument("--_sqlite-worker", nargs=4, help=argparse.SUPPRESS, dest="sqlite_worker")
+    cfg = p.parse_args(argv)
+    if cfg.sqlite_worker:
+        return cfg
+    q = cfg.quick
+    cfg.runs = cfg.runs or (1 if q else 3)
+    cfg.seq_size = parse_size(cfg.size or ("64M" if q else "1G"))
+    cfg.rand_size = parse_size(cfg.rand_size or ("64M" if q else "256M"))
+    cfg.small_files = cfg.small_files or (2000 if q else 20000)
+    cfg.sqlite_tx = cfg.sqlite_tx or (300 if q else 20000)
+    cfg.snapfs_args = shlex.split(cfg.snapfs_args)
+    cfg.targets = [t.strip() for t in cfg.targets.split(",") if t.strip()]
+    bad = [t for t in cfg.targets if t not in ALL_TARGETS]
+    if bad or not cfg.targets:
+        p.error(f"unknown target(s) {bad}; choose from {ALL_TARGETS}")
+    cfg.targets = [t for t in ALL_TARGETS if t in cfg.targets]
+    names = [w.name for w in WORKLOADS]
+    if cfg.only:
+        want = [n.strip() for n in cfg.only.split(",") if n.strip()]
+        bad = [n for n in want if n not in names]
+        if bad:
+            p.error(f"unknown workload(s) {bad}; choose from {names}")
+        cfg.workloads = [w for w in WORKLOADS if w.name in want]
+    else:
+        cfg.workloads = list(WORKLOADS)
+    if cfg.runs < 1:
+        p.error("--runs must be at least 1")
+    return cfg
+
+
+def main(argv):
+    cfg = parse_args(argv)
+    if cfg.sqlite_worker:
+        db, mode, count, seconds = cfg.sqlite_worker
+        sqlite_worker(db, mode, int(count), float(seconds))
+        return 0
+    if cfg.list:
+        for w in WORKLOADS:
+            print(f"{w.name:16} {', '.join(m.name + ' [' + m.unit + ']' for m in w.metrics)}\n"
+                  f"{'':16} {w.description}")
+        return 0
+
+    if any(w.needs_fio for w in cfg.workloads) and not shutil.which("fio"):
+        fio_free = [w.name for w in WORKLOADS if not w.needs_fio]
+        print("error: fio is not installed (apt-get install fio); it runs the sequential and random "
+              f"I/O workloads. Without it, use --only {','.join(fio_free)}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        log("WARNING: not root: cannot drop the page cache (reads will not be cold) and FUSE "
+            "mounts may fail")
+
+    command = shlex.join([sys.executable, *sys.argv])
+    started = datetime.datetime.now()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    work_base = Path(cfg.work_dir)
+    work_base.mkdir(parents=True, exist_ok=True)
+    work_root = work_base / f"{stamp}-{os.getpid()}"
+    work_root.mkdir()
+    scratch = work_root / "bin"
+    scratch.mkdir()
+    ctx = Context(cfg, scratch)
+
+    metrics = [m for w in cfg.workloads for m in w.metrics]
+    report = {
+        "command": command, "started": started.isoformat(timespec="seconds"),
+        "machine": machine_info(cfg, work_root),
+        "config": {"targets": cfg.targets, "runs": cfg.runs, "seq_size": cfg.seq_size,
+                   "rand_size": cfg.rand_size, "rand_cap": cfg.rand_cap,
+                   "small_files": cfg.small_files, "small_dirs": cfg.small_dirs,
+                   "stat_passes": cfg.stat_passes, "sqlite_tx": cfg.sqlite_tx,
+                   "sqlite_seconds": cfg.sqlite_seconds, "snapfs_args": cfg.snapfs_args,
+                   "quick": cfg.quick},
+        "dropped_caches": ctx.can_drop,
+        "workloads": [{"name": w.name, "description": w.description,
+                       "metrics": [m.name for m in w.metrics]} for w in cfg.workloads],
+        "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better}
+                    for m in metrics],
+        "values": {m.name: {t: [] for t in cfg.targets} for m in metrics},
+        "samples": [], "mounts": [], "errors": [], "medians": {},
+    }
+    print(f"$ {command}", flush=True)
+    for k, v in report["machine"].items():
+        print(f"  {k}: {v}", flush=True)
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    t_start = time.time()
+    interrupted = None
+    live = []
+    try:
+        for run in range(1, cfg.runs + 1):
+            rep_root = work_root / f"run{run}"
+            rep_root.mkdir()
+            live = []
+            for name in cfg.targets:
+                if name == "native":
+                    t = NativeTarget(rep_root)
+                elif name == "snapfs":
+                    t = SnapfsTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args)
+                else:
+                    t = BindfsTarget(rep_root)
+                live.append(t)
+                try:
+                    t.setup()
+                    log(f"run {run}: {name} ready at {t.dir or t.mnt}" + (f" (pid {t.pid})" if t.pid else ""))
+                except BenchError as e:
+                    t.error = str(e)
+                    t.setup_failed = True
+                    msg = f"run {run}: {name}: setup failed: {e}"
+                    log(msg)
+                    report["errors"].append(msg)
+            for w in cfg.workloads:
+                for t in live:
+                    d = t.dir if t.name == "native" else t.mnt
+                    if t.error:
+                        for m in w.metrics:
+                            report["values"][m.name][t.name].append("failed")
+                        continue
+                    t0 = time.time()
+                    sample = {"run": run, "target": t.name, "workload": w.name}
+                    try:
+                        w.prepare(ctx, d)
+                        ctx.drop_caches()
+                        result = w.run(ctx, d)
+                        sample["metrics"] = result
+                        for m in w.metrics:
+                            report["values"][m.name][t.name].append(result[m.name])
+                        w.cleanup(ctx, d)
+                    except BenchError as e:
+                        sample["error"] = str(e)
+                        for m in w.metrics:
+                            report["values"][m.name][t.name].append("failed")
+                        msg = f"run {run}: {w.name} on {t.name}: {e}"
+                        report["errors"].append(msg)
+                        log("ERROR " + msg)
+                        if t.is_fuse and not t.alive():
+                            t.error = f"{t.name} mount died during {w.name}"
+                            report["errors"].append(f"run {run}: {t.error}; daemon log: {t.log_tail()}")
+                            log(f"run {run}: {t.error}")
+                    sample["seconds"] = round(time.time() - t0, 3)
+                    report["samples"].append(sample)
+                    if "metrics" in sample:
+                        shown = ", ".join(f"{k} {fmt(v)}" for k, v in sample["metrics"].items())
+                        log(f"run {run}: {w.name:14} {t.name:7} {shown}  ({sample['seconds']:.1f} s)")
+            for t in live:
+                if t.name == "native":
+                    continue
+                facts = t.teardown()
+                report["mounts"].append({"run": run, "target": t.name, "error": t.error,
+                                         "setup_failed": t.setup_failed, **facts})
+                if facts.get("peak_rss_kib"):
+                    log(f"run {run}: {t.name} daemon peak RSS {facts['peak_rss_kib'] / 1024:.1f} MiB")
+            live = []
+            remove_tree(rep_root)
+    except (Interrupted, KeyboardInterrupt) as e:
+        interrupted = str(e) or "SIGINT"
+        log(f"interrupted ({interrupted}); unmounting and cleaning up")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for t in live:
+            if t.is_fuse:
+                t.teardown()
+        remove_tree(work_root)
+
+    report["elapsed_s"] = round(time.time() - t_start, 1)
+    if interrupted:
+        report["errors"].append(f"interrupted by {interrupted}; results are partial")
+    for m in metrics:
+        for t in cfg.targets:
+            nums = [v for v in report["values"][m.name][t] if isinstance(v, (int, float))]
+            report["medians"].setdefault(m.name, {})[t] = statistics.median(nums) if nums else (
+                "failed" if report["values"][m.name][t] else None)
+
+    md = render(report)
+    json_path = Path(cfg.json) if cfg.json else BENCH / "out" / f"results-{stamp}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path = json_path.with_suffix(".md")
+    md_path.write_text(md)
+    print()
+    print(md, flush=True)
+    print(f"Results: {json_path} and {md_path}")
+    return 130 if interrupted else (1 if report["errors"] else 0)
+
+
+def remove_tree(path):
+    """Remove a scratch tree, but never through a mount that is still live."""
+    if not path.exists():
+        return
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        busy = [l.split()[4] for l in f if l.split()[4] == real or l.split()[4].startswith(real + "/")]
+    if busy:
+        log(f"WARNING: not removing {path}: still mounted: {', '.join(busy)}")
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

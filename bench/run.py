@@ -431,6 +431,7 @@ class Target:
     def __init__(self, root):
         self.root = root
         self.dir = None
+        self.pid = None
         self.error = None
         self.setup_failed = False
 

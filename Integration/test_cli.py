@@ -255,6 +255,24 @@ def test_mount_returns_when_ready_and_daemon_is_detached(env):
     assert os.readlink(f"/proc/{pid}/fd/1") == "/dev/null"
 
 
+def test_mount_with_relative_paths(env):
+    """Relative BACKING, MOUNTPOINT, --pid-file and --log-file are taken from the
+    caller's working directory, although the daemon changes to /."""
+    b, m = env.dirs("b", "m")
+    (b / "f").write_text("rel")
+    r = run([SNAPFS, "mount", "b", "m", "--pid-file", "rel.pid", "--log-file", "rel.log"], cwd=env.dir)
+    assert r.returncode == 0, r.stderr
+    pid = int(env.path("rel.pid").read_text())
+    env.daemon_pids.add(pid)
+    recs = mount_records(m)
+    assert len(recs) == 1 and recs[0][1] == "fuse.snapfs" and recs[0][2] == str(b), recs
+    assert (m / "f").read_text() == "rel"
+    assert "serving" in env.path("rel.log").read_text()
+    assert run([SNAPFS, "unmount", "m"], cwd=env.dir).returncode == 0
+    assert not is_mounted(m)
+    assert wait_until(lambda: not alive(pid), timeout=10)
+
+
 def test_mount_without_subcommand(env):
     """`snapfs BACKING MOUNTPOINT -o ...` mounts too (what mount -t fuse.snapfs runs)."""
     b, m = env.dirs("b", "m")
@@ -561,6 +579,50 @@ def test_signal_stops_foreground_with_exit_0(env, sig):
     (m / "f").write_text("data")
     p.send_signal(sig)
     assert p.wait(timeout=10) == 0
+    assert not is_mounted(m)
+    assert (b / "f").read_text() == "data"
+
+
+# Runs `snapfs mount ...` as a child subreaper, so that the detached daemon is
+# re-parented to this helper when the command exits, and reports the daemon's exit status.
+_REAPER = r"""
+import ctypes, os, subprocess, sys
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    sys.exit("prctl failed")
+r = subprocess.run(sys.argv[1:], timeout=60)
+print("MOUNT", r.returncode, flush=True)
+if r.returncode == 0:
+    pid, status = os.wait()
+    print("DAEMON", pid, os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "snapfs_unmount", "fusermount3_u"])
+def test_daemon_exit_status(env, how):
+    """The daemon exits with 0 after a clean shutdown (it has nothing to report: the
+    mount ended because it was asked to)."""
+    b, m = env.dirs("b", "m")
+    pid_file = env.path("d.pid")
+    helper = env.popen(["python3", "-c", _REAPER, SNAPFS, "mount", b, m, "--pid-file", pid_file],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = helper.stdout.readline().split()
+    assert first == ["MOUNT", "0"], (first, helper.stderr.read() if helper.poll() is not None else "")
+    pid = int(pid_file.read_text())
+    env.daemon_pids.add(pid)
+    assert is_mounted(m)
+    (m / "f").write_text("data")
+    if how == "SIGTERM":
+        os.kill(pid, signal.SIGTERM)
+    elif how == "SIGINT":
+        os.kill(pid, signal.SIGINT)
+    elif how == "snapfs_unmount":
+        assert run([SNAPFS, "unmount", m]).returncode == 0
+    else:
+        assert run(["fusermount3", "-u", m]).returncode == 0
+    out, _ = helper.communicate(timeout=15)
+    fields = out.split()
+    assert fields[:2] == ["DAEMON", str(pid)], out
+    assert int(fields[2]) == 0, f"daemon exited with {fields[2]} after {how}"
     assert not is_mounted(m)
     assert (b / "f").read_text() == "data"
 

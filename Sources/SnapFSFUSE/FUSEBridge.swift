@@ -33,14 +33,19 @@ final class FUSEBridge: Sendable {
     /// `body` must reply on success.
     @inline(__always)
     func handle(_ req: fuse_req_t?, _ operation: StaticString, _ inode: UInt64,
-                _ body: () throws(Errno) -> Void) {
-        if debug { logger.debug("\(operation) ino=\(inode)") }
+                _ name: UnsafePointer<CChar>? = nil, _ body: () throws(Errno) -> Void) {
+        if debug { logger.debug("\(operation) ino=\(inode)\(Self.describe(name))") }
         do {
             try body()
         } catch {
-            if debug { logger.debug("\(operation) ino=\(inode) -> \(error)") }
+            if debug { logger.debug("\(operation) ino=\(inode)\(Self.describe(name)) -> \(error)") }
             fuse_reply_err(req, error.rawValue)
         }
+    }
+
+    private static func describe(_ name: UnsafePointer<CChar>?) -> String {
+        guard let name else { return "" }
+        return " name=\(String(decoding: UnsafeRawBufferPointer(start: name, count: strlen(name)), as: UTF8.self))"
     }
 
     // MARK: replies

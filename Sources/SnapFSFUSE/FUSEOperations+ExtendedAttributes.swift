@@ -7,7 +7,7 @@ extension FUSEOperations {
     static func addExtendedAttributeOperations(_ ops: inout fuse_lowlevel_ops) {
         ops.getxattr = { req, ino, name, size in
             let fs = FUSEBridge.of(req)
-            fs.handle(req, "getxattr", ino) { () throws(Errno) in
+            fs.handle(req, "getxattr", ino, name) { () throws(Errno) in
                 try FUSEOperations.replySized(req, size) { buffer throws(Errno) in
                     try fs.core.getxattr(ino, name: name!, into: buffer)
                 }
@@ -23,14 +23,14 @@ extension FUSEOperations {
         }
         ops.setxattr = { req, ino, name, value, size, flags in
             let fs = FUSEBridge.of(req)
-            fs.handle(req, "setxattr", ino) { () throws(Errno) in
+            fs.handle(req, "setxattr", ino, name) { () throws(Errno) in
                 try fs.core.setxattr(ino, name: name!, value: UnsafeRawBufferPointer(start: value, count: size), flags: flags)
                 fuse_reply_err(req, 0)
             }
         }
         ops.removexattr = { req, ino, name in
             let fs = FUSEBridge.of(req)
-            fs.handle(req, "removexattr", ino) { () throws(Errno) in
+            fs.handle(req, "removexattr", ino, name) { () throws(Errno) in
                 try fs.core.removexattr(ino, name: name!)
                 fuse_reply_err(req, 0)
             }

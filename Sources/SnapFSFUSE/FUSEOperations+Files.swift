@@ -15,7 +15,7 @@ extension FUSEOperations {
         }
         ops.create = { req, parent, name, mode, fi in
             let fs = FUSEBridge.of(req)
-            fs.handle(req, "create", parent) { () throws(Errno) in
+            fs.handle(req, "create", parent, name) { () throws(Errno) in
                 let (entry, file) = try fs.core.create(parent: parent, name: name!, mode: mode, flags: fi!.pointee.flags,
                                                        context: FUSEBridge.context(req))
                 FUSEOperations.prepare(fi!, for: file)

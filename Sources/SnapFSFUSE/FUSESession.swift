@@ -23,11 +23,10 @@ public final class FUSESession {
     }
 
     public enum Failure: Error, Sendable {
-        /// libfuse rejected the options (it printed why on stderr).
-        case badOptions
-        /// The kernel mount failed (libfuse printed why on stderr).
-        case mountFailed
-        case signalHandlers
+        /// libfuse rejected the options; what it said.
+        case badOptions(String)
+        /// The kernel refused the mount; what libfuse said.
+        case mountFailed(String)
     }
 
     private let configuration: Configuration
@@ -43,6 +42,7 @@ public final class FUSESession {
     }
 
     /// Creates the session and mounts it; the mount is usable when this returns.
+    /// What libfuse prints on stderr about a failure is caught and carried in the error.
     public func mount() throws(Failure) {
         arguments = ["snapfs"].map { $0.withCString { strdup($0) } }
         if !configuration.fuseOptions.isEmpty {
@@ -53,36 +53,49 @@ public final class FUSESession {
         }
         var ops = FUSEOperations.make(writebackCache: bridge.core.options.kernelWritebackCache)
         let userdata = Unmanaged.passUnretained(bridge).toOpaque()
-        guard let session = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata) else {
-            throw .badOptions
+        let (created, complaint) = StandardErrorCapture.run {
+            fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
         }
         fuse_opt_free_args(&args)
+        guard let session = created else { throw .badOptions(complaint) }
         self.session = session
-        guard fuse_set_signal_handlers(session) == 0 else { throw .signalHandlers }
-        guard fuse_session_mount(session, configuration.mountpoint) == 0 else {
-            fuse_remove_signal_handlers(session)
-            throw .mountFailed
-        }
+        let (mounted, refusal) = StandardErrorCapture.run { fuse_session_mount(session, configuration.mountpoint) }
+        guard mounted == 0 else { throw .mountFailed(refusal) }
         guard FUSEChannel.install(on: session) else {
             fuse_session_unmount(session)
-            throw .mountFailed
+            throw .mountFailed("cannot install the session's I/O")
         }
     }
 
-    /// Serves requests until unmount or a termination signal, then unmounts.
-    /// Returns libfuse's loop result (0 on a clean end).
-    public func serve() -> Int32 {
-        guard let session else { return -1 }
+    /// Serves requests until the filesystem is unmounted or the process gets SIGINT,
+    /// SIGTERM or SIGHUP, then unmounts. On a signal, everything written through the
+    /// mount is pushed to the daemon first (`syncfs` on the mount, from a thread that is
+    /// not serving requests), so a signal loses nothing an unmount would not.
+    /// Returns how the loop ended.
+    public func serve() -> Ending {
+        guard let session else { return .failed(-1) }
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        // Blocked here, the signals stay blocked in every worker libfuse starts; only the
+        // watcher below takes them.
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        let watcher = SignalWatcher(session: session, mountpoint: configuration.mountpoint, signals: signals)
+        watcher.start()
         let result = snapfs_session_loop_mt(session, configuration.idleThreads)
         fuse_session_unmount(session)
-        return result
+        if let signal = watcher.received { return .signal(signal) }
+        return result == 0 ? .unmounted : .failed(result)
+    }
+
+    public enum Ending: Sendable, Equatable {
+        case unmounted
+        case signal(Int32)
+        case failed(Int32)
     }
 
     deinit {
-        if let session {
-            fuse_remove_signal_handlers(session)
-            fuse_session_destroy(session)
-        }
+        if let session { fuse_session_destroy(session) }
         for argument in arguments { free(argument) }
     }
 }

@@ -78,6 +78,17 @@ enum Daemon {
         _ = chdir("/")
     }
 
+    /// In the foreground with --log-file: once the mount is ready, the log goes to the file.
+    static func redirectStandardError(to logFile: String) {
+        let log = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard log >= 0 else {
+            FileHandleStandardError.write("snapfs: cannot open log file \(logFile): \(String(cString: strerror(errno))); logging to stderr\n")
+            return
+        }
+        dup2(log, 2)
+        close(log)
+    }
+
     static func send(_ text: String, to fd: Int32) {
         _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
     }

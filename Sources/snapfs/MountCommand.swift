@@ -10,19 +10,11 @@ struct MountCommand: ParsableCommand {
         commandName: "mount",
         abstract: "Mount BACKING at MOUNTPOINT through snapfs.",
         discussion: """
-        Runs in the background and returns once the mount is ready, unless --foreground.
-        The daemon flushes and exits on unmount, SIGINT or SIGTERM.
+        Runs in the background and returns once the mount is ready, unless --foreground. The daemon flushes and exits on unmount, SIGINT, SIGTERM or SIGHUP.
 
-        -o takes FUSE mount options (allow_other, default_permissions, ro, …) and these of
-        snapfs: nonempty (mount over a non-empty directory), writeback_cache /
-        no_writeback_cache (kernel write-back caching of small writes). When run as root,
-        snapfs adds allow_other and default_permissions so the mount behaves for every user
-        like the directory itself.
+        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); noallow_other (when run as root, do not add allow_other); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
 
-        Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint
-        missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted;
-        14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap;
-        16 the mount failed for another reason; 64 bad arguments.
+        Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 64 bad arguments or mount options.
         """
     )
 
@@ -93,8 +85,12 @@ struct MountCommand: ParsableCommand {
         do {
             try session.mount()
         } catch {
-            let why = error == .badOptions ? "libfuse rejected the mount options" : "the kernel refused the mount"
-            reportFailure(code: 16, message: "\(why) (see the message above)")
+            switch error {
+            case .badOptions(let complaint):
+                reportFailure(code: 64, message: "bad mount options \(options.joined(separator: ",")): \(complaint.isEmpty ? "rejected by libfuse" : complaint)")
+            case .mountFailed(let complaint):
+                reportFailure(code: 16, message: "the kernel refused the mount of \(plan.mountpoint): \(complaint.isEmpty ? "unknown reason" : complaint)")
+            }
         }
         if let pidFile {
             let text = "\(getpid())\n"
@@ -103,15 +99,27 @@ struct MountCommand: ParsableCommand {
         }
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint)")
-        let result = session.serve()
-        logger.notice("unmounted \(plan.mountpoint)")
+        let ending = session.serve()
         if let pidFile { unlink(pidFile) }
-        Glibc.exit(result == 0 ? 0 : 16)
+        switch ending {
+        case .unmounted:
+            logger.notice("unmounted \(plan.mountpoint)")
+            Glibc.exit(0)
+        case .signal(let signal):
+            logger.notice("unmounted \(plan.mountpoint) on signal \(signal)")
+            Glibc.exit(0)
+        case .failed(let result):
+            logger.error("the request loop failed (\(result)); unmounted \(plan.mountpoint)")
+            Glibc.exit(16)
+        }
     }
 
     /// Tells the waiting parent that the mount is ready, and detaches from its terminal.
     private func reportReady() {
-        guard let readyFd else { return }
+        guard let readyFd else {
+            if let logFile { Daemon.redirectStandardError(to: logFile) }
+            return
+        }
         Daemon.detachOutput(logFile: logFile)
         Daemon.send("0\n", to: readyFd)
         close(readyFd)

@@ -13,6 +13,39 @@ struct SnapFS: ParsableCommand {
         subcommands: [MountCommand.self, UnmountCommand.self],
         defaultSubcommand: MountCommand.self
     )
+
+    /// Like ArgumentParser's own `main`, except that a usage error is one `snapfs:` line on
+    /// stderr and exit code 64, as every other error of the CLI.
+    static func main() {
+        let command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success || error is ExitCode { exit(withError: error) }
+            let text = message(for: error)
+                .split(separator: "\n").map { $0.trimmingCharacters(in: " ") }
+                .filter { !$0.isEmpty && !$0.hasPrefix("Usage:") && !$0.hasPrefix("See '") && !$0.hasPrefix("Help:") }
+                .joined(separator: "; ")
+            FileHandleStandardError.write("snapfs: \(text) (see snapfs --help)\n")
+            Glibc.exit(64)
+        }
+        do {
+            var command = command
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: Character) -> Substring {
+        var s = self
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return s
+    }
 }
 
 /// Failures the CLI reports as one sentence and a documented exit code.

@@ -1,0 +1,92 @@
+import CFUSE
+import CLinux
+import Glibc
+import Synchronization
+
+/// Takes SIGINT/SIGTERM/SIGHUP on a thread of its own (they are blocked everywhere else)
+/// and shuts the session down without losing anything: it syncs the mount while the
+/// workers still serve the write-back that causes, marks the session as exited, and
+/// sends one request through the mount so that a worker wakes up, sees the mark and ends
+/// the loop (libfuse then cancels the other workers).
+final class SignalWatcher: @unchecked Sendable {
+    private let session: OpaquePointer
+    private let mountpoint: String
+    private var signals: sigset_t
+    private let receivedSignal = Atomic<Int32>(0)
+
+    init(session: OpaquePointer, mountpoint: String, signals: sigset_t) {
+        self.session = session
+        self.mountpoint = mountpoint
+        self.signals = signals
+    }
+
+    var received: Int32? {
+        let signal = receivedSignal.load(ordering: .acquiring)
+        return signal == 0 ? nil : signal
+    }
+
+    func start() {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let created = pthread_create(&thread, nil, { context in
+            let watcher = Unmanaged<SignalWatcher>.fromOpaque(context!).takeRetainedValue()
+            watcher.watch()
+            return nil
+        }, context)
+        if created == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<SignalWatcher>.fromOpaque(context).release()
+        }
+    }
+
+    private func watch() {
+        var signal: Int32 = 0
+        while sigwait(&signals, &signal) != 0 {}
+        receivedSignal.store(signal, ordering: .releasing)
+        let root = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if root >= 0 {
+            _ = snapfs_syncfs(root)
+        }
+        fuse_session_exit(session)
+        if root >= 0 {
+            // Any request wakes a worker; an xattr read is never answered from the kernel's caches.
+            var byte: UInt8 = 0
+            _ = fgetxattr(root, "user.snapfs.wake", &byte, 0)
+            close(root)
+        }
+    }
+}
+
+/// Runs a libfuse call while catching what it prints on stderr, so the CLI can report it
+/// as its own one-line error.
+enum StandardErrorCapture {
+    static func run<T>(_ body: () -> T) -> (T, String) {
+        var pipeFDs: [Int32] = [0, 0]
+        let saved = dup(2)
+        guard saved >= 0, pipe(&pipeFDs) == 0 else {
+            if saved >= 0 { close(saved) }
+            return (body(), "")
+        }
+        for fd in pipeFDs {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+        }
+        dup2(pipeFDs[1], 2)
+        close(pipeFDs[1])
+        let result = body()
+        dup2(saved, 2)
+        close(saved)
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(pipeFDs[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
+        }
+        close(pipeFDs[0])
+        let text = String(decoding: bytes, as: UTF8.self)
+            .split(separator: "\n").map { $0.hasPrefix("fuse: ") ? $0.dropFirst(6) : $0 }.joined(separator: "; ")
+        return (result, text)
+    }
+}

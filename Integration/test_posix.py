@@ -128,6 +128,8 @@ XATTR_CREATE = 1
 XATTR_REPLACE = 2
 DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 1, 2, 4, 6, 8, 10, 12
 MiB = 1 << 20
+# an interpreter uid 65534 can surely run (the test's own may live under /root, mode 0700)
+NOBODY_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 PAUSE = 0.03  # longer than the coarse clock tick, so a new time stamp is a later one
 
 
@@ -526,6 +528,7 @@ SUID_CASES = [
     ("nobody-write", "nobody", 0o6777, 0, "write", 0o0777),
     ("nobody-truncate", "nobody", 0o6777, 0, "truncate", 0o0777),
     ("nobody-ftruncate", "nobody", 0o6777, 0, "ftruncate", 0o0777),
+    ("nobody-open-trunc", "nobody", 0o6777, 0, "open-trunc", 0o0777),
     # set-group-ID without group-execute: since Linux 6.x the VFS drops it when the
     # writer is neither in the file's group nor CAP_FSETID (setattr_should_drop_sgid)
     ("nobody-write-sgid-no-gexec-other-group", "nobody", 0o2767, 0, "write", 0o0767),
@@ -544,6 +547,7 @@ def test_setid_bits_cleared_like_local_fs(m, plain, user, mode, gid, op, want):
         "write": "fd=os.open(p, os.O_WRONLY); os.write(fd, b'x'); os.close(fd)",
         "truncate": "os.truncate(p, 1)",
         "ftruncate": "fd=os.open(p, os.O_WRONLY); os.ftruncate(fd, 2); os.close(fd)",
+        "open-trunc": "os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))",
         "chown": "os.chown(p, 0, 1)",
     }[op]
     got = {}
@@ -553,7 +557,8 @@ def test_setid_bits_cleared_like_local_fs(m, plain, user, mode, gid, op, want):
         os.chown(p, 0, gid)
         os.chmod(p, mode)
         assert stat.S_IMODE(os.stat(p).st_mode) == mode
-        cmd = [sys.executable, "-c", f"import os,sys; p=sys.argv[1]; {code}", str(p)]
+        py = NOBODY_PYTHON if user == "nobody" else sys.executable
+        cmd = [py, "-c", f"import os,sys; p=sys.argv[1]; {code}", str(p)]
         if user == "nobody":
             r = run_as_nobody(cmd, timeout=30)
         else:
@@ -667,11 +672,17 @@ def test_mknod(m, kind, dev):
 
 
 def test_device_node_is_not_usable_on_nodev_mount(m):
-    # the mount is nodev (libfuse default), so opening a device node must fail with EACCES
+    # libfuse mounts nodev by default: then a device node must not open (EACCES); otherwise it works
     os.mknod(m.mnt / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     opts = [l.split()[5] for l in open("/proc/self/mountinfo") if l.split()[4] == str(m.top.mnt)][0]
     if "nodev" in opts.split(","):
         expect_errno(errno.EACCES, os.open, m.mnt / "null", os.O_RDONLY)
+    else:
+        fd = os.open(m.mnt / "null", os.O_RDWR)
+        try:
+            assert os.write(fd, b"gone") == 4 and os.read(fd, 10) == b""
+        finally:
+            os.close(fd)
 
 
 # ------------------------------------------------------------------ mkdir/rmdir/unlink
@@ -1121,6 +1132,7 @@ def test_readdir_many_entries_names_types_inodes(m):
     os.mknod(d / "chr", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     expected = names | set(odd) | {"subdir", "symlink", "fifo", "sock", "chr"}
 
+    assert_mirrors(m, "big")   # the directory's own size and times after 1000 creates
     listed = os.listdir(d)
     assert len(listed) == len(set(listed)), "duplicate names"
     assert set(listed) == expected
@@ -1667,6 +1679,8 @@ ERRNO_CASES = [
     ("stat-after-unlink", E.ENOENT, _create_unlink_stat),
     ("stat-after-rename", E.ENOENT, _rename_then_stat_old),
     ("stat-after-rmdir", E.ENOENT, _rmdir_then_stat),
+    ("stat-child-by-old-path-after-dir-rename", E.ENOENT,
+     lambda r: (os.stat(r / "full" / "x"), os.rename(r / "full", r / "full2"), os.stat(r / "full" / "x"))),
     ("negative-lookup-then-create", E.ENOTDIR, _stat_missing_then_create),
     ("exchange-missing-target", E.ENOENT, lambda r: renameat2(r / "f", r / "missing", RENAME_EXCHANGE)),
     # EEXIST
@@ -1912,7 +1926,7 @@ def test_permissions_as_nobody(m, plain, want, stmt):
     got = {}
     for name, root in (("snapfs", m.mnt), ("plain", plain)):
         _perm_tree(root)
-        r = run_as_nobody([sys.executable, "-c", NOBODY_PRELUDE + f"t(lambda: {stmt})\n", str(root)], timeout=30)
+        r = run_as_nobody([NOBODY_PYTHON, "-c", NOBODY_PRELUDE + f"t(lambda: {stmt})\n", str(root)], timeout=30)
         assert r.returncode == 0, r.stderr
         got[name] = r.stdout.strip()
     assert got["plain"] == want, f"test premise wrong on plain ext4: {got}"
@@ -1954,7 +1968,7 @@ def test_files_created_by_nobody_belong_to_nobody(m, plain):
         os.mkdir(root / "work" / "sg")
         os.chown(root / "work" / "sg", 0, 1234)
         os.chmod(root / "work" / "sg", 0o2777)
-        r = run_as_nobody([sys.executable, "-c", code, str(root / "work")], timeout=30)
+        r = run_as_nobody([NOBODY_PYTHON, "-c", code, str(root / "work")], timeout=30)
         assert r.returncode == 0, r.stderr
         for n in ("f", "d", "l", "p", "s", "hl"):
             st = os.lstat(root / "work" / n)
@@ -2344,3 +2358,60 @@ def test_concurrent_processes_churning_one_directory(m):
         assert read_file(d / f"p{k}-149.r") == f"p{k}149".encode()
     assert os.stat(d).st_nlink == 2
     assert_mirrors(m, "churn")
+
+
+# ------------------------------------------------------------------------ POSIX ACLs
+
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
+
+
+def acl_xattr(*entries):
+    """system.posix_acl_* value: version 2, then (tag, perm, id) entries sorted by tag."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, i & 0xFFFFFFFF)
+                                           for t, p, i in sorted(entries))
+
+
+ACL_CASES = [
+    # (id, file mode, ACL entries, what nobody gets on a local fs)
+    ("named-user-granted-read", 0o600,
+     [(ACL_USER_OBJ, 6, -1), (ACL_USER, 4, 65534), (ACL_GROUP_OBJ, 0, -1), (ACL_MASK, 4, -1), (ACL_OTHER, 0, -1)],
+     "OK"),
+    ("named-user-denied-despite-other-read", 0o644,
+     [(ACL_USER_OBJ, 6, -1), (ACL_USER, 0, 65534), (ACL_GROUP_OBJ, 4, -1), (ACL_MASK, 4, -1), (ACL_OTHER, 4, -1)],
+     "EACCES"),
+]
+
+
+@pytest.mark.parametrize("mode,entries,want", [c[1:] for c in ACL_CASES], ids=[c[0] for c in ACL_CASES])
+def test_posix_acl_access_enforced(m, plain, mode, entries, want):
+    got = {}
+    for name, root in (("snapfs", m.mnt), ("plain", plain)):
+        write_file(root / "f", b"guarded")
+        os.chmod(root / "f", mode)
+        os.setxattr(root / "f", "system.posix_acl_access", acl_xattr(*entries))
+        r = run_as_nobody([NOBODY_PYTHON, "-c", NOBODY_PRELUDE + "t(lambda: open(P, 'rb').read())\n",
+                           str(root / "f")], timeout=30)
+        assert r.returncode == 0, r.stderr
+        got[name] = r.stdout.strip()
+    assert got["plain"] == want, f"test premise wrong on plain ext4: {got}"
+    assert got["snapfs"] == got["plain"], f"ACL not enforced like the local fs: {got}"
+    assert os.getxattr(m.backing / "f", "system.posix_acl_access") == \
+        os.getxattr(plain / "f", "system.posix_acl_access")
+
+
+def test_default_acl_replaces_umask(m, plain):
+    rwx = [(ACL_USER_OBJ, 7, -1), (ACL_GROUP_OBJ, 7, -1), (ACL_OTHER, 7, -1)]
+    got = {}
+    old = os.umask(0o022)
+    try:
+        for name, root in (("snapfs", m.mnt), ("plain", plain)):
+            os.mkdir(root / "d")
+            os.setxattr(root / "d", "system.posix_acl_default", acl_xattr(*rwx))
+            os.close(os.open(root / "d" / "f", os.O_CREAT | os.O_WRONLY, 0o666))
+            os.mkdir(root / "d" / "sub", 0o777)
+            got[name] = (oct(stat.S_IMODE(os.stat(root / "d" / "f").st_mode)),
+                         oct(stat.S_IMODE(os.stat(root / "d" / "sub").st_mode)))
+    finally:
+        os.umask(old)
+    assert got["plain"] == ("0o666", "0o777"), f"test premise wrong on plain ext4: {got}"
+    assert got["snapfs"] == got["plain"], f"default ACL not applied like the local fs: {got}"

@@ -57,10 +57,13 @@ class Mount:
         return self
 
     def alive(self):
+        """True while the daemon runs. A zombie (exited, not yet reaped by init, which can
+        take seconds here) counts as gone."""
         try:
-            os.kill(self.pid, 0)
-            return True
-        except ProcessLookupError:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            return state not in ("Z", "X")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
             return False
 
     def stop(self, timeout=30):

@@ -2255,6 +2255,7 @@ def test_o_direct_read_write(m, plain):
     assert read_file(m.backing / "direct") == b"D" * 4096 + b"E" * 4096
 
 
+@pytest.mark.xfail(strict=True, reason="O_TMPFILE: libfuse 3.14 has no tmpfile operation; snapfs answers EOPNOTSUPP")
 def test_o_tmpfile_and_linkat(m, plain):
     got = {}
     for name, root in (("snapfs", m.mnt), ("plain", plain)):

@@ -79,7 +79,7 @@ final class FUSEBridge: Sendable {
 
     static func context(_ req: fuse_req_t?) -> RequestContext {
         let ctx = fuse_req_ctx(req)!.pointee
-        return RequestContext(uid: ctx.uid, gid: ctx.gid, pid: ctx.pid)
+        return RequestContext(uid: ctx.uid, gid: ctx.gid, pid: ctx.pid, umask: ctx.umask)
     }
 
     // MARK: handles

@@ -15,7 +15,8 @@ enum FUSEOperations {
         ops.`init` = { userdata, conn in
             guard let conn else { return }
             let bridge = Unmanaged<FUSEBridge>.fromOpaque(userdata!).takeUnretainedValue()
-            FUSEOperations.negotiate(conn, writebackCache: bridge.core.options.kernelWritebackCache)
+            FUSEOperations.negotiate(conn, writebackCache: bridge.core.options.kernelWritebackCache,
+                                     posixACL: bridge.core.options.posixACL)
         }
         addNameOperations(&ops)
         addAttributeOperations(&ops)
@@ -26,7 +27,7 @@ enum FUSEOperations {
     }
 
     /// Chooses the kernel features snapfs uses.
-    static func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>, writebackCache: Bool) {
+    static func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>, writebackCache: Bool, posixACL: Bool) {
         var want = conn.pointee.want
         let capable = conn.pointee.capable
         let wanted: [UInt32] = [
@@ -43,6 +44,12 @@ enum FUSEOperations {
             want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
         } else {
             want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE)
+        }
+        // POSIX ACLs as on ext4: the kernel checks them and leaves the umask to snapfs,
+        // which applies it unless the parent directory has a default ACL.
+        if posixACL && capable & UInt32(FUSE_CAP_POSIX_ACL) != 0 {
+            want |= UInt32(FUSE_CAP_POSIX_ACL)
+            if capable & UInt32(FUSE_CAP_DONT_MASK) != 0 { want |= UInt32(FUSE_CAP_DONT_MASK) }
         }
         conn.pointee.want = want
         conn.pointee.time_gran = 1

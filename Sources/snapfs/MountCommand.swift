@@ -12,7 +12,7 @@ struct MountCommand: ParsableCommand {
         discussion: """
         Runs in the background and returns once the mount is ready, unless --foreground. The daemon flushes and exits on unmount, SIGINT, SIGTERM or SIGHUP.
 
-        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); noallow_other (when run as root, do not add allow_other); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
+        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
 
         Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 64 bad arguments or mount options.
         """
@@ -71,6 +71,7 @@ struct MountCommand: ParsableCommand {
         var fsOptions = FileSystemOptions()
         fsOptions.readOnly = mountOptions.readOnly
         fsOptions.kernelWritebackCache = mountOptions.writebackCache
+        fsOptions.posixACL = mountOptions.posixACL
         let core: SnapFileSystem
         do {
             core = try SnapFileSystem(backingPath: plan.backing, options: fsOptions, logger: logger)

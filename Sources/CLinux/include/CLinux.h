@@ -8,6 +8,7 @@
 /* GNU-only constants the Glibc overlay leaves out (it is imported without _GNU_SOURCE). */
 static const int SNAPFS_O_PATH = 010000000;
 static const int SNAPFS_AT_EMPTY_PATH = 0x1000;
+static const int SNAPFS_O_DIRECT = 040000;
 static const long SNAPFS_UTIME_NOW = (1L << 30) - 1L;
 static const long SNAPFS_UTIME_OMIT = (1L << 30) - 2L;
 

@@ -5,8 +5,10 @@ import SystemPackage
 /// Regular-file operations: open, create, read, write, sync, allocation, copy, seek.
 extension SnapFileSystem {
     /// Flags the backing descriptor is opened with, given the caller's flags.
+    /// O_DIRECT stays with the kernel (which then sends every request through): the
+    /// daemon's request buffers are not aligned as direct I/O on the backing file needs.
     func backingFlags(_ flags: Int32) -> Int32 {
-        var flags = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)
+        var flags = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | SNAPFS_O_DIRECT)
         if options.kernelWritebackCache {
             // The kernel may read pages around a partial write even on a write-only file,
             // and it positions appends itself.
@@ -35,6 +37,7 @@ extension SnapFileSystem {
     public func create(parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t, flags: Int32,
                        context: RequestContext) throws(Errno) -> (Entry, OpenFile) {
         let dir = try inodes.inode(parent)
+        let mode = creationMode(mode & 0o7777, in: dir, context: context)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
             let fd = try syscallRetrying {
                 snapfs_openat(dir.fd, name, (backingFlags(flags) | O_CREAT | O_CLOEXEC | O_NOFOLLOW), mode)
@@ -109,19 +112,27 @@ extension SnapFileSystem {
     }
 
     /// What a local filesystem does to a file whose data changes: a caller without
-    /// CAP_FSETID (approximated as "not root") loses the set-user-ID bit and the
-    /// set-group-ID bit of a group-executable file, and file capabilities are dropped.
-    /// The kernel leaves this to snapfs (FUSE_HANDLE_KILLPRIV_V2, see FUSEChannel).
+    /// CAP_FSETID (approximated as "not root") loses the set-user-ID bit, and the
+    /// set-group-ID bit if the file is group-executable or the caller is not in the
+    /// file's group (Linux ≥ 6.2, `setattr_should_drop_sgid`); file capabilities are
+    /// dropped. The kernel leaves this to snapfs (FUSE_HANDLE_KILLPRIV_V2, see FUSEChannel).
     func dropPrivileges(_ fd: Int32, caller: RequestContext) {
         var st = stat()
         guard fstat(fd, &st) == 0, st.isRegular else { return }
         if caller.uid != 0 {
-            var mode = st.st_mode & 0o7777
-            if mode & S_ISUID != 0 { mode &= ~S_ISUID }
-            if mode & S_ISGID != 0 && mode & S_IXGRP != 0 { mode &= ~S_ISGID }
+            let mode = Self.modeAfterWrite(st.st_mode & 0o7777, fileGroup: st.st_gid, caller: caller)
             if mode != st.st_mode & 0o7777 { _ = fchmod(fd, mode) }
         }
         // Capabilities only mean something on executables; skip the syscall otherwise.
         if st.st_mode & 0o111 != 0 { _ = fremovexattr(fd, "security.capability") }
+    }
+
+    /// The set-ID bits an unprivileged caller's write leaves on a file.
+    static func modeAfterWrite(_ mode: mode_t, fileGroup: gid_t, caller: RequestContext) -> mode_t {
+        var mode = mode & ~S_ISUID
+        if mode & S_ISGID != 0 && (mode & S_IXGRP != 0 || !caller.isMember(of: fileGroup)) {
+            mode &= ~S_ISGID
+        }
+        return mode
     }
 }

@@ -43,6 +43,7 @@ extension SnapFileSystem {
     public func mknod(parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t, device: dev_t,
                       context: RequestContext) throws(Errno) -> Entry {
         let dir = try inodes.inode(parent)
+        let mode = (mode & S_IFMT) | creationMode(mode & 0o7777, in: dir, context: context)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
             try syscall(mknodat(dir.fd, name, mode, device))
             return try adopt(name, in: dir, mode: mode, context: context)
@@ -52,6 +53,7 @@ extension SnapFileSystem {
     public func mkdir(parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t,
                       context: RequestContext) throws(Errno) -> Entry {
         let dir = try inodes.inode(parent)
+        let mode = creationMode(mode & 0o7777, in: dir, context: context)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
             try syscall(mkdirat(dir.fd, name, mode))
             return try adopt(name, in: dir, mode: mode | S_IFDIR, context: context)
@@ -109,6 +111,14 @@ extension SnapFileSystem {
         try mutate(.rename(from: parent, to: newParent)) { () throws(Errno) in
             try syscall(snapfs_renameat2(from.fd, name, to.fd, newName, flags))
         }
+    }
+
+    /// The permission bits a new object gets: the caller's umask applies, unless `dir` has
+    /// a default ACL; then the backing filesystem combines the mode with that ACL, as ext4
+    /// does (the daemon's own umask is 0).
+    func creationMode(_ mode: mode_t, in dir: Inode, context: RequestContext) -> mode_t {
+        if CLinux.getxattr(proc.path(of: dir.fd), "system.posix_acl_default", nil, 0) > 0 { return mode }
+        return mode & ~(context.umask & 0o777)
     }
 
     /// After creating `name` in `dir` on the caller's behalf: give it the caller's owner

@@ -5,6 +5,7 @@ public struct MountOptions: Sendable, Equatable {
     public var readOnly = false
     public var debug = false
     public var noAllowOther = false
+    public var posixACL = true
     /// Options passed on to libfuse and the kernel, in the order given.
     public var passed: [String] = []
 
@@ -19,6 +20,8 @@ public struct MountOptions: Sendable, Equatable {
             case "no_writeback_cache": writebackCache = false
             case "debug": debug = true
             case "noallow_other": noAllowOther = true
+            case "acl": posixACL = true
+            case "noacl": posixACL = false
             case "ro":
                 readOnly = true
                 passed.append(option)

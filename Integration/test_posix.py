@@ -2255,7 +2255,7 @@ def test_o_direct_read_write(m, plain):
     assert read_file(m.backing / "direct") == b"D" * 4096 + b"E" * 4096
 
 
-@pytest.mark.xfail(strict=True, reason="O_TMPFILE: libfuse 3.14 has no tmpfile operation; snapfs answers EOPNOTSUPP")
+
 def test_o_tmpfile_and_linkat(m, plain):
     got = {}
     for name, root in (("snapfs", m.mnt), ("plain", plain)):
@@ -2276,6 +2276,33 @@ def test_o_tmpfile_and_linkat(m, plain):
     assert read_file(m.mnt / "named") == b"anonymous"
     assert read_file(m.backing / "named") == b"anonymous"
     assert stat.S_IMODE(os.stat(m.mnt / "named").st_mode) == 0o640
+
+
+def test_o_tmpfile_excl_is_never_linkable_and_belongs_to_its_creator(m, plain):
+    code = (
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "root = sys.argv[1]\n"
+        "fd = os.open(root, os.O_TMPFILE | os.O_WRONLY, 0o666)\n"
+        "os.write(fd, b'mine')\n"
+        "st = os.fstat(fd)\n"
+        "r = libc.linkat(-100, f'/proc/self/fd/{fd}'.encode(), -100, (root + '/kept').encode(), 0x400)\n"
+        "fx = os.open(root, os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)\n"
+        "rx = libc.linkat(-100, f'/proc/self/fd/{fx}'.encode(), -100, (root + '/never').encode(), 0x400)\n"
+        "print(st.st_uid, st.st_gid, oct(st.st_mode & 0o777), r, rx, ctypes.get_errno())\n"
+    )
+    out = {}
+    for name, root in (("snapfs", m.mnt / "tmpdir"), ("plain", plain / "tmpdir")):
+        os.mkdir(root)
+        os.chmod(root, 0o777)
+        r = run_as_nobody(["sh", "-c", f"umask 022; exec {NOBODY_PYTHON} -c \"$0\" \"$1\"", code, str(root)], timeout=30)
+        assert r.returncode == 0, (name, r.stderr)
+        out[name] = r.stdout.split()
+    assert out["plain"] == ["65534", "65534", "0o644", "0", "-1", str(errno.ENOENT)]
+    assert out["snapfs"] == out["plain"]
+    assert read_file(m.mnt / "tmpdir" / "kept") == b"mine"
+    assert os.stat(m.backing / "tmpdir" / "kept").st_uid == 65534
+    assert not os.path.exists(m.mnt / "tmpdir" / "never")
 
 
 # ---------------------------------------------------- exchange and inode identity

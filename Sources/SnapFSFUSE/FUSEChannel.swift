@@ -4,8 +4,9 @@ import Glibc
 import Synchronization
 
 /// The session's I/O on `/dev/fuse`, installed through `fuse_session_custom_io` after the
-/// mount. It behaves exactly like libfuse's own I/O except for one thing: it adds
-/// `FUSE_HANDLE_KILLPRIV_V2` to the INIT reply when the kernel offers it.
+/// mount. It behaves exactly like libfuse's own I/O except for two things: it adds
+/// `FUSE_HANDLE_KILLPRIV_V2` to the INIT reply when the kernel offers it, and it answers
+/// FUSE_TMPFILE itself (``FUSETmpfile``), which libfuse 3.14 does not know.
 ///
 /// Why: without that flag the kernel asks the daemon for the `security.capability` xattr
 /// before every `write()` (one extra round trip per write — 11 of ~38 per SQLite commit),
@@ -20,8 +21,14 @@ enum FUSEChannel {
 
     static func install(on session: OpaquePointer) -> Bool {
         var io = fuse_custom_io()
-        io.read = { fd, buffer, length, _ in
-            let count = Glibc.read(fd, buffer, length)
+        io.read = { fd, buffer, length, userdata in
+            var count = Glibc.read(fd, buffer, length)
+            // Requests libfuse does not know are answered here; then read the next one.
+            while count >= 40, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSETmpfile.opcode {
+                let bridge = userdata.map { Unmanaged<FUSEBridge>.fromOpaque($0).takeUnretainedValue() }
+                FUSETmpfile.serve(UnsafeRawBufferPointer(start: buffer, count: count), fd: fd, bridge: bridge)
+                count = Glibc.read(fd, buffer, length)
+            }
             if count >= 56, let buffer {
                 // fuse_in_header: len, opcode, unique …; fuse_init_in.flags at offset 40 + 12.
                 let opcode = buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self)

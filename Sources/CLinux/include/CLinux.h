@@ -9,6 +9,7 @@
 static const int SNAPFS_O_PATH = 010000000;
 static const int SNAPFS_AT_EMPTY_PATH = 0x1000;
 static const int SNAPFS_O_DIRECT = 040000;
+static const int SNAPFS_O_TMPFILE = 020200000; /* __O_TMPFILE | O_DIRECTORY */
 static const long SNAPFS_UTIME_NOW = (1L << 30) - 1L;
 static const long SNAPFS_UTIME_OMIT = (1L << 30) - 2L;
 

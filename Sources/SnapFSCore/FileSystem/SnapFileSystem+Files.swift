@@ -53,6 +53,35 @@ extension SnapFileSystem {
         }
     }
 
+    /// open(2) with O_TMPFILE in `parent`: an unnamed file that linkat(2) can name later
+    /// (unless O_EXCL). The kernel holds an inode for it like for any other file.
+    public func tmpfile(parent: UInt64, mode: mode_t, flags: Int32,
+                        context: RequestContext) throws(Errno) -> (Entry, OpenFile) {
+        let dir = try inodes.inode(parent)
+        guard dir.isDirectory else { throw Errno.notDirectory }
+        let mode = creationMode(mode & 0o7777, in: dir, context: context)
+        let flags = flags & ~SNAPFS_O_TMPFILE
+        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
+            let fd = try syscallRetrying {
+                snapfs_openat(dir.fd, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode)
+            }
+            do throws(Errno) {
+                if let (uid, gid) = try ownerOfNewObject(in: dir, context: context) {
+                    try syscall(fchown(fd, uid, gid))
+                    if mode & (S_ISUID | S_ISGID) != 0 { try syscall(fchmod(fd, mode)) }
+                }
+                let pathFD = try proc.reopen(fd, flags: SNAPFS_O_PATH)
+                let st: stat
+                do throws(Errno) { st = try FileStatus.of(pathFD) } catch { close(pathFD); throw error }
+                let node = inodes.reference(fd: pathFD, status: st)
+                return (Entry(inode: node.id, attributes: st), OpenFile(inode: node, fd: fd, flags: flags))
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
+    }
+
     public func read(_ file: OpenFile, offset: Int64, size: Int) throws(Errno) -> ReadData {
         .file(fd: file.fd, offset: offset, length: size)
     }

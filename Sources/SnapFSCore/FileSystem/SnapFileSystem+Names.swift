@@ -121,6 +121,18 @@ extension SnapFileSystem {
         return mode & ~(context.umask & 0o777)
     }
 
+    /// The owner a new object in `dir` must get when the daemon creates it for the caller,
+    /// or nil when the daemon's own credentials already give the right one.
+    func ownerOfNewObject(in dir: Inode, context: RequestContext) throws(Errno) -> (uid_t, gid_t)? {
+        guard canChown, options.ownFilesAsCaller else { return nil }
+        var gid = context.gid
+        if context.uid == geteuid() && gid == getegid() { return nil }
+        // In a set-group-ID directory a new object takes the directory's group.
+        let parentStatus = try FileStatus.of(dir.fd)
+        if parentStatus.st_mode & S_ISGID != 0 { gid = parentStatus.st_gid }
+        return (context.uid, gid)
+    }
+
     /// After creating `name` in `dir` on the caller's behalf: give it the caller's owner
     /// (the daemon runs as root; a local filesystem would have made it the caller's), and
     /// return its entry.
@@ -138,13 +150,7 @@ extension SnapFileSystem {
 
     func giveToCaller(_ name: UnsafePointer<CChar>, in dir: Inode, mode: mode_t,
                       context: RequestContext) throws(Errno) {
-        guard canChown, options.ownFilesAsCaller else { return }
-        let uid = context.uid
-        var gid = context.gid
-        if uid == geteuid() && gid == getegid() { return }
-        // In a set-group-ID directory a new object takes the directory's group.
-        let parentStatus = try FileStatus.of(dir.fd)
-        if parentStatus.st_mode & S_ISGID != 0 { gid = parentStatus.st_gid }
+        guard let (uid, gid) = try ownerOfNewObject(in: dir, context: context) else { return }
         try syscall(fchownat(dir.fd, name, uid, gid, AT_SYMLINK_NOFOLLOW))
         // chown clears set-user/group-ID bits even for root; put back what was asked for.
         if (mode & S_IFMT) == S_IFREG, mode & (S_ISUID | S_ISGID) != 0 {

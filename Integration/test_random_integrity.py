@@ -5,7 +5,9 @@ ftruncate, every fallocate mode, copy_file_range, rename over, reopen with O_TRU
 O_APPEND, reads) while an in-memory model says what every file must contain. After each
 step the touched files are compared with the model (size by fstat and stat, and the whole
 content), every CHECK_EVERY steps all files and the backing directory too; at the end the
-backing directory, and a fresh mount of it, must hold exactly the model's files.
+backing directory, and a fresh mount of it, must hold exactly the model's files. It runs
+on a default mount (write-through: the backing directory is compared during the run too)
+and on a `-o writeback_cache` mount (backing compared after unmount).
 
 Replay a failure with SNAPFS_SEED=<seed printed at the start>; SNAPFS_RANDOM_STEPS sets the
 number of operations (default 3000). The same logic runs against any directory:
@@ -17,7 +19,6 @@ which is how to tell a snapfs bug from a test bug (run it on a plain directory).
 
 import collections
 import ctypes
-import errno
 import itertools
 import os
 import pathlib

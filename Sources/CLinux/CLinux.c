@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CLinux.h"
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
@@ -41,3 +42,16 @@ ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size
 
 int snapfs_dev_major(uint64_t dev) { return (int)major(dev); }
 int snapfs_dev_minor(uint64_t dev) { return (int)minor(dev); }
+
+int snapfs_handle_of(int fd, unsigned char *buffer, size_t size) {
+    struct file_handle *handle = (struct file_handle *)buffer;
+    int mount_id;
+    if (size < sizeof(*handle)) { errno = EINVAL; return -1; }
+    handle->handle_bytes = (unsigned int)(size - sizeof(*handle));
+    if (name_to_handle_at(fd, "", handle, &mount_id, AT_EMPTY_PATH) != 0) return -1;
+    return (int)(sizeof(*handle) + handle->handle_bytes);
+}
+
+int snapfs_open_by_handle(int mount_fd, unsigned char *buffer, int flags) {
+    return open_by_handle_at(mount_fd, (struct file_handle *)buffer, flags);
+}

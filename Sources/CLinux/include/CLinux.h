@@ -26,6 +26,11 @@ int snapfs_ioctl_int(int fd, unsigned long request, long arg);
 int snapfs_syncfs(int fd);
 ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t length, unsigned int flags);
 int snapfs_dev_major(uint64_t dev);
+/* name_to_handle_at(fd, "", …, AT_EMPTY_PATH) into `buffer` (a struct file_handle);
+   returns the number of bytes used, or -1. */
+int snapfs_handle_of(int fd, unsigned char *buffer, size_t size);
+/* open_by_handle_at(mount_fd, buffer, flags) for a handle from snapfs_handle_of. */
+int snapfs_open_by_handle(int mount_fd, unsigned char *buffer, int flags);
 int snapfs_dev_minor(uint64_t dev);
 
 enum {

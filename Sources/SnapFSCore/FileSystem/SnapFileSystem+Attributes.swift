@@ -16,14 +16,18 @@ extension SnapFileSystem {
         return try mutate(.setAttributes(inode: inode)) { () throws(Errno) -> stat in
             if let mode = changes.mode {
                 if node.isSymlink { throw Errno.notSupported }
-                try proc.withName(of: node.fd) { name throws(Errno) in
-                    try syscall(fchmodat(proc.directory, name, mode & 0o7777, 0))
+                try node.withFD { (fd) throws(Errno) in
+                    try proc.withName(of: fd) { name throws(Errno) in
+                        _ = try syscall(fchmodat(proc.directory, name, mode & 0o7777, 0))
+                    }
                 }
             }
             if changes.uid != nil || changes.gid != nil {
                 let uid = changes.uid ?? uid_t.max   // -1 leaves it unchanged
                 let gid = changes.gid ?? gid_t.max
-                try syscall(fchownat(node.fd, "", uid, gid, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+                try node.withFD { (fd) throws(Errno) in
+                    _ = try syscall(fchownat(fd, "", uid, gid, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+                }
             }
             if let size = changes.size {
                 try truncate(node, to: size, file: file, context: context)
@@ -42,7 +46,7 @@ extension SnapFileSystem {
             dropPrivileges(file.fd, caller: context)
             return
         }
-        let fd = try proc.reopen(node.fd, flags: O_WRONLY)
+        let fd = try node.withFD { (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_WRONLY) }
         defer { close(fd) }
         try syscallRetrying { ftruncate(fd, off_t(size)) }
         dropPrivileges(fd, caller: context)
@@ -63,10 +67,14 @@ extension SnapFileSystem {
                     try syscall(futimens(file.fd, ts))
                 } else if node.isSymlink {
                     // utimensat accepts SNAPFS_AT_EMPTY_PATH on SNAPFS_O_PATH descriptors on current kernels.
-                    try syscall(utimensat(node.fd, "", ts, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+                    try node.withFD { (fd) throws(Errno) in
+                        _ = try syscall(utimensat(fd, "", ts, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+                    }
                 } else {
-                    try proc.withName(of: node.fd) { name throws(Errno) in
-                        try syscall(utimensat(proc.directory, name, ts, 0))
+                    try node.withFD { (fd) throws(Errno) in
+                        try proc.withName(of: fd) { name throws(Errno) in
+                            _ = try syscall(utimensat(proc.directory, name, ts, 0))
+                        }
                     }
                 }
             }
@@ -76,7 +84,7 @@ extension SnapFileSystem {
     public func statfs(_ inode: UInt64) throws(Errno) -> statvfs {
         let node = try inodes.inode(inode)
         var st = statvfs()
-        try syscall(fstatvfs(node.fd, &st))
+        try node.withFD { (fd) throws(Errno) in _ = try syscall(fstatvfs(fd, &st)) }
         return st
     }
 }

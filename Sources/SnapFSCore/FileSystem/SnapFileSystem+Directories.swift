@@ -6,7 +6,7 @@ import SystemPackage
 extension SnapFileSystem {
     public func opendir(_ inode: UInt64) throws(Errno) -> DirectoryHandle {
         let node = try inodes.inode(inode)
-        let fd = try proc.reopen(node.fd, flags: O_RDONLY | O_DIRECTORY)
+        let fd = try node.withFD { (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_DIRECTORY) }
         guard let dir = fdopendir(fd) else {
             let error = Errno.current
             close(fd)

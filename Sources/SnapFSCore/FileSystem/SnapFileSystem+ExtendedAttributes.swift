@@ -11,13 +11,17 @@ extension SnapFileSystem {
                          into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.noData }
-        return try syscall(CLinux.getxattr(proc.path(of: node.fd), name, buffer.baseAddress, buffer.count))
+        return try node.withFD { (fd) throws(Errno) in
+            try syscall(CLinux.getxattr(proc.path(of: fd), name, buffer.baseAddress, buffer.count))
+        }
     }
 
     public func listxattr(_ inode: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let node = try inodes.inode(inode)
         if node.isSymlink { return 0 }
-        return try syscall(CLinux.listxattr(proc.path(of: node.fd), buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count))
+        return try node.withFD { (fd) throws(Errno) in
+            try syscall(CLinux.listxattr(proc.path(of: fd), buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count))
+        }
     }
 
     public func setxattr(_ inode: UInt64, name: UnsafePointer<CChar>, value: UnsafeRawBufferPointer,
@@ -25,7 +29,9 @@ extension SnapFileSystem {
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.notPermitted }
         try mutate(.extendedAttributes(inode: inode)) { () throws(Errno) in
-            try syscall(CLinux.setxattr(proc.path(of: node.fd), name, value.baseAddress, value.count, flags))
+            try node.withFD { (fd) throws(Errno) in
+                _ = try syscall(CLinux.setxattr(proc.path(of: fd), name, value.baseAddress, value.count, flags))
+            }
         }
     }
 
@@ -33,7 +39,7 @@ extension SnapFileSystem {
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.notPermitted }
         try mutate(.extendedAttributes(inode: inode)) { () throws(Errno) in
-            try syscall(CLinux.removexattr(proc.path(of: node.fd), name))
+            try node.withFD { (fd) throws(Errno) in _ = try syscall(CLinux.removexattr(proc.path(of: fd), name)) }
         }
     }
 }

@@ -22,7 +22,7 @@ extension SnapFileSystem {
         let node = try inodes.inode(inode)
         if node.isDirectory && flags & O_ACCMODE != O_RDONLY { throw Errno.isDirectory }
         let open = { () throws(Errno) -> OpenFile in
-            let fd = try self.proc.reopen(node.fd, flags: self.backingFlags(flags))
+            let fd = try node.withFD { (pathFD) throws(Errno) in try self.proc.reopen(pathFD, flags: self.backingFlags(flags)) }
             if flags & O_TRUNC != 0 { self.dropPrivileges(fd, caller: context) }
             return OpenFile(inode: node, fd: fd, flags: flags)
         }
@@ -39,8 +39,8 @@ extension SnapFileSystem {
         let dir = try inodes.inode(parent)
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
-            let fd = try syscallRetrying {
-                snapfs_openat(dir.fd, name, (backingFlags(flags) | O_CREAT | O_CLOEXEC | O_NOFOLLOW), mode)
+            let fd = try dir.withFD { (dirFD) throws(Errno) in
+                try syscallRetrying { snapfs_openat(dirFD, name, (backingFlags(flags) | O_CREAT | O_CLOEXEC | O_NOFOLLOW), mode) }
             }
             do throws(Errno) {
                 let entry = try adopt(name, in: dir, mode: S_IFREG | (mode & 0o7777), context: context)
@@ -62,8 +62,8 @@ extension SnapFileSystem {
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         let flags = flags & ~SNAPFS_O_TMPFILE
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
-            let fd = try syscallRetrying {
-                snapfs_openat(dir.fd, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode)
+            let fd = try dir.withFD { (dirFD) throws(Errno) in
+                try syscallRetrying { snapfs_openat(dirFD, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode) }
             }
             do throws(Errno) {
                 if let (uid, gid) = try ownerOfNewObject(in: dir, context: context) {

@@ -12,7 +12,9 @@ extension SnapFileSystem {
 
     /// Opens `name` in `dir` as `SNAPFS_O_PATH` and references its inode.
     func entry(named name: UnsafePointer<CChar>, in dir: Inode) throws(Errno) -> Entry {
-        let fd = try syscall(snapfs_openat(dir.fd, name, SNAPFS_O_PATH | O_NOFOLLOW | O_CLOEXEC, 0))
+        let fd = try dir.withFD { (dirFD) throws(Errno) in
+            try syscall(snapfs_openat(dirFD, name, SNAPFS_O_PATH | O_NOFOLLOW | O_CLOEXEC, 0))
+        }
         let st: stat
         do throws(Errno) {
             st = try FileStatus.of(fd)
@@ -33,7 +35,7 @@ extension SnapFileSystem {
         let node = try inodes.inode(inode)
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = try buffer.withUnsafeMutableBufferPointer { buf throws(Errno) in
-            try syscall(Glibc.readlinkat(node.fd, "", buf.baseAddress!, buf.count - 1))
+            try node.withFD { (fd) throws(Errno) in try syscall(Glibc.readlinkat(fd, "", buf.baseAddress!, buf.count - 1)) }
         }
         buffer.removeSubrange(length...)
         return buffer
@@ -45,7 +47,7 @@ extension SnapFileSystem {
         let dir = try inodes.inode(parent)
         let mode = (mode & S_IFMT) | creationMode(mode & 0o7777, in: dir, context: context)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
-            try syscall(mknodat(dir.fd, name, mode, device))
+            try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(mknodat(dirFD, name, mode, device)) }
             return try adopt(name, in: dir, mode: mode, context: context)
         }
     }
@@ -55,7 +57,7 @@ extension SnapFileSystem {
         let dir = try inodes.inode(parent)
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
-            try syscall(mkdirat(dir.fd, name, mode))
+            try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(mkdirat(dirFD, name, mode)) }
             return try adopt(name, in: dir, mode: mode | S_IFDIR, context: context)
         }
     }
@@ -64,7 +66,7 @@ extension SnapFileSystem {
                         context: RequestContext) throws(Errno) -> Entry {
         let dir = try inodes.inode(parent)
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
-            try syscall(symlinkat(target, dir.fd, name))
+            try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(symlinkat(target, dirFD, name)) }
             return try adopt(name, in: dir, mode: S_IFLNK | 0o777, context: context)
         }
     }
@@ -75,11 +77,15 @@ extension SnapFileSystem {
         let dir = try inodes.inode(parent)
         if node.isDirectory { throw Errno.notPermitted }
         return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
-            if linkat(node.fd, "", dir.fd, name, SNAPFS_AT_EMPTY_PATH) != 0 {
-                // SNAPFS_AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; without it, link through /proc.
-                guard errno == ENOENT else { throw Errno.current }
-                try proc.withName(of: node.fd) { procName throws(Errno) in
-                    try syscall(linkat(proc.directory, procName, dir.fd, name, AT_SYMLINK_FOLLOW))
+            try node.withFD { (nodeFD) throws(Errno) in
+                try dir.withFD { (dirFD) throws(Errno) in
+                    if linkat(nodeFD, "", dirFD, name, SNAPFS_AT_EMPTY_PATH) != 0 {
+                        // SNAPFS_AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; without it, link through /proc.
+                        guard errno == ENOENT else { throw Errno.current }
+                        try proc.withName(of: nodeFD) { procName throws(Errno) in
+                            _ = try syscall(linkat(proc.directory, procName, dirFD, name, AT_SYMLINK_FOLLOW))
+                        }
+                    }
                 }
             }
             inodes.reference(node)
@@ -90,14 +96,14 @@ extension SnapFileSystem {
     public func unlink(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
         try mutate(.removeEntry(parent: parent)) { () throws(Errno) in
-            try syscall(unlinkat(dir.fd, name, 0))
+            try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, 0)) }
         }
     }
 
     public func rmdir(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
         try mutate(.removeEntry(parent: parent)) { () throws(Errno) in
-            try syscall(unlinkat(dir.fd, name, AT_REMOVEDIR))
+            try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, AT_REMOVEDIR)) }
         }
     }
 
@@ -109,7 +115,11 @@ extension SnapFileSystem {
         let from = try inodes.inode(parent)
         let to = try inodes.inode(newParent)
         try mutate(.rename(from: parent, to: newParent)) { () throws(Errno) in
-            try syscall(snapfs_renameat2(from.fd, name, to.fd, newName, flags))
+            try from.withFD { (fromFD) throws(Errno) in
+                try to.withFD { (toFD) throws(Errno) in
+                    _ = try syscall(snapfs_renameat2(fromFD, name, toFD, newName, flags))
+                }
+            }
         }
     }
 
@@ -117,7 +127,8 @@ extension SnapFileSystem {
     /// a default ACL; then the backing filesystem combines the mode with that ACL, as ext4
     /// does (the daemon's own umask is 0).
     func creationMode(_ mode: mode_t, in dir: Inode, context: RequestContext) -> mode_t {
-        if CLinux.getxattr(proc.path(of: dir.fd), "system.posix_acl_default", nil, 0) > 0 { return mode }
+        let hasDefaultACL = (try? dir.withFD { fd in CLinux.getxattr(proc.path(of: fd), "system.posix_acl_default", nil, 0) > 0 }) ?? false
+        if hasDefaultACL { return mode }
         return mode & ~(context.umask & 0o777)
     }
 
@@ -128,7 +139,7 @@ extension SnapFileSystem {
         var gid = context.gid
         if context.uid == geteuid() && gid == getegid() { return nil }
         // In a set-group-ID directory a new object takes the directory's group.
-        let parentStatus = try FileStatus.of(dir.fd)
+        let parentStatus = try dir.withFD { (fd) throws(Errno) in try FileStatus.of(fd) }
         if parentStatus.st_mode & S_ISGID != 0 { gid = parentStatus.st_gid }
         return (context.uid, gid)
     }
@@ -143,7 +154,7 @@ extension SnapFileSystem {
             return try entry(named: name, in: dir)
         } catch {
             // Do not leave behind an object the caller was told was not created.
-            _ = unlinkat(dir.fd, name, (mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0)
+            _ = try? dir.withFD { fd in unlinkat(fd, name, (mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0) }
             throw error
         }
     }
@@ -151,10 +162,10 @@ extension SnapFileSystem {
     func giveToCaller(_ name: UnsafePointer<CChar>, in dir: Inode, mode: mode_t,
                       context: RequestContext) throws(Errno) {
         guard let (uid, gid) = try ownerOfNewObject(in: dir, context: context) else { return }
-        try syscall(fchownat(dir.fd, name, uid, gid, AT_SYMLINK_NOFOLLOW))
+        try dir.withFD { (fd) throws(Errno) in _ = try syscall(fchownat(fd, name, uid, gid, AT_SYMLINK_NOFOLLOW)) }
         // chown clears set-user/group-ID bits even for root; put back what was asked for.
         if (mode & S_IFMT) == S_IFREG, mode & (S_ISUID | S_ISGID) != 0 {
-            try syscall(fchmodat(dir.fd, name, mode & 0o7777, 0))
+            try dir.withFD { (fd) throws(Errno) in _ = try syscall(fchmodat(fd, name, mode & 0o7777, 0)) }
         }
     }
 }

@@ -20,10 +20,11 @@ public final class SnapFileSystem: Sendable {
     /// Opens the backing directory at `backingPath`.
     public init(backingPath: String, options: FileSystemOptions = FileSystemOptions(),
                 observer: (any MutationObserver)? = nil,
-                logger: Logger = Logger(label: "snapfs")) throws(Errno) {
+                logger: Logger = Logger(label: "snapfs"),
+                descriptorBudget: Int? = nil) throws(Errno) {
         let rootFD = try syscall(snapfs_openat(AT_FDCWD, backingPath, SNAPFS_O_PATH | O_DIRECTORY | O_CLOEXEC, 0))
         do throws(Errno) {
-            self.inodes = try InodeTable(rootFD: rootFD)
+            self.inodes = try InodeTable(rootFD: rootFD, descriptorBudget: descriptorBudget)
         } catch {
             close(rootFD)
             throw error
@@ -57,6 +58,6 @@ public final class SnapFileSystem: Sendable {
     /// matches what readdir reports and what tools see in the backing directory.
     @inline(__always)
     func attributes(of inode: Inode) throws(Errno) -> stat {
-        try FileStatus.of(inode.fd)
+        try inode.withFD { (fd) throws(Errno) in try FileStatus.of(fd) }
     }
 }

@@ -1,5 +1,7 @@
 import CLinux
 import Glibc
+import Synchronization
+import SystemPackage
 
 /// Identity of an object in the backing filesystem.
 public struct BackingKey: Hashable, Sendable {
@@ -22,23 +24,207 @@ public struct BackingKey: Hashable, Sendable {
 /// that the id the kernel holds can outlive a change of backing object (copy-up after a
 /// hard-link snapshot) and ids of the live tree and of `.snapshots/` never collide.
 /// `st_ino` as applications see it stays the backing inode number.
+///
+/// Every access to the backing object goes through its `SNAPFS_O_PATH` descriptor, lent
+/// out by ``withFD(_:)``. The kernel can hold more inodes than the process may have
+/// descriptors; when a ``DescriptorPool`` runs over its budget it closes the descriptors
+/// of inodes nobody used lately, and ``withFD(_:)`` reopens them by file handle.
 public final class Inode: Sendable {
     public let id: UInt64
-    /// `SNAPFS_O_PATH` descriptor of the backing object; every access goes through it.
-    public let fd: Int32
     public let key: BackingKey
     /// The `S_IFMT` bits; an object's type never changes.
     public let fileType: mode_t
+    private let pool: DescriptorPool?
+    private let slot: Mutex<Slot>
 
-    init(id: UInt64, fd: Int32, key: BackingKey, fileType: mode_t) {
-        self.id = id
-        self.fd = fd
-        self.key = key
-        self.fileType = fileType
+    private struct Slot {
+        var fd: Int32
+        /// Borrowers in ``withFD(_:)`` right now; the descriptor is not closed while > 0.
+        var pins = 0
+        /// Used since the last sweep of the pool.
+        var referenced = true
+        /// The backing object's file handle, taken when the descriptor is first closed.
+        var handle: [UInt8]?
+        /// The backing filesystem gave no handle: the descriptor must stay open.
+        var pinnedForever = false
     }
 
-    deinit { close(fd) }
+    /// Takes ownership of `fd`. With no `pool`, the descriptor stays open for the inode's life.
+    init(id: UInt64, fd: Int32, key: BackingKey, fileType: mode_t, pool: DescriptorPool? = nil) {
+        self.id = id
+        self.key = key
+        self.fileType = fileType
+        self.pool = pool
+        self.slot = Mutex(Slot(fd: fd))
+    }
+
+    deinit {
+        slot.withLock { slot in
+            if slot.fd >= 0 {
+                close(slot.fd)
+                pool?.closed()
+            }
+        }
+    }
 
     public var isDirectory: Bool { fileType == S_IFDIR }
     public var isSymlink: Bool { fileType == S_IFLNK }
+
+    /// Runs `body` with the inode's `SNAPFS_O_PATH` descriptor, which stays open until
+    /// `body` returns (reopened first if it was closed to save descriptors).
+    @inline(__always)
+    public func withFD<R>(_ body: (Int32) throws(Errno) -> R) throws(Errno) -> R {
+        let (fd, overBudget) = try pin()
+        defer { unpin() }
+        // This inode is pinned, so the sweep leaves its descriptor alone.
+        if overBudget, let pool { pool.sweep() }
+        return try body(fd)
+    }
+
+    /// The descriptor, reopened if needed; and whether reopening put the pool over budget.
+    private func pin() throws(Errno) -> (Int32, Bool) {
+        try slot.withLock { (slot: inout Slot) throws(Errno) -> (Int32, Bool) in
+            var overBudget = false
+            if slot.fd < 0 {
+                guard let pool, let handle = slot.handle else { throw Errno(rawValue: ESTALE) }
+                (slot.fd, overBudget) = try pool.reopen(handle, expecting: key)
+            }
+            slot.pins += 1
+            slot.referenced = true
+            return (slot.fd, overBudget)
+        }
+    }
+
+    private func unpin() {
+        slot.withLock { $0.pins -= 1 }
+    }
+
+    /// Whether the descriptor is open now (for tests and statistics).
+    public var hasOpenDescriptor: Bool { slot.withLock { $0.fd >= 0 } }
+
+    /// One step of the pool's clock sweep: closes the descriptor if no one borrows it and
+    /// it was not used since the previous sweep (`force`: used or not). Returns whether
+    /// it closed one.
+    func evictIfIdle(force: Bool) -> Bool {
+        guard let pool else { return false }
+        return slot.withLock { slot in
+            guard slot.fd >= 0, slot.pins == 0, !slot.pinnedForever else { return false }
+            if slot.referenced && !force {
+                slot.referenced = false
+                return false
+            }
+            if slot.handle == nil {
+                slot.handle = pool.handle(of: slot.fd)
+                if slot.handle == nil {
+                    slot.pinnedForever = true
+                    return false
+                }
+            }
+            close(slot.fd)
+            slot.fd = -1
+            pool.closed()
+            return true
+        }
+    }
+}
+
+/// Keeps the number of open `SNAPFS_O_PATH` descriptors under a budget derived from the
+/// process's descriptor limit, for one backing filesystem (objects on other filesystems
+/// mounted inside the backing tree keep their descriptors).
+final class DescriptorPool: Sendable {
+    /// A descriptor of the backing root opened for reading (`open_by_handle_at` refuses
+    /// `SNAPFS_O_PATH` ones); owned by the pool.
+    private let mountFD: Int32
+    let device: UInt64
+    let budget: Int
+    private let openCount = Atomic<Int>(0)
+    private let sweeping = Atomic<Bool>(false)
+    /// Lists the inodes to sweep (set by the ``InodeTable`` that owns the pool).
+    private let inventory = Mutex<(@Sendable () -> [Inode])?>(nil)
+
+    func setInventory(_ list: @escaping @Sendable () -> [Inode]) {
+        inventory.withLock { $0 = list }
+    }
+
+    /// A pool for the filesystem of `rootFD`, or nil when descriptors cannot be reopened by
+    /// handle there (the filesystem has no handles, or the daemon lacks
+    /// CAP_DAC_READ_SEARCH): then every inode keeps its descriptor.
+    static func make(rootFD: Int32, device: UInt64, budget: Int? = nil) -> DescriptorPool? {
+        let mountFD = snapfs_openat(AT_FDCWD, "/proc/self/fd/\(rootFD)", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+        guard mountFD >= 0 else { return nil }
+        let pool = DescriptorPool(mountFD: mountFD, device: device, budget: budget ?? defaultBudget())
+        guard let handle = pool.handle(of: rootFD),
+              let (fd, _) = try? pool.reopen(handle, expecting: BackingKey(device: device, inode: UInt64((try? FileStatus.of(rootFD))?.st_ino ?? 0)))
+        else { return nil }
+        close(fd)
+        pool.closed()
+        return pool
+    }
+
+    /// Three quarters of the descriptor limit, leaving the rest for open files and directories.
+    static func defaultBudget() -> Int {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 768 }
+        let current = Int(min(limit.rlim_cur, 1 << 30))
+        return max(64, current - max(256, current / 4))
+    }
+
+    private init(mountFD: Int32, device: UInt64, budget: Int) {
+        self.mountFD = mountFD
+        self.device = device
+        self.budget = budget
+    }
+
+    deinit { close(mountFD) }
+
+    var open: Int { openCount.load(ordering: .relaxed) }
+
+    /// A descriptor of this pool was opened. Returns whether the pool is now over budget.
+    @discardableResult
+    func opened() -> Bool {
+        openCount.wrappingAdd(1, ordering: .relaxed).newValue > budget
+    }
+
+    func closed() {
+        openCount.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    func handle(of fd: Int32) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 8 + 128)
+        let size = buffer.withUnsafeMutableBufferPointer { snapfs_handle_of(fd, $0.baseAddress, $0.count) }
+        guard size > 0 else { return nil }
+        return Array(buffer[0..<Int(size)])
+    }
+
+    /// Reopens a closed descriptor; returns it and whether the pool is now over budget.
+    func reopen(_ handle: [UInt8], expecting key: BackingKey) throws(Errno) -> (Int32, Bool) {
+        var handle = handle
+        let fd = try syscall(handle.withUnsafeMutableBufferPointer {
+            snapfs_open_by_handle(mountFD, $0.baseAddress, SNAPFS_O_PATH | O_CLOEXEC)
+        })
+        do throws(Errno) {
+            guard BackingKey(try FileStatus.of(fd)) == key else { throw Errno(rawValue: ESTALE) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return (fd, opened())
+    }
+
+    /// Closes idle descriptors until the pool is at three quarters of its budget, oldest
+    /// use first (a clock sweep). One sweep runs at a time; it works on a snapshot of the
+    /// table, so no table lock is held while inodes are locked. Callers hold no inode lock.
+    func sweep() {
+        guard let list = inventory.withLock({ $0 }) else { return }
+        guard !sweeping.exchange(true, ordering: .acquiring) else { return }
+        defer { sweeping.store(false, ordering: .releasing) }
+        let target = budget * 3 / 4
+        let all = list()
+        for force in [false, false, true] {
+            for inode in all where open > target {
+                _ = inode.evictIfIdle(force: force)
+            }
+            if open <= target { return }
+        }
+    }
 }

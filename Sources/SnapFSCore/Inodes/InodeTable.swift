@@ -23,16 +23,25 @@ public final class InodeTable: Sendable {
 
     private let state = Mutex(State())
     public let root: Inode
+    /// Closes and reopens descriptors so the kernel can hold more inodes than the process
+    /// may have descriptors; nil where that is impossible.
+    let pool: DescriptorPool?
 
     /// Takes ownership of `rootFD`, an `SNAPFS_O_PATH` descriptor of the backing directory.
-    public init(rootFD: Int32) throws(Errno) {
+    /// `descriptorBudget`: how many descriptors inodes may keep open (default: from the
+    /// process's limit).
+    public init(rootFD: Int32, descriptorBudget: Int? = nil) throws(Errno) {
         let st = try FileStatus.of(rootFD)
         root = Inode(id: Self.rootID, fd: rootFD, key: BackingKey(st), fileType: st.fileType)
+        pool = DescriptorPool.make(rootFD: rootFD, device: UInt64(st.st_dev), budget: descriptorBudget)
         let root = self.root
         state.withLock { state in
             // The kernel never forgets the root; one permanent reference keeps it.
             state.byID[Self.rootID] = Node(inode: root, lookups: 1)
             state.byKey[root.key] = Self.rootID
+        }
+        pool?.setInventory { [weak self] in
+            self?.state.withLock { $0.byID.values.map(\.inode) } ?? []
         }
     }
 
@@ -48,6 +57,7 @@ public final class InodeTable: Sendable {
     /// inode if the kernel does not hold it yet. Takes ownership of `fd` either way.
     public func reference(fd: Int32, status st: stat) -> Inode {
         let key = BackingKey(st)
+        let pool = self.pool.flatMap { $0.device == key.device ? $0 : nil }
         let (inode, duplicate) = state.withLock { state -> (Inode, Bool) in
             if let id = state.byKey[key], var node = state.byID[id] {
                 node.lookups += 1
@@ -56,12 +66,16 @@ public final class InodeTable: Sendable {
             }
             let id = state.nextID
             state.nextID += 1
-            let inode = Inode(id: id, fd: fd, key: key, fileType: st.fileType)
+            let inode = Inode(id: id, fd: fd, key: key, fileType: st.fileType, pool: pool)
             state.byID[id] = Node(inode: inode, lookups: 1)
             state.byKey[key] = id
             return (inode, false)
         }
-        if duplicate { close(fd) }
+        if duplicate {
+            close(fd)
+        } else if let pool, pool.opened() {
+            pool.sweep()
+        }
         return inode
     }
 

@@ -1,0 +1,178 @@
+import Synchronization
+import SystemPackage
+
+/// snapfs's write-back page cache: file data at page granularity, keyed by a file key
+/// (the FUSE node id), in front of a ``CacheBackingStore``.
+///
+/// Reads see every buffered write, as if it had reached the backing file. Dirty data
+/// reaches the backing file on ``writeBack(_:backing:)``/``fsync(_:dataOnly:backing:)``/
+/// ``writeBackAll(backing:)``, when a writer pushes dirty data past the dirty limit
+/// (back-pressure: that writer writes back, oldest file first) and when room is needed
+/// for a new page and no clean page can be evicted. Dirty data is never dropped except by
+/// ``truncate(_:to:backing:)`` (past the new end) and ``discard(_:)``; a failed write-back
+/// leaves it dirty, remembers the error for the file, and reports it once through
+/// ``fsync(_:dataOnly:backing:)`` or ``takeError(_:)``, as Linux does.
+///
+/// Truncates reach the backing file at once (so its size never exceeds the logical size
+/// and its bytes are valid wherever no page is cached); reads of pages that are not
+/// cached go straight to the backing file and are not cached (the kernel's page cache
+/// already keeps what applications re-read). Clean pages left by write-back stay cached
+/// until evicted, least recently used first.
+///
+/// Locking: one mutex guards the whole cache and is held across the backing I/O of
+/// write-back, partial-page loads and reads. Back-pressure and eviction move data of any
+/// file, so per-file locks would need a lock order between files (or try-locks and
+/// fallbacks); one lock makes every operation atomic with respect to all others, which is
+/// what a snapshot's flush needs, at the price of serializing cache operations.
+/// `fsync` syncs the backing file without the lock. Lock order: this mutex is a leaf —
+/// nothing else is locked while it is held, and backing stores must not call back in.
+///
+/// Memory: each cached page is one page-aligned allocation of ``pageSize`` bytes, made
+/// when the page enters the cache and freed when it leaves, so page memory is bounded by
+/// `capacity`; plus a staging buffer of `maxWriteBack` bytes for coalesced writes and
+/// small per-page bookkeeping.
+public final class PageCache: Sendable {
+    public static let pageSize = PageTable.pageSize
+
+    public struct Configuration: Sendable, Equatable {
+        /// Most bytes of cached pages (clean and dirty); at least one page.
+        public var capacity: Int
+        /// Dirty bytes past which a writer writes back synchronously; at most `capacity`.
+        public var dirtyLimit: Int
+        /// Largest single backing write of coalesced dirty pages; at least one page.
+        public var maxWriteBack: Int
+
+        public init(capacity: Int = 256 << 20, dirtyLimit: Int? = nil, maxWriteBack: Int = 1 << 20) {
+            self.capacity = capacity
+            self.dirtyLimit = dirtyLimit ?? capacity / 2
+            self.maxWriteBack = maxWriteBack
+        }
+    }
+
+    public struct Statistics: Sendable, Equatable {
+        public var dirtyBytes = 0
+        public var cachedBytes = 0
+        /// Page lookups (reads, partial-page writes) answered from the cache.
+        public var hits = 0
+        /// Page lookups that went to the backing file.
+        public var misses = 0
+        /// Backing writes made by write-back, and the bytes they wrote.
+        public var writeBacks = 0
+        public var writeBackBytes = 0
+        /// Write-backs of a file that failed.
+        public var writeBackErrors = 0
+    }
+
+    public let configuration: Configuration
+    private let table: Mutex<PageTable>
+
+    public init(_ configuration: Configuration = Configuration()) {
+        precondition(configuration.capacity >= Self.pageSize, "page cache capacity below one page")
+        precondition(configuration.maxWriteBack >= Self.pageSize, "write-back size below one page")
+        self.configuration = configuration
+        let capacityPages = configuration.capacity / Self.pageSize
+        table = Mutex(PageTable(
+            capacityPages: capacityPages,
+            dirtyLimitPages: min(capacityPages, max(0, configuration.dirtyLimit / Self.pageSize)),
+            maxWriteBackPages: configuration.maxWriteBack / Self.pageSize))
+    }
+
+    /// Buffers `data` at `offset` and marks it dirty; returns the bytes taken (short only
+    /// if room could not be made part-way; the error is thrown if none could be taken).
+    public func write(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
+                      backing: some CacheBackingStore) throws(Errno) -> Int {
+        precondition(offset >= 0)
+        let data = CallerBuffer(data)
+        return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
+    }
+
+    /// Reads what the file holds with every buffered write applied; short only at the
+    /// logical end of the file.
+    public func read(_ file: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64,
+                     backing: some CacheBackingStore) throws(Errno) -> Int {
+        precondition(offset >= 0)
+        let buffer = CallerBuffer(buffer)
+        return try table.withLock { (table) throws(Errno) -> Int in try table.read(file, into: buffer.value, at: offset, backing: backing) }
+    }
+
+    /// The logical size: the backing size or the end of buffered data, whichever is larger.
+    public func size(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) -> Int64 {
+        try table.withLock { (table) throws(Errno) -> Int64 in try table.size(file, backing: backing) }
+    }
+
+    /// Truncates the backing file now and drops cached data past the new end.
+    public func truncate(_ file: UInt64, to size: Int64, backing: some CacheBackingStore) throws(Errno) {
+        precondition(size >= 0)
+        try table.withLock { (table) throws(Errno) in try table.truncate(file, to: size, backing: backing) }
+    }
+
+    /// Writes back the file's dirty pages (no sync). On error the data stays dirty, the
+    /// error is remembered for the next fsync/close, and thrown.
+    public func writeBack(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) {
+        try table.withLock { (table) throws(Errno) in try table.writeBack(file, backing: backing) }
+    }
+
+    /// fsync(2)/fdatasync(2): writes back, then syncs the backing file. Throws a
+    /// write-back error (this one's or a remembered earlier one, which is then reported
+    /// and forgotten) or the sync's error.
+    public func fsync(_ file: UInt64, dataOnly: Bool, backing: some CacheBackingStore) throws(Errno) {
+        try table.withLock { (table) throws(Errno) in
+            do throws(Errno) {
+                try table.writeBack(file, backing: backing)
+            } catch {
+                _ = table.takeError(file)
+                throw error
+            }
+        }
+        do throws(Errno) {
+            try backing.sync(file, dataOnly: dataOnly)
+        } catch {
+            _ = takeError(file)
+            throw error
+        }
+        if let error = takeError(file) { throw error }
+    }
+
+    /// The write-back error not yet reported for `file`, now reported (for close).
+    public func takeError(_ file: UInt64) -> Errno? {
+        table.withLock { $0.takeError(file) }
+    }
+
+    /// Drops everything cached for `file`, dirty data included (unlinked and closed).
+    public func discard(_ file: UInt64) {
+        table.withLock { $0.discard(file) }
+    }
+
+    /// Writes back `file`, then forgets its clean pages and its size, after the backing
+    /// file was changed without the cache (fallocate, copy_file_range, copy-up, restore).
+    public func invalidate(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) {
+        try table.withLock { (table) throws(Errno) in try table.invalidate(file, backing: backing) }
+    }
+
+    /// Writes back every file (syncfs, snapshot, unmount); returns the files that failed
+    /// and their errors, which stay remembered for their fsync/close as well.
+    public func writeBackAll(backing: some CacheBackingStore) -> [UInt64: Errno] {
+        table.withLock { $0.writeBackAll(backing: backing) }
+    }
+
+    /// Files whose oldest dirty data became dirty at `instant` or earlier, oldest first.
+    public func dirtyFiles(olderThan instant: ContinuousClock.Instant) -> [UInt64] {
+        table.withLock { $0.dirtyFiles(olderThan: instant) }
+    }
+
+    public var statistics: Statistics {
+        table.withLock { table in
+            var statistics = table.statistics
+            statistics.dirtyBytes = table.dirtyBytes
+            statistics.cachedBytes = table.cachedBytes
+            return statistics
+        }
+    }
+}
+
+/// A caller's buffer handed into the cache's lock: used there and never kept, so no
+/// other isolation domain can see it.
+private struct CallerBuffer<Buffer>: @unchecked Sendable {
+    let value: Buffer
+    init(_ value: Buffer) { self.value = value }
+}

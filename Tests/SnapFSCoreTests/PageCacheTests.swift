@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Synchronization
 import SystemPackage
@@ -407,6 +408,49 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         // The partial write loaded page 1 (a miss); the read found it (a hit), not the others.
         #expect(statistics.hits == 1)
         #expect(statistics.misses == 4)
+    }
+
+    @Test func aWriteLargerThanTheCacheGoesThrough() throws {
+        let backing = FakeBackingStore()
+        let cache = PageCache(.init(capacity: 4 * pageSize, dirtyLimit: 2 * pageSize))
+        let data = pattern(20 * pageSize + 5, seed: 11)
+        #expect(try cache.write(1, data, at: 3, backing: backing) == data.count)
+        #expect(cache.statistics.cachedBytes <= 4 * pageSize)
+        #expect(try cache.content(1, backing: backing) == [0, 0, 0] + data)
+        #expect(cache.writeBackAll(backing: backing).isEmpty)
+        #expect(backing.content(1) == [0, 0, 0] + data)
+    }
+
+    @Test func invalidateSeesChangesMadeBehindTheCache() throws {
+        let backing = FakeBackingStore()
+        let cache = PageCache(.init(capacity: 8 * pageSize))
+        try cache.write(1, [1, 2, 3], at: 0, backing: backing)
+        try cache.invalidate(1, backing: backing)
+        #expect(backing.content(1) == [1, 2, 3])
+        // e.g. copy_file_range or fallocate on the backing file.
+        backing.set(1, [7, 7, 7, 7, 7])
+        #expect(try cache.content(1, backing: backing) == [7, 7, 7, 7, 7])
+        #expect(cache.statistics.cachedBytes == 0)
+    }
+
+    @Test func concurrentWritersOfDifferentFiles() throws {
+        let backing = FakeBackingStore()
+        let cache = PageCache(.init(capacity: 16 * pageSize, dirtyLimit: 8 * pageSize, maxWriteBack: 4 * pageSize))
+        let threads = 8
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            for round in 0..<200 {
+                let data = pattern(1000 + round, seed: UInt8(thread))
+                _ = try? cache.write(UInt64(thread), data, at: round * 997, backing: backing)
+            }
+        }
+        #expect(cache.writeBackAll(backing: backing).isEmpty)
+        for thread in 0..<threads {
+            var model = FileModel()
+            for round in 0..<200 { model.write(pattern(1000 + round, seed: UInt8(thread)), at: round * 997) }
+            #expect(backing.content(UInt64(thread)) == model.bytes)
+            #expect(try cache.content(UInt64(thread), backing: backing) == model.bytes)
+        }
+        #expect(cache.statistics.cachedBytes <= 16 * pageSize)
     }
 
     /// Thousands of random operations on a tiny cache against a byte-array model.

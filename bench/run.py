@@ -356,6 +356,44 @@ class SQLiteWAL(SQLiteTx):
     description = "same in journal_mode=WAL (synchronous=FULL, default auto-checkpoint)"
 
 
+@register
+class LogAppend(Workload):
+    name = "log-append"
+    description = ("APPEND_COUNT appends of 128 bytes to one log file opened with O_APPEND "
+                   "(the pattern of loggers and databases' logs), fsync at the end (included)")
+    metrics = [Metric("log-append", "appends/s")]
+
+    def log(self, d):
+        return d / "app.log"
+
+    def prepare(self, ctx, d):
+        self.log(d).unlink(missing_ok=True)
+
+    def run(self, ctx, d):
+        out = ctx.run([sys.executable, str(Path(__file__).resolve()), "--_append-worker",
+                       str(self.log(d)), str(ctx.cfg.append_count)], 900, self.name)
+        r = json.loads(out)
+        return {self.name: r["appends"] / r["seconds"]}
+
+    cleanup = prepare
+
+
+def append_worker(path, count):
+    """Runs in a child process: small O_APPEND writes, then fsync; checks the size."""
+    line = (os.urandom(63).hex() + "\n").encode()[:128]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    start = time.perf_counter()
+    for _ in range(count):
+        os.write(fd, line)
+    os.fsync(fd)
+    elapsed = time.perf_counter() - start
+    size = os.fstat(fd).st_size
+    os.close(fd)
+    if size != count * len(line):
+        raise SystemExit(f"log size {size}, expected {count * len(line)}")
+    print(json.dumps({"appends": count, "seconds": elapsed}))
+
+
 def sqlite_worker(db, mode, count, seconds):
     """Runs in a child process (so that a hung mount can be timed out)."""
     import sqlite3
@@ -809,8 +847,10 @@ def parse_args(argv):
     p.add_argument("--work-dir", default=str(DEFAULT_WORK), help=f"scratch root (default {DEFAULT_WORK})")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--_sqlite-worker", nargs=4, help=argparse.SUPPRESS, dest="sqlite_worker")
+    p.add_argument("--_append-worker", nargs=2, help=argparse.SUPPRESS, dest="append_worker")
+    p.add_argument("--append-count", type=int, help="appends in log-append (default 200000, --quick 20000)")
     cfg = p.parse_args(argv)
-    if cfg.sqlite_worker:
+    if cfg.sqlite_worker or cfg.append_worker:
         return cfg
     q = cfg.quick
     cfg.runs = cfg.runs or (1 if q else 3)
@@ -818,6 +858,7 @@ def parse_args(argv):
     cfg.rand_size = parse_size(cfg.rand_size or ("64M" if q else "256M"))
     cfg.small_files = cfg.small_files or (2000 if q else 20000)
     cfg.sqlite_tx = cfg.sqlite_tx or (300 if q else 20000)
+    cfg.append_count = cfg.append_count or (20000 if q else 200000)
     cfg.snapfs_args = shlex.split(cfg.snapfs_args)
     cfg.targets = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     bad = [t for t in cfg.targets if t not in ALL_TARGETS]
@@ -843,6 +884,10 @@ def main(argv):
     if cfg.sqlite_worker:
         db, mode, count, seconds = cfg.sqlite_worker
         sqlite_worker(db, mode, int(count), float(seconds))
+        return 0
+    if cfg.append_worker:
+        path, count = cfg.append_worker
+        append_worker(path, int(count))
         return 0
     if cfg.list:
         for w in WORKLOADS:
@@ -878,7 +923,7 @@ def main(argv):
                    "rand_size": cfg.rand_size, "rand_cap": cfg.rand_cap,
                    "small_files": cfg.small_files, "small_dirs": cfg.small_dirs,
                    "stat_passes": cfg.stat_passes, "sqlite_tx": cfg.sqlite_tx,
-                   "sqlite_seconds": cfg.sqlite_seconds, "snapfs_args": cfg.snapfs_args,
+                   "sqlite_seconds": cfg.sqlite_seconds, "append_count": cfg.append_count, "snapfs_args": cfg.snapfs_args,
                    "quick": cfg.quick},
         "dropped_caches": ctx.can_drop,
         "workloads": [{"name": w.name, "description": w.description,

@@ -99,6 +99,34 @@ public final class Inode: Sendable {
         slot.withLock { $0.pins -= 1 }
     }
 
+    /// What ``claim(_:)`` found.
+    enum Claim {
+        /// The inode's descriptor is open, so its backing object cannot have been replaced:
+        /// `fd` names the same object and stays the caller's to close.
+        case alreadyOpen
+        /// The descriptor had been closed and `fd` names the same object (same file
+        /// handle): the inode took `fd` over.
+        case adopted
+        /// The descriptor had been closed and the object it named is gone; `fd` names a new
+        /// object that reuses the inode number. The caller needs a new inode.
+        case stale
+    }
+
+    /// Checks that `fd`, opened on an object with this inode's device and inode number, is
+    /// this inode's object. Inode numbers are reused once an object is deleted, and a
+    /// closed descriptor no longer keeps a deleted object alive.
+    func claim(_ fd: Int32) -> Claim {
+        guard let pool else { return .alreadyOpen }
+        return slot.withLock { slot in
+            if slot.fd >= 0 { return .alreadyOpen }
+            guard let handle = pool.handle(of: fd), handle == slot.handle else { return .stale }
+            slot.fd = fd
+            slot.referenced = true
+            pool.opened()
+            return .adopted
+        }
+    }
+
     /// Whether the descriptor is open now (for tests and statistics).
     public var hasOpenDescriptor: Bool { slot.withLock { $0.fd >= 0 } }
 
@@ -139,11 +167,14 @@ final class DescriptorPool: Sendable {
     let budget: Int
     private let openCount = Atomic<Int>(0)
     private let sweeping = Atomic<Bool>(false)
-    /// Lists the inodes to sweep (set by the ``InodeTable`` that owns the pool).
-    private let inventory = Mutex<(@Sendable () -> [Inode])?>(nil)
+    /// The table whose inodes a sweep visits. Set once by ``InodeTable/init(rootFD:descriptorBudget:)``
+    /// before the table is shared, read afterwards. (Not a closure kept in a Mutex: reading a
+    /// function value back out of `Mutex.withLock` wraps it in one more reabstraction thunk
+    /// on every access — measured here: the chain grew until the daemon overflowed its stack.)
+    let owner = OwnerLink()
 
-    func setInventory(_ list: @escaping @Sendable () -> [Inode]) {
-        inventory.withLock { $0 = list }
+    final class OwnerLink: @unchecked Sendable {
+        weak var table: InodeTable?
     }
 
     /// A pool for the filesystem of `rootFD`, or nil when descriptors cannot be reopened by
@@ -215,11 +246,11 @@ final class DescriptorPool: Sendable {
     /// use first (a clock sweep). One sweep runs at a time; it works on a snapshot of the
     /// table, so no table lock is held while inodes are locked. Callers hold no inode lock.
     func sweep() {
-        guard let list = inventory.withLock({ $0 }) else { return }
+        guard let table = owner.table else { return }
         guard !sweeping.exchange(true, ordering: .acquiring) else { return }
         defer { sweeping.store(false, ordering: .releasing) }
         let target = budget * 3 / 4
-        let all = list()
+        let all = table.allInodes()
         for force in [false, false, true] {
             for inode in all where open > target {
                 _ = inode.evictIfIdle(force: force)

@@ -40,9 +40,7 @@ public final class InodeTable: Sendable {
             state.byID[Self.rootID] = Node(inode: root, lookups: 1)
             state.byKey[root.key] = Self.rootID
         }
-        pool?.setInventory { [weak self] in
-            self?.state.withLock { $0.byID.values.map(\.inode) } ?? []
-        }
+        pool?.owner.table = self
     }
 
     /// The inode for a node id the kernel sent.
@@ -58,23 +56,33 @@ public final class InodeTable: Sendable {
     public func reference(fd: Int32, status st: stat) -> Inode {
         let key = BackingKey(st)
         let pool = self.pool.flatMap { $0.device == key.device ? $0 : nil }
-        let (inode, duplicate) = state.withLock { state -> (Inode, Bool) in
+        let (inode, outcome) = state.withLock { state -> (Inode, Inode.Claim?) in
             if let id = state.byKey[key], var node = state.byID[id] {
-                node.lookups += 1
-                state.byID[id] = node
-                return (node.inode, true)
+                // Lock order: table, then inode (a sweep locks inodes without the table).
+                let claim = node.inode.claim(fd)
+                if claim != .stale {
+                    node.lookups += 1
+                    state.byID[id] = node
+                    return (node.inode, claim)
+                }
+                // A new object reuses the number of a deleted one the kernel still holds:
+                // the old inode keeps its id until forgotten, the key now means the new one.
             }
             let id = state.nextID
             state.nextID += 1
             let inode = Inode(id: id, fd: fd, key: key, fileType: st.fileType, pool: pool)
             state.byID[id] = Node(inode: inode, lookups: 1)
             state.byKey[key] = id
-            return (inode, false)
+            return (inode, nil)
         }
-        if duplicate {
+        switch outcome {
+        case .alreadyOpen?:
             close(fd)
-        } else if let pool, pool.opened() {
-            pool.sweep()
+        case .adopted?:
+            // The inode took `fd` over and counted it; the pool may be over budget now.
+            if let pool, pool.open > pool.budget { pool.sweep() }
+        case .stale?, nil:
+            if let pool, pool.opened() { pool.sweep() }
         }
         return inode
     }
@@ -102,6 +110,11 @@ public final class InodeTable: Sendable {
             return node.inode
         }
         _ = released
+    }
+
+    /// Every inode the kernel holds, for a sweep of the descriptor pool.
+    func allInodes() -> [Inode] {
+        state.withLock { $0.byID.values.map(\.inode) }
     }
 
     /// Number of inodes the kernel holds (root included).

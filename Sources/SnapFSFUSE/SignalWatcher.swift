@@ -1,6 +1,7 @@
 import CFUSE
 import CLinux
 import Glibc
+import SnapFSCore
 import Synchronization
 
 /// Takes SIGINT/SIGTERM/SIGHUP on a thread of its own (they are blocked everywhere else)
@@ -77,13 +78,7 @@ enum StandardErrorCapture {
         let result = body()
         dup2(saved, 2)
         close(saved)
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(pipeFDs[0], &buffer, buffer.count)
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-        }
+        let bytes = readToEnd(pipeFDs[0])
         close(pipeFDs[0])
         let text = String(decoding: bytes, as: UTF8.self)
             .split(separator: "\n").map { $0.hasPrefix("fuse: ") ? $0.dropFirst(6) : $0 }.joined(separator: "; ")

@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSCore
 
 /// Running `snapfs mount` in the background: the command re-executes itself with
 /// `--foreground --ready-fd 3` in a new session and waits on a pipe until the child
@@ -34,7 +35,7 @@ enum Daemon {
         guard spawned == 0 else {
             command.fail("cannot start the daemon: \(String(cString: strerror(spawned)))", code: 16)
         }
-        let message = readAll(pipeFDs[0])
+        let message = String(decoding: readToEnd(pipeFDs[0]), as: UTF8.self)
         close(pipeFDs[0])
         if message == "0\n" { return }
         var status: Int32 = 0
@@ -93,23 +94,8 @@ enum Daemon {
         _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
     }
 
-    static func readAll(_ fd: Int32) -> String {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
     static func readNumber(_ path: String) -> UInt? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        return UInt(readAll(fd).trimmingNewline)
+        readWholeFile(path).flatMap { UInt(String(decoding: $0, as: UTF8.self).trimmingNewline) }
     }
 
     static func absolute(_ path: String) -> String {

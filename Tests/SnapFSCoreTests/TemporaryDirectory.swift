@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSCore
 
 /// A fresh directory under /tmp, removed (with its contents) by `remove()`.
 struct TemporaryDirectory {
@@ -29,15 +30,5 @@ struct TemporaryDirectory {
 }
 
 func readFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n <= 0 { break }
-        bytes += buffer[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    readWholeFile(path).map { String(decoding: $0, as: UTF8.self) }
 }

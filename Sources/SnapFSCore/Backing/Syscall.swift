@@ -21,6 +21,27 @@ func syscallRetrying<T: SignedInteger>(_ call: () -> T) throws(Errno) -> T {
     }
 }
 
+/// Everything `fd` yields until end of file or an error other than EINTR (for example
+/// EAGAIN on a non-blocking pipe that is empty).
+public func readToEnd(_ fd: Int32) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return bytes }
+        bytes += buffer[0..<n]
+    }
+}
+
+/// The whole content of the file at `path`, or nil if it cannot be opened.
+public func readWholeFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    return readToEnd(fd)
+}
+
 extension Errno {
     /// The errno of the last failed call.
     static var current: Errno { Errno(rawValue: errno) }

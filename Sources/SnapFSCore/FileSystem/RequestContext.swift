@@ -28,16 +28,7 @@ public struct RequestContext: Sendable {
     }
 
     static func supplementaryGroups(of pid: pid_t) -> [gid_t] {
-        let fd = Glibc.open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-        }
+        guard let bytes = readWholeFile("/proc/\(pid)/status") else { return [] }
         return groups(inStatus: String(decoding: bytes, as: UTF8.self))
     }
 

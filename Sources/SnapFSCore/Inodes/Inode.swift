@@ -180,13 +180,11 @@ final class DescriptorPool: Sendable {
     /// A pool for the filesystem of `rootFD`, or nil when descriptors cannot be reopened by
     /// handle there (the filesystem has no handles, or the daemon lacks
     /// CAP_DAC_READ_SEARCH): then every inode keeps its descriptor.
-    static func make(rootFD: Int32, device: UInt64, budget: Int? = nil) -> DescriptorPool? {
+    static func make(rootFD: Int32, rootKey: BackingKey, budget: Int? = nil) -> DescriptorPool? {
         let mountFD = snapfs_openat(AT_FDCWD, "/proc/self/fd/\(rootFD)", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         guard mountFD >= 0 else { return nil }
-        let pool = DescriptorPool(mountFD: mountFD, device: device, budget: budget ?? defaultBudget())
-        guard let handle = pool.handle(of: rootFD),
-              let (fd, _) = try? pool.reopen(handle, expecting: BackingKey(device: device, inode: UInt64((try? FileStatus.of(rootFD))?.st_ino ?? 0)))
-        else { return nil }
+        let pool = DescriptorPool(mountFD: mountFD, device: rootKey.device, budget: budget ?? defaultBudget())
+        guard let handle = pool.handle(of: rootFD), let (fd, _) = try? pool.reopen(handle, expecting: rootKey) else { return nil }
         close(fd)
         pool.closed()
         return pool

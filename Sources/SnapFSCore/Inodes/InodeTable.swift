@@ -33,7 +33,7 @@ public final class InodeTable: Sendable {
     public init(rootFD: Int32, descriptorBudget: Int? = nil) throws(Errno) {
         let st = try FileStatus.of(rootFD)
         root = Inode(id: Self.rootID, fd: rootFD, key: BackingKey(st), fileType: st.fileType)
-        pool = DescriptorPool.make(rootFD: rootFD, device: UInt64(st.st_dev), budget: descriptorBudget)
+        pool = DescriptorPool.make(rootFD: rootFD, rootKey: root.key, budget: descriptorBudget)
         let root = self.root
         state.withLock { state in
             // The kernel never forgets the root; one permanent reference keeps it.

@@ -1,0 +1,218 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// The differences between two directory trees: what `snapfs diff` prints.
+///
+/// Compared for each path present on either side:
+/// - present only in the new tree: `+` (and every entry below it, if a directory);
+/// - present only in the old tree: `-` (likewise);
+/// - a different type of entry: `T` (the entries below a directory that became something
+///   else are `-`, those below one that appeared `+`);
+/// - same type but different content (bytes of a regular file, target of a symlink, device
+///   number of a device), permission bits, owner, group or extended attributes: `M`.
+///
+/// Times and link counts are not compared: a directory's mtime changes with every entry
+/// added, and the entries say more. Two regular files with the same (st_dev, st_ino) are the
+/// same file and are not read (a hard-link snapshot shares the inodes of unchanged files);
+/// otherwise sizes are compared first, and bytes only when the sizes agree.
+public struct TreeDiff: Sendable {
+    /// The kind of a difference, as printed.
+    public enum Change: String, Sendable {
+        case added = "+"
+        case deleted = "-"
+        case modified = "M"
+        case typeChanged = "T"
+    }
+
+    /// One changed path.
+    public struct Difference: Equatable, Sendable, CustomStringConvertible {
+        public let change: Change
+        /// The path relative to the roots, components joined by `/`; raw bytes, since file
+        /// names need not be UTF-8.
+        public let path: [UInt8]
+
+        public init(_ change: Change, _ path: [UInt8]) {
+            self.change = change
+            self.path = path
+        }
+
+        public init(_ change: Change, _ path: String) {
+            self.init(change, Array(path.utf8))
+        }
+
+        /// The path for display (invalid UTF-8 shown as U+FFFD).
+        public var pathString: String { String(decoding: path, as: UTF8.self) }
+
+        /// `+ dir/file`
+        public var description: String { "\(change.rawValue) \(pathString)" }
+    }
+
+    /// Names left out at the top of both trees (`.snapshots`, `.snapfs-control`, ...).
+    public var excludedAtRoot: Set<[UInt8]>
+
+    public init(excludedAtRoot: [String] = []) {
+        self.excludedAtRoot = Set(excludedAtRoot.map { Array($0.utf8) })
+    }
+
+    /// Compares the trees at `oldPath` and `newPath`.
+    public func compare(oldPath: String, newPath: String, only paths: [String]? = nil) throws(Errno) -> [Difference] {
+        let old = open(oldPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if old < 0 { throw Errno.current }
+        defer { close(old) }
+        let new = open(newPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if new < 0 { throw Errno.current }
+        defer { close(new) }
+        return try compare(old: old, new: new, only: paths)
+    }
+
+    /// Compares the trees below the directories `old` and `new`, sorted by path (byte order).
+    /// With `paths` (relative, `/`-separated), only those paths and what lies below them are
+    /// compared; a path missing on both sides gives nothing.
+    public func compare(old: Int32, new: Int32, only paths: [String]? = nil) throws(Errno) -> [Difference] {
+        var differences: [Difference] = []
+        if let paths {
+            var seen: Set<[UInt8]> = []
+            for path in paths {
+                let components = path.split(separator: "/").filter { $0 != "." }.map { Array($0.utf8) }
+                guard !components.isEmpty else {
+                    try compareDirectories(old, new, prefix: [], atRoot: true, into: &differences)
+                    continue
+                }
+                if components.contains([UInt8(ascii: "."), UInt8(ascii: ".")]) { throw Errno.invalidArgument }
+                if excludedAtRoot.contains(components[0]) { continue }
+                let oldParent = try Self.openParent(old, components)
+                defer { if let oldParent { close(oldParent) } }
+                let newParent = try Self.openParent(new, components)
+                defer { if let newParent { close(newParent) } }
+                try compareEntry(oldParent, newParent, name: components.last!,
+                                 path: Array(components.joined(separator: [UInt8(ascii: "/")])), into: &differences)
+            }
+            differences = differences.filter { seen.insert($0.path).inserted }
+        } else {
+            try compareDirectories(old, new, prefix: [], atRoot: true, into: &differences)
+        }
+        return differences.sorted { $0.path.lexicographicallyPrecedes($1.path) }
+    }
+
+    // MARK: Walking
+
+    private func compareDirectories(_ old: Int32?, _ new: Int32?, prefix: [UInt8], atRoot: Bool,
+                                    into differences: inout [Difference]) throws(Errno) {
+        var names = Set<[UInt8]>()
+        if let old { names.formUnion(try DirectoryEntries.names(in: old)) }
+        if let new { names.formUnion(try DirectoryEntries.names(in: new)) }
+        if atRoot { names.subtract(excludedAtRoot) }
+        for name in names {
+            let path = prefix.isEmpty ? name : prefix + [UInt8(ascii: "/")] + name
+            try compareEntry(old, new, name: name, path: path, into: &differences)
+        }
+    }
+
+    private func compareEntry(_ oldDir: Int32?, _ newDir: Int32?, name: [UInt8], path: [UInt8],
+                              into differences: inout [Difference]) throws(Errno) {
+        let old = try oldDir.flatMap { (dir) throws(Errno) in try Self.status(dir, name) }
+        let new = try newDir.flatMap { (dir) throws(Errno) in try Self.status(dir, name) }
+        switch (old, new) {
+        case (nil, nil):
+            return
+        case (nil, let new?):
+            differences.append(Difference(.added, path))
+            if new.isDirectory { try listBelow(newDir!, name, path, as: .added, into: &differences) }
+        case (let old?, nil):
+            differences.append(Difference(.deleted, path))
+            if old.isDirectory { try listBelow(oldDir!, name, path, as: .deleted, into: &differences) }
+        case (let old?, let new?):
+            if old.fileType != new.fileType {
+                differences.append(Difference(.typeChanged, path))
+                if old.isDirectory { try listBelow(oldDir!, name, path, as: .deleted, into: &differences) }
+                if new.isDirectory { try listBelow(newDir!, name, path, as: .added, into: &differences) }
+                return
+            }
+            if try isModified(oldDir!, newDir!, name, old, new) {
+                differences.append(Difference(.modified, path))
+            }
+            if old.isDirectory {
+                let oldFD = try Self.openDirectory(oldDir!, name)
+                defer { close(oldFD) }
+                let newFD = try Self.openDirectory(newDir!, name)
+                defer { close(newFD) }
+                try compareDirectories(oldFD, newFD, prefix: path, atRoot: false, into: &differences)
+            }
+        }
+    }
+
+    /// Every entry below the directory `name` in `dir`, as `change`.
+    private func listBelow(_ dir: Int32, _ name: [UInt8], _ path: [UInt8], as change: Change,
+                           into differences: inout [Difference]) throws(Errno) {
+        let fd = try Self.openDirectory(dir, name)
+        defer { close(fd) }
+        try compareDirectories(change == .added ? nil : fd, change == .added ? fd : nil,
+                               prefix: path, atRoot: false, into: &differences)
+    }
+
+    private func isModified(_ oldDir: Int32, _ newDir: Int32, _ name: [UInt8], _ old: stat, _ new: stat) throws(Errno) -> Bool {
+        if old.st_dev == new.st_dev && old.st_ino == new.st_ino && !old.isDirectory { return false }
+        if old.st_uid != new.st_uid || old.st_gid != new.st_gid { return true }
+        // A symlink's permission bits mean nothing (and differ between filesystems).
+        if !old.isSymlink && (old.st_mode & 0o7777) != (new.st_mode & 0o7777) { return true }
+        switch old.fileType {
+        case S_IFREG:
+            if old.st_size != new.st_size { return true }
+            if try !FileContent.equal(in: oldDir, name, and: newDir, name) { return true }
+        case S_IFLNK:
+            if try Self.linkTarget(oldDir, name) != Self.linkTarget(newDir, name) { return true }
+        case S_IFCHR, S_IFBLK:
+            if old.st_rdev != new.st_rdev { return true }
+        default:
+            break
+        }
+        let oldAttributes = try ExtendedAttributes.all(in: oldDir, name)
+        let newAttributes = try ExtendedAttributes.all(in: newDir, name)
+        return !oldAttributes.elementsEqual(newAttributes) { $0.name == $1.name && $0.value == $1.value }
+    }
+
+    // MARK: Helpers
+
+    /// lstat of `name` in `dir`, or nil if there is no such entry.
+    static func status(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> stat? {
+        var st = stat()
+        let result = name.withCString { fstatat(dir, $0, &st, AT_SYMLINK_NOFOLLOW) }
+        if result == 0 { return st }
+        if errno == ENOENT || errno == ENOTDIR { return nil }
+        throw Errno.current
+    }
+
+    static func openDirectory(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> Int32 {
+        let fd = name.withCString { snapfs_openat(dir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0) }
+        if fd < 0 { throw Errno.current }
+        return fd
+    }
+
+    /// The directory holding the last of `components` below `root`, or nil if some directory
+    /// on the way is missing (or not a directory).
+    static func openParent(_ root: Int32, _ components: [[UInt8]]) throws(Errno) -> Int32? {
+        var current = try openDirectory(root, Array(".".utf8))
+        for component in components.dropLast() {
+            let next = component.withCString { snapfs_openat(current, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0) }
+            let failure = errno
+            close(current)
+            if next < 0 {
+                if failure == ENOENT || failure == ENOTDIR || failure == ELOOP { return nil }
+                throw Errno(rawValue: failure)
+            }
+            current = next
+        }
+        return current
+    }
+
+    /// The target of the symlink `name` in `dir`.
+    static func linkTarget(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = name.withCString { cName in
+            buffer.withUnsafeMutableBytes { readlinkat(dir, cName, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        }
+        if n < 0 { throw Errno.current }
+        return Array(buffer[0..<n])
+    }
+}

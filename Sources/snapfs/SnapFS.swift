@@ -10,7 +10,10 @@ struct SnapFS: ParsableCommand {
         commandName: "snapfs",
         abstract: "A FUSE filesystem that snapshots a directory at every point where its data is consistent.",
         version: version,
-        subcommands: [MountCommand.self, UnmountCommand.self],
+        subcommands: [MountCommand.self, UnmountCommand.self,
+                      SnapshotCommand.self, ListCommand.self, DiffCommand.self, VersionsCommand.self,
+                      RestoreCommand.self, PruneCommand.self, DeleteCommand.self, HoldCommand.self,
+                      ReleaseCommand.self, StatusCommand.self],
         defaultSubcommand: MountCommand.self
     )
 
@@ -33,6 +36,9 @@ struct SnapFS: ParsableCommand {
         do {
             var command = command
             try command.run()
+        } catch let failure as CLIFailure {
+            FileHandleStandardError.write("snapfs: \(failure.message)\n")
+            Glibc.exit(failure.code)
         } catch {
             exit(withError: error)
         }

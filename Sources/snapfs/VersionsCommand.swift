@@ -1,0 +1,103 @@
+import ArgumentParser
+import Glibc
+import SnapFSCore
+import SystemPackage
+
+struct VersionsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "versions",
+        abstract: "List the distinct versions of one file across all snapshots and the live tree.",
+        discussion: """
+        Oldest first, one line per version: SIZE, MODIFIED (UTC) and the snapshots it appears in (`live` for the live tree). Snapshots in a row with identical content are one version; a snapshot without the file is skipped. PATH is absolute inside the mount, or relative to MOUNT.
+
+        \(ExitStatus.help)
+        """
+    )
+
+    @Argument(help: "The mountpoint of a snapfs mount.")
+    var mountpoint: String
+
+    @Argument(help: "The file, absolute inside the mount or relative to MOUNT.")
+    var path: String
+
+    /// One occurrence of the file: a snapshot (or the live tree) that has it.
+    struct Occurrence {
+        let label: String
+        let root: String
+        let status: stat
+    }
+
+    func run() throws {
+        let mount = try MountedSnapshots(mountpoint)
+        let relative = try mount.relativePath(path)
+        if relative.isEmpty {
+            throw CLIFailure("\(path) is the root of the mount; versions shows the versions of a file", code: ExitStatus.usage)
+        }
+        var sources = try mount.list().map { ($0.name.description, mount.snapshotPath($0.name.description)) }
+        sources.append(("live", mount.canonical))
+        var occurrences: [Occurrence] = []
+        var sawDirectory = false
+        for (label, root) in sources {
+            var st = stat()
+            guard lstat(root + "/" + relative, &st) == 0 else { continue }
+            if st.isDirectory { sawDirectory = true; continue }
+            occurrences.append(Occurrence(label: label, root: root, status: st))
+        }
+        if occurrences.isEmpty {
+            if sawDirectory {
+                throw CLIFailure("\(path) is a directory; versions shows the versions of a file", code: ExitStatus.usage)
+            }
+            throw CLIFailure("\(path) is in no snapshot of \(mountpoint) and not in the live tree", code: ExitStatus.badPath)
+        }
+        // Each version: its first occurrence and every snapshot that has it.
+        var versions: [(first: Occurrence, labels: [String])] = []
+        for occurrence in occurrences {
+            if let last = versions.last, try same(last.first, occurrence, relative) {
+                versions[versions.count - 1].labels.append(occurrence.label)
+            } else {
+                versions.append((occurrence, [occurrence.label]))
+            }
+        }
+        var rows = [["SIZE", "MODIFIED", "SNAPSHOTS"]]
+        for version in versions {
+            let st = version.first.status
+            let modified = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
+            let size = st.isSymlink ? "symlink" : Format.size(Int64(st.st_size))
+            rows.append([size, Format.time(ms: modified), version.labels.joined(separator: ", ")])
+        }
+        print(Format.table(rows), terminator: "")
+    }
+
+    /// Whether two occurrences hold the same content: the same inode, or the same type and
+    /// bytes (or symlink target).
+    private func same(_ a: Occurrence, _ b: Occurrence, _ relative: String) throws(CLIFailure) -> Bool {
+        if a.status.st_dev == b.status.st_dev && a.status.st_ino == b.status.st_ino { return true }
+        if a.status.fileType != b.status.fileType { return false }
+        if a.status.isRegular && a.status.st_size != b.status.st_size { return false }
+        let parent = relative.split(separator: "/").dropLast().joined(separator: "/")
+        let name = Array((relative.split(separator: "/").last ?? "").utf8)
+        do {
+            let dirA = try openDirectory(a.root + "/" + parent)
+            defer { close(dirA) }
+            let dirB = try openDirectory(b.root + "/" + parent)
+            defer { close(dirB) }
+            if a.status.isRegular { return try FileContent.equal(in: dirA, name, and: dirB, name) }
+            if a.status.isSymlink { return readLink(a.root + "/" + relative) == readLink(b.root + "/" + relative) }
+            return a.status.st_rdev == b.status.st_rdev
+        } catch {
+            throw CLIFailure("cannot compare \(path) in \(a.label) and \(b.label): \(error)", code: ExitStatus.failed)
+        }
+    }
+
+    private func openDirectory(_ path: String) throws(Errno) -> Int32 {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw Errno(rawValue: errno) }
+        return fd
+    }
+
+    private func readLink(_ path: String) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = buffer.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        return n < 0 ? [] : Array(buffer[0..<n])
+    }
+}

@@ -28,7 +28,7 @@ struct SnapshotCommand: ParsableCommand {
             } catch {
                 // The core's reason is a sentence of its own; after a colon it starts in lower case.
                 let reason = error.message.prefix(1).lowercased() + error.message.dropFirst()
-                throw CLIFailure("bad label \"\(label)\": \(reason)", code: ExitStatus.usage)
+                throw CLIFailure("bad label \(Self.quoted(label)): \(reason)", code: ExitStatus.usage)
             }
         }
         let mount = try MountedSnapshots(mountpoint)
@@ -42,5 +42,27 @@ struct SnapshotCommand: ParsableCommand {
         default:
             throw CLIFailure("the snapshot gave an unexpected answer \"ok \(words.joined(separator: " "))\"", code: ExitStatus.daemonFailed)
         }
+    }
+
+    /// `label` in double quotes with control characters escaped, so that the error stays one
+    /// line on the terminal.
+    static func quoted(_ label: String) -> String {
+        var text = "\""
+        for scalar in label.unicodeScalars {
+            switch scalar {
+            case "\n": text += "\\n"
+            case "\t": text += "\\t"
+            case "\"": text += "\\\""
+            case "\\": text += "\\\\"
+            default:
+                if scalar.properties.generalCategory == .control {
+                    let hex = String(scalar.value, radix: 16)
+                    text += "\\x" + (hex.count < 2 ? "0" : "") + hex
+                } else {
+                    text.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return text + "\""
     }
 }

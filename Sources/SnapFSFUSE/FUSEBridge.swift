@@ -55,8 +55,8 @@ final class FUSEBridge: Sendable {
         param.ino = entry.inode
         param.generation = 0
         param.attr = entry.attributes
-        param.attr_timeout = attributeTimeout
-        param.entry_timeout = entryTimeout
+        param.attr_timeout = entry.uncached ? 0 : attributeTimeout
+        param.entry_timeout = entry.uncached ? 0 : entryTimeout
         return param
     }
 

@@ -15,7 +15,7 @@ extension FUSEOperations {
             let fs = FUSEBridge.of(req)
             fs.handle(req, "setattr", ino) { () throws(Errno) in
                 let changes = FUSEOperations.decodeChanges(attr!.pointee, toSet)
-                let file = fi.map { FUSEBridge.file($0) }
+                let file = ino == ControlFile.nodeID ? nil : fi.map { FUSEBridge.file($0) }
                 fs.replyAttributes(req, try fs.core.setattr(ino, changes, file: file, context: FUSEBridge.context(req)))
             }
         }

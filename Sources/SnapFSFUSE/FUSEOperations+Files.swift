@@ -6,6 +6,7 @@ import SystemPackage
 extension FUSEOperations {
     static func addFileOperations(_ ops: inout fuse_lowlevel_ops) {
         ops.open = { req, ino, fi in
+            if ino == ControlFile.nodeID { return FUSEOperations.controlOpen(req, fi!) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "open", ino) { () throws(Errno) in
                 let file = try fs.core.open(ino, flags: fi!.pointee.flags, context: FUSEBridge.context(req))
@@ -27,6 +28,7 @@ extension FUSEOperations {
             }
         }
         ops.read = { req, ino, size, offset, fi in
+            if ino == ControlFile.nodeID { return FUSEOperations.controlRead(req, fi, offset: Int64(offset), size: size) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "read", ino) { () throws(Errno) in
                 switch try fs.core.read(FUSEBridge.file(fi), offset: Int64(offset), size: size) {
@@ -39,6 +41,9 @@ extension FUSEOperations {
             }
         }
         ops.write = { req, ino, buf, size, offset, fi in
+            if ino == ControlFile.nodeID {
+                return FUSEOperations.controlWrite(req, fi, UnsafeRawBufferPointer(start: buf, count: size))
+            }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "write", ino) { () throws(Errno) in
                 let written = try fs.core.write(FUSEBridge.file(fi), UnsafeRawBufferPointer(start: buf, count: size),
@@ -47,6 +52,7 @@ extension FUSEOperations {
             }
         }
         ops.flush = { req, ino, fi in
+            if ino == ControlFile.nodeID { fuse_reply_err(req, 0); return }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "flush", ino) { () throws(Errno) in
                 try fs.core.flush(FUSEBridge.file(fi))
@@ -54,11 +60,13 @@ extension FUSEOperations {
             }
         }
         ops.release = { req, ino, fi in
+            if ino == ControlFile.nodeID { return FUSEOperations.controlRelease(req, fi) }
             let fs = FUSEBridge.of(req)
             fs.core.release(FUSEBridge.takeFile(fi))
             fuse_reply_err(req, 0)
         }
         ops.fsync = { req, ino, datasync, fi in
+            if ino == ControlFile.nodeID { fuse_reply_err(req, 0); return }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "fsync", ino) { () throws(Errno) in
                 try fs.core.fsync(FUSEBridge.file(fi), dataOnly: datasync != 0)
@@ -66,6 +74,7 @@ extension FUSEOperations {
             }
         }
         ops.fallocate = { req, ino, mode, offset, length, fi in
+            if ino == ControlFile.nodeID { fuse_reply_err(req, EOPNOTSUPP); return }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "fallocate", ino) { () throws(Errno) in
                 try fs.core.fallocate(FUSEBridge.file(fi), mode: mode, offset: Int64(offset), length: Int64(length),
@@ -74,6 +83,8 @@ extension FUSEOperations {
             }
         }
         ops.copy_file_range = { req, inoIn, offIn, fiIn, inoOut, offOut, fiOut, length, flags in
+            // The kernel falls back to read and write, which the control file understands.
+            if inoIn == ControlFile.nodeID || inoOut == ControlFile.nodeID { fuse_reply_err(req, EXDEV); return }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "copy_file_range", inoOut) { () throws(Errno) in
                 let copied = try fs.core.copyFileRange(from: FUSEBridge.file(fiIn), at: Int64(offIn),
@@ -84,6 +95,7 @@ extension FUSEOperations {
             }
         }
         ops.lseek = { req, ino, offset, whence, fi in
+            if ino == ControlFile.nodeID { fuse_reply_err(req, EINVAL); return }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "lseek", ino) { () throws(Errno) in
                 fuse_reply_lseek(req, off_t(try fs.core.lseek(FUSEBridge.file(fi), offset: Int64(offset), whence: whence)))

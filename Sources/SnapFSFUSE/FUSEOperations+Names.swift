@@ -11,7 +11,11 @@ extension FUSEOperations {
                 do throws(Errno) {
                     fs.replyEntry(req, try fs.core.lookup(parent: parent, name: name!))
                 } catch .noSuchFileOrDirectory {
-                    fs.replyNoEntry(req)
+                    if fs.core.cachesMissingNames(in: parent) {
+                        fs.replyNoEntry(req)
+                    } else {
+                        fuse_reply_err(req, ENOENT)
+                    }
                 }
             }
         }

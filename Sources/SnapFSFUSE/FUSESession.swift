@@ -32,6 +32,8 @@ public final class FUSESession {
     private let configuration: Configuration
     private let bridge: FUSEBridge
     private var session: OpaquePointer?
+    /// The snapshot engine's way into the kernel; valid once ``mount()`` succeeded.
+    public private(set) var kernelLink: (any KernelLink)?
     private var arguments: [UnsafeMutablePointer<CChar>?] = []
 
     public init(core: SnapFileSystem, configuration: Configuration, logger: Logger) {
@@ -65,6 +67,7 @@ public final class FUSESession {
             fuse_session_unmount(session)
             throw .mountFailed("cannot install the session's I/O")
         }
+        kernelLink = FUSEKernelLink(session: session, mountpoint: configuration.mountpoint)
     }
 
     /// Serves requests until the filesystem is unmounted or the process gets SIGINT,

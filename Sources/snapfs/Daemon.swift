@@ -15,7 +15,7 @@ enum Daemon {
         _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
         _ = fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC)
         var arguments = ["snapfs", "mount", command.backing, command.mountpoint, "--foreground", "--ready-fd", "3"]
-        for option in command.options { arguments += ["-o", option] }
+        for option in command.allOptions { arguments += ["-o", option] }
         if command.debug { arguments.append("--debug") }
         if let pidFile = command.pidFile { arguments += ["--pid-file", absolute(pidFile)] }
         if let logFile = command.logFile { arguments += ["--log-file", absolute(logFile)] }

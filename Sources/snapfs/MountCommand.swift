@@ -39,11 +39,51 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: "Append the daemon's log to this file.")
     var logFile: String?
 
+    @Option(name: .long, help: ArgumentHelp("How snapshots are made: auto (btrfs, else reflink, else hardlink), btrfs, reflink, hardlink or copy. Same as -o strategy=….", valueName: "STRATEGY"))
+    var strategy: String?
+
+    @Option(name: .long, help: ArgumentHelp("Keep the newest N snapshots (-o keep_last=N).", valueName: "N"))
+    var keepLast: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N hours (-o keep_hourly=N).", valueName: "N"))
+    var keepHourly: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N days (-o keep_daily=N).", valueName: "N"))
+    var keepDaily: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N ISO weeks (-o keep_weekly=N).", valueName: "N"))
+    var keepWeekly: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N months (-o keep_monthly=N).", valueName: "N"))
+    var keepMonthly: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Also take a snapshot at this interval, e.g. 15m, 1h (-o every=…).", valueName: "DURATION"))
+    var every: String?
+
+    @Flag(name: .long, help: "Take a snapshot even when nothing changed since the newest one (-o snapshot_unchanged).")
+    var snapshotUnchanged = false
+
     @Option(name: .long, help: .hidden)
     var readyFd: Int32?
 
+    /// The snapshot flags as -o options, so that fstab (which has only -o) and the command
+    /// line mean the same, and the daemon gets them through -o.
+    var allOptions: [String] {
+        var extra: [String] = []
+        if let strategy { extra.append("strategy=\(strategy)") }
+        if let keepLast { extra.append("keep_last=\(keepLast)") }
+        if let keepHourly { extra.append("keep_hourly=\(keepHourly)") }
+        if let keepDaily { extra.append("keep_daily=\(keepDaily)") }
+        if let keepWeekly { extra.append("keep_weekly=\(keepWeekly)") }
+        if let keepMonthly { extra.append("keep_monthly=\(keepMonthly)") }
+        if let every { extra.append("every=\(every)") }
+        if snapshotUnchanged { extra.append("snapshot_unchanged") }
+        return options.flatMap { $0.split(separator: ",").map(String.init) } + extra
+    }
+
     func run() throws {
-        let mountOptions = MountOptions(options.flatMap { $0.split(separator: ",").map(String.init) })
+        let mountOptions = MountOptions(allOptions)
+        if let problem = mountOptions.problems.first { fail(problem, code: 64) }
         if readyFd == nil && !foreground {
             try Daemon.spawnAndWait(self)
             return
@@ -72,11 +112,24 @@ struct MountCommand: ParsableCommand {
         fsOptions.readOnly = mountOptions.readOnly
         fsOptions.kernelWritebackCache = mountOptions.writebackCache
         fsOptions.posixACL = mountOptions.posixACL
+        let snapshotState = SnapshotState()
         let core: SnapFileSystem
         do {
-            core = try SnapFileSystem(backingPath: plan.backing, options: fsOptions, logger: logger)
+            core = try SnapFileSystem(backingPath: plan.backing, options: fsOptions, logger: logger,
+                                      snapshotState: snapshotState)
         } catch {
             reportFailure(code: 16, message: "cannot open backing directory \(plan.backing): \(error)")
+        }
+        var engine: SnapshotEngine?
+        do {
+            engine = try SnapshotEngine(backingPath: plan.backing, state: snapshotState,
+                                        options: mountOptions.snapshots, logger: logger)
+        } catch {
+            // A read-only mount of a read-only backing directory needs no snapshots.
+            if !mountOptions.readOnly {
+                reportFailure(code: error.errno == .notSupported ? 64 : 16, message: error.message)
+            }
+            logger.notice("read-only mount without snapshots: \(error.message)")
         }
         var configuration = FUSESession.Configuration(
             mountpoint: plan.mountpoint,
@@ -98,8 +151,10 @@ struct MountCommand: ParsableCommand {
             let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             if fd >= 0 { _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }; close(fd) }
         }
+        engine?.attach(to: core, kernel: session.kernelLink)
+        engine?.startTimer()
         reportReady()
-        logger.notice("serving \(plan.backing) at \(plan.mountpoint)")
+        logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
         let ending = session.serve()
         if let pidFile { unlink(pidFile) }
         switch ending {

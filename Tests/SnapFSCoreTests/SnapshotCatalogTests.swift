@@ -70,7 +70,7 @@ import Testing
         try metadata.write(into: fd, durable: false)
         #expect(try SnapshotMetadata.read(named: metadata.name, from: fd).held == false)
         // Only the final file remains: no temporary left behind.
-        #expect(try DirectoryEntries.utf8Names(in: fd) == [metadata.name + ".json"])
+        #expect(try DirectoryNames.utf8Names(in: fd) == [metadata.name + ".json"])
         #expect(throws: Errno.noSuchFileOrDirectory) { try SnapshotMetadata.read(named: "nope", from: fd) }
         _ = dir.file("bad.json", contents: "{")
         #expect(throws: Errno.invalidArgument) { try SnapshotMetadata.read(named: "bad", from: fd) }

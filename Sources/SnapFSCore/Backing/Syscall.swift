@@ -46,3 +46,7 @@ extension Errno {
     /// The errno of the last failed call.
     static var current: Errno { Errno(rawValue: errno) }
 }
+
+/// lseek(2) whence values Glibc's Swift overlay does not export (_GNU_SOURCE).
+let seekData: Int32 = 3
+let seekHole: Int32 = 4

@@ -6,10 +6,14 @@ import Glibc
 public struct Entry: Sendable {
     public let inode: UInt64
     public var attributes: stat
+    /// The kernel must not cache this name: snapfs changes it behind the kernel's back
+    /// (`.snapshots/`, where snapshots appear, vanish and get new metadata; the control file).
+    public var uncached: Bool
 
-    public init(inode: UInt64, attributes: stat) {
+    public init(inode: UInt64, attributes: stat, uncached: Bool = false) {
         self.inode = inode
         self.attributes = attributes
+        self.uncached = uncached
     }
 }
 

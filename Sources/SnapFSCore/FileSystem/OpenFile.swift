@@ -13,7 +13,8 @@ public final class OpenFile: Sendable {
         self.inode = inode
         self.fd = fd
         self.flags = flags
+        inode.opened(fd: fd, flags: flags)
     }
 
-    deinit { close(fd) }
+    deinit { inode.closeOpenFile(fd: fd) }
 }

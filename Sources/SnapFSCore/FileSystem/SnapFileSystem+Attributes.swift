@@ -5,15 +5,25 @@ import SystemPackage
 /// getattr, setattr and statfs.
 extension SnapFileSystem {
     public func getattr(_ inode: UInt64) throws(Errno) -> stat {
-        try attributes(of: try inodes.inode(inode))
+        if inode == ControlFile.nodeID { return try controlAttributes() }
+        return try attributes(of: try inodes.inode(inode))
+    }
+
+    func controlAttributes() throws(Errno) -> stat {
+        ControlFile.attributes(root: try attributes(of: inodes.root))
     }
 
     /// Applies `changes` in the order chmod, chown, truncate, utimes (as ext4's setattr does),
     /// through the open file when the kernel names one.
     public func setattr(_ inode: UInt64, _ changes: AttributeChanges, file: OpenFile?,
                         context: RequestContext) throws(Errno) -> stat {
+        if inode == ControlFile.nodeID {
+            // `echo cmd > .snapfs-control` truncates first; there is nothing to truncate.
+            guard changes.mode == nil, changes.uid == nil, changes.gid == nil else { throw Errno.notPermitted }
+            return try controlAttributes()
+        }
         let node = try inodes.inode(inode)
-        return try mutate(.setAttributes(inode: inode)) { () throws(Errno) -> stat in
+        return try mutate(.setAttributes(inode: node)) { () throws(Errno) -> stat in
             if let mode = changes.mode {
                 if node.isSymlink { throw Errno.notSupported }
                 try node.withFD { (fd) throws(Errno) in

@@ -49,6 +49,10 @@ extension SnapFileSystem {
 
     private func emitEntry(name: UnsafePointer<CChar>, type: UInt8, backingInode: UInt, nextOffset: Int64,
                            in dir: Inode, plus: Bool, emit: (DirectoryEntry) -> Bool) throws(Errno) -> Bool {
+        // `.snapshots` is hidden from the root's listing, as ZFS hides `.zfs`: `cd`, `ls
+        // .snapshots` and lookups work, but find, du, tar and rsync of the mount do not
+        // walk into every snapshot.
+        if dir.id == InodeTable.rootID && ReservedName.isSnapshots(name) { return true }
         let isDot = name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0))
         var st = stat()
         st.st_mode = mode_t(type) << 12

@@ -9,6 +9,7 @@ extension SnapFileSystem {
     /// With an empty buffer, only the size is returned.
     public func getxattr(_ inode: UInt64, name: UnsafePointer<CChar>,
                          into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        if inode == ControlFile.nodeID { throw Errno.noData }
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.noData }
         return try node.withFD { (fd) throws(Errno) in
@@ -17,6 +18,7 @@ extension SnapFileSystem {
     }
 
     public func listxattr(_ inode: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        if inode == ControlFile.nodeID { return 0 }
         let node = try inodes.inode(inode)
         if node.isSymlink { return 0 }
         return try node.withFD { (fd) throws(Errno) in
@@ -26,9 +28,10 @@ extension SnapFileSystem {
 
     public func setxattr(_ inode: UInt64, name: UnsafePointer<CChar>, value: UnsafeRawBufferPointer,
                          flags: Int32) throws(Errno) {
+        if inode == ControlFile.nodeID { throw Errno.notPermitted }
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.notPermitted }
-        try mutate(.extendedAttributes(inode: inode)) { () throws(Errno) in
+        try mutate(.extendedAttributes(inode: node)) { () throws(Errno) in
             try node.withFD { (fd) throws(Errno) in
                 _ = try syscall(CLinux.setxattr(proc.path(of: fd), name, value.baseAddress, value.count, flags))
             }
@@ -36,9 +39,10 @@ extension SnapFileSystem {
     }
 
     public func removexattr(_ inode: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
+        if inode == ControlFile.nodeID { throw Errno.notPermitted }
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.notPermitted }
-        try mutate(.extendedAttributes(inode: inode)) { () throws(Errno) in
+        try mutate(.extendedAttributes(inode: node)) { () throws(Errno) in
             try node.withFD { (fd) throws(Errno) in _ = try syscall(CLinux.removexattr(proc.path(of: fd), name)) }
         }
     }

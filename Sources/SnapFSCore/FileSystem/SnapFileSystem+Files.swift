@@ -21,13 +21,14 @@ extension SnapFileSystem {
     public func open(_ inode: UInt64, flags: Int32, context: RequestContext) throws(Errno) -> OpenFile {
         let node = try inodes.inode(inode)
         if node.isDirectory && flags & O_ACCMODE != O_RDONLY { throw Errno.isDirectory }
+        if node.inSnapshotView && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw Errno.readOnlyFileSystem }
         let open = { () throws(Errno) -> OpenFile in
             let fd = try node.withFD { (pathFD) throws(Errno) in try self.proc.reopen(pathFD, flags: self.backingFlags(flags)) }
             if flags & O_TRUNC != 0 { self.dropPrivileges(fd, caller: context) }
             return OpenFile(inode: node, fd: fd, flags: flags)
         }
         if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
-            return try mutate(.truncateOnOpen(inode: inode), open)
+            return try mutate(.truncateOnOpen(inode: node), open)
         }
         if options.readOnly && flags & O_ACCMODE != O_RDONLY { throw Errno.readOnlyFileSystem }
         return try open()
@@ -38,7 +39,7 @@ extension SnapFileSystem {
                        context: RequestContext) throws(Errno) -> (Entry, OpenFile) {
         let dir = try inodes.inode(parent)
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
-        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
+        return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> (Entry, OpenFile) in
             let fd = try dir.withFD { (dirFD) throws(Errno) in
                 try syscallRetrying { snapfs_openat(dirFD, name, (backingFlags(flags) | O_CREAT | O_CLOEXEC | O_NOFOLLOW), mode) }
             }
@@ -61,7 +62,7 @@ extension SnapFileSystem {
         guard dir.isDirectory else { throw Errno.notDirectory }
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         let flags = flags & ~SNAPFS_O_TMPFILE
-        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> (Entry, OpenFile) in
+        return try mutate(.createEntry(parent: dir, name: ".")) { () throws(Errno) -> (Entry, OpenFile) in
             let fd = try dir.withFD { (dirFD) throws(Errno) in
                 try syscallRetrying { snapfs_openat(dirFD, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode) }
             }
@@ -89,7 +90,7 @@ extension SnapFileSystem {
     /// Writes all of `data` at `offset`; returns the bytes written.
     public func write(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64,
                       context: RequestContext) throws(Errno) -> Int {
-        try mutate(.writeData(inode: file.inode.id, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
+        try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
             dropPrivileges(file.fd, caller: context)
             var done = 0
             while done < data.count {
@@ -116,7 +117,7 @@ extension SnapFileSystem {
     /// fallocate(2) with any mode the backing filesystem supports (keep size, punch hole, zero range…).
     public func fallocate(_ file: OpenFile, mode: Int32, offset: Int64, length: Int64,
                           context: RequestContext) throws(Errno) {
-        try mutate(.writeData(inode: file.inode.id, offset: offset, length: length)) { () throws(Errno) in
+        try mutate(.writeData(inode: file.inode, offset: offset, length: length)) { () throws(Errno) in
             dropPrivileges(file.fd, caller: context)
             try syscallRetrying { snapfs_fallocate(file.fd, mode, off_t(offset), off_t(length)) }
         }
@@ -125,7 +126,7 @@ extension SnapFileSystem {
     public func copyFileRange(from source: OpenFile, at sourceOffset: Int64, to target: OpenFile,
                               at targetOffset: Int64, length: Int, flags: UInt32,
                               context: RequestContext) throws(Errno) -> Int {
-        try mutate(.writeData(inode: target.inode.id, offset: targetOffset, length: Int64(length))) { () throws(Errno) -> Int in
+        try mutate(.writeData(inode: target.inode, offset: targetOffset, length: Int64(length))) { () throws(Errno) -> Int in
             dropPrivileges(target.fd, caller: context)
             var inOffset = off_t(sourceOffset)
             var outOffset = off_t(targetOffset)

@@ -6,12 +6,18 @@ import SystemPackage
 extension SnapFileSystem {
     /// Resolves `name` in `parent`, adding one kernel reference to the result.
     public func lookup(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        if parent == InodeTable.rootID && engine != nil && ReservedName.isControl(name) {
+            return Entry(inode: ControlFile.nodeID, attributes: try controlAttributes(), uncached: true)
+        }
         let dir = try inodes.inode(parent)
         return try entry(named: name, in: dir)
     }
 
     /// Opens `name` in `dir` as `SNAPFS_O_PATH` and references its inode.
     func entry(named name: UnsafePointer<CChar>, in dir: Inode) throws(Errno) -> Entry {
+        // Read before the object's link count: a snapshot that links the object after
+        // this point also raises the generation after it (see SnapshotState).
+        let generation = snapshotState.currentGeneration
         let fd = try dir.withFD { (dirFD) throws(Errno) in
             try syscall(snapfs_openat(dirFD, name, SNAPFS_O_PATH | O_NOFOLLOW | O_CLOEXEC, 0))
         }
@@ -22,8 +28,21 @@ extension SnapFileSystem {
             close(fd)
             throw error
         }
-        let inode = inodes.reference(fd: fd, status: st)
-        return Entry(inode: inode.id, attributes: st)
+        let snapshotView = dir.inSnapshotView || (dir.id == InodeTable.rootID && ReservedName.isSnapshots(name))
+        // One link: its name here, so no snapshot shares it. More: it may be shared.
+        let inode = inodes.reference(fd: fd, status: st, snapshotView: snapshotView,
+                                     privateGeneration: st.st_nlink <= 1 ? generation : 0)
+        if !snapshotView && st.fileType == S_IFREG && snapshotState.sharesBackingObjects {
+            inode.remember(name: name, in: dir)
+        }
+        return Entry(inode: inode.id, attributes: st, uncached: snapshotView)
+    }
+
+    /// Whether the kernel may remember that a name is missing from `parent`: not in
+    /// `.snapshots/`, where snapfs itself adds names.
+    public func cachesMissingNames(in parent: UInt64) -> Bool {
+        guard let dir = try? inodes.inode(parent) else { return false }
+        return !dir.inSnapshotView
     }
 
     /// Drops kernel references.
@@ -46,7 +65,7 @@ extension SnapFileSystem {
                       context: RequestContext) throws(Errno) -> Entry {
         let dir = try inodes.inode(parent)
         let mode = (mode & S_IFMT) | creationMode(mode & 0o7777, in: dir, context: context)
-        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+        return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> Entry in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(mknodat(dirFD, name, mode, device)) }
             return try adopt(name, in: dir, mode: mode, context: context)
         }
@@ -56,7 +75,7 @@ extension SnapFileSystem {
                       context: RequestContext) throws(Errno) -> Entry {
         let dir = try inodes.inode(parent)
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
-        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+        return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> Entry in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(mkdirat(dirFD, name, mode)) }
             return try adopt(name, in: dir, mode: mode | S_IFDIR, context: context)
         }
@@ -65,7 +84,7 @@ extension SnapFileSystem {
     public func symlink(target: UnsafePointer<CChar>, parent: UInt64, name: UnsafePointer<CChar>,
                         context: RequestContext) throws(Errno) -> Entry {
         let dir = try inodes.inode(parent)
-        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+        return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> Entry in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(symlinkat(target, dirFD, name)) }
             return try adopt(name, in: dir, mode: S_IFLNK | 0o777, context: context)
         }
@@ -73,10 +92,11 @@ extension SnapFileSystem {
 
     /// A new name for an existing inode.
     public func link(_ inode: UInt64, parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        if inode == ControlFile.nodeID { throw Errno.notPermitted }
         let node = try inodes.inode(inode)
         let dir = try inodes.inode(parent)
         if node.isDirectory { throw Errno.notPermitted }
-        return try mutate(.createEntry(parent: parent)) { () throws(Errno) -> Entry in
+        return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> Entry in
             try node.withFD { (nodeFD) throws(Errno) in
                 try dir.withFD { (dirFD) throws(Errno) in
                     if linkat(nodeFD, "", dirFD, name, SNAPFS_AT_EMPTY_PATH) != 0 {
@@ -95,14 +115,14 @@ extension SnapFileSystem {
 
     public func unlink(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
-        try mutate(.removeEntry(parent: parent)) { () throws(Errno) in
+        try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, 0)) }
         }
     }
 
     public func rmdir(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
-        try mutate(.removeEntry(parent: parent)) { () throws(Errno) in
+        try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, AT_REMOVEDIR)) }
         }
     }
@@ -114,13 +134,28 @@ extension SnapFileSystem {
         if flags & ~supported != 0 { throw Errno.invalidArgument }
         let from = try inodes.inode(parent)
         let to = try inodes.inode(newParent)
-        try mutate(.rename(from: parent, to: newParent)) { () throws(Errno) in
+        try mutate(.rename(from: from, name: name, to: to, newName: newName)) { () throws(Errno) in
             try from.withFD { (fromFD) throws(Errno) in
                 try to.withFD { (toFD) throws(Errno) in
                     _ = try syscall(snapfs_renameat2(fromFD, name, toFD, newName, flags))
                 }
             }
+            if snapshotState.sharesBackingObjects {
+                rememberName(newName, in: to)
+                if flags & UInt32(SNAPFS_RENAME_EXCHANGE) != 0 { rememberName(name, in: from) }
+            }
         }
+    }
+
+    /// After a rename: the inode the kernel holds for the object now at `name` (if any)
+    /// remembers that name, for a later copy-up.
+    private func rememberName(_ name: UnsafePointer<CChar>, in dir: Inode) {
+        var st = stat()
+        let found = (try? dir.withFD { fd in fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 }) ?? false
+        guard found, st.fileType == S_IFREG,
+              let id = inodes.id(of: BackingKey(st), snapshotView: false),
+              let inode = try? inodes.inode(id) else { return }
+        inode.remember(name: name, in: dir)
     }
 
     /// The permission bits a new object gets: the caller's umask applies, unless `dir` has

@@ -16,12 +16,23 @@ public final class SnapFileSystem: Sendable {
     let observer: (any MutationObserver)?
     /// Whether the daemon may give files away (it runs as root).
     let canChown: Bool
+    /// The freeze gate, change tracking and copy-up generation shared with the snapshot engine.
+    public let snapshotState: SnapshotState
+    /// The engine behind the control file, attached after both exist.
+    let engineLink = EngineLink()
+
+    final class EngineLink: @unchecked Sendable {
+        weak var engine: SnapshotEngine?
+    }
+
+    /// The snapshot engine behind `.snapfs-control`, if one is attached.
+    public var engine: SnapshotEngine? { engineLink.engine }
 
     /// Opens the backing directory at `backingPath`.
     public init(backingPath: String, options: FileSystemOptions = FileSystemOptions(),
                 observer: (any MutationObserver)? = nil,
                 logger: Logger = Logger(label: "snapfs"),
-                descriptorBudget: Int? = nil) throws(Errno) {
+                descriptorBudget: Int? = nil, snapshotState: SnapshotState = SnapshotState()) throws(Errno) {
         let rootFD = try syscall(snapfs_openat(AT_FDCWD, backingPath, SNAPFS_O_PATH | O_DIRECTORY | O_CLOEXEC, 0))
         do throws(Errno) {
             self.inodes = try InodeTable(rootFD: rootFD, descriptorBudget: descriptorBudget)
@@ -34,24 +45,60 @@ public final class SnapFileSystem: Sendable {
         self.observer = observer
         self.logger = logger
         self.canChown = geteuid() == 0
+        self.snapshotState = snapshotState
     }
 
-    /// The single gate every change passes through: refuses changes to a read-only mount and
-    /// lets the observer (cache, trigger, copy-up) act before the backing store is touched.
+    /// The single gate every change passes through: refuses changes to a read-only mount,
+    /// to `.snapshots/` and to the reserved names; waits while a snapshot is taken; copies
+    /// up an object a snapshot shares; lets the observer (cache, trigger) act before the
+    /// backing store is touched.
     @inline(__always) @discardableResult
-    func mutate<T>(_ mutation: @autoclosure () -> Mutation, _ body: () throws(Errno) -> T) throws(Errno) -> T {
+    func mutate<T>(_ mutation: Mutation, _ body: () throws(Errno) -> T) throws(Errno) -> T {
         if options.readOnly { throw Errno.readOnlyFileSystem }
-        if let observer {
-            do {
-                try observer.willMutate(mutation())
-            } catch let error as Errno {
-                throw error
-            } catch {
-                logger.error("mutation refused: \(error)")
-                throw Errno.ioError
+        try checkNamespace(mutation)
+        return try snapshotState.gate.pass { () throws(Errno) -> T in
+            if let inode = mutation.changedInode {
+                if case .truncateOnOpen = mutation {
+                    try breakSharing(inode, keepingData: false)
+                } else {
+                    try breakSharing(inode, keepingData: true)
+                }
             }
+            if let observer {
+                do {
+                    try observer.willMutate(mutation)
+                } catch let error as Errno {
+                    throw error
+                } catch {
+                    logger.error("mutation refused: \(error)")
+                    throw Errno.ioError
+                }
+            }
+            snapshotState.noteChange()
+            return try body()
         }
-        return try body()
+    }
+
+    /// Nothing under `.snapshots/` changes, and the reserved names at the root stay what they are.
+    @inline(__always)
+    private func checkNamespace(_ mutation: Mutation) throws(Errno) {
+        switch mutation {
+        case let .createEntry(parent, name):
+            if parent.inSnapshotView { throw Errno.readOnlyFileSystem }
+            if parent.id == InodeTable.rootID && ReservedName.isReserved(name) { throw Errno.fileExists }
+        case let .removeEntry(parent, name):
+            if parent.inSnapshotView { throw Errno.readOnlyFileSystem }
+            if parent.id == InodeTable.rootID && ReservedName.isReserved(name) { throw Errno.resourceBusy }
+        case let .rename(from, name, to, newName):
+            if from.inSnapshotView || to.inSnapshotView { throw Errno.readOnlyFileSystem }
+            if (from.id == InodeTable.rootID && ReservedName.isReserved(name))
+                || (to.id == InodeTable.rootID && ReservedName.isReserved(newName)) {
+                throw Errno.resourceBusy
+            }
+        case let .setAttributes(inode), let .writeData(inode, _, _), let .extendedAttributes(inode),
+             let .truncateOnOpen(inode):
+            if inode.inSnapshotView { throw Errno.readOnlyFileSystem }
+        }
     }
 
     /// Attributes as the kernel sees them. `st_ino` stays the backing inode number, so it

@@ -31,14 +31,26 @@ public struct BackingKey: Hashable, Sendable {
 /// of inodes nobody used lately, and ``withFD(_:)`` reopens them by file handle.
 public final class Inode: Sendable {
     public let id: UInt64
-    public let key: BackingKey
     /// The `S_IFMT` bits; an object's type never changes.
     public let fileType: mode_t
+    /// The inode belongs to `.snapshots/`, where nothing may change.
+    public let inSnapshotView: Bool
+    /// The snapshot generation up to which this inode's backing object is known to be its
+    /// own (not shared by hard link with a snapshot); see ``SnapshotState``.
+    let privateGeneration: Atomic<UInt64>
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
 
     private struct Slot {
         var fd: Int32
+        /// Identity of the backing object; changes only by a copy-up.
+        var key: BackingKey
+        /// The name through which the kernel last reached the inode (for a copy-up, which must
+        /// replace it); kept only for regular files when snapshots share inodes.
+        var name: (parent: Inode, name: [CChar])?
+        /// Read/write descriptors of the files open on this inode, with their open flags,
+        /// so that a copy-up can move them to the new backing object.
+        var openFiles: [Int32: Int32] = [:]
         /// Borrowers in ``withFD(_:)`` right now; the descriptor is not closed while > 0.
         var pins = 0
         /// Used since the last sweep of the pool.
@@ -50,13 +62,18 @@ public final class Inode: Sendable {
     }
 
     /// Takes ownership of `fd`. With no `pool`, the descriptor stays open for the inode's life.
-    init(id: UInt64, fd: Int32, key: BackingKey, fileType: mode_t, pool: DescriptorPool? = nil) {
+    init(id: UInt64, fd: Int32, key: BackingKey, fileType: mode_t, pool: DescriptorPool? = nil,
+         inSnapshotView: Bool = false, privateGeneration: UInt64 = 0) {
         self.id = id
-        self.key = key
         self.fileType = fileType
         self.pool = pool
-        self.slot = Mutex(Slot(fd: fd))
+        self.inSnapshotView = inSnapshotView
+        self.privateGeneration = Atomic(privateGeneration)
+        self.slot = Mutex(Slot(fd: fd, key: key))
     }
+
+    /// Identity of the backing object.
+    public var key: BackingKey { slot.withLock { $0.key } }
 
     deinit {
         slot.withLock { slot in
@@ -68,6 +85,7 @@ public final class Inode: Sendable {
     }
 
     public var isDirectory: Bool { fileType == S_IFDIR }
+    public var isRegularFile: Bool { fileType == S_IFREG }
     public var isSymlink: Bool { fileType == S_IFLNK }
 
     /// Runs `body` with the inode's `SNAPFS_O_PATH` descriptor, which stays open until
@@ -87,7 +105,7 @@ public final class Inode: Sendable {
             var overBudget = false
             if slot.fd < 0 {
                 guard let pool, let handle = slot.handle else { throw Errno(rawValue: ESTALE) }
-                (slot.fd, overBudget) = try pool.reopen(handle, expecting: key)
+                (slot.fd, overBudget) = try pool.reopen(handle, expecting: slot.key)
             }
             slot.pins += 1
             slot.referenced = true
@@ -97,6 +115,73 @@ public final class Inode: Sendable {
 
     private func unpin() {
         slot.withLock { $0.pins -= 1 }
+    }
+
+    // MARK: names and open files, for copy-up
+
+    /// Remembers the name the kernel last used for this inode.
+    func remember(name: UnsafePointer<CChar>, in parent: Inode) {
+        let bytes = Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))
+        slot.withLock { $0.name = (parent, bytes) }
+    }
+
+    var rememberedName: (parent: Inode, name: [CChar])? { slot.withLock { $0.name } }
+
+    var isOpenForWriting: Bool {
+        slot.withLock { $0.openFiles.values.contains { $0 & O_ACCMODE != O_RDONLY } }
+    }
+
+    /// Registers a read/write descriptor of an open file (see ``OpenFile``).
+    func opened(fd: Int32, flags: Int32) {
+        slot.withLock { $0.openFiles[fd] = flags }
+    }
+
+    /// Unregisters and closes an open file's descriptor, under the lock a copy-up holds
+    /// while it moves descriptors, so the number is never reused in between.
+    func closeOpenFile(fd: Int32) {
+        slot.withLock { slot in
+            slot.openFiles[fd] = nil
+            close(fd)
+        }
+    }
+
+    /// After a copy-up: the inode now stands for the object of `pathFD` (taken over), and
+    /// every open file's descriptor is replaced, number for number, by one of the new object
+    /// opened with `reopen`. Returns the old key.
+    func replaceBacking(with pathFD: Int32, key newKey: BackingKey,
+                        reopen: (Int32, Int32) throws(Errno) -> Int32) throws(Errno) -> BackingKey {
+        try slot.withLock { (slot: inout Slot) throws(Errno) -> BackingKey in
+            // Open everything first, so a failure leaves every file on the old object.
+            var replacements: [(Int32, Int32)] = []
+            do throws(Errno) {
+                for (fd, flags) in slot.openFiles {
+                    replacements.append((fd, try reopen(pathFD, flags)))
+                }
+            } catch {
+                for (_, newFD) in replacements { close(newFD) }
+                throw error
+            }
+            for (fd, newFD) in replacements {
+                dup2(newFD, fd)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                close(newFD)
+            }
+            let oldKey = slot.key
+            if slot.fd >= 0 {
+                // Same number, new object: borrowers in withFD right now keep a valid descriptor.
+                dup2(pathFD, slot.fd)
+                _ = fcntl(slot.fd, F_SETFD, FD_CLOEXEC)
+                close(pathFD)
+            } else {
+                slot.fd = pathFD
+                pool?.opened()
+            }
+            slot.key = newKey
+            slot.handle = nil
+            slot.pinnedForever = false
+            slot.referenced = true
+            return oldKey
+        }
     }
 
     /// What ``claim(_:)`` found.

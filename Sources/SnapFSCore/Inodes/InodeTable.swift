@@ -15,9 +15,16 @@ public final class InodeTable: Sendable {
         var lookups: UInt64
     }
 
+    /// The live tree and `.snapshots/` never share a kernel inode, even where a hard-link
+    /// snapshot shares the backing object: a write through one must not show through the other.
+    private struct TableKey: Hashable {
+        let backing: BackingKey
+        let snapshotView: Bool
+    }
+
     private struct State {
         var byID: [UInt64: Node] = [:]
-        var byKey: [BackingKey: UInt64] = [:]
+        var byKey: [TableKey: UInt64] = [:]
         var nextID: UInt64 = InodeTable.rootID + 1
     }
 
@@ -38,7 +45,7 @@ public final class InodeTable: Sendable {
         state.withLock { state in
             // The kernel never forgets the root; one permanent reference keeps it.
             state.byID[Self.rootID] = Node(inode: root, lookups: 1)
-            state.byKey[root.key] = Self.rootID
+            state.byKey[TableKey(backing: root.key, snapshotView: false)] = Self.rootID
         }
         pool?.owner.table = self
     }
@@ -53,9 +60,13 @@ public final class InodeTable: Sendable {
 
     /// Adds one kernel reference to the inode of `fd`'s backing object, creating the
     /// inode if the kernel does not hold it yet. Takes ownership of `fd` either way.
-    public func reference(fd: Int32, status st: stat) -> Inode {
-        let key = BackingKey(st)
-        let pool = self.pool.flatMap { $0.device == key.device ? $0 : nil }
+    /// `snapshotView`: the object was reached under `.snapshots/`. `privateGeneration`: for a
+    /// new inode, the snapshot generation up to which its object is known not to be shared.
+    public func reference(fd: Int32, status st: stat, snapshotView: Bool = false,
+                          privateGeneration: @autoclosure () -> UInt64 = 0) -> Inode {
+        let backing = BackingKey(st)
+        let key = TableKey(backing: backing, snapshotView: snapshotView)
+        let pool = self.pool.flatMap { $0.device == backing.device ? $0 : nil }
         let (inode, outcome) = state.withLock { state -> (Inode, Inode.Claim?) in
             if let id = state.byKey[key], var node = state.byID[id] {
                 // Lock order: table, then inode (a sweep locks inodes without the table).
@@ -70,7 +81,8 @@ public final class InodeTable: Sendable {
             }
             let id = state.nextID
             state.nextID += 1
-            let inode = Inode(id: id, fd: fd, key: key, fileType: st.fileType, pool: pool)
+            let inode = Inode(id: id, fd: fd, key: backing, fileType: st.fileType, pool: pool,
+                              inSnapshotView: snapshotView, privateGeneration: privateGeneration())
             state.byID[id] = Node(inode: inode, lookups: 1)
             state.byKey[key] = id
             return (inode, nil)
@@ -106,10 +118,32 @@ public final class InodeTable: Sendable {
                 return nil
             }
             state.byID[id] = nil
-            if state.byKey[node.inode.key] == id { state.byKey[node.inode.key] = nil }
+            let key = TableKey(backing: node.inode.key, snapshotView: node.inode.inSnapshotView)
+            if state.byKey[key] == id { state.byKey[key] = nil }
             return node.inode
         }
         _ = released
+    }
+
+    /// After a copy-up moved `inode` from the object `old` to a new one.
+    func rekey(_ inode: Inode, from old: BackingKey) {
+        let new = inode.key
+        state.withLock { state in
+            let oldKey = TableKey(backing: old, snapshotView: inode.inSnapshotView)
+            if state.byKey[oldKey] == inode.id { state.byKey[oldKey] = nil }
+            state.byKey[TableKey(backing: new, snapshotView: inode.inSnapshotView)] = inode.id
+        }
+    }
+
+    /// The node id the kernel holds for a backing object, if any.
+    public func id(of key: BackingKey, snapshotView: Bool) -> UInt64? {
+        state.withLock { $0.byKey[TableKey(backing: key, snapshotView: snapshotView)] }
+    }
+
+    /// The regular files open for writing now: the only ones the kernel can hold dirty pages of
+    /// (a shared mapping keeps its file open).
+    public func openForWriting() -> [UInt64] {
+        allInodes().filter { $0.isRegularFile && $0.isOpenForWriting }.map(\.id)
     }
 
     /// Every inode the kernel holds, for a sweep of the descriptor pool.

@@ -6,6 +6,10 @@ public struct MountOptions: Sendable, Equatable {
     public var debug = false
     public var noAllowOther = false
     public var posixACL = true
+    /// How snapshots are taken, kept and timed (`strategy=`, `keep_last=`, `every=`, …).
+    public var snapshots = SnapshotOptions()
+    /// Options that could not be understood, each as one sentence.
+    public var problems: [String] = []
     /// Options passed on to libfuse and the kernel, in the order given.
     public var passed: [String] = []
 
@@ -25,12 +29,63 @@ public struct MountOptions: Sendable, Equatable {
             case "ro":
                 readOnly = true
                 passed.append(option)
+            case "snapshot_unchanged": snapshots.skipUnchanged = false
             case _ where Self.ignored.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="):
                 continue
+            case _ where option.contains("=") && Self.snapshotKeys.contains(String(option.prefix { $0 != "=" })):
+                parseSnapshotOption(option)
             default:
                 passed.append(option)
             }
         }
+    }
+
+    static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "every"]
+
+    private mutating func parseSnapshotOption(_ option: String) {
+        let key = String(option.prefix { $0 != "=" })
+        let value = String(option.dropFirst(key.count + 1))
+        switch key {
+        case "strategy":
+            if value == "auto" {
+                snapshots.strategy = nil
+            } else if let strategy = SnapshotStrategy(rawValue: value) {
+                snapshots.strategy = strategy
+            } else {
+                problems.append("unknown strategy \(value) (auto, btrfs, reflink, hardlink or copy)")
+            }
+        case "every":
+            if let ms = Self.parseDuration(value), ms >= 1000 {
+                snapshots.intervalMs = ms
+            } else {
+                problems.append("every=\(value) is not a duration of at least 1s (like 30s, 15m, 1h, 1d)")
+            }
+        default:
+            guard let count = Int(value), count >= 0 else {
+                problems.append("\(key)=\(value) is not a number of snapshots")
+                return
+            }
+            switch key {
+            case "keep_last": snapshots.retention.keepLast = count
+            case "keep_hourly": snapshots.retention.keepHourly = count
+            case "keep_daily": snapshots.retention.keepDaily = count
+            case "keep_weekly": snapshots.retention.keepWeekly = count
+            default: snapshots.retention.keepMonthly = count
+            }
+        }
+    }
+
+    /// `90`, `90s`, `15m`, `2h`, `1d`, `500ms` → milliseconds.
+    public static func parseDuration(_ text: String) -> Int64? {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            if suffix == "s" && number.hasSuffix("m") { continue }
+            guard let value = Int64(number), value > 0 else { return nil }
+            return value.multipliedReportingOverflow(by: factor).overflow ? nil : value * factor
+        }
+        guard let seconds = Int64(text), seconds > 0 else { return nil }
+        return seconds * 1000
     }
 
     /// What libfuse gets: the user's options plus snapfs's defaults.

@@ -70,7 +70,7 @@ public final class SnapshotCatalog: Sendable {
         let metadataFD = openMetadataDirectory(create: false)
         defer { if metadataFD >= 0 { close(metadataFD) } }
         var entries: [SnapshotEntry] = []
-        for raw in try DirectoryEntries.utf8Names(in: directoryFD) {
+        for raw in try DirectoryNames.utf8Names(in: directoryFD) {
             guard let name = SnapshotName(parsing: raw), isDirectory(raw) else { continue }
             entries.append(SnapshotEntry(name: name, metadata: readMetadata(raw, metadataFD: metadataFD)))
         }
@@ -111,7 +111,7 @@ public final class SnapshotCatalog: Sendable {
     /// Names of the `.building-*` entries (the part after the prefix): snapshots under
     /// construction, or leftovers of a crash to remove at mount.
     public func buildingLeftovers() throws(Errno) -> [String] {
-        try DirectoryEntries.utf8Names(in: directoryFD)
+        try DirectoryNames.utf8Names(in: directoryFD)
             .filter { $0.hasPrefix(Self.buildingPrefix) }
             .map { String($0.dropFirst(Self.buildingPrefix.count)) }
             .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }

@@ -100,8 +100,8 @@ public struct TreeDiff: Sendable {
     private func compareDirectories(_ old: Int32?, _ new: Int32?, prefix: [UInt8], atRoot: Bool,
                                     into differences: inout [Difference]) throws(Errno) {
         var names = Set<[UInt8]>()
-        if let old { names.formUnion(try DirectoryEntries.names(in: old)) }
-        if let new { names.formUnion(try DirectoryEntries.names(in: new)) }
+        if let old { names.formUnion(try DirectoryNames.names(in: old)) }
+        if let new { names.formUnion(try DirectoryNames.names(in: new)) }
         if atRoot { names.subtract(excludedAtRoot) }
         for name in names {
             let path = prefix.isEmpty ? name : prefix + [UInt8(ascii: "/")] + name
@@ -167,8 +167,8 @@ public struct TreeDiff: Sendable {
         default:
             break
         }
-        let oldAttributes = try ExtendedAttributes.all(in: oldDir, name)
-        let newAttributes = try ExtendedAttributes.all(in: newDir, name)
+        let oldAttributes = try ExtendedAttributeList.all(in: oldDir, name)
+        let newAttributes = try ExtendedAttributeList.all(in: newDir, name)
         return !oldAttributes.elementsEqual(newAttributes) { $0.name == $1.name && $0.value == $1.value }
     }
 

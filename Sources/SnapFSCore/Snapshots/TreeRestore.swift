@@ -133,8 +133,8 @@ private struct Run {
     }
 
     mutating func restoreDirectoryContents(_ source: Int32, _ target: Int32, prefix: [UInt8], atRoot: Bool) throws(Errno) {
-        var sourceNames = Set(try DirectoryEntries.names(in: source))
-        var targetNames = Set(try DirectoryEntries.names(in: target))
+        var sourceNames = Set(try DirectoryNames.names(in: source))
+        var targetNames = Set(try DirectoryNames.names(in: target))
         if atRoot {
             sourceNames.subtract(excludedAtRoot)
             targetNames.subtract(excludedAtRoot)
@@ -216,18 +216,18 @@ private struct Run {
             // Only root may give files away; an ordinary user restores what they may.
             if result != 0 && !(errno == EPERM && geteuid() != 0) { throw Errno.current }
         }
-        let wanted = try ExtendedAttributes.all(in: sourceDir, sourceName)
-        let present = try ExtendedAttributes.all(in: targetDir, targetName)
+        let wanted = try ExtendedAttributeList.all(in: sourceDir, sourceName)
+        let present = try ExtendedAttributeList.all(in: targetDir, targetName)
         if !wanted.elementsEqual(present, by: { $0.name == $1.name && $0.value == $1.value }) {
             let wantedNames = Set(wanted.map(\.name))
             for attribute in present where !wantedNames.contains(attribute.name) {
                 try ignoringUnsupported { () throws(Errno) in
-                    try ExtendedAttributes.remove(in: targetDir, targetName, attribute: attribute.name)
+                    try ExtendedAttributeList.remove(in: targetDir, targetName, attribute: attribute.name)
                 }
             }
             for attribute in wanted {
                 try ignoringUnsupported { () throws(Errno) in
-                    try ExtendedAttributes.set(in: targetDir, targetName, attribute: attribute.name, value: attribute.value)
+                    try ExtendedAttributeList.set(in: targetDir, targetName, attribute: attribute.name, value: attribute.value)
                 }
             }
         }
@@ -297,7 +297,7 @@ private struct Run {
         if status.isDirectory {
             let fd = try TreeDiff.openDirectory(dir, name)
             defer { close(fd) }
-            for child in try DirectoryEntries.names(in: fd) {
+            for child in try DirectoryNames.names(in: fd) {
                 try removeChild(fd, child)
             }
             try Self.check(name.withCString { unlinkat(dir, $0, AT_REMOVEDIR) })

@@ -3,7 +3,7 @@ import Glibc
 import SystemPackage
 
 /// The entry names of a directory, read through a descriptor.
-public enum DirectoryEntries {
+public enum DirectoryNames {
     /// The names in the directory `fd` (which may be `O_PATH`), without `.` and `..`, as raw
     /// bytes: file names need not be UTF-8. `fd` stays open and unchanged.
     public static func names(in fd: Int32) throws(Errno) -> [[UInt8]] {

@@ -8,7 +8,7 @@ import SystemPackage
 /// The calls go through `/proc/self/fd/DIR/NAME` with the `l…xattr` variants, so that they
 /// work on every type of entry (a FIFO cannot be opened without blocking, a symlink cannot
 /// be opened at all) and on names that are not UTF-8.
-public enum ExtendedAttributes {
+public enum ExtendedAttributeList {
     /// All attributes as (name, value), sorted by name. A filesystem without xattr support
     /// gives an empty list.
     public static func all(in dirFD: Int32, _ name: [UInt8]) throws(Errno) -> [(name: [UInt8], value: [UInt8])] {

@@ -1,0 +1,153 @@
+import CLinux
+import Glibc
+import Synchronization
+import SystemPackage
+
+/// Copy-up: with hard-link snapshots a live file and its snapshot share one backing object,
+/// so before the first change after a snapshot the live name gets a private copy (as
+/// overlayfs copies up a lower file). The kernel's inode for the file stays the same — the
+/// ``Inode`` moves to the copy, and every descriptor open on the file is moved with it —
+/// while the snapshot keeps the original object, unchanged.
+///
+/// Files the user hard-linked to each other inside the tree: the copy replaces the name
+/// through which the file was last reached; the other names keep the object the snapshot
+/// shares, and get their own copy at their own first change. So after a snapshot, such
+/// names stop being links to each other (documented in the README).
+extension SnapFileSystem {
+    /// Makes sure a change to `inode` cannot reach a snapshot. Inside the freeze gate.
+    @inline(__always)
+    func breakSharing(_ inode: Inode, keepingData: Bool) throws(Errno) {
+        guard inode.isRegularFile, snapshotState.sharesBackingObjects,
+              inode.privateGeneration.load(ordering: .acquiring) < snapshotState.currentGeneration else { return }
+        try copyUp(inode, keepingData: keepingData)
+    }
+
+    private func copyUp(_ inode: Inode, keepingData: Bool) throws(Errno) {
+        try snapshotState.copyUpLock.withLock { (_: inout Void) throws(Errno) in
+            let generation = snapshotState.currentGeneration
+            if inode.privateGeneration.load(ordering: .acquiring) >= generation { return }
+            let st = try attributes(of: inode)
+            let name = liveName(of: inode, status: st)
+            // No link at all: not in any snapshot. One link that is its live name: likewise.
+            if st.st_nlink == 0 || (st.st_nlink == 1 && name != nil) {
+                inode.privateGeneration.store(generation, ordering: .releasing)
+                return
+            }
+            let dir = name?.parent ?? inodes.root
+            let copy = try dir.withFD { (dirFD) throws(Errno) in
+                try syscallRetrying { snapfs_openat(dirFD, ".", SNAPFS_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600) }
+            }
+            defer { close(copy) }
+            let source = try inode.withFD { (fd) throws(Errno) in try proc.reopen(fd, flags: O_RDONLY) }
+            defer { close(source) }
+            if keepingData { try copyData(from: source, to: copy, size: Int64(st.st_size)) }
+            try copyExtendedAttributes(from: source, to: copy)
+            try syscall(fchown(copy, st.st_uid, st.st_gid))
+            try syscall(fchmod(copy, st.st_mode & 0o7777))
+            var times = [st.st_atim, st.st_mtim]
+            try syscall(futimens(copy, &times))
+            if let name {
+                try replace(name.name, in: dir, with: copy, expecting: BackingKey(st))
+            }
+            let pathFD = try proc.reopen(copy, flags: SNAPFS_O_PATH)
+            let newKey: BackingKey
+            do throws(Errno) { newKey = BackingKey(try FileStatus.of(pathFD)) } catch { close(pathFD); throw error }
+            let oldKey = try inode.replaceBacking(with: pathFD, key: newKey) { (fd, flags) throws(Errno) in
+                try self.proc.reopen(fd, flags: self.backingFlags(flags) & ~O_TRUNC)
+            }
+            inodes.rekey(inode, from: oldKey)
+            inode.privateGeneration.store(generation, ordering: .releasing)
+            logger.debug("copy-up of inode \(inode.id): backing \(oldKey.inode) -> \(newKey.inode)")
+        }
+    }
+
+    /// The remembered name of `inode`, if it still names the same object.
+    private func liveName(of inode: Inode, status st: stat) -> (parent: Inode, name: [CChar])? {
+        guard let name = inode.rememberedName else { return nil }
+        let current = try? name.parent.withFD { (dirFD) throws(Errno) -> stat in
+            try name.name.withUnsafeBufferPointer { (buffer) throws(Errno) -> stat in
+                var found = stat()
+                try syscall(fstatat(dirFD, buffer.baseAddress!, &found, AT_SYMLINK_NOFOLLOW))
+                return found
+            }
+        }
+        guard let current, BackingKey(current) == BackingKey(st) else { return nil }
+        return name
+    }
+
+    /// Puts the unnamed file `copy` in place of `name` in `dir`, atomically, provided
+    /// `name` still names the object `expected` (a rename in between would make it name
+    /// something else; then the names are swapped back and the copy-up fails).
+    private func replace(_ name: [CChar], in dir: Inode, with copy: Int32, expecting expected: BackingKey) throws(Errno) {
+        let temporary = ".snapfs-copy-up-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        try dir.withFD { (dirFD) throws(Errno) in
+            try proc.withName(of: copy) { procName throws(Errno) in
+                _ = try syscall(linkat(proc.directory, procName, dirFD, temporary, AT_SYMLINK_FOLLOW))
+            }
+            try name.withUnsafeBufferPointer { (buffer) throws(Errno) in
+                let exchanged = snapfs_renameat2(dirFD, temporary, dirFD, buffer.baseAddress!, UInt32(SNAPFS_RENAME_EXCHANGE))
+                if exchanged != 0 {
+                    let error = Errno.current
+                    unlinkat(dirFD, temporary, 0)
+                    throw error
+                }
+                var old = stat()
+                if fstatat(dirFD, temporary, &old, AT_SYMLINK_NOFOLLOW) != 0 || BackingKey(old) != expected {
+                    _ = snapfs_renameat2(dirFD, temporary, dirFD, buffer.baseAddress!, UInt32(SNAPFS_RENAME_EXCHANGE))
+                    unlinkat(dirFD, temporary, 0)
+                    logger.error("copy-up: a name changed while its file was copied; the change was refused")
+                    throw Errno.ioError
+                }
+            }
+            _ = try syscall(unlinkat(dirFD, temporary, 0))
+        }
+    }
+
+    /// Copies `size` bytes, keeping holes as holes.
+    func copyData(from source: Int32, to target: Int32, size: Int64) throws(Errno) {
+        var offset: Int64 = 0
+        while offset < size {
+            let dataStart = Glibc.lseek(source, off_t(offset), seekData)
+            if dataStart < 0 {
+                if errno == ENXIO { break }   // only a hole remains
+                throw Errno.current
+            }
+            let holeStart = min(Int64(Glibc.lseek(source, dataStart, seekHole)), size)
+            var inOffset = off_t(dataStart)
+            var outOffset = off_t(dataStart)
+            while Int64(inOffset) < holeStart {
+                let copied = try syscallRetrying {
+                    snapfs_copy_file_range(source, &inOffset, target, &outOffset, Int(holeStart - Int64(inOffset)), 0)
+                }
+                if copied == 0 { break }
+            }
+            offset = holeStart
+        }
+        try syscall(ftruncate(target, off_t(size)))
+    }
+
+    /// Copies every extended attribute the target's filesystem accepts (ACLs included).
+    func copyExtendedAttributes(from source: Int32, to target: Int32) throws(Errno) {
+        let listSize = flistxattr(source, nil, 0)
+        if listSize <= 0 { return }
+        var names = [CChar](repeating: 0, count: listSize)
+        let length = names.withUnsafeMutableBufferPointer { flistxattr(source, $0.baseAddress, $0.count) }
+        if length < 0 { throw Errno.current }
+        var start = 0
+        while start < length {
+            let end = names[start..<length].firstIndex(of: 0) ?? length
+            try names.withUnsafeBufferPointer { (buffer) throws(Errno) in
+                let name = buffer.baseAddress! + start
+                let valueSize = fgetxattr(source, name, nil, 0)
+                guard valueSize >= 0 else { return }
+                var value = [UInt8](repeating: 0, count: max(valueSize, 1))
+                let got = value.withUnsafeMutableBytes { fgetxattr(source, name, $0.baseAddress, valueSize) }
+                guard got >= 0 else { return }
+                if value.withUnsafeBytes({ fsetxattr(target, name, $0.baseAddress, got, 0) }) != 0 && errno != ENOTSUP {
+                    throw Errno.current
+                }
+            }
+            start = end + 1
+        }
+    }
+}

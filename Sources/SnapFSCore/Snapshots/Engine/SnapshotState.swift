@@ -1,0 +1,42 @@
+import Synchronization
+
+/// What the filesystem's change path shares with the snapshot engine: the freeze gate,
+/// whether anything changed since the newest snapshot, and the copy-up generation.
+///
+/// Copy-up bookkeeping: `generation` grows by one with every snapshot that shares backing
+/// objects with the live tree (hard links). An inode whose ``Inode/privateGeneration`` is
+/// below it may share its object with a snapshot and is copied up before its first change.
+public final class SnapshotState: Sendable {
+    public let gate = FreezeGate()
+    let generation = Atomic<UInt64>(1)
+    let changedSinceSnapshot = Atomic<Bool>(true)
+    /// Whether any snapshot may share backing objects with the live tree (a hard-link
+    /// snapshot exists or will be made); without, copy-up is never needed.
+    let sharesObjects = Atomic<Bool>(false)
+    /// Serialises copy-ups (rare: the first change of a file after a snapshot), so two
+    /// writers of one file do not both copy it. Lock order: gate, then this, then inodes.
+    let copyUpLock = Mutex<Void>(())
+
+    public init() {}
+
+    /// Notes a change (called inside the gate).
+    @inline(__always)
+    func noteChange() {
+        if !changedSinceSnapshot.load(ordering: .relaxed) { changedSinceSnapshot.store(true, ordering: .relaxed) }
+    }
+
+    public var changed: Bool { changedSinceSnapshot.load(ordering: .relaxed) }
+    public var sharesBackingObjects: Bool { sharesObjects.load(ordering: .relaxed) }
+    public var currentGeneration: UInt64 { generation.load(ordering: .acquiring) }
+}
+
+/// The daemon's way back into the kernel, provided by the FUSE layer.
+public protocol KernelLink: AnyObject, Sendable {
+    /// Makes the kernel hand over every page it holds dirty for the given inodes (shared
+    /// mmap writes, or writes buffered by kernel write-back caching) and waits until the
+    /// daemon has written them. Must not be called with the freeze gate closed (that
+    /// write-back passes the gate), nor for an inode whose request the caller is serving.
+    func pushDirtyPages(of inodes: [UInt64])
+    /// Tells the kernel that `name` in directory `parent` changed behind its back.
+    func invalidateEntry(parent: UInt64, name: String)
+}

@@ -84,8 +84,8 @@ import Testing
         defer { dir.remove() }
         let (_, engine) = try make(dir, strategy: .copy)
         let session = ControlSession()
-        func send(_ text: String) throws(Errno) -> Int {
-            try Array(text.utf8).withUnsafeBytes { (buffer) throws(Errno) -> Int in try engine.controlWrite(session, buffer) }
+        func send(_ text: String) throws -> Int {
+            try Array(text.utf8).withUnsafeBytes { buffer in try engine.controlWrite(session, buffer) }
         }
         func result() -> String {
             String(decoding: engine.controlRead(session, offset: 0, size: 4096), as: UTF8.self)

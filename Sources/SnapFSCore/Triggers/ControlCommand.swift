@@ -24,7 +24,7 @@ public enum ControlCommand: Equatable, Sendable {
             throw ParseError(message: "command is not UTF-8 text")
         }
         var line = Substring(text)
-        while let last = line.last, last == "\n" || last == "\r" { line = line.dropLast() }
+        while let last = line.last, last == "\n" || last == "\r" || last == "\r\n" { line = line.dropLast() }
         if line.contains("\n") { throw ParseError(message: "one command per write, on one line") }
         let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         guard let verb = words.first else { throw ParseError(message: "empty command (try: snapshot [LABEL])") }

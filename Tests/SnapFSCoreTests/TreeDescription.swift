@@ -74,7 +74,9 @@ enum TreeDescription {
 
     static func describe(_ status: stat, parent: Int32, name: UnsafePointer<CChar>?, fd: Int32) -> EntryDescription {
         var entry = EntryDescription(
-            mode: status.st_mode, uid: status.st_uid, gid: status.st_gid, size: Int(status.st_size),
+            mode: status.st_mode, uid: status.st_uid, gid: status.st_gid,
+            // A directory's size is the filesystem's business (btrfs: the length of its names).
+            size: status.st_mode & S_IFMT == S_IFDIR ? 0 : Int(status.st_size),
             accessTime: status.st_atim, modificationTime: status.st_mtim, device: status.st_rdev,
             symlinkTarget: [], attributes: [:], content: [],
             inode: status.st_ino, links: status.st_nlink, blocks: Int(status.st_blocks))

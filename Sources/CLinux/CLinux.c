@@ -7,6 +7,30 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <string.h>
+#include <sys/vfs.h>
+#include <linux/fs.h>
+#if __has_include(<linux/btrfs.h>)
+#include <linux/btrfs.h>
+#else
+/* The stable btrfs ioctl ABI, for systems without the kernel header. */
+#define BTRFS_IOCTL_MAGIC 0x94
+#define BTRFS_PATH_NAME_MAX 4087
+#define BTRFS_SUBVOL_NAME_MAX 4039
+#define BTRFS_SUBVOL_RDONLY (1ULL << 1)
+struct btrfs_ioctl_vol_args { int64_t fd; char name[BTRFS_PATH_NAME_MAX + 1]; };
+struct btrfs_ioctl_vol_args_v2 {
+    int64_t fd; uint64_t transid; uint64_t flags; uint64_t unused[4];
+    char name[BTRFS_SUBVOL_NAME_MAX + 1];
+};
+#define BTRFS_IOC_SNAP_DESTROY _IOW(BTRFS_IOCTL_MAGIC, 15, struct btrfs_ioctl_vol_args)
+#define BTRFS_IOC_SNAP_CREATE_V2 _IOW(BTRFS_IOCTL_MAGIC, 23, struct btrfs_ioctl_vol_args_v2)
+#define BTRFS_IOC_SUBVOL_GETFLAGS _IOR(BTRFS_IOCTL_MAGIC, 25, uint64_t)
+#define BTRFS_IOC_SUBVOL_SETFLAGS _IOW(BTRFS_IOCTL_MAGIC, 26, uint64_t)
+#endif
+#ifndef FICLONE
+#define FICLONE _IOW(0x94, 9, int)
+#endif
 
 int snapfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
@@ -54,4 +78,46 @@ int snapfs_handle_of(int fd, unsigned char *buffer, size_t size) {
 
 int snapfs_open_by_handle(int mount_fd, unsigned char *buffer, int flags) {
     return open_by_handle_at(mount_fd, (struct file_handle *)buffer, flags);
+}
+
+ssize_t snapfs_getdents64(int fd, void *buffer, size_t size) {
+    return (ssize_t)syscall(SYS_getdents64, fd, buffer, size);
+}
+
+int snapfs_ficlone(int dst_fd, int src_fd) {
+    return ioctl(dst_fd, FICLONE, src_fd);
+}
+
+int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int read_only) {
+    struct btrfs_ioctl_vol_args_v2 args;
+    size_t length = strlen(name);
+    if (length > BTRFS_SUBVOL_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    memset(&args, 0, sizeof(args));
+    args.fd = source_fd;
+    args.flags = read_only ? BTRFS_SUBVOL_RDONLY : 0;
+    memcpy(args.name, name, length);
+    return ioctl(parent_fd, BTRFS_IOC_SNAP_CREATE_V2, &args);
+}
+
+int snapfs_btrfs_get_subvolume_flags(int fd, uint64_t *flags) {
+    return ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, flags);
+}
+
+int snapfs_btrfs_set_subvolume_flags(int fd, uint64_t flags) {
+    return ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, &flags);
+}
+
+int snapfs_btrfs_destroy(int parent_fd, const char *name) {
+    struct btrfs_ioctl_vol_args args;
+    size_t length = strlen(name);
+    if (length > BTRFS_PATH_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    memset(&args, 0, sizeof(args));
+    memcpy(args.name, name, length);
+    return ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, &args);
+}
+
+long snapfs_filesystem_type(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return -1;
+    return (long)info.f_type;
 }

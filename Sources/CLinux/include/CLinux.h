@@ -39,4 +39,27 @@ enum {
     SNAPFS_RENAME_WHITEOUT = 4,
 };
 
+/* Tree cloning and btrfs (Snapshots/Strategies). */
+static const int SNAPFS_O_NOATIME = 01000000;
+static const int SNAPFS_SEEK_DATA = 3;
+static const int SNAPFS_SEEK_HOLE = 4;
+static const long SNAPFS_BTRFS_SUPER_MAGIC = 0x9123683E;
+/* The root directory of every btrfs subvolume has this inode number. */
+static const unsigned long SNAPFS_BTRFS_FIRST_FREE_OBJECTID = 256;
+static const uint64_t SNAPFS_BTRFS_SUBVOL_RDONLY = 1ULL << 1;
+
+/* fstatfs(2)'s f_type (the filesystem's magic number), or -1. */
+long snapfs_filesystem_type(int fd);
+/* getdents64(2): fills `buffer` with struct linux_dirent64 records. */
+ssize_t snapfs_getdents64(int fd, void *buffer, size_t size);
+/* ioctl(dst_fd, FICLONE, src_fd). */
+int snapfs_ficlone(int dst_fd, int src_fd);
+/* BTRFS_IOC_SNAP_CREATE_V2 on `parent_fd`: snapshot of the subvolume `source_fd` as `name`. */
+int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int read_only);
+/* BTRFS_IOC_SUBVOL_GETFLAGS / SETFLAGS on a subvolume's root directory. */
+int snapfs_btrfs_get_subvolume_flags(int fd, uint64_t *flags);
+int snapfs_btrfs_set_subvolume_flags(int fd, uint64_t flags);
+/* BTRFS_IOC_SNAP_DESTROY on `parent_fd`: deletes the subvolume `name` with its content. */
+int snapfs_btrfs_destroy(int parent_fd, const char *name);
+
 #endif

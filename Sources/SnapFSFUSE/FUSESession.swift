@@ -91,6 +91,11 @@ public final class FUSESession {
         return result == 0 ? .unmounted : .failed(result)
     }
 
+    /// Unmounts a session that will not be served (start-up failed after the mount).
+    public func unmount() {
+        if let session { fuse_session_unmount(session) }
+    }
+
     public enum Ending: Sendable, Equatable {
         case unmounted
         case signal(Int32)

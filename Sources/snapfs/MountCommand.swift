@@ -120,16 +120,13 @@ struct MountCommand: ParsableCommand {
         } catch {
             reportFailure(code: 16, message: "cannot open backing directory \(plan.backing): \(error)")
         }
-        var engine: SnapshotEngine?
+        // Checked before mounting; `.snapshots` is made once the mount succeeded, so a
+        // mount that fails leaves the backing directory as it was.
+        var snapshotOptions = mountOptions.snapshots
         do {
-            engine = try SnapshotEngine(backingPath: plan.backing, state: snapshotState,
-                                        options: mountOptions.snapshots, logger: logger)
+            snapshotOptions.strategy = try SnapshotEngine.chooseStrategy(backingPath: plan.backing, forced: snapshotOptions.strategy)
         } catch {
-            // A read-only mount of a read-only backing directory needs no snapshots.
-            if !mountOptions.readOnly {
-                reportFailure(code: error.errno == .notSupported ? 64 : 16, message: error.message)
-            }
-            logger.notice("read-only mount without snapshots: \(error.message)")
+            reportFailure(code: error.errno == .notSupported ? 64 : 16, message: error.message)
         }
         var configuration = FUSESession.Configuration(
             mountpoint: plan.mountpoint,
@@ -150,6 +147,16 @@ struct MountCommand: ParsableCommand {
             let text = "\(getpid())\n"
             let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             if fd >= 0 { _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }; close(fd) }
+        }
+        // A read-only mount changes nothing, so it has nothing to snapshot (and no control file).
+        var engine: SnapshotEngine?
+        if !mountOptions.readOnly {
+            do {
+                engine = try SnapshotEngine(backingPath: plan.backing, state: snapshotState, options: snapshotOptions, logger: logger)
+            } catch {
+                session.unmount()
+                reportFailure(code: 16, message: error.message)
+            }
         }
         engine?.attach(to: core, kernel: session.kernelLink)
         engine?.startTimer()

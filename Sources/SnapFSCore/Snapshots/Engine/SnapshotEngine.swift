@@ -61,34 +61,47 @@ public final class SnapshotEngine: Sendable {
         weak var kernel: (any KernelLink)?
     }
 
-    /// Opens (creating if needed) `BACKING/.snapshots`, removes what a crash left half-built,
-    /// and chooses the strategy.
+    /// The strategy a mount of `backingPath` will use: `forced`, checked against what the
+    /// backing filesystem supports, or the best it supports. Leaves nothing behind, so it
+    /// can run before the mount.
+    public static func chooseStrategy(backingPath: String, forced: SnapshotStrategy?) throws(SnapshotFailure) -> SnapshotStrategy {
+        let root = snapfs_openat(AT_FDCWD, backingPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+        guard root >= 0 else { throw SnapshotFailure(Errno.current, "cannot open the backing directory \(backingPath)") }
+        defer { close(root) }
+        let best = StrategyProbe.best(for: root, scratch: root)
+        guard let forced else { return best }
+        switch forced {
+        case .btrfs where best != .btrfs:
+            throw SnapshotFailure(.notSupported, "--strategy btrfs needs a backing directory that is the root of a btrfs subvolume")
+        case .reflink where best != .reflink && best != .btrfs:
+            throw SnapshotFailure(.notSupported, "--strategy reflink needs a backing filesystem with reflinks (XFS, btrfs, bcachefs)")
+        default:
+            return forced
+        }
+    }
+
+    /// Opens (creating if needed) `BACKING/.snapshots` and removes what a crash left
+    /// half-built. `options.strategy` nil: chosen as ``chooseStrategy(backingPath:forced:)`` does.
     public init(backingPath: String, state: SnapshotState, options: SnapshotOptions,
                 logger: Logger = Logger(label: "snapfs.snapshots")) throws(SnapshotFailure) {
         self.backingPath = backingPath
         self.state = state
         self.options = options
         self.logger = logger
+        strategy = try Self.chooseStrategy(backingPath: backingPath, forced: options.strategy)
         let root = snapfs_openat(AT_FDCWD, backingPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         guard root >= 0 else { throw SnapshotFailure(Errno.current, "cannot open the backing directory \(backingPath)") }
         backingFD = root
         do throws(SnapshotFailure) {
             catalog = try Self.openCatalog(in: root)
             try Self.cleanUpAfterCrash(catalog, logger: logger)
-            let best = StrategyProbe.best(for: root, scratch: catalog.directoryFD)
-            if let forced = options.strategy {
-                try Self.check(forced, best: best, catalog: catalog)
-                strategy = forced
-            } else {
-                strategy = best
-            }
-            let existing = (try? catalog.list()) ?? []
-            let sharing = strategy == .hardlink || existing.contains { $0.metadata?.strategy == SnapshotStrategy.hardlink.rawValue }
-            state.sharesObjects.store(sharing, ordering: .releasing)
         } catch {
             close(root)
             throw error
         }
+        let existing = (try? catalog.list()) ?? []
+        let sharing = strategy == .hardlink || existing.contains { $0.metadata?.strategy == SnapshotStrategy.hardlink.rawValue }
+        state.sharesObjects.store(sharing, ordering: .releasing)
     }
 
     deinit { close(backingFD) }
@@ -140,17 +153,6 @@ public final class SnapshotEngine: Sendable {
             if fstatat(catalog.directoryFD, String(file.dropLast(5)), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT {
                 unlinkat(meta, file, 0)
             }
-        }
-    }
-
-    private static func check(_ forced: SnapshotStrategy, best: SnapshotStrategy, catalog: SnapshotCatalog) throws(SnapshotFailure) {
-        switch forced {
-        case .btrfs where best != .btrfs:
-            throw SnapshotFailure(.notSupported, "--strategy btrfs needs a backing directory that is the root of a btrfs subvolume")
-        case .reflink where best != .reflink && best != .btrfs:
-            throw SnapshotFailure(.notSupported, "--strategy reflink needs a backing filesystem with reflinks (XFS, btrfs, bcachefs)")
-        default:
-            return
         }
     }
 

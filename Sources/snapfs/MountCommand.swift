@@ -63,6 +63,21 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "Take a snapshot even when nothing changed since the newest one (-o snapshot_unchanged).")
     var snapshotUnchanged = false
 
+    @Option(name: .long, help: ArgumentHelp("At SQLite commits: snapshot (the default), detect (recognise and count them, no snapshot) or off (-o sqlite=…).", valueName: "MODE"))
+    var sqlite: String?
+
+    @Option(name: .long, help: ArgumentHelp("What a commit snapshot holds: database (the database file alone, the default) or tree (-o sqlite_scope=…).", valueName: "SCOPE"))
+    var sqliteScope: String?
+
+    @Option(name: .long, help: ArgumentHelp("At most one commit snapshot per database per interval, e.g. 1s; the final state follows once commits stop (-o sqlite_min_interval=…; 0: every commit).", valueName: "DURATION"))
+    var sqliteMinInterval: String?
+
+    @Option(name: .long, help: ArgumentHelp("Only databases whose path (relative to the root) or name matches the glob (repeatable; -o sqlite_include=…).", valueName: "GLOB"))
+    var sqliteInclude: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Not the databases whose path or name matches the glob (repeatable; -o sqlite_exclude=…).", valueName: "GLOB"))
+    var sqliteExclude: [String] = []
+
     @Option(name: .long, help: .hidden)
     var readyFd: Int32?
 
@@ -78,6 +93,10 @@ struct MountCommand: ParsableCommand {
         if let keepMonthly { extra.append("keep_monthly=\(keepMonthly)") }
         if let every { extra.append("every=\(every)") }
         if snapshotUnchanged { extra.append("snapshot_unchanged") }
+        if let sqlite { extra.append("sqlite=\(sqlite)") }
+        if let sqliteScope { extra.append("sqlite_scope=\(sqliteScope)") }
+        if let sqliteMinInterval { extra.append("sqlite_min_interval=\(sqliteMinInterval)") }
+        extra += sqliteInclude.map { "sqlite_include=\($0)" } + sqliteExclude.map { "sqlite_exclude=\($0)" }
         return options.flatMap { $0.split(separator: ",").map(String.init) } + extra
     }
 
@@ -112,6 +131,7 @@ struct MountCommand: ParsableCommand {
         fsOptions.readOnly = mountOptions.readOnly
         fsOptions.kernelWritebackCache = mountOptions.writebackCache
         fsOptions.posixACL = mountOptions.posixACL
+        fsOptions.sqlite = mountOptions.sqlite
         let snapshotState = SnapshotState()
         let core: SnapFileSystem
         do {
@@ -160,9 +180,12 @@ struct MountCommand: ParsableCommand {
         }
         engine?.attach(to: core, kernel: session.kernelLink)
         engine?.startTimer()
+        if engine != nil { core.startSQLiteFlusher() }
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
         let ending = session.serve()
+        // Commits still waiting for their interval get their snapshot now.
+        core.snapshotDueSQLiteCommits(all: true)
         if let pidFile { unlink(pidFile) }
         switch ending {
         case .unmounted:

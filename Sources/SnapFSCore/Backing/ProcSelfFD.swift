@@ -42,4 +42,12 @@ public struct ProcSelfFD: Sendable {
             try syscallRetrying { snapfs_openat(directory, name, (flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT | O_EXCL), 0) }
         }
     }
+
+    /// Where the descriptor points (`readlink /proc/self/fd/N`): the object's current path.
+    public static func target(of fd: Int32) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }

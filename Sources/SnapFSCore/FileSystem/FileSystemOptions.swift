@@ -11,4 +11,6 @@ public struct FileSystemOptions: Sendable {
     public var ownFilesAsCaller = true
 
     public init() {}
+    /// SQLite commit detection and the snapshots it triggers.
+    public var sqlite = SQLiteOptions()
 }

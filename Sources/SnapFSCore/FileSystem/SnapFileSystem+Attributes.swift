@@ -23,6 +23,8 @@ extension SnapFileSystem {
             return try controlAttributes()
         }
         let node = try inodes.inode(inode)
+        var commit: SQLiteCommit?
+        defer { if let commit { sqliteCommitted(commit, serving: inode) } }
         return try mutate(.setAttributes(inode: node)) { () throws(Errno) -> stat in
             if let mode = changes.mode {
                 if node.isSymlink { throw Errno.notSupported }
@@ -40,7 +42,9 @@ extension SnapFileSystem {
                 }
             }
             if let size = changes.size {
+                let endsJournal = sqliteTruncationCommits(node, to: size)
                 try truncate(node, to: size, file: file, context: context)
+                commit = sqliteTruncated(node, to: size, endingJournal: endsJournal)
             }
             if changes.accessTime != nil || changes.modificationTime != nil {
                 try setTimes(node, access: changes.accessTime, modification: changes.modificationTime, file: file)

@@ -90,8 +90,12 @@ extension SnapFileSystem {
     /// Writes all of `data` at `offset`; returns the bytes written.
     public func write(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64,
                       context: RequestContext) throws(Errno) -> Int {
-        try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
+        var commit: SQLiteCommit?
+        defer { if let commit { sqliteCommitted(commit, serving: file.inode.id) } }
+        return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
             dropPrivileges(file.fd, caller: context)
+            let role = file.inode.sqliteRole.load(ordering: .relaxed)
+            let persisting = role != 0 && sqliteWriteEndsJournal(file, data, offset: offset)
             var done = 0
             while done < data.count {
                 let n = try syscallRetrying {
@@ -100,6 +104,7 @@ extension SnapFileSystem {
                 if n == 0 { break }
                 done += n
             }
+            if role != 0 { commit = sqliteWritten(file, UnsafeRawBufferPointer(rebasing: data[0..<done]), offset: offset, endingJournal: persisting) }
             return done
         }
     }

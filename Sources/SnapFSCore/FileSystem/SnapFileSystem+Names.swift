@@ -32,8 +32,9 @@ extension SnapFileSystem {
         // One link: its name here, so no snapshot shares it. More: it may be shared.
         let inode = inodes.reference(fd: fd, status: st, snapshotView: snapshotView,
                                      privateGeneration: st.st_nlink <= 1 ? generation : 0)
-        if !snapshotView && st.fileType == S_IFREG && snapshotState.sharesBackingObjects {
-            inode.remember(name: name, in: dir)
+        if !snapshotView && st.fileType == S_IFREG {
+            if snapshotState.sharesBackingObjects { inode.remember(name: name, in: dir) }
+            classifySQLiteCompanion(inode, name: name, in: dir)
         }
         return Entry(inode: inode.id, attributes: st, uncached: snapshotView)
     }
@@ -115,9 +116,11 @@ extension SnapFileSystem {
 
     public func unlink(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
+        let removal = sqliteRemoval(of: name, in: dir)
         try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, 0)) }
         }
+        if let removal { sqliteRemoved(removal, in: dir) }
     }
 
     public func rmdir(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {

@@ -20,6 +20,10 @@ public final class SnapFileSystem: Sendable {
     public let snapshotState: SnapshotState
     /// The engine behind the control file, attached after both exist.
     let engineLink = EngineLink()
+    /// SQLite commit detection (see SnapFileSystem+SQLite).
+    public let sqlite: SQLiteCommitDetector
+    /// The backing root as `/proc/self/fd` links show it, for paths relative to the root.
+    let rootPath: String
 
     final class EngineLink: @unchecked Sendable {
         weak var engine: SnapshotEngine?
@@ -41,6 +45,8 @@ public final class SnapFileSystem: Sendable {
             throw error
         }
         self.proc = try ProcSelfFD()
+        self.rootPath = ProcSelfFD.target(of: rootFD) ?? backingPath
+        self.sqlite = SQLiteCommitDetector(options: options.readOnly ? SQLiteOptions.disabled : options.sqlite)
         self.options = options
         self.observer = observer
         self.logger = logger

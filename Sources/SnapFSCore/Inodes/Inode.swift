@@ -38,6 +38,8 @@ public final class Inode: Sendable {
     /// The snapshot generation up to which this inode's backing object is known to be its
     /// own (not shared by hard link with a snapshot); see ``SnapshotState``.
     let privateGeneration: Atomic<UInt64>
+    /// What the inode is to SQLite commit detection (``SQLiteRole``), set from its name.
+    let sqliteRole = Atomic<UInt8>(0)
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
 

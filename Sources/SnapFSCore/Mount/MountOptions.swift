@@ -8,6 +8,8 @@ public struct MountOptions: Sendable, Equatable {
     public var posixACL = true
     /// How snapshots are taken, kept and timed (`strategy=`, `keep_last=`, `every=`, …).
     public var snapshots = SnapshotOptions()
+    /// SQLite commit detection (`sqlite=`, `sqlite_scope=`, `sqlite_min_interval=`, …).
+    public var sqlite = SQLiteOptions()
     /// Options that could not be understood, each as one sentence.
     public var problems: [String] = []
     /// Options passed on to libfuse and the kernel, in the order given.
@@ -34,6 +36,8 @@ public struct MountOptions: Sendable, Equatable {
                 continue
             case _ where option.contains("=") && Self.snapshotKeys.contains(String(option.prefix { $0 != "=" })):
                 parseSnapshotOption(option)
+            case _ where option.contains("=") && option.hasPrefix("sqlite"):
+                parseSQLiteOption(option)
             default:
                 passed.append(option)
             }
@@ -72,6 +76,44 @@ public struct MountOptions: Sendable, Equatable {
             case "keep_weekly": snapshots.retention.keepWeekly = count
             default: snapshots.retention.keepMonthly = count
             }
+        }
+    }
+
+    private mutating func parseSQLiteOption(_ option: String) {
+        let key = String(option.prefix { $0 != "=" })
+        let value = String(option.dropFirst(key.count + 1))
+        switch key {
+        case "sqlite":
+            let aliases = ["on": SQLiteOptions.Mode.snapshot, "yes": .snapshot, "no": .off]
+            if let mode = SQLiteOptions.Mode(rawValue: value) ?? aliases[value] {
+                sqlite.mode = mode
+            } else {
+                problems.append("sqlite=\(value) is not one of off, detect, snapshot")
+            }
+        case "sqlite_scope":
+            if let scope = SQLiteOptions.Scope(rawValue: value) {
+                sqlite.scope = scope
+            } else {
+                problems.append("sqlite_scope=\(value) is not one of database, tree")
+            }
+        case "sqlite_min_interval":
+            if value == "0" {
+                sqlite.minIntervalMs = 0
+            } else if let ms = Self.parseDuration(value) {
+                sqlite.minIntervalMs = ms
+            } else {
+                problems.append("sqlite_min_interval=\(value) is not a duration (like 500ms, 1s, 5m, or 0)")
+            }
+        case "sqlite_include", "sqlite_exclude":
+            if value.isEmpty {
+                problems.append("\(key)= needs a glob")
+            } else if key == "sqlite_include" {
+                sqlite.include.append(value)
+            } else {
+                sqlite.exclude.append(value)
+            }
+        default:
+            problems.append("unknown option \(key) (sqlite, sqlite_scope, sqlite_min_interval, sqlite_include, sqlite_exclude)")
         }
     }
 

@@ -51,10 +51,12 @@ public final class SnapshotEngine: Sendable {
     let state: SnapshotState
     let logger: Logger
     /// The backing root, opened for reading (tree walks need a readable directory).
-    private let backingFD: Int32
-    private let links = Links()
+    let backingFD: Int32
+    let links = Links()
     /// One snapshot, prune or delete at a time.
-    private let serial = Mutex<Void>(())
+    let serial = Mutex<Void>(())
+    /// The newest name given, so that names stay unique without listing `.snapshots`.
+    let lastName = Mutex<SnapshotName?>(nil)
 
     final class Links: @unchecked Sendable {
         weak var fileSystem: SnapFileSystem?
@@ -159,19 +161,30 @@ public final class SnapshotEngine: Sendable {
     // MARK: taking a snapshot
 
     /// Takes a snapshot of the whole tree now. Not while the freeze gate is held by the caller.
-    public func take(label: String?, trigger: Trigger, force: Bool = false) throws(SnapshotFailure) -> SnapshotOutcome {
+    ///
+    /// `excluding`: an inode whose request the caller is serving (its kernel pages cannot
+    /// be pushed from inside that request). `atCommit`: for a snapshot at a SQLite commit,
+    /// runs with the gate closed and gives the commit's metadata, or nil when there is no
+    /// committed state to take now (then no snapshot is made).
+    public func take(label: String?, trigger: Trigger, force: Bool = false, excluding: UInt64? = nil,
+                     atCommit: (() -> SQLiteCommitInfo?)? = nil) throws(SnapshotFailure) -> SnapshotOutcome {
         let outcome = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotOutcome in
             // Dirty pages the kernel holds (mmap, write-back cache) come through the gate,
             // so they are pushed before it closes.
             if let kernel = links.kernel, let fileSystem = links.fileSystem {
-                kernel.pushDirtyPages(of: fileSystem.inodes.openForWriting())
+                kernel.pushDirtyPages(of: fileSystem.inodes.openForWriting().filter { $0 != excluding })
             }
             return try state.gate.frozen { () throws(SnapshotFailure) -> SnapshotOutcome in
                 let newest = try? catalog.newest()
                 if options.skipUnchanged && !force && !state.changed, let newest {
                     return .unchanged(newest: newest.name.description)
                 }
-                let metadata = try build(label: label, trigger: trigger, after: newest?.name)
+                var sqlite: SQLiteCommitInfo?
+                if let atCommit {
+                    guard let info = atCommit() else { return .unchanged(newest: newest?.name.description ?? "-") }
+                    sqlite = info
+                }
+                let metadata = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
                 return .created(metadata)
             }
@@ -187,12 +200,10 @@ public final class SnapshotEngine: Sendable {
     }
 
     /// Builds the snapshot; inside the frozen gate.
-    private func build(label: String?, trigger: Trigger, after newest: SnapshotName?) throws(SnapshotFailure) -> SnapshotMetadata {
+    private func build(label: String?, trigger: Trigger, after newest: SnapshotName?,
+                       sqlite: SQLiteCommitInfo? = nil) throws(SnapshotFailure) -> SnapshotMetadata {
         let started = Self.monotonicMs()
-        let name: SnapshotName
-        do throws(SnapshotNameError) { name = try SnapshotName.next(after: newest, nowMs: Self.wallClockMs(), label: label) } catch {
-            throw SnapshotFailure(.invalidArgument, error.message)
-        }
+        let name = try nextName(after: newest, label: label)
         let building = SnapshotCatalog.buildingPrefix + name.description
         let directory = catalog.directoryFD
         var statistics = CloneStatistics()
@@ -216,7 +227,7 @@ public final class SnapshotEngine: Sendable {
         }
         var metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue,
                                         files: statistics.files + statistics.symlinks + statistics.specials,
-                                        directories: statistics.directories, bytes: statistics.bytes)
+                                        directories: statistics.directories, bytes: statistics.bytes, sqlite: sqlite)
         metadata.durationMs = Double(Self.monotonicMs() - started)
         do throws(Errno) {
             try catalog.writeMetadata(metadata, durable: false)
@@ -229,7 +240,7 @@ public final class SnapshotEngine: Sendable {
     }
 
     /// The kernel may remember that a name did not exist in `.snapshots`.
-    private func announce(_ name: String) {
+    func announce(_ name: String) {
         guard let fileSystem = links.fileSystem, let kernel = links.kernel,
               let key = try? FileStatus.of(catalog.directoryFD),
               let id = fileSystem.inodes.id(of: BackingKey(key), snapshotView: true) else { return }
@@ -239,14 +250,16 @@ public final class SnapshotEngine: Sendable {
     // MARK: retention and removal
 
     /// Applies the retention rules; returns the names removed.
-    public func prune() throws(SnapshotFailure) -> [String] {
-        try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> [String] in
+    public func prune(alreadySerial: Bool = false) throws(SnapshotFailure) -> [String] {
+        let apply = { () throws(SnapshotFailure) -> [String] in
             let entries: [SnapshotEntry]
-            do throws(Errno) { entries = try catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
-            let decision = options.retention.prune(entries.map { ($0.name.description, $0.name.timeMs, $0.held) })
-            for name in decision.remove { try remove(name) }
+            do throws(Errno) { entries = try self.catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
+            let decision = self.options.retention.prune(entries.map { ($0.name.description, $0.name.timeMs, $0.held) })
+            for name in decision.remove { try self.remove(name) }
             return decision.remove
         }
+        if alreadySerial { return try apply() }
+        return try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> [String] in try apply() }
     }
 
     /// Deletes one snapshot (not a held one).
@@ -295,7 +308,7 @@ public final class SnapshotEngine: Sendable {
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
-        return lines
+        return lines + (links.fileSystem?.sqlite.statusLines() ?? [])
     }
 
     // MARK: timer

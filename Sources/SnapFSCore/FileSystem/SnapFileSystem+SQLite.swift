@@ -1,0 +1,327 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// What an inode is to SQLite commit detection, known from its name.
+enum SQLiteRole: UInt8 {
+    case none = 0
+    case journal = 1
+    case wal = 2
+}
+
+/// A companion file about to be removed.
+enum SQLiteRemoval {
+    /// A hot rollback journal: its removal commits (DELETE mode) the database `database`.
+    case journal(database: [UInt8])
+    /// A WAL going away (its database was closed by the last connection).
+    case wal(BackingKey)
+}
+
+/// SQLite commit detection on the change path: the journal's removal (DELETE), its
+/// truncation to 0 (TRUNCATE), the zeroing of its header (PERSIST, and DELETE with
+/// `locking_mode=EXCLUSIVE`), and the write that makes a WAL commit frame valid (WAL). Each
+/// is seen inside the request that makes it, while the application still holds SQLite's
+/// write lock; the snapshot is taken after the operation, before the reply, and outside
+/// the freeze gate (a tree snapshot closes the gate itself).
+///
+/// Everything here reads files that anybody may have written: a file that only looks
+/// like a journal or a WAL never triggers and is stored like any other file.
+extension SnapFileSystem {
+    /// At lookup and create: marks `-journal` and `-wal` files and remembers their names.
+    @inline(__always)
+    func classifySQLiteCompanion(_ inode: Inode, name: UnsafePointer<CChar>, in dir: Inode) {
+        let length = strlen(name)
+        // Both suffixes end in "l": one comparison for every other name.
+        guard length > 4, name[length - 1] == CChar(UInt8(ascii: "l")), sqlite.isActive else { return }
+        let bytes = UnsafeRawBufferPointer(start: name, count: length)
+        guard let (companion, _) = SQLiteFormat.Companion.of(Array(bytes)) else { return }
+        inode.sqliteRole.store(companion == .journal ? SQLiteRole.journal.rawValue : SQLiteRole.wal.rawValue, ordering: .relaxed)
+        inode.remember(name: name, in: dir)
+    }
+
+    // MARK: the operations that end a transaction
+
+    func sqliteRemoval(of name: UnsafePointer<CChar>, in dir: Inode) -> SQLiteRemoval? {
+        guard sqlite.isActive, !dir.inSnapshotView else { return nil }
+        let length = strlen(name)
+        guard length > 4, name[length - 1] == CChar(UInt8(ascii: "l")),
+              let (companion, database) = SQLiteFormat.Companion.of(Array(UnsafeRawBufferPointer(start: name, count: length))) else { return nil }
+        return try? dir.withFD { (dirFD) throws(Errno) -> SQLiteRemoval? in
+            switch companion {
+            case .journal:
+                let fd = snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
+                guard fd >= 0 else { return nil }
+                defer { close(fd) }
+                return Self.isHotJournal(fd) ? .journal(database: database) : nil
+            case .wal:
+                let st = try FileStatus.of(name, in: dirFD)
+                return st.isRegular ? .wal(BackingKey(st)) : nil
+            }
+        }
+    }
+
+    func sqliteRemoved(_ removal: SQLiteRemoval, in dir: Inode) {
+        switch removal {
+        case let .journal(database):
+            sqliteCommitted(SQLiteCommit(location: DatabaseLocation(directory: dir, name: database), mode: .delete), serving: nil)
+        case let .wal(key):
+            sqlite.walRemoved(key)
+        }
+    }
+
+    /// Before a truncation: whether it ends a hot journal (TRUNCATE mode).
+    func sqliteTruncationCommits(_ node: Inode, to size: Int64) -> Bool {
+        guard size == 0, node.sqliteRole.load(ordering: .relaxed) == SQLiteRole.journal.rawValue else { return false }
+        guard let fd = try? node.withFD({ (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_NONBLOCK) }) else { return false }
+        defer { close(fd) }
+        return Self.isHotJournal(fd)
+    }
+
+    func sqliteTruncated(_ node: Inode, to size: Int64, endingJournal: Bool) -> SQLiteCommit? {
+        switch SQLiteRole(rawValue: node.sqliteRole.load(ordering: .relaxed)) {
+        case .journal where endingJournal:
+            return journalCommit(node, mode: .truncate)
+        case .wal:
+            sqlite.walTruncated(node.key, to: size)
+            return nil
+        default:
+            return nil
+        }
+    }
+
+    /// Before a write: whether it zeroes the header of a hot journal (PERSIST mode).
+    func sqliteWriteEndsJournal(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) -> Bool {
+        guard offset == 0, data.count >= SQLiteFormat.journalMagic.count,
+              file.inode.sqliteRole.load(ordering: .relaxed) == SQLiteRole.journal.rawValue,
+              data.prefix(SQLiteFormat.journalMagic.count).allSatisfy({ $0 == 0 }) else { return false }
+        return withReadableDescriptor(file) { Self.isHotJournal($0) } ?? false
+    }
+
+    /// After a write to a journal or WAL.
+    func sqliteWritten(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64, endingJournal: Bool) -> SQLiteCommit? {
+        switch SQLiteRole(rawValue: file.inode.sqliteRole.load(ordering: .relaxed)) {
+        case .journal where endingJournal:
+            return journalCommit(file.inode, mode: .persist)
+        case .wal:
+            let key = file.inode.key
+            let found = withReadableDescriptor(file) { fd in
+                sqlite.walWritten(key, offset: offset, data: data, reader: DescriptorReader(fd: fd))
+            }
+            guard let (commit, log) = found ?? nil, let location = databaseLocation(of: file.inode) else { return nil }
+            return SQLiteCommit(location: location, mode: .wal, wal: commit, walLog: log, walKey: key)
+        default:
+            return nil
+        }
+    }
+
+    private func journalCommit(_ node: Inode, mode: JournalMode) -> SQLiteCommit? {
+        guard let location = databaseLocation(of: node) else { return nil }
+        return SQLiteCommit(location: location, mode: mode)
+    }
+
+    /// The database a journal or WAL belongs to: the same directory, the name without the suffix.
+    private func databaseLocation(of companion: Inode) -> DatabaseLocation? {
+        guard let (parent, name) = companion.rememberedName else { return nil }
+        let bytes = name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        guard let (_, database) = SQLiteFormat.Companion.of(bytes) else { return nil }
+        return DatabaseLocation(directory: parent, name: database)
+    }
+
+    private func withReadableDescriptor<R>(_ file: OpenFile, _ body: (Int32) -> R) -> R? {
+        if file.flags & O_ACCMODE != O_WRONLY { return body(file.fd) }
+        guard let fd = try? file.inode.withFD({ (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_NONBLOCK) }) else { return nil }
+        defer { close(fd) }
+        return body(fd)
+    }
+
+    static func isHotJournal(_ fd: Int32) -> Bool {
+        var header = [UInt8](repeating: 0, count: SQLiteFormat.journalMagic.count)
+        let n = header.withUnsafeMutableBytes { DescriptorReader(fd: fd).read(into: $0, at: 0) }
+        return n == header.count && SQLiteFormat.isHotJournalHeader(header)
+    }
+
+    // MARK: the commit
+
+    /// A commit happened: checks that the file is a database, applies the policy, and
+    /// takes the snapshot. `serving`: the inode whose request is being served (its kernel
+    /// pages must not be pushed from inside that request). Never throws: the commit itself
+    /// has happened; a snapshot that fails is logged and counted.
+    func sqliteCommitted(_ commit: SQLiteCommit, serving: UInt64?) {
+        do throws(Errno) {
+            guard let database = try openDatabase(commit) else { return }
+            let st = database.status
+            let fingerprint: [Int64]? = commit.mode == .wal ? nil
+                : [Int64(database.header.changeCounter), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_size)]
+            let decision = sqlite.decide(commit, database: BackingKey(st), path: database.path,
+                                         fingerprint: fingerprint, nowMs: SnapshotEngine.monotonicMs())
+            guard decision == .snapshot, let engine else { return }
+            try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
+        } catch {
+            sqlite.failures.add(1, ordering: .relaxed)
+            logger.error("snapshot at a SQLite commit failed: \(error)")
+        }
+    }
+
+    /// The database of `commit`, open, if it is one (a regular file with a valid header).
+    private func openDatabase(_ commit: SQLiteCommit) throws(Errno) -> OpenDatabase? {
+        try commit.location.directory.withFD { (dirFD) throws(Errno) -> OpenDatabase? in
+            let fd = try commit.location.name.withCString { (name) throws(Errno) in
+                try syscall(snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0))
+            }
+            var walFD: Int32 = -1
+            if commit.mode == .wal {
+                walFD = (commit.location.name + Array("-wal".utf8)).withCString { (name) -> Int32 in
+                    snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
+                }
+            }
+            let database = OpenDatabase(fd: fd, walFD: walFD)
+            var bytes = [UInt8](repeating: 0, count: SQLiteFormat.databaseHeaderSize)
+            let n = bytes.withUnsafeMutableBytes { DescriptorReader(fd: fd).read(into: $0, at: 0) }
+            guard fstat(fd, &database.status) == 0, database.status.isRegular, n == bytes.count,
+                  let header = SQLiteDatabaseHeader(bytes), commit.mode != .wal || walFD >= 0 else { return nil }
+            database.header = header
+            database.path = relativePath(of: dirFD, name: commit.location.name)
+            return database
+        }
+    }
+
+    private func snapshot(_ commit: SQLiteCommit, of database: OpenDatabase, engine: SnapshotEngine,
+                          serving: UInt64?, quiet: Bool) throws(Errno) {
+        let header: SQLiteDatabaseHeader = database.header
+        let sequence = commit.wal.map { Int64($0.frame) } ?? Int64(header.changeCounter)
+        let size = commit.wal.map { Int64($0.databasePages) * Int64(header.pageSize) } ?? Int64(database.status.st_size)
+        let info = SQLiteCommitInfo(database: database.path, journalMode: commit.mode.rawValue, sequence: sequence, size: size)
+        let detail = "\(commit.mode.rawValue) commit of \(database.path)" + (quiet ? ", after the interval" : "")
+        let trigger = Trigger(kind: .sqlite, detail: detail)
+        do throws(SnapshotFailure) {
+            switch sqlite.options.scope {
+            case .tree:
+                if quiet { return }   // taken by the caller, inside the frozen gate
+                _ = try engine.take(label: nil, trigger: trigger, force: true, excluding: serving, atCommit: { info })
+            case .database:
+                let source = DatabaseSnapshotSource(file: dup(database.fd), path: database.path, pageSize: header.pageSize,
+                                                    walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog)
+                try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
+            }
+            sqlite.snapshots.add(1, ordering: .relaxed)
+        } catch {
+            throw error.errno
+        }
+    }
+
+    /// `name` in the directory `dirFD`, relative to the backing root.
+    private func relativePath(of dirFD: Int32, name: [UInt8]) -> String {
+        let file = String(decoding: name, as: UTF8.self)
+        guard let directory = ProcSelfFD.target(of: dirFD) else { return file }
+        if directory == rootPath { return file }
+        let prefix = rootPath.hasSuffix("/") ? rootPath : rootPath + "/"
+        guard directory.hasPrefix(prefix) else { return file }
+        return String(directory.dropFirst(prefix.count)) + "/" + file
+    }
+
+    // MARK: the interval
+
+    /// Snapshots the commits whose `--sqlite-min-interval` ran out with no later commit, at
+    /// their database's newest committed state, with every change held back meanwhile.
+    /// Runs on the flusher thread.
+    public func snapshotDueSQLiteCommits(all: Bool = false) {
+        guard let engine else { return }
+        for commit in sqlite.dueCommits(nowMs: all ? .max : SnapshotEngine.monotonicMs()) {
+            do {
+                if sqlite.options.scope == .tree {
+                    var failure: Errno?
+                    _ = try engine.take(label: nil, trigger: Trigger(kind: .sqlite, detail: "\(commit.mode.rawValue) commit, after the interval"),
+                                        force: true, atCommit: { () -> SQLiteCommitInfo? in
+                        do throws(Errno) {
+                            guard let (_, database, info) = try self.quietState(of: commit) else { return nil }
+                            _ = database
+                            return info
+                        } catch {
+                            failure = error
+                            return nil
+                        }
+                    })
+                    if let failure { throw failure }
+                    sqlite.snapshots.add(1, ordering: .relaxed)
+                } else {
+                    try engine.whileFrozen { () throws(Errno) in
+                        guard let (current, database, _) = try quietState(of: commit) else { return }
+                        try snapshot(current, of: database, engine: engine, serving: nil, quiet: true)
+                    }
+                }
+            } catch let error as SnapshotFailure {
+                sqlite.failures.add(1, ordering: .relaxed)
+                logger.error("snapshot after the SQLite interval failed: \(error.message)")
+            } catch {
+                sqlite.failures.add(1, ordering: .relaxed)
+                logger.error("snapshot after the SQLite interval failed: \(error)")
+            }
+        }
+    }
+
+    /// Starts the thread that takes the snapshots `--sqlite-min-interval` postponed.
+    public func startSQLiteFlusher() {
+        guard sqlite.options.mode == .snapshot, sqlite.options.minIntervalMs > 0 else { return }
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let created = pthread_create(&thread, nil, { context in
+            let fileSystem = Unmanaged<SnapFileSystem>.fromOpaque(context!).takeRetainedValue()
+            // Often enough that the last snapshot follows the interval closely.
+            let tick = max(10, min(fileSystem.sqlite.options.minIntervalMs / 4, 250))
+            while true {
+                var pause = timespec(tv_sec: Int(tick / 1000), tv_nsec: Int(tick % 1000) * 1_000_000)
+                var left = timespec()
+                while nanosleep(&pause, &left) != 0 && errno == EINTR { pause = left }
+                if fileSystem.sqlite.hasPending { fileSystem.snapshotDueSQLiteCommits() }
+            }
+        }, context)
+        if created == 0 { pthread_detach(thread) } else { Unmanaged<SnapFileSystem>.fromOpaque(context).release() }
+    }
+
+    /// With changes held back: the database's newest committed state, or nil when a
+    /// transaction is under way (a hot journal; its commit will come).
+    private func quietState(of pending: SQLiteCommit) throws(Errno) -> (SQLiteCommit, OpenDatabase, SQLiteCommitInfo)? {
+        var commit = pending
+        if commit.mode == .wal {
+            // Frames after the newest commit are not committed; the log's state is.
+            guard let key = commit.walKey, let log = sqlite.walLog(key) else { return nil }
+            commit.walLog = log
+            commit.wal = WALCommit(frame: log.committedFrames, databasePages: log.committedDatabasePages,
+                                   checkpointSequence: log.header?.checkpointSequence ?? 0)
+        } else {
+            let hot = try commit.location.directory.withFD { (dirFD) throws(Errno) -> Bool in
+                let journal = (commit.location.name + Array("-journal".utf8)).withCString { (name) -> Int32 in
+                    snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
+                }
+                guard journal >= 0 else { return false }
+                defer { close(journal) }
+                return Self.isHotJournal(journal)
+            }
+            if hot { return nil }
+        }
+        guard let database = try openDatabase(commit) else { return nil }
+        let header: SQLiteDatabaseHeader = database.header
+        let sequence = commit.wal.map { Int64($0.frame) } ?? Int64(header.changeCounter)
+        let size = commit.wal.map { Int64($0.databasePages) * Int64(header.pageSize) } ?? Int64(database.status.st_size)
+        return (commit, database, SQLiteCommitInfo(database: database.path, journalMode: commit.mode.rawValue, sequence: sequence, size: size))
+    }
+}
+
+/// A database file open for reading, with its header and its log (WAL mode).
+final class OpenDatabase {
+    let fd: Int32
+    let walFD: Int32
+    var status = stat()
+    var header: SQLiteDatabaseHeader!
+    var path = ""
+
+    init(fd: Int32, walFD: Int32) {
+        self.fd = fd
+        self.walFD = walFD
+    }
+
+    deinit {
+        close(fd)
+        if walFD >= 0 { close(walFD) }
+    }
+}

@@ -1,0 +1,188 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// A database file to snapshot on its own, open for reading; closed when released.
+public final class DatabaseSnapshotSource: @unchecked Sendable {
+    public let file: Int32
+    /// Relative to the root of the tree; the snapshot keeps it.
+    public let path: String
+    public let pageSize: Int
+    /// WAL mode: the log, open for reading, and its committed state.
+    public let walFile: Int32
+    public let wal: WALTracker?
+
+    /// Takes ownership of `file` and `walFile` (-1 for none).
+    public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil) {
+        self.file = file
+        self.path = path
+        self.pageSize = pageSize
+        self.walFile = walFile
+        self.wal = wal
+    }
+
+    deinit {
+        close(file)
+        if walFile >= 0 { close(walFile) }
+    }
+}
+
+/// Snapshots of one database at a SQLite commit (`--sqlite-scope database`): the database
+/// file alone, at its path inside the tree, so the cost does not grow with the rest of it.
+///
+/// Rollback modes: the file as it is (at the commit it holds the whole transaction, and
+/// the journal is not taken). WAL mode: the file with the newest committed frame of every
+/// page laid over it, cut to the commit's size and marked as a rollback-journal database
+/// (header bytes 18/19 = 1), so that `sqlite3 SNAPSHOT/path/db` opens it read-only with no
+/// `-wal` or `-shm` and sees exactly the committed transactions.
+extension SnapshotEngine {
+    /// Runs `body` with no change in progress and none starting (other snapshots wait too).
+    public func whileFrozen<E: Error>(_ body: () throws(E) -> Void) throws(E) {
+        try serial.withLock { (_: inout Void) throws(E) in
+            try state.gate.frozen { () throws(E) in try body() }
+        }
+    }
+
+    /// Takes the snapshot of one database. Not with the freeze gate closed, unless inside
+    /// ``whileFrozen(_:)``(`alreadySerial`).
+    @discardableResult
+    public func takeDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger, info: SQLiteCommitInfo,
+                             alreadySerial: Bool = false) throws(SnapshotFailure) -> SnapshotMetadata {
+        let metadata: SnapshotMetadata
+        if alreadySerial {
+            metadata = try buildDatabase(source, trigger: trigger, info: info)
+        } else {
+            metadata = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotMetadata in
+                try buildDatabase(source, trigger: trigger, info: info)
+            }
+        }
+        logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
+        announce(metadata.name)
+        if !options.retention.isEmpty {
+            do throws(SnapshotFailure) { _ = try prune(alreadySerial: alreadySerial) } catch {
+                logger.error("pruning after \(metadata.name) failed: \(error.message)")
+            }
+        }
+        return metadata
+    }
+
+    /// A name after every name given so far.
+    func nextName(after newest: SnapshotName?, label: String?) throws(SnapshotFailure) -> SnapshotName {
+        try lastName.withLock { (last: inout SnapshotName?) throws(SnapshotFailure) -> SnapshotName in
+            if last == nil { last = newest ?? (try? catalog.newest())?.name }
+            if let newest, let current = last, newest > current { last = newest }
+            do throws(SnapshotNameError) {
+                let name = try SnapshotName.next(after: last, nowMs: Self.wallClockMs(), label: label)
+                last = name
+                return name
+            } catch {
+                throw SnapshotFailure(.invalidArgument, error.message)
+            }
+        }
+    }
+
+    private func buildDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger,
+                               info: SQLiteCommitInfo) throws(SnapshotFailure) -> SnapshotMetadata {
+        let started = Self.monotonicMs()
+        let name = try nextName(after: nil, label: nil)
+        let building = SnapshotCatalog.buildingPrefix + name.description
+        let directory = catalog.directoryFD
+        let components = source.path.split(separator: "/").map(String.init)
+        guard let fileName = components.last, !components.contains(".."), !components.contains(".") else {
+            throw SnapshotFailure(.invalidArgument, "not a path inside the tree: \(source.path)")
+        }
+        var linked = false
+        var bytes: Int64 = 0
+        do throws(Errno) {
+            try syscall(mkdirat(directory, building, 0o755))
+            var parent = try syscall(snapfs_openat(directory, building, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+            defer { close(parent) }
+            for component in components.dropLast() {
+                try syscall(mkdirat(parent, component, 0o755))
+                let next = try syscall(snapfs_openat(parent, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+                close(parent)
+                parent = next
+            }
+            (linked, bytes) = try placeDatabase(source, as: fileName, in: parent)
+        } catch {
+            _ = try? TreeRemover.remove(parent: directory, name: building)
+            throw SnapshotFailure(error, "the snapshot of \(source.path) could not be built: \(error)")
+        }
+        if linked {
+            // The live file now shares its object with the snapshot: copy up before its next change.
+            state.sharesObjects.store(true, ordering: .releasing)
+            state.generation.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        }
+        var metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue, scope: .files,
+                                        paths: [source.path], files: 1, directories: components.count - 1,
+                                        bytes: bytes, sqlite: info)
+        metadata.durationMs = Double(Self.monotonicMs() - started)
+        do throws(Errno) {
+            try catalog.writeMetadata(metadata, durable: false)
+            try syscall(renameat(directory, building, directory, name.description))
+        } catch {
+            _ = try? TreeRemover.remove(parent: directory, name: building)
+            throw SnapshotFailure(error, "the snapshot of \(source.path) could not be put in place: \(error)")
+        }
+        return metadata
+    }
+
+    /// Puts the database's committed state at `name` in `parent`. Returns whether it is a
+    /// hard link to the live file, and its size.
+    private func placeDatabase(_ source: DatabaseSnapshotSource, as name: String,
+                               in parent: Int32) throws(Errno) -> (linked: Bool, size: Int64) {
+        var st = stat()
+        try syscall(fstat(source.file, &st))
+        if strategy == .hardlink && source.wal == nil {
+            // linkat through /proc/self/fd: the open file, not a name that may have moved.
+            try syscall(linkat(AT_FDCWD, "/proc/self/fd/\(source.file)", parent, name, AT_SYMLINK_FOLLOW))
+            return (true, Int64(st.st_size))
+        }
+        let target = try syscall(snapfs_openat(parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
+        defer { close(target) }
+        if strategy == .hardlink || strategy == .copy || snapfs_ficlone(target, source.file) != 0 {
+            try FileCopy.copyData(from: source.file, to: target, size: Int64(st.st_size))
+        }
+        var size = Int64(st.st_size)
+        if let wal = source.wal, source.walFile >= 0 {
+            size = try applyCommittedFrames(of: wal, from: source.walFile, to: target)
+        }
+        try FileCopy.copyExtendedAttributes(from: source.file, to: target)
+        _ = fchown(target, st.st_uid, st.st_gid)
+        try syscall(fchmod(target, st.st_mode & 0o7777))
+        var times = [st.st_atim, st.st_mtim]
+        try syscall(futimens(target, &times))
+        return (false, size)
+    }
+
+    /// Lays the newest committed frame of every page over `target`, cuts it to the committed
+    /// size and marks it a rollback-journal database. Returns the size.
+    private func applyCommittedFrames(of wal: WALTracker, from walFile: Int32, to target: Int32) throws(Errno) -> Int64 {
+        guard let header = wal.header, wal.committedFrames > 0 else { return Int64(try FileStatus.of(target).st_size) }
+        let pageSize = header.pageSize
+        let pages = wal.committedDatabasePages
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: max(pageSize, 2), alignment: 16)
+        defer { page.deallocate() }
+        for (number, frame) in wal.committedPages.sorted(by: { $0.key < $1.key }) where number <= pages {
+            let offset = header.frameOffset(frame) + Int64(WALHeader.frameHeaderSize)
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: page[0..<pageSize])
+            guard DescriptorReader(fd: walFile).read(into: chunk, at: offset) == pageSize else { throw Errno.ioError }
+            try writeAll(target, UnsafeRawBufferPointer(chunk), at: Int64(number - 1) * Int64(pageSize))
+        }
+        let size = Int64(pages) * Int64(pageSize)
+        try syscall(ftruncate(target, off_t(size)))
+        page[0] = 1
+        page[1] = 1
+        try writeAll(target, UnsafeRawBufferPointer(rebasing: page[0..<2]), at: 18)
+        return size
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) {
+        var done = 0
+        while done < bytes.count {
+            let n = try syscallRetrying { pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + done) }
+            if n == 0 { throw Errno.noSpace }
+            done += n
+        }
+    }
+}

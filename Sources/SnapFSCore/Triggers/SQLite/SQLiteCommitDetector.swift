@@ -1,0 +1,179 @@
+import Glibc
+import Synchronization
+
+/// How a database's transactions end on disk (`PRAGMA journal_mode`), as far as snapfs
+/// can tell from the operations it sees.
+public enum JournalMode: String, Sendable {
+    case delete, truncate, persist, wal
+}
+
+/// A database by where it is: the directory inode that holds it, and its name there.
+public struct DatabaseLocation: Sendable {
+    public let directory: Inode
+    /// The name, without a terminating NUL.
+    public let name: [UInt8]
+}
+
+/// A commit snapfs saw, with what a snapshot of it needs.
+public struct SQLiteCommit: Sendable {
+    public var location: DatabaseLocation
+    public var mode: JournalMode
+    /// WAL mode: the commit and the log's committed state through it (newest frame of every page).
+    public var wal: WALCommit?
+    public var walLog: WALTracker?
+    /// WAL mode: the log's backing object.
+    public var walKey: BackingKey?
+}
+
+/// The state of commit detection across all databases of a mount: one ``WALTracker`` per
+/// write-ahead log being written, and per database what the last commit looked like (to
+/// tell a ROLLBACK, which ends a rollback journal exactly as a commit does, from a commit)
+/// and when it was last snapshotted (for `minIntervalMs`).
+///
+/// Lock order: `trackers`, then one tracker's own lock; `databases` is a leaf.
+public final class SQLiteCommitDetector: Sendable {
+    public let options: SQLiteOptions
+
+    final class TrackerBox: Sendable {
+        let tracker = Mutex(WALTracker())
+    }
+
+    struct DatabaseRecord {
+        /// The database file as the last commit left it: change counter, mtime, size.
+        var fingerprint: [Int64] = []
+        var lastSnapshotMs: Int64 = .min
+        /// A commit not snapshotted yet (inside the interval), and when it is due.
+        var pending: SQLiteCommit?
+        var dueMs: Int64 = 0
+    }
+
+    private let trackers = Mutex<[BackingKey: TrackerBox]>([:])
+    private let databases = Mutex<[BackingKey: DatabaseRecord]>([:])
+
+    /// Commits recognised.
+    public let commits = Atomic<Int>(0)
+    /// Journal endings that were rollbacks (the database file did not change).
+    public let rollbacks = Atomic<Int>(0)
+    public let snapshots = Atomic<Int>(0)
+    /// Commits left to a later snapshot by the interval.
+    public let deferred = Atomic<Int>(0)
+    public let failures = Atomic<Int>(0)
+
+    public init(options: SQLiteOptions) {
+        self.options = options
+    }
+
+    public var isActive: Bool { options.mode != .off }
+
+    // MARK: write-ahead logs
+
+    private func box(_ key: BackingKey) -> TrackerBox {
+        trackers.withLock { table in
+            if let box = table[key] { return box }
+            let box = TrackerBox()
+            table[key] = box
+            return box
+        }
+    }
+
+    /// A write reached the log `key`; returns the commit it completed, with the log's state.
+    public func walWritten(_ key: BackingKey, offset: Int64, data: UnsafeRawBufferPointer,
+                           reader: some PositionalReader) -> (WALCommit, WALTracker)? {
+        box(key).tracker.withLock { tracker in
+            guard let commit = tracker.noteWrite(offset: offset, data: data, reader: reader) else { return nil }
+            return (commit, tracker)
+        }
+    }
+
+    public func walTruncated(_ key: BackingKey, to size: Int64) {
+        guard let box = trackers.withLock({ $0[key] }) else { return }
+        box.tracker.withLock { $0.noteTruncate(to: size) }
+    }
+
+    public func walRemoved(_ key: BackingKey) {
+        _ = trackers.withLock { $0.removeValue(forKey: key) }
+    }
+
+    /// The committed state of the log `key`, if snapfs has followed it.
+    public func walLog(_ key: BackingKey) -> WALTracker? {
+        guard let box = trackers.withLock({ $0[key] }) else { return nil }
+        return box.tracker.withLock { $0.committedFrames > 0 ? $0 : nil }
+    }
+
+    // MARK: policy
+
+    public enum Decision: Equatable, Sendable {
+        case snapshot
+        /// A rollback: the database is as the previous commit left it.
+        case rollback
+        /// Covered by a later snapshot (the interval).
+        case deferred
+        /// Detection only, or a database the globs leave out.
+        case ignore
+    }
+
+    /// What to do about `commit` of the database `key` at `nowMs`. `fingerprint`: for the
+    /// rollback modes, the database file's change counter, mtime and size now.
+    public func decide(_ commit: SQLiteCommit, database key: BackingKey, path: String,
+                       fingerprint: [Int64]?, nowMs: Int64) -> Decision {
+        databases.withLock { table in
+            var record = table[key] ?? DatabaseRecord()
+            defer { table[key] = record }
+            if let fingerprint {
+                // A ROLLBACK ends the journal as a commit does; the file then did not change.
+                // (With locking_mode=EXCLUSIVE the counter stays, but mtime moves on a commit.)
+                if fingerprint == record.fingerprint {
+                    rollbacks.add(1, ordering: .relaxed)
+                    return .rollback
+                }
+                record.fingerprint = fingerprint
+            }
+            commits.add(1, ordering: .relaxed)
+            guard options.mode == .snapshot, options.covers(path) else { return .ignore }
+            if options.minIntervalMs <= 0 || nowMs - record.lastSnapshotMs >= options.minIntervalMs
+                || record.lastSnapshotMs == .min {
+                record.lastSnapshotMs = nowMs
+                record.pending = nil
+                return .snapshot
+            }
+            record.pending = commit
+            record.dueMs = record.lastSnapshotMs + options.minIntervalMs
+            deferred.add(1, ordering: .relaxed)
+            return .deferred
+        }
+    }
+
+    /// The commits whose interval has run out without a later commit taking them; they
+    /// are handed over once (and count as snapshotted now).
+    public func dueCommits(nowMs: Int64) -> [SQLiteCommit] {
+        databases.withLock { table in
+            var due: [SQLiteCommit] = []
+            for (key, record) in table {
+                guard let pending = record.pending, record.dueMs <= nowMs else { continue }
+                due.append(pending)
+                table[key]!.pending = nil
+                table[key]!.lastSnapshotMs = nowMs
+            }
+            return due
+        }
+    }
+
+    /// Whether any commit waits for its interval to end.
+    public var hasPending: Bool {
+        databases.withLock { table in table.values.contains { $0.pending != nil } }
+    }
+
+    /// `key: value` lines for the control file and `snapfs status`.
+    public func statusLines() -> [String] {
+        var lines = ["sqlite: \(options.mode.rawValue)"]
+        guard isActive else { return lines }
+        lines.append("sqlite-scope: \(options.scope.rawValue)")
+        if options.minIntervalMs > 0 { lines.append("sqlite-min-interval: \(options.minIntervalMs)ms") }
+        lines.append("sqlite-commits: \(commits.load(ordering: .relaxed))")
+        lines.append("sqlite-snapshots: \(snapshots.load(ordering: .relaxed))")
+        lines.append("sqlite-rollbacks: \(rollbacks.load(ordering: .relaxed))")
+        lines.append("sqlite-deferred: \(deferred.load(ordering: .relaxed))")
+        lines.append("sqlite-failures: \(failures.load(ordering: .relaxed))")
+        return lines
+    }
+}

@@ -26,7 +26,7 @@ extension SnapFileSystem {
         try snapshotState.copyUpLock.withLock { (_: inout Void) throws(Errno) in
             let generation = snapshotState.currentGeneration
             if inode.privateGeneration.load(ordering: .acquiring) >= generation { return }
-            let st = try attributes(of: inode)
+            let st = try backingAttributes(of: inode)
             let name = liveName(of: inode, status: st)
             // No link at all: not in any snapshot. One link that is its live name: likewise.
             if st.st_nlink == 0 || (st.st_nlink == 1 && name != nil) {
@@ -56,6 +56,7 @@ extension SnapFileSystem {
                 try self.proc.reopen(fd, flags: self.backingFlags(flags) & ~O_TRUNC)
             }
             inodes.rekey(inode, from: oldKey)
+            if inode.reportedInode.load(ordering: .relaxed) == 0 { inode.reportedInode.store(oldKey.inode, ordering: .relaxed) }
             inode.privateGeneration.store(generation, ordering: .releasing)
             logger.debug("copy-up of inode \(inode.id): backing \(oldKey.inode) -> \(newKey.inode)")
         }

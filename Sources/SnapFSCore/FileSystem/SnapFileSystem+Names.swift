@@ -36,7 +36,9 @@ extension SnapFileSystem {
             if snapshotState.sharesBackingObjects { inode.remember(name: name, in: dir) }
             classifySQLiteCompanion(inode, name: name, in: dir)
         }
-        return Entry(inode: inode.id, attributes: st, uncached: snapshotView)
+        var reported = st
+        inode.applyReportedInode(&reported)
+        return Entry(inode: inode.id, attributes: reported, uncached: snapshotView)
     }
 
     /// Whether the kernel may remember that a name is missing from `parent`: not in

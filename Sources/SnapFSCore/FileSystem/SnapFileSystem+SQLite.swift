@@ -165,9 +165,11 @@ extension SnapFileSystem {
     /// The database of `commit`, open, if it is one (a regular file with a valid header).
     private func openDatabase(_ commit: SQLiteCommit) throws(Errno) -> OpenDatabase? {
         try commit.location.directory.withFD { (dirFD) throws(Errno) -> OpenDatabase? in
-            let fd = try commit.location.name.withCString { (name) throws(Errno) in
-                try syscall(snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0))
+            // No such file (or a symlink, a FIFO…): a journal without a database, not a commit.
+            let fd = commit.location.name.withCString { (name) -> Int32 in
+                snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
             }
+            guard fd >= 0 else { return nil }
             var walFD: Int32 = -1
             if commit.mode == .wal {
                 walFD = (commit.location.name + Array("-wal".utf8)).withCString { (name) -> Int32 in
@@ -200,7 +202,8 @@ extension SnapFileSystem {
                 _ = try engine.take(label: nil, trigger: trigger, force: true, excluding: serving, atCommit: { info })
             case .database:
                 let source = DatabaseSnapshotSource(file: dup(database.fd), path: database.path, pageSize: header.pageSize,
-                                                    walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog)
+                                                    walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog,
+                                                    walFormat: header.writeVersion == 2 || header.readVersion == 2)
                 try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
             }
             sqlite.snapshots.add(1, ordering: .relaxed)

@@ -111,6 +111,14 @@ public final class SnapFileSystem: Sendable {
     /// matches what readdir reports and what tools see in the backing directory.
     @inline(__always)
     func attributes(of inode: Inode) throws(Errno) -> stat {
+        var st = try backingAttributes(of: inode)
+        inode.applyReportedInode(&st)
+        return st
+    }
+
+    /// Attributes of the backing object itself (its real inode number).
+    @inline(__always)
+    func backingAttributes(of inode: Inode) throws(Errno) -> stat {
         try inode.withFD { (fd) throws(Errno) in try FileStatus.of(fd) }
     }
 }

@@ -40,6 +40,10 @@ public final class Inode: Sendable {
     let privateGeneration: Atomic<UInt64>
     /// What the inode is to SQLite commit detection (``SQLiteRole``), set from its name.
     let sqliteRole = Atomic<UInt8>(0)
+    /// The `st_ino` applications see, once a copy-up moved the inode to a new backing
+    /// object (0 before): the first object's number, so the file does not seem replaced
+    /// (SQLite, for one, stops writing a database whose path names another inode number).
+    let reportedInode = Atomic<UInt64>(0)
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
 
@@ -84,6 +88,13 @@ public final class Inode: Sendable {
                 pool?.closed()
             }
         }
+    }
+
+    /// Puts the inode number applications know into `st` (see ``reportedInode``).
+    @inline(__always)
+    func applyReportedInode(_ st: inout stat) {
+        let reported = reportedInode.load(ordering: .relaxed)
+        if reported != 0 { st.st_ino = UInt(reported) }
     }
 
     public var isDirectory: Bool { fileType == S_IFDIR }

@@ -11,9 +11,12 @@ public final class DatabaseSnapshotSource: @unchecked Sendable {
     /// WAL mode: the log, open for reading, and its committed state.
     public let walFile: Int32
     public let wal: WALTracker?
+    /// The database file says WAL (header bytes 18/19 = 2): the copy must say rollback.
+    public let walFormat: Bool
 
     /// Takes ownership of `file` and `walFile` (-1 for none).
-    public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil) {
+    public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil, walFormat: Bool = false) {
+        self.walFormat = walFormat || wal != nil
         self.file = file
         self.path = path
         self.pageSize = pageSize
@@ -133,7 +136,7 @@ extension SnapshotEngine {
                                in parent: Int32) throws(Errno) -> (linked: Bool, size: Int64) {
         var st = stat()
         try syscall(fstat(source.file, &st))
-        if strategy == .hardlink && source.wal == nil {
+        if strategy == .hardlink && !source.walFormat {
             // linkat through /proc/self/fd: the open file, not a name that may have moved.
             try syscall(linkat(AT_FDCWD, "/proc/self/fd/\(source.file)", parent, name, AT_SYMLINK_FOLLOW))
             return (true, Int64(st.st_size))
@@ -147,6 +150,7 @@ extension SnapshotEngine {
         if let wal = source.wal, source.walFile >= 0 {
             size = try applyCommittedFrames(of: wal, from: source.walFile, to: target)
         }
+        if source.walFormat { try markRollbackFormat(target) }
         try FileCopy.copyExtendedAttributes(from: source.file, to: target)
         _ = fchown(target, st.st_uid, st.st_gid)
         try syscall(fchmod(target, st.st_mode & 0o7777))
@@ -171,10 +175,16 @@ extension SnapshotEngine {
         }
         let size = Int64(pages) * Int64(pageSize)
         try syscall(ftruncate(target, off_t(size)))
-        page[0] = 1
-        page[1] = 1
-        try writeAll(target, UnsafeRawBufferPointer(rebasing: page[0..<2]), at: 18)
         return size
+    }
+
+    /// Header bytes 18/19 = 1: a rollback-journal database, which opens read-only without `-shm`.
+    private func markRollbackFormat(_ target: Int32) throws(Errno) {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 2, alignment: 2)
+        defer { bytes.deallocate() }
+        bytes[0] = 1
+        bytes[1] = 1
+        try writeAll(target, UnsafeRawBufferPointer(bytes), at: 18)
     }
 
     private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) {

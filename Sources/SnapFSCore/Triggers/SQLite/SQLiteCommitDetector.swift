@@ -130,14 +130,15 @@ public final class SQLiteCommitDetector: Sendable {
             }
             commits.add(1, ordering: .relaxed)
             guard options.mode == .snapshot, options.covers(path) else { return .ignore }
-            if options.minIntervalMs <= 0 || nowMs - record.lastSnapshotMs >= options.minIntervalMs
-                || record.lastSnapshotMs == .min {
+            let sinceLast = nowMs.subtractingReportingOverflow(record.lastSnapshotMs)
+            if options.minIntervalMs <= 0 || sinceLast.overflow || sinceLast.partialValue >= options.minIntervalMs {
                 record.lastSnapshotMs = nowMs
                 record.pending = nil
                 return .snapshot
             }
             record.pending = commit
-            record.dueMs = record.lastSnapshotMs + options.minIntervalMs
+            let due = record.lastSnapshotMs.addingReportingOverflow(options.minIntervalMs)
+            record.dueMs = due.overflow ? .max : due.partialValue
             deferred.add(1, ordering: .relaxed)
             return .deferred
         }

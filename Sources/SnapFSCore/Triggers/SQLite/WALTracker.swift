@@ -74,6 +74,8 @@ public struct WALTracker: Sendable {
             readHeader(reader)
             if header != old { reset() }
         }
+        // A log first seen in the middle (snapfs mounted over it while in use).
+        if header == nil && needsRescan && offset >= Int64(WALHeader.size) { readHeader(reader) }
         guard let header else { return nil }
         guard end > Int64(WALHeader.size) else { return nil }
         let frameSize = Int64(header.frameSize)
@@ -82,8 +84,9 @@ public struct WALTracker: Sendable {
         guard firstByte / frameSize < Int64(UInt32.max) - 1, lastByte / frameSize < Int64(UInt32.max) - 1 else { return nil }
         let first = UInt32(firstByte / frameSize) + 1
         let last = UInt32(lastByte / frameSize) + 1
-        if first <= committedFrames {
-            needsRescan = true
+        var found: WALCommit?
+        if needsRescan || first <= committedFrames {
+            found = rescan(reader, reportingFrom: first)
         } else if first <= verifiedFrames {
             verifiedFrames = committedFrames
             verifiedChecksum = committedChecksum
@@ -99,9 +102,8 @@ public struct WALTracker: Sendable {
             }
             frame += 1
         }
-        if needsRescan { return rescan(reader, reportingFrom: first) }
-        guard pendingCommitFrame > committedFrames else { return nil }
-        return verify(reader, upTo: pendingCommitFrame, reportingFrom: first)
+        guard pendingCommitFrame > committedFrames else { return found }
+        return verify(reader, upTo: pendingCommitFrame, reportingFrom: first) ?? found
     }
 
     /// The log was truncated to `size` bytes.

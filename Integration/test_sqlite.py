@@ -1,0 +1,460 @@
+"""SQLite commits trigger snapshots, through a real mount, driven by python3's sqlite3
+module and the sqlite3 command-line tool. What is checked, in every journal mode that
+leaves a trace on disk (DELETE, TRUNCATE, PERSIST, WAL, each also with
+locking_mode=EXCLUSIVE): every commit gives one snapshot, which opens with a plain
+read-only sqlite3 (no -wal, no -shm), passes integrity_check and holds exactly the
+transactions committed up to it; rollbacks, failed statements and a writer killed
+mid-transaction give none; two writers, a long reader during checkpoints, a 100 MB
+transaction, schema changes and VACUUM; files that only look like journals or WALs;
+the policy options (detect, min interval with a last snapshot, globs, tree scope); the
+reflink strategy on an XFS image."""
+
+import json
+import os
+import pathlib
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SNAPFS
+from test_snapshots import LoopFS
+
+CONTROL = ".snapfs-control"
+ROLLBACK_MODES = ["delete", "truncate", "persist"]
+MODES = ROLLBACK_MODES + ["wal"]
+
+
+# ---------------------------------------------------------------- helpers
+
+def status(mnt):
+    text = (mnt / CONTROL).read_text()
+    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def metadata(m):
+    """Metadata of every snapshot, oldest first (read from the backing directory)."""
+    meta = m.backing / ".snapshots" / ".meta"
+    if not meta.exists():
+        return []
+    out = [json.loads(p.read_text()) for p in meta.glob("*.json")]
+    return sorted(out, key=lambda d: d["name"])
+
+
+def sqlite_snapshots(m, database):
+    return [d for d in metadata(m) if d.get("sqlite") and d["sqlite"]["database"] == database]
+
+
+def open_snapshot(path):
+    """Read-only, as a user would open a file under .snapshots (no -wal, no -shm there)."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def max_n(path, table="t"):
+    c = open_snapshot(path)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        names = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if table not in names:
+            return None
+        return c.execute(f"SELECT max(n) FROM {table}").fetchone()[0]
+    finally:
+        c.close()
+
+
+def cli(path, sql):
+    """The sqlite3 command-line tool, read-only."""
+    r = subprocess.run(["sqlite3", "-readonly", str(path), sql], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def connect(path, mode, exclusive=False):
+    c = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    if exclusive:
+        c.execute("PRAGMA locking_mode=EXCLUSIVE")
+    got = c.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
+    assert got == mode
+    c.execute("PRAGMA synchronous=FULL")
+    return c
+
+
+def snapshot_path(m, d):
+    return m.mnt / ".snapshots" / d["name"] / d["sqlite"]["database"]
+
+
+# ---------------------------------------------------------------- every mode
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["normal", "exclusive"])
+@pytest.mark.parametrize("mode", MODES)
+def test_each_commit_is_one_exact_snapshot(make_mount, mode, exclusive):
+    m = make_mount()
+    (m.mnt / "data").mkdir()
+    db = m.mnt / "data" / "app.db"
+    c = connect(db, mode, exclusive)
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    base = len(sqlite_snapshots(m, "data/app.db"))
+    assert base >= 1, "the CREATE TABLE commit made no snapshot"
+    n_tx = 12
+    for i in range(1, n_tx + 1):
+        c.execute("BEGIN")
+        c.execute("INSERT INTO t VALUES (?, randomblob(200))", (i,))
+        c.execute("COMMIT")
+        snaps = sqlite_snapshots(m, "data/app.db")
+        assert len(snaps) == base + i, f"commit {i}: {len(snaps) - base} snapshots"
+        newest = snaps[-1]
+        assert newest["scope"] == "files" and newest["paths"] == ["data/app.db"]
+        # With locking_mode=EXCLUSIVE, DELETE mode ends a transaction as PERSIST does.
+        assert newest["sqlite"]["journalMode"] == ("persist" if exclusive and mode == "delete" else mode)
+        assert max_n(snapshot_path(m, newest)) == i
+        # A rollback and a failing statement in between make no snapshot.
+        c.execute("BEGIN")
+        c.execute("INSERT INTO t VALUES (?, 'never')", (1000 + i,))
+        c.execute("ROLLBACK")
+        with pytest.raises(sqlite3.IntegrityError):
+            c.execute("INSERT INTO t VALUES (?, 'duplicate')", (i,))
+        assert len(sqlite_snapshots(m, "data/app.db")) == base + i
+    c.close()
+    # Every snapshot holds exactly the transactions up to its own commit.
+    snaps = sqlite_snapshots(m, "data/app.db")[base:base + n_tx]
+    for i, d in enumerate(snaps, start=1):
+        p = snapshot_path(m, d)
+        assert max_n(p) == i
+        assert cli(p, "SELECT count(*) FROM t WHERE pad = 'never'") == "0"
+        assert not any(p.parent.glob("app.db-*")), "a journal or WAL was taken into the snapshot"
+    assert m.alive()
+    assert status(m.mnt)["sqlite-failures"] == "0"
+
+
+def test_plain_sqlite3_cli_opens_a_wal_snapshot(make_mount):
+    m = make_mount()
+    db = m.mnt / "w.db"
+    subprocess.run(["sqlite3", str(db), "PRAGMA journal_mode=WAL; CREATE TABLE t(n); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);"],
+                   check=True, capture_output=True)
+    snaps = sqlite_snapshots(m, "w.db")
+    newest = m.mnt / ".snapshots" / snaps[-1]["name"] / "w.db"
+    r = subprocess.run(["sqlite3", str(newest), "SELECT max(n) FROM t; PRAGMA integrity_check; PRAGMA journal_mode;"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2", "ok", "delete"]
+    assert not (newest.parent / "w.db-shm").exists()
+
+
+# ---------------------------------------------------------------- concurrency and failures
+
+WRITER = r"""
+import sqlite3, sys, time
+db, mode, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = sqlite3.connect(db, isolation_level=None, timeout=60)
+c.execute("PRAGMA journal_mode=" + mode)
+for i in range(first, first + count):
+    for attempt in range(200):
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError:
+            time.sleep(0.01)
+    c.execute("INSERT INTO t(n, who) VALUES (?, ?)", (i, first))
+    c.execute("COMMIT")
+"""
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_two_processes_writing_one_database(make_mount, mode):
+    m = make_mount()
+    db = m.mnt / "shared.db"
+    c = connect(db, mode)
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, who INTEGER)")
+    c.close()
+    before = len(sqlite_snapshots(m, "shared.db"))
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), mode, str(first), "40"])
+             for first in (1, 1001)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    snaps = sqlite_snapshots(m, "shared.db")[before:]
+    assert len(snaps) == 80
+    counts = []
+    for d in snaps:
+        conn = open_snapshot(snapshot_path(m, d))
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        counts.append(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+        conn.close()
+    # Each snapshot holds one more committed row than the one before.
+    assert counts == list(range(1, 81))
+
+
+def test_long_reader_during_checkpoints(make_mount):
+    m = make_mount()
+    db = m.mnt / "r.db"
+    w = connect(db, "wal")
+    w.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    w.execute("INSERT INTO t VALUES (1, randomblob(1000))")
+    reader = sqlite3.connect(str(db), isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT max(n) FROM t").fetchone()[0] == 1
+    for i in range(2, 60):
+        w.execute("INSERT INTO t VALUES (?, randomblob(1000))", (i,))
+        if i % 10 == 0:
+            w.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    assert reader.execute("SELECT max(n) FROM t").fetchone()[0] == 1
+    reader.execute("COMMIT")
+    reader.close()
+    for kind in ("FULL", "RESTART", "TRUNCATE"):
+        w.execute(f"PRAGMA wal_checkpoint({kind})")
+        i += 1
+        w.execute("INSERT INTO t VALUES (?, randomblob(1000))", (i,))
+        newest = sqlite_snapshots(m, "r.db")[-1]
+        assert max_n(snapshot_path(m, newest)) == i, kind
+    w.close()
+    for d in sqlite_snapshots(m, "r.db")[2:]:
+        assert max_n(snapshot_path(m, d)) is not None
+
+
+KILLED = r"""
+import sqlite3, sys, os
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=" + sys.argv[2])
+c.execute("PRAGMA cache_size=10")          # spill uncommitted pages into the file
+c.execute("BEGIN")
+for i in range(2000):
+    c.execute("INSERT INTO t VALUES (?, randomblob(2000))", (100000 + i,))
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_writer_killed_mid_transaction(make_mount, mode):
+    m = make_mount()
+    db = m.mnt / "k.db"
+    c = connect(db, mode)
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    c.execute("INSERT INTO t VALUES (1, 'x')")
+    c.close()
+    before = len(sqlite_snapshots(m, "k.db"))
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(db), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert len(sqlite_snapshots(m, "k.db")) == before, "uncommitted data was snapshotted"
+    # The next connection recovers (rolls back) and commits; that commit is snapshotted.
+    c = connect(db, mode)
+    c.execute("INSERT INTO t VALUES (2, 'y')")
+    c.close()
+    newest = sqlite_snapshots(m, "k.db")[-1]
+    p = snapshot_path(m, newest)
+    assert max_n(p) == 2
+    assert cli(p, "SELECT count(*) FROM t WHERE n >= 100000") == "0"
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_large_transaction(make_mount, mode):
+    m = make_mount()
+    db = m.mnt / "big.db"
+    c = connect(db, mode)
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    before = len(sqlite_snapshots(m, "big.db"))
+    c.execute("BEGIN")
+    for i in range(1, 1601):
+        c.execute("INSERT INTO t VALUES (?, randomblob(65536))", (i,))
+    c.execute("COMMIT")
+    snaps = sqlite_snapshots(m, "big.db")
+    assert len(snaps) == before + 1
+    p = snapshot_path(m, snaps[-1])
+    assert os.path.getsize(p) > 100 << 20
+    assert max_n(p) == 1600
+    c.close()
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_schema_changes_and_vacuum(make_mount, mode):
+    m = make_mount()
+    db = m.mnt / "s.db"
+    c = connect(db, mode)
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    c.executemany("INSERT INTO t VALUES (?, randomblob(3000))", [(i,) for i in range(1, 200)])
+    c.execute("DELETE FROM t WHERE n > 10")
+    c.execute("ALTER TABLE t ADD COLUMN extra TEXT")
+    c.execute("CREATE INDEX ti ON t(extra)")
+    c.execute("VACUUM")
+    c.execute("INSERT INTO t(n, extra) VALUES (500, 'after vacuum')")
+    c.execute(f"VACUUM INTO '{m.mnt / 'copy.db'}'")
+    c.close()
+    newest = sqlite_snapshots(m, "s.db")[-1]
+    p = snapshot_path(m, newest)
+    assert max_n(p) == 500
+    assert cli(p, "SELECT count(*) FROM t") == "11"
+    assert cli(p, "SELECT extra FROM t WHERE n = 500") == "after vacuum"
+    assert cli(m.mnt / "copy.db", "SELECT count(*) FROM t") == "11"
+
+
+def test_page_size_and_mode_switches(make_mount):
+    m = make_mount()
+    db = m.mnt / "p.db"
+    c = sqlite3.connect(str(db), isolation_level=None)
+    c.execute("PRAGMA page_size=65536")
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY)")
+    n = 0
+    for mode in ["wal", "delete", "persist", "wal", "truncate"]:
+        assert c.execute(f"PRAGMA journal_mode={mode}").fetchone()[0] == mode
+        n += 1
+        c.execute("INSERT INTO t VALUES (?)", (n,))
+        newest = sqlite_snapshots(m, "p.db")[-1]
+        # With locking_mode=EXCLUSIVE, DELETE mode ends a transaction as PERSIST does.
+        assert newest["sqlite"]["journalMode"] == mode
+        assert max_n(snapshot_path(m, newest)) == n, mode
+    c.close()
+
+
+# ---------------------------------------------------------------- hostile files
+
+def test_files_that_only_look_like_journals(make_mount):
+    m = make_mount()
+    rng = random.Random(5)
+    magic = bytes.fromhex("d9d505f920a163d7")
+    wal_magic = bytes.fromhex("377f0682002dd8c0")
+    (m.mnt / "plain").write_bytes(b"not a database at all")
+    cases = {
+        "plain-journal": magic + rng.randbytes(600),
+        "nothing-journal": magic,
+        "random-journal": rng.randbytes(4096),
+        "plain-wal": wal_magic + rng.randbytes(8000),
+        "short-wal": wal_magic[:5],
+    }
+    for name, data in cases.items():
+        path = m.mnt / name
+        path.write_bytes(data)
+        with open(path, "r+b") as f:
+            f.write(b"\0" * 28)          # looks like PERSIST's commit
+        os.truncate(path, 0)             # looks like TRUNCATE's commit
+        path.write_bytes(data)
+        path.unlink()                    # looks like DELETE's commit
+    # A real database next to garbage that claims to be its WAL, with random writes.
+    subprocess.run(["sqlite3", str(m.mnt / "real.db"), "CREATE TABLE t(n); INSERT INTO t VALUES (1);"], check=True)
+    before = len(metadata(m))
+    fd = os.open(m.mnt / "real.db-wal", os.O_RDWR | os.O_CREAT, 0o644)
+    header = bytearray(rng.randbytes(32))
+    header[0:8] = wal_magic
+    os.pwrite(fd, bytes(header), 0)
+    for _ in range(300):
+        off = rng.randrange(0, 200000)
+        os.pwrite(fd, rng.randbytes(rng.choice([24, 4096, 4120, 7])), off)
+    # A hostile frame header: a commit flag and a huge page number.
+    os.pwrite(fd, (0xFFFFFFFF).to_bytes(4, "big") + (1).to_bytes(4, "big") + rng.randbytes(16), 32)
+    os.close(fd)
+    os.unlink(m.mnt / "real.db-wal")
+    assert len(metadata(m)) == before, "a fake journal or WAL triggered a snapshot"
+    assert m.alive()
+    assert (m.backing / "plain").read_bytes() == b"not a database at all"
+    assert status(m.mnt)["sqlite-failures"] == "0"
+
+
+# ---------------------------------------------------------------- policy
+
+def test_detect_only_counts(make_mount):
+    m = make_mount(extra_args=["--sqlite", "detect"])
+    subprocess.run(["sqlite3", str(m.mnt / "d.db"), "CREATE TABLE t(n); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);"], check=True)
+    st = status(m.mnt)
+    assert st["sqlite"] == "detect"
+    assert int(st["sqlite-commits"]) == 3
+    assert metadata(m) == []
+
+
+def test_off_takes_nothing(make_mount):
+    m = make_mount(options=["sqlite=off"])
+    subprocess.run(["sqlite3", str(m.mnt / "d.db"), "CREATE TABLE t(n); INSERT INTO t VALUES (1);"], check=True)
+    assert status(m.mnt)["sqlite"] == "off"
+    assert metadata(m) == []
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_min_interval_keeps_commit_boundaries_and_the_final_state(make_mount, mode):
+    m = make_mount(extra_args=["--sqlite-min-interval", "1s"])
+    db = m.mnt / "i.db"
+    c = connect(db, mode)
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY)")
+    started = time.time()
+    i = 0
+    while time.time() - started < 2.5:
+        i += 1
+        c.execute("INSERT INTO t VALUES (?)", (i,))
+        time.sleep(0.005)
+    time.sleep(1.6)   # quiet: the last snapshot of the final state follows the interval
+    snaps = sqlite_snapshots(m, "i.db")
+    assert 2 <= len(snaps) <= 6, len(snaps)
+    values = [max_n(snapshot_path(m, d)) for d in snaps]
+    assert values[-1] == i, "no snapshot of the final state"
+    assert values == sorted(values, key=lambda v: -1 if v is None else v)
+    c.close()
+    assert int(status(m.mnt)["sqlite-deferred"]) > 0
+
+
+def test_include_and_exclude_globs(make_mount):
+    m = make_mount(extra_args=["--sqlite-include", "keep/*", "--sqlite-exclude", "*.tmp.db"])
+    for rel in ("keep/a.db", "keep/b.tmp.db", "other/c.db"):
+        (m.mnt / rel).parent.mkdir(exist_ok=True)
+        subprocess.run(["sqlite3", str(m.mnt / rel), "CREATE TABLE t(n); INSERT INTO t VALUES (1);"], check=True)
+    taken = {d["sqlite"]["database"] for d in metadata(m)}
+    assert taken == {"keep/a.db"}
+
+
+def test_tree_scope_snapshots_the_whole_tree(make_mount):
+    m = make_mount(extra_args=["--sqlite-scope", "tree"])
+    (m.mnt / "notes.txt").write_text("beside the database")
+    db = m.mnt / "t.db"
+    c = connect(db, "delete")
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY)")
+    c.execute("INSERT INTO t VALUES (1)")
+    newest = sqlite_snapshots(m, "t.db")[-1]
+    assert newest["scope"] == "tree"
+    root = m.mnt / ".snapshots" / newest["name"]
+    assert (root / "notes.txt").read_text() == "beside the database"
+    assert not (root / "t.db-journal").exists()
+    assert max_n(root / "t.db") == 1
+    c.close()
+
+
+def test_bad_sqlite_options_are_refused(workdir):
+    (workdir / "b").mkdir()
+    (workdir / "m").mkdir()
+    for args in (["--sqlite", "sometimes"], ["--sqlite-scope", "galaxy"], ["--sqlite-min-interval", "soon"], ["-o", "sqlite_bogus=1"]):
+        r = subprocess.run([SNAPFS, "mount", str(workdir / "b"), str(workdir / "m"), *args], capture_output=True, text=True)
+        assert r.returncode == 64, args
+        assert r.stderr.startswith("snapfs: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_list_and_versions_show_database_snapshots(make_mount):
+    m = make_mount()
+    subprocess.run(["sqlite3", str(m.mnt / "v.db"), "CREATE TABLE t(n); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);"], check=True)
+    r = subprocess.run([SNAPFS, "list", str(m.mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "sqlite:v.db#" in r.stdout
+    r = subprocess.run([SNAPFS, "versions", str(m.mnt), "v.db"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("\n") >= 3
+
+
+# ---------------------------------------------------------------- reflink
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_commit_snapshots_with_reflinks_on_xfs(workdir, make_mount, mode):
+    with LoopFS(workdir, "xfs") as loop:
+        backing = loop.dir / "data"
+        backing.mkdir()
+        m = make_mount(options=["strategy=reflink"], backing=backing)
+        try:
+            c = connect(m.mnt / "x.db", mode)
+            c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+            for i in range(1, 30):
+                c.execute("INSERT INTO t VALUES (?, randomblob(5000))", (i,))
+            c.close()
+            snaps = sqlite_snapshots(m, "x.db")
+            assert all(d["strategy"] == "reflink" for d in snaps)
+            for i, d in enumerate(snaps[-29:], start=1):
+                assert max_n(snapshot_path(m, d)) == i
+        finally:
+            m.stop()

@@ -1,0 +1,299 @@
+import Glibc
+import SnapFSCore
+import Testing
+
+/// A file in memory that the tracker reads through, written the way SQLite writes.
+final class MemoryFile: PositionalReader {
+    var bytes: [UInt8] = []
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+        guard offset >= 0, offset < Int64(bytes.count) else { return 0 }
+        let n = min(buffer.count, bytes.count - Int(offset))
+        bytes.withUnsafeBytes { source in
+            buffer.baseAddress!.copyMemory(from: source.baseAddress! + Int(offset), byteCount: n)
+        }
+        return n
+    }
+
+    func write(_ data: [UInt8], at offset: Int) {
+        if bytes.count < offset + data.count { bytes += [UInt8](repeating: 0, count: offset + data.count - bytes.count) }
+        bytes.replaceSubrange(offset..<offset + data.count, with: data)
+    }
+}
+
+/// A real WAL made by SQLite (python3's sqlite3 module), kept by copying it while the
+/// connection is open: `transactions` commits after the CREATE TABLE, with checkpoints off.
+struct RecordedWAL {
+    let wal: [UInt8]
+    let database: [UInt8]
+    let pageSize: Int
+
+    static func make(transactions: Int, pageSize: Int = 4096, rowsPerTransaction: Int = 1) -> RecordedWAL? {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let script = """
+        import sqlite3, shutil
+        c = sqlite3.connect('\(dir.path)/db', isolation_level=None)
+        c.execute('PRAGMA page_size=\(pageSize)')
+        c.execute('PRAGMA journal_mode=WAL')
+        c.execute('PRAGMA wal_autocheckpoint=0')
+        c.execute('CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)')
+        for i in range(1, \(transactions) + 1):
+            c.execute('BEGIN')
+            for j in range(\(rowsPerTransaction)):
+                c.execute('INSERT INTO t(pad) VALUES (randomblob(300))')
+            c.execute('COMMIT')
+        shutil.copy('\(dir.path)/db-wal', '\(dir.path)/wal.copy')
+        shutil.copy('\(dir.path)/db', '\(dir.path)/db.copy')
+        """
+        let scriptPath = dir.file("make.py", contents: script)
+        guard system("python3 '\(scriptPath)'") == 0,
+              let wal = readWholeFile(dir.path + "/wal.copy"),
+              let database = readWholeFile(dir.path + "/db.copy") else { return nil }
+        return RecordedWAL(wal: wal, database: database, pageSize: pageSize)
+    }
+
+    var frameSize: Int { 24 + pageSize }
+    var frameCount: Int { (wal.count - 32) / frameSize }
+
+    /// Commit frames (from 1) as SQLite's own format says: a non-zero database size.
+    var commitFrames: [Int] {
+        (1...frameCount).filter { frame in
+            let start = 32 + (frame - 1) * frameSize + 4
+            return wal[start..<start + 4].contains { $0 != 0 }
+        }
+    }
+
+    /// Replays the log into `file` as SQLite writes it (header, then each frame's header
+    /// and page in two writes), returning the commits the tracker reports after each write.
+    func replay(into file: MemoryFile, tracker: inout WALTracker, frames: Int? = nil) -> [WALCommit] {
+        var commits: [WALCommit] = []
+        func write(_ range: Range<Int>) {
+            let data = Array(wal[range])
+            file.write(data, at: range.lowerBound)
+            if let commit = data.withUnsafeBytes({ tracker.noteWrite(offset: Int64(range.lowerBound), data: $0, reader: file) }) {
+                commits.append(commit)
+            }
+        }
+        write(0..<32)
+        for frame in 1...(frames ?? frameCount) {
+            let start = 32 + (frame - 1) * frameSize
+            write(start..<start + 24)
+            write(start + 24..<start + frameSize)
+        }
+        return commits
+    }
+}
+
+@Suite struct WALTrackerTests {
+    @Test func everyCommitOfARealLogIsReportedAtItsFrame() throws {
+        let recorded = try #require(RecordedWAL.make(transactions: 25))
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        let commits = recorded.replay(into: file, tracker: &tracker)
+        #expect(commits.map { Int($0.frame) } == recorded.commitFrames)
+        #expect(commits.count == 26)   // CREATE TABLE and 25 inserts
+        #expect(tracker.committedFrames == UInt32(recorded.frameCount))
+        #expect(Int(tracker.committedDatabasePages) * recorded.pageSize >= recorded.database.count)
+        let header = try #require(tracker.header)
+        #expect(header.pageSize == 4096)
+    }
+
+    @Test func aCommitFrameIsNotACommitUntilItsPageIsWritten() throws {
+        let recorded = try #require(RecordedWAL.make(transactions: 3))
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        let last = try #require(recorded.commitFrames.last)
+        _ = recorded.replay(into: file, tracker: &tracker, frames: last - 1)
+        let before = tracker.committedFrames
+        // The commit frame's header alone, then its page one byte short: no commit.
+        let start = 32 + (last - 1) * recorded.frameSize
+        let header = Array(recorded.wal[start..<start + 24])
+        file.write(header, at: start)
+        #expect(header.withUnsafeBytes { tracker.noteWrite(offset: Int64(start), data: $0, reader: file) } == nil)
+        let page = Array(recorded.wal[start + 24..<start + recorded.frameSize - 1])
+        file.write(page, at: start + 24)
+        #expect(page.withUnsafeBytes { tracker.noteWrite(offset: Int64(start + 24), data: $0, reader: file) } == nil)
+        #expect(tracker.committedFrames == before)
+        let lastByte = [recorded.wal[start + recorded.frameSize - 1]]
+        file.write(lastByte, at: start + recorded.frameSize - 1)
+        let commit = lastByte.withUnsafeBytes { tracker.noteWrite(offset: Int64(start + recorded.frameSize - 1), data: $0, reader: file) }
+        #expect(commit?.frame == UInt32(last))
+    }
+
+    @Test func aLogFirstSeenMidwayIsScannedWhole() throws {
+        let recorded = try #require(RecordedWAL.make(transactions: 10))
+        let file = MemoryFile()
+        file.bytes = Array(recorded.wal)
+        var tracker = WALTracker()
+        #expect(tracker.rescan(file)?.frame == UInt32(recorded.commitFrames.last!))
+        #expect(tracker.committedFrames == UInt32(recorded.frameCount))
+    }
+
+    @Test func aLargeTransactionSpillingIntoTheLogCommitsOnce() throws {
+        // 300 rows of 300 bytes per transaction with 512-byte pages: many frames each.
+        let recorded = try #require(RecordedWAL.make(transactions: 4, pageSize: 512, rowsPerTransaction: 300))
+        var tracker = WALTracker()
+        let commits = recorded.replay(into: MemoryFile(), tracker: &tracker)
+        #expect(commits.count == 5)
+        #expect(recorded.frameCount > 200)
+    }
+
+    @Test func aRestartedLogStartsOver() throws {
+        let first = try #require(RecordedWAL.make(transactions: 5))
+        let second = try #require(RecordedWAL.make(transactions: 2))
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        _ = first.replay(into: file, tracker: &tracker)
+        // A new generation (other salts) written over the old frames, as after a checkpoint.
+        let commits = second.replay(into: file, tracker: &tracker)
+        #expect(commits.map { Int($0.frame) } == second.commitFrames)
+        #expect(tracker.committedFrames == UInt32(second.frameCount))
+        tracker.noteTruncate(to: 0)
+        #expect(tracker.header == nil && tracker.committedFrames == 0)
+    }
+
+    @Test func corruptedLogsNeverCommitWhatIsNotThere() throws {
+        let recorded = try #require(RecordedWAL.make(transactions: 8))
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            var bytes = recorded.wal
+            let flips = Int.random(in: 1...4, using: &random)
+            for _ in 0..<flips {
+                let at = Int.random(in: 0..<bytes.count, using: &random)
+                bytes[at] ^= UInt8.random(in: 1...255, using: &random)
+            }
+            let damaged = RecordedWAL(wal: bytes, database: recorded.database, pageSize: recorded.pageSize)
+            var tracker = WALTracker()
+            let commits = damaged.replay(into: MemoryFile(), tracker: &tracker)
+            // Every commit reported is one of the real ones, in order, and none after a damaged frame.
+            let real = Set(recorded.commitFrames.map(UInt32.init))
+            #expect(commits.allSatisfy { real.contains($0.frame) })
+            #expect(commits.map(\.frame) == commits.map(\.frame).sorted())
+            let firstDamage = zip(bytes, recorded.wal).enumerated().first { $0.element.0 != $0.element.1 }!.offset
+            if let last = commits.last {
+                #expect(32 + Int(last.frame) * recorded.frameSize <= firstDamage || firstDamage < 0)
+            }
+        }
+    }
+
+    @Test func randomBytesAndHostileWritesNeverCrash() {
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<200 {
+            var tracker = WALTracker()
+            let file = MemoryFile()
+            // Half the rounds start with a valid-looking header: magic, version, a page size.
+            if round % 2 == 0 {
+                var header = [UInt8](repeating: 0, count: 32)
+                header[0...3] = [0x37, 0x7f, 0x06, 0x82]
+                header[4...7] = [0x00, 0x2d, 0xe2, 0x18]
+                header[8...11] = [0x00, 0x00, 0x02, 0x00]
+                file.write(header, at: 0)
+            }
+            for _ in 0..<50 {
+                let length = [1, 7, 8, 24, 32, 512, 536, 4096].randomElement(using: &random)!
+                let offset = [0, 32, 56, Int.random(in: 0..<100_000, using: &random)].randomElement(using: &random)!
+                var data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }
+                if length >= 8 && Bool.random(using: &random) { data[4...7] = [0, 0, 0, 1] }   // claims a commit
+                file.write(data, at: offset)
+                let commit = data.withUnsafeBytes { tracker.noteWrite(offset: Int64(offset), data: $0, reader: file) }
+                #expect(commit == nil)
+            }
+            tracker.noteTruncate(to: Int64.random(in: 0..<50_000, using: &random))
+        }
+        // Offsets beyond any frame number, and negative ones.
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        let data: [UInt8] = [1, 2, 3, 4, 0, 0, 0, 1]
+        #expect(data.withUnsafeBytes { tracker.noteWrite(offset: Int64.max - 4, data: $0, reader: file) } == nil)
+        #expect(data.withUnsafeBytes { tracker.noteWrite(offset: -8, data: $0, reader: file) } == nil)
+    }
+}
+
+@Suite struct SQLiteFormatTests {
+    @Test func databaseHeaders() throws {
+        let recorded = try #require(RecordedWAL.make(transactions: 1))
+        let header = try #require(SQLiteDatabaseHeader(Array(recorded.database.prefix(100))))
+        #expect(header.pageSize == 4096)
+        #expect(header.writeVersion == 2 && header.readVersion == 2)
+        #expect(SQLiteDatabaseHeader(Array(recorded.database.prefix(99))) == nil)
+        var wrongMagic = Array(recorded.database.prefix(100))
+        wrongMagic[3] ^= 1
+        #expect(SQLiteDatabaseHeader(wrongMagic) == nil)
+        var badPageSize = Array(recorded.database.prefix(100))
+        badPageSize[16] = 0x03
+        badPageSize[17] = 0x00
+        #expect(SQLiteDatabaseHeader(badPageSize) == nil)
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<1000 {
+            let bytes = (0..<Int.random(in: 0...120, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            #expect(SQLiteDatabaseHeader(bytes) == nil)
+        }
+    }
+
+    @Test func journalsAndCompanionNames() {
+        #expect(SQLiteFormat.isHotJournalHeader(SQLiteFormat.journalMagic + [0, 0, 0, 1]))
+        #expect(!SQLiteFormat.isHotJournalHeader([UInt8](repeating: 0, count: 28)))
+        #expect(!SQLiteFormat.isHotJournalHeader(Array(SQLiteFormat.journalMagic.prefix(7))))
+        #expect(SQLiteFormat.Companion.of(Array("app.db-journal".utf8))?.database == Array("app.db".utf8))
+        #expect(SQLiteFormat.Companion.of(Array("app.db-wal".utf8))?.0 == .wal)
+        #expect(SQLiteFormat.Companion.of(Array("-wal".utf8)) == nil)
+        #expect(SQLiteFormat.Companion.of(Array("app.db-shm".utf8)) == nil)
+    }
+}
+
+@Suite struct SQLiteCommitPolicyTests {
+    private func commit() throws -> SQLiteCommit {
+        // The policy never looks into the location; any directory inode will do.
+        SQLiteCommit(location: DatabaseLocation(directory: try SQLiteCommitPolicyTests.someInode(), name: Array("db".utf8)), mode: .delete)
+    }
+
+    static func someInode() throws -> Inode {
+        let dir = TemporaryDirectory()
+        let fs = try SnapFileSystem(backingPath: dir.path)
+        return fs.inodes.root
+    }
+
+    @Test func rollbacksLeaveTheFileAsItWas() throws {
+        let detector = SQLiteCommitDetector(options: SQLiteOptions())
+        let key = BackingKey(device: 1, inode: 2)
+        let c = try commit()
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: [1, 10, 0, 4096], nowMs: 0) == .snapshot)
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: [1, 10, 0, 4096], nowMs: 1) == .rollback)
+        // EXCLUSIVE locking keeps the counter, but the file's mtime moves at a commit.
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: [1, 10, 5, 4096], nowMs: 2) == .snapshot)
+        #expect(detector.rollbacks.load(ordering: .relaxed) == 1)
+        #expect(detector.commits.load(ordering: .relaxed) == 2)
+    }
+
+    @Test func theIntervalDefersAndHandsOverTheLastCommit() throws {
+        var options = SQLiteOptions()
+        options.minIntervalMs = 1000
+        let detector = SQLiteCommitDetector(options: options)
+        let key = BackingKey(device: 1, inode: 3)
+        let c = try commit()
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 10_000) == .snapshot)
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 10_300) == .deferred)
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 10_600) == .deferred)
+        #expect(detector.dueCommits(nowMs: 10_900).isEmpty)
+        #expect(detector.dueCommits(nowMs: 11_000).count == 1)
+        #expect(detector.dueCommits(nowMs: 12_500).isEmpty)   // handed over once
+        #expect(!detector.hasPending)
+        // A commit after the interval is snapshotted at once.
+        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 12_100) == .snapshot)
+    }
+
+    @Test func globsAndModes() throws {
+        var options = SQLiteOptions()
+        options.include = ["data/*"]
+        options.exclude = ["*.tmp.db"]
+        #expect(options.covers("data/app.db"))
+        #expect(options.covers("data/sub/app.db"))
+        #expect(!options.covers("data/x.tmp.db"))
+        #expect(!options.covers("other/app.db"))
+        options.mode = .detect
+        let detector = SQLiteCommitDetector(options: options)
+        #expect(detector.decide(try commit(), database: BackingKey(device: 1, inode: 4), path: "data/app.db", fingerprint: nil, nowMs: 0) == .ignore)
+        #expect(detector.commits.load(ordering: .relaxed) == 1)
+    }
+}

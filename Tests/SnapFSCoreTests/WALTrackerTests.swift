@@ -256,12 +256,11 @@ struct RecordedWAL {
 
     @Test func rollbacksLeaveTheFileAsItWas() throws {
         let detector = SQLiteCommitDetector(options: SQLiteOptions())
-        let key = BackingKey(device: 1, inode: 2)
         let c = try commit()
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: [1, 10, 0, 4096], nowMs: 0) == .snapshot)
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: [1, 10, 0, 4096], nowMs: 1) == .rollback)
+        #expect(detector.decide(c, path: "db", fingerprint: [1, 10, 0, 4096], nowMs: 0) == .snapshot)
+        #expect(detector.decide(c, path: "db", fingerprint: [1, 10, 0, 4096], nowMs: 1) == .rollback)
         // EXCLUSIVE locking keeps the counter, but the file's mtime moves at a commit.
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: [1, 10, 5, 4096], nowMs: 2) == .snapshot)
+        #expect(detector.decide(c, path: "db", fingerprint: [1, 10, 5, 4096], nowMs: 2) == .snapshot)
         #expect(detector.rollbacks.load(ordering: .relaxed) == 1)
         #expect(detector.commits.load(ordering: .relaxed) == 2)
     }
@@ -270,17 +269,16 @@ struct RecordedWAL {
         var options = SQLiteOptions()
         options.minIntervalMs = 1000
         let detector = SQLiteCommitDetector(options: options)
-        let key = BackingKey(device: 1, inode: 3)
         let c = try commit()
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 10_000) == .snapshot)
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 10_300) == .deferred)
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 10_600) == .deferred)
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowMs: 10_000) == .snapshot)
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowMs: 10_300) == .deferred)
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowMs: 10_600) == .deferred)
         #expect(detector.dueCommits(nowMs: 10_900).isEmpty)
         #expect(detector.dueCommits(nowMs: 11_000).count == 1)
         #expect(detector.dueCommits(nowMs: 12_500).isEmpty)   // handed over once
         #expect(!detector.hasPending)
         // A commit after the interval is snapshotted at once.
-        #expect(detector.decide(c, database: key, path: "db", fingerprint: nil, nowMs: 12_100) == .snapshot)
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowMs: 12_100) == .snapshot)
     }
 
     @Test func globsAndModes() throws {
@@ -293,7 +291,7 @@ struct RecordedWAL {
         #expect(!options.covers("other/app.db"))
         options.mode = .detect
         let detector = SQLiteCommitDetector(options: options)
-        #expect(detector.decide(try commit(), database: BackingKey(device: 1, inode: 4), path: "data/app.db", fingerprint: nil, nowMs: 0) == .ignore)
+        #expect(detector.decide(try commit(), path: "data/app.db", fingerprint: nil, nowMs: 0) == .ignore)
         #expect(detector.commits.load(ordering: .relaxed) == 1)
     }
 }

@@ -152,7 +152,7 @@ extension SnapFileSystem {
             let st = database.status
             let fingerprint: [Int64]? = commit.mode == .wal ? nil
                 : [Int64(database.header.changeCounter), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_size)]
-            let decision = sqlite.decide(commit, database: BackingKey(st), path: database.path,
+            let decision = sqlite.decide(commit, path: database.path,
                                          fingerprint: fingerprint, nowMs: SnapshotEngine.monotonicMs())
             guard decision == .snapshot, let engine else { return }
             try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)

@@ -12,6 +12,11 @@ public struct DatabaseLocation: Sendable {
     public let directory: Inode
     /// The name, without a terminating NUL.
     public let name: [UInt8]
+
+    public init(directory: Inode, name: [UInt8]) {
+        self.directory = directory
+        self.name = name
+    }
 }
 
 /// A commit snapfs saw, with what a snapshot of it needs.
@@ -23,6 +28,15 @@ public struct SQLiteCommit: Sendable {
     public var walLog: WALTracker?
     /// WAL mode: the log's backing object.
     public var walKey: BackingKey?
+
+    public init(location: DatabaseLocation, mode: JournalMode, wal: WALCommit? = nil,
+                walLog: WALTracker? = nil, walKey: BackingKey? = nil) {
+        self.location = location
+        self.mode = mode
+        self.wal = wal
+        self.walLog = walLog
+        self.walKey = walKey
+    }
 }
 
 /// The state of commit detection across all databases of a mount: one ``WALTracker`` per
@@ -48,7 +62,7 @@ public final class SQLiteCommitDetector: Sendable {
     }
 
     private let trackers = Mutex<[BackingKey: TrackerBox]>([:])
-    private let databases = Mutex<[BackingKey: DatabaseRecord]>([:])
+    private let databases = Mutex<[String: DatabaseRecord]>([:])
 
     /// Commits recognised.
     public let commits = Atomic<Int>(0)
@@ -112,13 +126,13 @@ public final class SQLiteCommitDetector: Sendable {
         case ignore
     }
 
-    /// What to do about `commit` of the database `key` at `nowMs`. `fingerprint`: for the
-    /// rollback modes, the database file's change counter, mtime and size now.
-    public func decide(_ commit: SQLiteCommit, database key: BackingKey, path: String,
-                       fingerprint: [Int64]?, nowMs: Int64) -> Decision {
+    /// What to do about `commit` of the database at `path` (relative to the root: a
+    /// database keeps its path while copy-ups give it new backing objects) at `nowMs`.
+    /// `fingerprint`: for the rollback modes, the file's change counter, mtime and size now.
+    public func decide(_ commit: SQLiteCommit, path: String, fingerprint: [Int64]?, nowMs: Int64) -> Decision {
         databases.withLock { table in
-            var record = table[key] ?? DatabaseRecord()
-            defer { table[key] = record }
+            var record = table[path] ?? DatabaseRecord()
+            defer { table[path] = record }
             if let fingerprint {
                 // A ROLLBACK ends the journal as a commit does; the file then did not change.
                 // (With locking_mode=EXCLUSIVE the counter stays, but mtime moves on a commit.)

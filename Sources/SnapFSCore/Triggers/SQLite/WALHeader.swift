@@ -40,7 +40,7 @@ public struct WALHeader: Equatable, Sendable {
 
     /// Where frame `index` (counted from 1) starts.
     public func frameOffset(_ index: UInt32) -> Int64 {
-        Int64(Self.size) + Int64(index - 1) * Int64(frameSize)
+        Int64(Self.size) + (Int64(index) - 1) * Int64(frameSize)
     }
 
     public var frameSize: Int { Self.frameHeaderSize + pageSize }

@@ -67,7 +67,7 @@ public struct WALTracker: Sendable {
     /// The write of `data` at `offset` has reached the log. Returns the newest commit it
     /// completed, if any.
     public mutating func noteWrite(offset: Int64, data: UnsafeRawBufferPointer, reader: some PositionalReader) -> WALCommit? {
-        guard offset >= 0, !data.isEmpty else { return nil }
+        guard offset >= 0, !data.isEmpty, offset <= Int64.max - Int64(data.count) else { return nil }
         let end = offset + Int64(data.count)
         if offset < Int64(WALHeader.size) {
             let old = header
@@ -86,7 +86,10 @@ public struct WALTracker: Sendable {
         let last = UInt32(lastByte / frameSize) + 1
         var found: WALCommit?
         if needsRescan || first <= committedFrames {
-            found = rescan(reader, reportingFrom: first)
+            // A write over committed frames (not something SQLite does within a generation,
+            // but the bytes may be the same): report only commits not reported before.
+            let reportFrom = needsRescan ? first : max(first, committedFrames + 1)
+            found = rescan(reader, reportingFrom: reportFrom)
         } else if first <= verifiedFrames {
             verifiedFrames = committedFrames
             verifiedChecksum = committedChecksum

@@ -57,6 +57,10 @@ extension SnapFileSystem {
         var st = stat()
         st.st_mode = mode_t(type) << 12
         st.st_ino = backingInode
+        // The numbers stat gives under `.snapshots` (see Inode.applyReportedInode); `..` is
+        // left as it is, since the `..` of `.snapshots` itself is the live root.
+        let isDotDot = isDot && name[1] == 0x2E
+        if dir.inSnapshotView && !isDotDot { st.st_ino |= UInt(1) << 63 }
         var entry: Entry?
         if plus && !isDot {
             do throws(Errno) {

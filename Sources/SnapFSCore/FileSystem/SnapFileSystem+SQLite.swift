@@ -190,9 +190,7 @@ extension SnapFileSystem {
     private func snapshot(_ commit: SQLiteCommit, of database: OpenDatabase, engine: SnapshotEngine,
                           serving: UInt64?, quiet: Bool) throws(Errno) {
         let header: SQLiteDatabaseHeader = database.header
-        let sequence = commit.wal.map { Int64($0.frame) } ?? Int64(header.changeCounter)
-        let size = commit.wal.map { Int64($0.databasePages) * Int64(header.pageSize) } ?? Int64(database.status.st_size)
-        let info = SQLiteCommitInfo(database: database.path, journalMode: commit.mode.rawValue, sequence: sequence, size: size)
+        let info = commitInfo(commit, database)
         let detail = "\(commit.mode.rawValue) commit of \(database.path)" + (quiet ? ", after the interval" : "")
         let trigger = Trigger(kind: .sqlite, detail: detail)
         do throws(SnapshotFailure) {
@@ -303,10 +301,16 @@ extension SnapFileSystem {
             if hot { return nil }
         }
         guard let database = try openDatabase(commit) else { return nil }
+        return (commit, database, commitInfo(commit, database))
+    }
+
+    /// The metadata of a commit snapshot.
+    private func commitInfo(_ commit: SQLiteCommit, _ database: OpenDatabase) -> SQLiteCommitInfo {
         let header: SQLiteDatabaseHeader = database.header
-        let sequence = commit.wal.map { Int64($0.frame) } ?? Int64(header.changeCounter)
+        let sequence = commit.wal == nil ? Int64(header.changeCounter) : sqlite.commitCount(of: database.path)
         let size = commit.wal.map { Int64($0.databasePages) * Int64(header.pageSize) } ?? Int64(database.status.st_size)
-        return (commit, database, SQLiteCommitInfo(database: database.path, journalMode: commit.mode.rawValue, sequence: sequence, size: size))
+        return SQLiteCommitInfo(database: database.path, journalMode: commit.mode.rawValue, sequence: sequence,
+                                size: size, walFrame: commit.wal.map { Int64($0.frame) })
     }
 }
 

@@ -90,9 +90,16 @@ public final class Inode: Sendable {
         }
     }
 
-    /// Puts the inode number applications know into `st` (see ``reportedInode``).
+    /// Puts the inode number applications know into `st`: the number the file had before
+    /// a copy-up (see ``reportedInode``); under `.snapshots/`, the backing number with the
+    /// top bit set, so that a snapshot's file never passes for the live file it was
+    /// hard-linked from (or whose number the live file kept), as `cp` and `diff` would take it.
     @inline(__always)
     func applyReportedInode(_ st: inout stat) {
+        if inSnapshotView {
+            st.st_ino |= UInt(1) << 63
+            return
+        }
         let reported = reportedInode.load(ordering: .relaxed)
         if reported != 0 { st.st_ino = UInt(reported) }
     }

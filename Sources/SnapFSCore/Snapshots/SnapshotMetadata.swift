@@ -58,16 +58,21 @@ public struct SQLiteCommitInfo: Codable, Equatable, Sendable {
     public var database: String
     /// `delete`, `truncate`, `persist` or `wal`.
     public var journalMode: String
-    /// The commit's sequence number (the file change counter, or the WAL commit count).
+    /// The commit's place in the sequence: the file change counter in the rollback modes;
+    /// in WAL mode (where SQLite keeps no such counter) the number of the database's commits
+    /// snapfs saw since the mount.
     public var sequence: Int64
     /// The database's size in bytes at the commit.
     public var size: Int64
+    /// WAL mode: the commit frame's number in the log.
+    public var walFrame: Int64?
 
-    public init(database: String, journalMode: String, sequence: Int64, size: Int64) {
+    public init(database: String, journalMode: String, sequence: Int64, size: Int64, walFrame: Int64? = nil) {
         self.database = database
         self.journalMode = journalMode
         self.sequence = sequence
         self.size = size
+        self.walFrame = walFrame
     }
 }
 

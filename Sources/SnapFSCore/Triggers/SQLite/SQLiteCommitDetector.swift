@@ -56,6 +56,8 @@ public final class SQLiteCommitDetector: Sendable {
         /// The database file as the last commit left it: change counter, mtime, size.
         var fingerprint: [Int64] = []
         var lastSnapshotMs: Int64 = .min
+        /// Commits seen since the mount.
+        var commits: Int64 = 0
         /// A commit not snapshotted yet (inside the interval), and when it is due.
         var pending: SQLiteCommit?
         var dueMs: Int64 = 0
@@ -143,6 +145,7 @@ public final class SQLiteCommitDetector: Sendable {
                 record.fingerprint = fingerprint
             }
             commits.add(1, ordering: .relaxed)
+            record.commits += 1
             guard options.mode == .snapshot, options.covers(path) else { return .ignore }
             let sinceLast = nowMs.subtractingReportingOverflow(record.lastSnapshotMs)
             if options.minIntervalMs <= 0 || sinceLast.overflow || sinceLast.partialValue >= options.minIntervalMs {
@@ -156,6 +159,11 @@ public final class SQLiteCommitDetector: Sendable {
             deferred.add(1, ordering: .relaxed)
             return .deferred
         }
+    }
+
+    /// How many commits of the database at `path` snapfs has seen since the mount.
+    public func commitCount(of path: String) -> Int64 {
+        databases.withLock { $0[path]?.commits ?? 0 }
     }
 
     /// The commits whose interval has run out without a later commit taking them; they

@@ -448,13 +448,29 @@ def test_commit_snapshots_with_reflinks_on_xfs(workdir, make_mount, mode):
         m = make_mount(options=["strategy=reflink"], backing=backing)
         try:
             c = connect(m.mnt / "x.db", mode)
-            c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
-            for i in range(1, 30):
-                c.execute("INSERT INTO t VALUES (?, randomblob(5000))", (i,))
+            c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v TEXT)")
+            rng = random.Random(3)
+            expected, states = {}, []
+            for i in range(1, 40):
+                # Inserts, updates of earlier rows (pages rewritten), and checkpoints of
+                # every kind in between (the log restarts with new salts).
+                if i > 5 and i % 3 == 0:
+                    k = rng.choice(sorted(expected))
+                    expected[k] = f"updated {i}"
+                    c.execute("UPDATE t SET v = ? WHERE n = ?", (expected[k], k))
+                else:
+                    expected[i] = "x" * rng.randrange(10, 3000)
+                    c.execute("INSERT INTO t VALUES (?, ?)", (i, expected[i]))
+                states.append(dict(expected))
+                if mode == "wal" and i % 10 == 0:
+                    c.execute(f"PRAGMA wal_checkpoint({['PASSIVE', 'RESTART', 'TRUNCATE'][i // 10 % 3]})")
             c.close()
             snaps = sqlite_snapshots(m, "x.db")
             assert all(d["strategy"] == "reflink" for d in snaps)
-            for i, d in enumerate(snaps[-29:], start=1):
-                assert max_n(snapshot_path(m, d)) == i
+            for state, d in zip(states, snaps[-len(states):]):
+                conn = open_snapshot(snapshot_path(m, d))
+                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                assert dict(conn.execute("SELECT n, v FROM t")) == state
+                conn.close()
         finally:
             m.stop()

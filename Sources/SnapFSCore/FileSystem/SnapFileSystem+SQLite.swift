@@ -199,10 +199,20 @@ extension SnapFileSystem {
                 if quiet { return }   // taken by the caller, inside the frozen gate
                 _ = try engine.take(label: nil, trigger: trigger, force: true, excluding: serving, atCommit: { info })
             case .database:
+                var base: (snapshot: String, frame: UInt32)?
+                var salts: [UInt32] = []
+                if let log = commit.walLog, let header = log.header {
+                    salts = [header.salt1, header.salt2]
+                    if let last = sqlite.lastWALSnapshot(of: database.path), last.salts == salts, last.frame < log.committedFrames {
+                        base = (last.snapshot, last.frame)
+                    }
+                }
                 let source = DatabaseSnapshotSource(file: dup(database.fd), path: database.path, pageSize: header.pageSize,
                                                     walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog,
-                                                    walFormat: header.writeVersion == 2 || header.readVersion == 2)
-                try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
+                                                    walFormat: header.writeVersion == 2 || header.readVersion == 2, base: base)
+                let metadata = try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
+                let next = commit.walLog.map { SQLiteCommitDetector.WALSnapshotBase(snapshot: metadata.name, frame: $0.committedFrames, salts: salts) }
+                sqlite.noteWALSnapshot(next, of: database.path)
             }
             sqlite.snapshots.add(1, ordering: .relaxed)
         } catch {

@@ -13,10 +13,16 @@ public final class DatabaseSnapshotSource: @unchecked Sendable {
     public let wal: WALTracker?
     /// The database file says WAL (header bytes 18/19 = 2): the copy must say rollback.
     public let walFormat: Bool
+    /// WAL mode: an earlier snapshot of this database (its name) holding the committed
+    /// state through frame `frame` of the same log generation; the new snapshot starts
+    /// from it and lays over only the frames after `frame`.
+    public let base: (snapshot: String, frame: UInt32)?
 
     /// Takes ownership of `file` and `walFile` (-1 for none).
-    public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil, walFormat: Bool = false) {
+    public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil,
+                walFormat: Bool = false, base: (snapshot: String, frame: UInt32)? = nil) {
         self.walFormat = walFormat || wal != nil
+        self.base = base
         self.file = file
         self.path = path
         self.pageSize = pageSize
@@ -143,12 +149,22 @@ extension SnapshotEngine {
         }
         let target = try syscall(snapfs_openat(parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
         defer { close(target) }
-        if strategy == .hardlink || strategy == .copy || snapfs_ficlone(target, source.file) != 0 {
+        let cloning = strategy == .reflink || strategy == .btrfs
+        // The previous snapshot of a WAL database already holds everything up to its commit.
+        var since: UInt32 = 0
+        if cloning, let base = source.base, source.wal != nil {
+            let previous = snapfs_openat(catalog.directoryFD, base.snapshot + "/" + source.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0)
+            if previous >= 0 {
+                if snapfs_ficlone(target, previous) == 0 { since = base.frame }
+                close(previous)
+            }
+        }
+        if since == 0 && (!cloning || snapfs_ficlone(target, source.file) != 0) {
             try FileCopy.copyData(from: source.file, to: target, size: Int64(st.st_size))
         }
         var size = Int64(st.st_size)
         if let wal = source.wal, source.walFile >= 0 {
-            size = try applyCommittedFrames(of: wal, from: source.walFile, to: target)
+            size = try applyCommittedFrames(of: wal, after: since, from: source.walFile, to: target)
         }
         if source.walFormat { try markRollbackFormat(target) }
         try FileCopy.copyExtendedAttributes(from: source.file, to: target)
@@ -161,20 +177,21 @@ extension SnapshotEngine {
 
     /// Lays the newest committed frame of every page over `target`, cuts it to the committed
     /// size and marks it a rollback-journal database. Returns the size.
-    private func applyCommittedFrames(of wal: WALTracker, from walFile: Int32, to target: Int32) throws(Errno) -> Int64 {
+    private func applyCommittedFrames(of wal: WALTracker, after since: UInt32, from walFile: Int32, to target: Int32) throws(Errno) -> Int64 {
         guard let header = wal.header, wal.committedFrames > 0 else { return Int64(try FileStatus.of(target).st_size) }
         let pageSize = header.pageSize
         let pages = wal.committedDatabasePages
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: max(pageSize, 2), alignment: 16)
         defer { page.deallocate() }
-        for (number, frame) in wal.committedPages.sorted(by: { $0.key < $1.key }) where number <= pages {
+        for (number, frame) in wal.committedPages.sorted(by: { $0.key < $1.key }) where number <= pages && frame > since {
             let offset = header.frameOffset(frame) + Int64(WALHeader.frameHeaderSize)
             let chunk = UnsafeMutableRawBufferPointer(rebasing: page[0..<pageSize])
             guard DescriptorReader(fd: walFile).read(into: chunk, at: offset) == pageSize else { throw Errno.ioError }
             try writeAll(target, UnsafeRawBufferPointer(chunk), at: Int64(number - 1) * Int64(pageSize))
         }
         let size = Int64(pages) * Int64(pageSize)
-        try syscall(ftruncate(target, off_t(size)))
+        // Truncating a cloned file costs (extents to unshare); only when it is needed.
+        if Int64(try FileStatus.of(target).st_size) != size { try syscall(ftruncate(target, off_t(size))) }
         return size
     }
 

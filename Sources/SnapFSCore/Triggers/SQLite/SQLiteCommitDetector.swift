@@ -58,6 +58,8 @@ public final class SQLiteCommitDetector: Sendable {
         var lastSnapshotMs: Int64 = .min
         /// Commits seen since the mount.
         var commits: Int64 = 0
+        /// The newest snapshot of this database in WAL mode, which the next can start from.
+        var lastWALSnapshot: WALSnapshotBase?
         /// A commit not snapshotted yet (inside the interval), and when it is due.
         var pending: SQLiteCommit?
         var dueMs: Int64 = 0
@@ -159,6 +161,28 @@ public final class SQLiteCommitDetector: Sendable {
             deferred.add(1, ordering: .relaxed)
             return .deferred
         }
+    }
+
+    /// A WAL database's newest snapshot, which a later one of the same log generation can
+    /// start from (laying over it only the frames committed since).
+    public struct WALSnapshotBase: Sendable, Equatable {
+        public var snapshot: String
+        public var frame: UInt32
+        public var salts: [UInt32]
+
+        public init(snapshot: String, frame: UInt32, salts: [UInt32]) {
+            self.snapshot = snapshot
+            self.frame = frame
+            self.salts = salts
+        }
+    }
+
+    public func lastWALSnapshot(of path: String) -> WALSnapshotBase? {
+        databases.withLock { $0[path]?.lastWALSnapshot }
+    }
+
+    public func noteWALSnapshot(_ base: WALSnapshotBase?, of path: String) {
+        databases.withLock { $0[path, default: DatabaseRecord()].lastWALSnapshot = base }
     }
 
     /// How many commits of the database at `path` snapfs has seen since the mount.

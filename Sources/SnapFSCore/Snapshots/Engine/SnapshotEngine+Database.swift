@@ -92,7 +92,7 @@ extension SnapshotEngine {
 
     private func buildDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger,
                                info: SQLiteCommitInfo) throws(SnapshotFailure) -> SnapshotMetadata {
-        let started = Self.monotonicMs()
+        let started = Self.monotonicMilliseconds()
         let name = try nextName(after: nil, label: nil)
         let building = SnapshotCatalog.buildingPrefix + name.description
         let directory = catalog.directoryFD
@@ -125,14 +125,8 @@ extension SnapshotEngine {
         var metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue, scope: .files,
                                         paths: [source.path], files: 1, directories: components.count - 1,
                                         bytes: bytes, sqlite: info)
-        metadata.durationMs = Double(Self.monotonicMs() - started)
-        do throws(Errno) {
-            try catalog.writeMetadata(metadata, durable: false)
-            try syscall(renameat(directory, building, directory, name.description))
-        } catch {
-            _ = try? TreeRemover.remove(parent: directory, name: building)
-            throw SnapshotFailure(error, "the snapshot of \(source.path) could not be put in place: \(error)")
-        }
+        metadata.durationMs = ((Self.monotonicMilliseconds() - started) * 1000).rounded() / 1000
+        try putInPlace(metadata, building: building, what: "the snapshot of \(source.path)")
         return metadata
     }
 

@@ -202,7 +202,7 @@ public final class SnapshotEngine: Sendable {
     /// Builds the snapshot; inside the frozen gate.
     private func build(label: String?, trigger: Trigger, after newest: SnapshotName?,
                        sqlite: SQLiteCommitInfo? = nil) throws(SnapshotFailure) -> SnapshotMetadata {
-        let started = Self.monotonicMs()
+        let started = Self.monotonicMilliseconds()
         let name = try nextName(after: newest, label: label)
         let building = SnapshotCatalog.buildingPrefix + name.description
         let directory = catalog.directoryFD
@@ -228,15 +228,22 @@ public final class SnapshotEngine: Sendable {
         var metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue,
                                         files: statistics.files + statistics.symlinks + statistics.specials,
                                         directories: statistics.directories, bytes: statistics.bytes, sqlite: sqlite)
-        metadata.durationMs = Double(Self.monotonicMs() - started)
+        metadata.durationMs = ((Self.monotonicMilliseconds() - started) * 1000).rounded() / 1000
+        try putInPlace(metadata, building: building, what: "the snapshot")
+        return metadata
+    }
+
+    /// Writes the metadata and renames the finished `building` to the snapshot's name (the
+    /// moment it appears); on failure removes what was built.
+    func putInPlace(_ metadata: SnapshotMetadata, building: String, what: String) throws(SnapshotFailure) {
+        let directory = catalog.directoryFD
         do throws(Errno) {
             try catalog.writeMetadata(metadata, durable: false)
-            try syscall(renameat(directory, building, directory, name.description))
+            try syscall(renameat(directory, building, directory, metadata.name))
         } catch {
             _ = try? TreeRemover.remove(parent: directory, name: building)
-            throw SnapshotFailure(error, "the snapshot could not be put in place: \(error)")
+            throw SnapshotFailure(error, "\(what) could not be put in place: \(error)")
         }
-        return metadata
     }
 
     /// The kernel may remember that a name did not exist in `.snapshots`.
@@ -344,6 +351,13 @@ public final class SnapshotEngine: Sendable {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
+    /// The monotonic clock in milliseconds, to the microsecond (for durations).
+    static func monotonicMilliseconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) * 1000 + Double(now.tv_nsec) / 1_000_000
     }
 
     static func monotonicMs() -> Int64 {

@@ -5,6 +5,7 @@
     python3 bench/run.py --quick         # smoke run, about a minute
     python3 bench/run.py --only seqwrite-1m,smallfiles --targets native,snapfs
     python3 bench/run.py --list          # the workloads and what they measure
+    python3 bench/run.py --snapshots     # snapshot time vs cp -al / cp --reflink / btrfs snapshot (ext4, XFS, btrfs)
 
 Must run as root (it drops the page cache and mounts FUSE file systems). Needs fio,
 a C compiler (for bench/smallfiles.c, built into a scratch dir at run time), bindfs
@@ -602,7 +603,7 @@ class SnapfsTarget(FuseTarget):
         if not os.access(self.binary, os.X_OK):
             raise BenchError(f"snapfs binary not found or not executable: {self.binary} "
                              "(build it with `swift build -c release` or set SNAPFS_BIN)")
-        self.backing.mkdir()
+        self.backing.mkdir(exist_ok=True)  # the snapshot benchmark makes it first (a btrfs subvolume)
         self.mnt.mkdir()
         pid_file = self.root / "snapfs.pid"
         cmd = [self.binary, "mount", str(self.backing), str(self.mnt), "--pid-file", str(pid_file),
@@ -822,6 +823,456 @@ def render(report):
 
 
 # ---------------------------------------------------------------------------------------
+# Snapshot benchmark (--snapshots)
+# ---------------------------------------------------------------------------------------
+#
+# Not a workload: it needs its own file systems (the root ext4, a loop XFS with reflinks,
+# a loop btrfs) and its own references (cp -al, cp -a --reflink=always, btrfs subvolume
+# snapshot -r) instead of the native/snapfs/bindfs targets.
+
+SNAPSHOT_CASES = {
+    # file system: (snapfs strategy, reference name, target ratio or absolute limit)
+    "ext4": ("hardlink", "cp -al", "ratio ≤ 1.0 × cp -al"),
+    "xfs": ("reflink", "cp -a --reflink=always", "ratio ≤ 1.0 × cp --reflink"),
+    "btrfs": ("btrfs", "btrfs subvolume snapshot -r", "< 100 ms"),
+}
+STALL_WRITE = 4096
+STALL_REGION = 256            # the writer cycles over 256 blocks (1 MiB)
+STALL_AFTER_S = 0.5           # writes starting this long after the snapshot returned still count
+
+
+def stall_writer(path, out):
+    """Runs in a child process: 4 KiB pwrites through the mount in a tight loop, each
+    timed (CLOCK_MONOTONIC, as the harness's own clock), until SIGTERM; then writes the
+    (start_ns, duration_ns) pairs to OUT."""
+    import array
+    stop = []
+    signal.signal(signal.SIGTERM, lambda s, f: stop.append(1))
+    block = os.urandom(STALL_WRITE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    starts, durations = array.array("q"), array.array("q")
+    clock = time.monotonic_ns
+    i = 0
+    while not stop:
+        t0 = clock()
+        os.pwrite(fd, block, (i % STALL_REGION) * STALL_WRITE)
+        t1 = clock()
+        starts.append(t0)
+        durations.append(t1 - t0)
+        if i == 0:
+            print("ready", flush=True)
+        i += 1
+    os.close(fd)
+    with open(out, "wb") as f:
+        f.write(len(starts).to_bytes(8, "little"))
+        starts.tofile(f)
+        durations.tofile(f)
+
+
+def read_stall_samples(path):
+    import array
+    data = Path(path).read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    starts, durations = array.array("q"), array.array("q")
+    starts.frombytes(data[8:8 + 8 * n])
+    durations.frombytes(data[8 + 8 * n:8 + 16 * n])
+    return starts, durations
+
+
+def make_tree(root, files, dirs, size):
+    """Untimed: FILES files of SIZE bytes spread evenly over DIRS directories under ROOT."""
+    root.mkdir(parents=True)
+    data = os.urandom(size)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    per, extra = divmod(files, dirs)
+    for i in range(dirs):
+        d = root / f"d{i:04d}"
+        d.mkdir()
+        for j in range(per + (1 if i < extra else 0)):
+            fd = os.open(d / f"f{j:05d}", flags, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+
+
+class ScratchFS:
+    """Where one file system's tree lives: a directory on the work dir's file system
+    (ext4), or a loop device with a fresh XFS (reflink=1) or btrfs on a sparse image."""
+
+    def __init__(self, kind, base, image_size):
+        self.kind, self.base, self.image_size = kind, base, image_size
+        self.image = base / f"{kind}.img"
+        self.mnt = base / f"{kind}-fs"
+        self.device = None
+        self.mounted = False
+
+    def setup(self):
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self.kind == "ext4":
+            self.mnt.mkdir()
+            return
+        with open(self.image, "wb") as f:
+            f.truncate(self.image_size)
+        r = subprocess.run(["losetup", "-f", "--show", str(self.image)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"losetup: {r.stderr.strip()}")
+        self.device = r.stdout.strip()
+        mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"] if self.kind == "xfs" else ["mkfs.btrfs", "-q", "-f"]
+        r = subprocess.run(mkfs + [self.device], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"{mkfs[0]}: {(r.stderr or r.stdout).strip()}")
+        self.mnt.mkdir()
+        r = subprocess.run(["mount", self.device, str(self.mnt)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"mount {self.kind}: {r.stderr.strip()}")
+        self.mounted = True
+
+    def make_backing(self, path):
+        if self.kind == "btrfs":
+            r = subprocess.run(["btrfs", "subvolume", "create", str(path)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"btrfs subvolume create: {r.stderr.strip()}")
+        else:
+            path.mkdir()
+
+    def settle(self):
+        """After a removal: btrfs cleans deleted subvolumes in the background; wait for it."""
+        if self.kind == "btrfs":
+            subprocess.run(["btrfs", "subvolume", "sync", str(self.mnt)], capture_output=True, timeout=600)
+
+    def teardown(self):
+        if self.mounted:
+            for cmd in (["umount", str(self.mnt)], ["umount", "-l", str(self.mnt)]):
+                if subprocess.run(cmd, capture_output=True).returncode == 0:
+                    break
+            self.mounted = mount_entry(self.mnt) is not None
+            if self.mounted:
+                log(f"WARNING: could not unmount {self.mnt}")
+        if self.device and not self.mounted:
+            subprocess.run(["losetup", "-d", self.device], capture_output=True)
+            self.device = None
+        if not self.mounted:
+            self.image.unlink(missing_ok=True)
+
+
+class SnapshotBench:
+    def __init__(self, cfg, ctx, work_root, report):
+        self.cfg, self.ctx, self.work_root, self.report = cfg, ctx, work_root, report
+        self.live_fs = []
+        self.live_mounts = []
+        self.writer = None
+
+    # -- references -----------------------------------------------------------------
+
+    def reference(self, kind, fs, backing, tree, n):
+        """One timed reference copy of the same tree on the same file system; returns
+        seconds. Removal afterwards is untimed."""
+        dest = fs.mnt / f"ref-{n}"
+        if kind == "ext4":
+            cmd = ["cp", "-al", str(tree), str(dest)]
+        elif kind == "xfs":
+            cmd = ["cp", "-a", "--reflink=always", str(tree), str(dest)]
+        else:
+            cmd = ["btrfs", "subvolume", "snapshot", "-r", str(backing), str(dest)]
+        self.ctx.drop_caches()
+        t0 = time.monotonic()
+        self.ctx.run(cmd, 900, shlex.join(cmd))
+        elapsed = time.monotonic() - t0
+        if kind == "btrfs":
+            self.ctx.run(["btrfs", "subvolume", "delete", str(dest)], 600, "btrfs subvolume delete")
+        else:
+            shutil.rmtree(dest)
+        os.sync()
+        fs.settle()
+        return elapsed
+
+    # -- snapfs ---------------------------------------------------------------------
+
+    def start_writer(self, path, out):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_stall-writer", str(path), str(out)]
+        self.writer = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.writer.stdout.readline()
+        if line.strip() != "ready":
+            self.stop_writer()
+            raise BenchError(f"the stall writer did not start (exit {self.writer.returncode})")
+
+    def stop_writer(self):
+        w, self.writer = self.writer, None
+        if w is None:
+            return
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+        try:
+            w.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait()
+
+    @staticmethod
+    def control(mnt, command):
+        """Writes one command to the control file (returns when done) and reads the result line."""
+        fd = os.open(mnt / ".snapfs-control", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            try:
+                os.write(fd, (command + "\n").encode())
+            except OSError as e:
+                raise BenchError(f"control `{command}`: {e}")
+            os.lseek(fd, 0, os.SEEK_SET)
+            text = os.read(fd, 65536).decode(errors="replace")
+        finally:
+            os.close(fd)
+        first = text.splitlines()[0] if text else ""
+        return first.removeprefix("result: ").strip()
+
+    def snapfs_snapshot(self, mount, n):
+        """One timed snapshot with the stall writer running; returns a dict of facts."""
+        out = self.work_root / f"stall-{os.getpid()}-{n}.bin"
+        self.start_writer(mount.mnt / "stall-writer.dat", out)
+        try:
+            time.sleep(1.0)
+            self.ctx.drop_caches()
+            time.sleep(0.5)
+            t0 = time.monotonic_ns()
+            result = self.control(mount.mnt, "snapshot --force")
+            t1 = time.monotonic_ns()
+            time.sleep(1.0)
+        finally:
+            self.stop_writer()
+        words = result.split()
+        if words[:2] != ["ok", "snapshot"] or len(words) < 3:
+            raise BenchError(f"snapshot answered `{result}`")
+        name = words[2]
+        meta = json.loads((mount.backing / ".snapshots" / ".meta" / f"{name}.json").read_text())
+        starts, durations = read_stall_samples(out)
+        out.unlink()
+        during, outside = [], []
+        for s, d in zip(starts, durations):
+            if s + d >= t0 and s <= t1 + STALL_AFTER_S * 1e9:
+                during.append(d)
+            else:
+                outside.append(d)
+        facts = {"wall_s": (t1 - t0) / 1e9, "duration_ms": meta.get("durationMs"),
+                 "files": meta.get("files"), "directories": meta.get("directories"),
+                 "stall_s": max(during) / 1e9 if during else None,
+                 "writes_during": len(during),
+                 "writer_median_s": statistics.median(outside) / 1e9 if outside else None,
+                 "writes_outside": len(outside), "name": name}
+        # untimed: remove it again
+        answer = self.control(mount.mnt, f"delete {name}")
+        if not answer.startswith("ok deleted"):
+            raise BenchError(f"delete {name} answered `{answer}`")
+        os.sync()
+        return facts
+
+    # -- driver ---------------------------------------------------------------------
+
+    def run_fs(self, kind):
+        cfg = self.cfg
+        strategy, ref_name, target = SNAPSHOT_CASES[kind]
+        rec = {"filesystem": kind, "strategy": strategy, "reference": ref_name, "target": target,
+               "runs": [], "errors": []}
+        self.report["snapshot_results"].append(rec)
+        tree_bytes = cfg.snapshot_files * cfg.snapshot_file_size
+        # data once for the tree and once for a copy, plus room for metadata (btrfs keeps two copies)
+        image = max(2 << 30, 3 * tree_bytes + cfg.snapshot_files * 16384 + (1 << 30))
+        fs = ScratchFS(kind, self.work_root / kind, image)
+        self.live_fs.append(fs)
+        try:
+            fs.setup()
+            rec["fs_info"] = " ".join(capture(["findmnt", "-no", "FSTYPE,OPTIONS", "--target", str(fs.mnt)]).split())
+            root = fs.mnt / "snap"
+            root.mkdir()
+            mount = SnapfsTarget(root, cfg.snapfs_bin, ["--strategy", strategy, *cfg.snapfs_args])
+            fs.make_backing(mount.backing)
+            tree = mount.backing / "tree"
+            t0 = time.monotonic()
+            make_tree(tree, cfg.snapshot_files, cfg.snapshot_dirs, cfg.snapshot_file_size)
+            os.sync()
+            log(f"snapshot {kind}: tree of {cfg.snapshot_files} × {human_size(cfg.snapshot_file_size)} in "
+                f"{cfg.snapshot_dirs} dirs made in {time.monotonic() - t0:.1f} s on {rec['fs_info']}")
+            self.live_mounts.append(mount)
+            mount.setup()
+            log(f"snapshot {kind}: snapfs --strategy {strategy} mounted (pid {mount.pid})")
+            for n in range(1, cfg.runs + 1):
+                entry = {"run": n}
+                try:
+                    # alternate which goes first, so drift hits both alike
+                    order = ("ref", "snapfs") if n % 2 else ("snapfs", "ref")
+                    for which in order:
+                        if which == "ref":
+                            entry["reference_s"] = self.reference(kind, fs, mount.backing, tree, n)
+                        else:
+                            entry.update(self.snapfs_snapshot(mount, n))
+                    log(f"snapshot {kind} run {n}: snapfs {entry['wall_s'] * 1000:.0f} ms "
+                        f"(metadata {entry['duration_ms']} ms), {ref_name} {entry['reference_s'] * 1000:.0f} ms, "
+                        f"longest write {entry['stall_s'] * 1000:.1f} ms over {entry['writes_during']} writes, "
+                        f"writer median {entry['writer_median_s'] * 1e6:.0f} µs")
+                except (BenchError, OSError) as e:
+                    entry["error"] = str(e)
+                    rec["errors"].append(f"run {n}: {e}")
+                    self.report["errors"].append(f"snapshot {kind} run {n}: {e}")
+                    log(f"ERROR snapshot {kind} run {n}: {e}")
+                    if not mount.alive():
+                        rec["errors"].append(f"the snapfs mount died; log: {mount.log_tail()}")
+                        rec["runs"].append(entry)
+                        break
+                rec["runs"].append(entry)
+            rec["peak_rss_kib"] = mount.teardown().get("peak_rss_kib")
+            self.live_mounts.remove(mount)
+        except BenchError as e:
+            rec["errors"].append(str(e))
+            self.report["errors"].append(f"snapshot {kind}: {e}")
+            log(f"ERROR snapshot {kind}: {e}")
+        finally:
+            self.cleanup()
+
+    def cleanup(self):
+        self.stop_writer()
+        for m in self.live_mounts:
+            m.teardown()
+        self.live_mounts = [m for m in self.live_mounts if m.mounted]
+        for fs in self.live_fs:
+            fs.teardown()
+        self.live_fs = [fs for fs in self.live_fs if fs.mounted or fs.device]
+
+
+def summarize_snapshots(report):
+    for rec in report["snapshot_results"]:
+        ok = [r for r in rec["runs"] if "wall_s" in r and "reference_s" in r]
+        med = lambda key: statistics.median([r[key] for r in ok if r.get(key) is not None]) if ok else None
+        s = {"n": len(ok), "snapfs_s": med("wall_s"), "duration_ms": med("duration_ms"),
+             "reference_s": med("reference_s"), "stall_s": med("stall_s"),
+             "stall_max_s": max((r["stall_s"] for r in ok if r.get("stall_s")), default=None),
+             "writer_median_s": med("writer_median_s")}
+        if s["snapfs_s"] is not None and s["reference_s"]:
+            s["ratio"] = s["snapfs_s"] / s["reference_s"]
+        if s["snapfs_s"] is None:
+            s["met"] = None
+        elif rec["filesystem"] == "btrfs":
+            s["met"] = s["snapfs_s"] < 0.100
+        else:
+            s["met"] = s["ratio"] <= 1.0
+        rec["summary"] = s
+
+
+def ms(v):
+    return "—" if v is None else (f"{v * 1000:,.0f} ms" if v >= 1 else f"{v * 1000:.1f} ms" if v >= 0.01 else f"{v * 1000:.2f} ms")
+
+
+def snapshot_table(report):
+    lines = ["| filesystem | strategy | snapfs snapshot (wall) | snapfs durationMs | reference | reference time | "
+             "snapfs/reference | target | met | longest writer stall (median / max) | writer median write |",
+             "|---|---|---:|---:|---|---:|---:|---|---|---:|---:|"]
+    for rec in report["snapshot_results"]:
+        s = rec.get("summary", {})
+        dur = s.get("duration_ms")
+        lines.append("| " + " | ".join([
+            rec["filesystem"], rec["strategy"], ms(s.get("snapfs_s")),
+            "—" if dur is None else f"{dur:,.0f} ms", f"`{rec['reference']}`", ms(s.get("reference_s")),
+            f"{s['ratio']:.2f}" if s.get("ratio") is not None else "—", rec["target"],
+            {True: "yes", False: "**no**", None: "—"}[s.get("met")],
+            f"{ms(s.get('stall_s'))} / {ms(s.get('stall_max_s'))}",
+            "—" if s.get("writer_median_s") is None else f"{s['writer_median_s'] * 1e6:.0f} µs"]) + " |")
+    return lines
+
+
+def render_snapshots(report):
+    cfg = report["config"]
+    lines = [f"# snapfs snapshot benchmark, {report['started']}", ""]
+    lines += ["Command:", "", "```", report["command"], "```", ""]
+    lines += ["Machine:", ""] + [f"- {k}: {v}" for k, v in report["machine"].items()] + [""]
+    lines += [f"Tree: {cfg['snapshot_files']:,} files × {human_size(cfg['snapshot_file_size'])} in "
+              f"{cfg['snapshot_dirs']:,} directories, made natively in the backing directory before mounting. "
+              f"{cfg['runs']} repetition(s) per file system; the snapshot and its reference alternate in order. "
+              "Before each timed snapshot or copy: sync and drop_caches=3. The snapfs time is the wall time of "
+              "`write(\"snapshot --force\")` to `.snapfs-control` (flush, freeze, build, metadata, rename); "
+              "durationMs is the daemon's own figure (the build). The reference copies the same tree on the same "
+              "file system with no writer. Each snapshot and copy is removed (untimed) before the next.",
+              "",
+              "Writer: a process doing 4 KiB pwrite()s through the mount in a tight loop (over a 1 MiB file) "
+              "during every snapfs snapshot; the stall is the longest single write that overlapped the snapshot "
+              f"request or began within {STALL_AFTER_S} s after it (so that copy-up counts), the median write is "
+              "over the writes outside that window.", ""]
+    lines += [f"## Results (median of the repetitions)", ""] + snapshot_table(report) + [""]
+    lines += ["## Every run", "", "| filesystem | run | snapfs wall | durationMs | reference | stall | writes during | writer median |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for rec in report["snapshot_results"]:
+        for r in rec["runs"]:
+            if "error" in r:
+                lines.append(f"| {rec['filesystem']} | {r['run']} | error: {r['error']} | | | | | |")
+                continue
+            wm = r.get("writer_median_s")
+            wm = "—" if wm is None else f"{wm * 1e6:.0f} µs"
+            lines.append(f"| {rec['filesystem']} | {r['run']} | {ms(r.get('wall_s'))} | {r.get('duration_ms')} | "
+                         f"{ms(r.get('reference_s'))} | {ms(r.get('stall_s'))} | {r.get('writes_during')} | {wm} |")
+        if rec.get("fs_info"):
+            lines.append(f"| {rec['filesystem']} | mount | {rec['fs_info']} | | | | | |")
+    lines.append("")
+    if report["errors"]:
+        lines += ["## Errors", ""] + [f"- {e}" for e in report["errors"]] + [""]
+    lines.append(f"Total time: {report['elapsed_s'] / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def main_snapshots(cfg):
+    if os.geteuid() != 0:
+        print("error: the snapshot benchmark must run as root (loop devices, mounts, drop_caches)", file=sys.stderr)
+        return 2
+    command = shlex.join([sys.executable, *sys.argv])
+    started = datetime.datetime.now()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    work_base = Path(cfg.work_dir)
+    work_base.mkdir(parents=True, exist_ok=True)
+    work_root = work_base / f"{stamp}-{os.getpid()}"
+    work_root.mkdir()
+    scratch = work_root / "bin"
+    scratch.mkdir()
+    ctx = Context(cfg, scratch)
+    report = {"command": command, "started": started.isoformat(timespec="seconds"),
+              "machine": machine_info(cfg, work_root),
+              "config": {"runs": cfg.runs, "snapshot_files": cfg.snapshot_files, "snapshot_dirs": cfg.snapshot_dirs,
+                         "snapshot_file_size": cfg.snapshot_file_size, "filesystems": cfg.snapshot_fs,
+                         "snapfs_args": cfg.snapfs_args, "quick": cfg.quick},
+              "snapshot_results": [], "errors": []}
+    print(f"$ {command}", flush=True)
+    for k, v in report["machine"].items():
+        print(f"  {k}: {v}", flush=True)
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, on_signal)
+    t_start = time.time()
+    bench = SnapshotBench(cfg, ctx, work_root, report)
+    interrupted = None
+    try:
+        for kind in cfg.snapshot_fs:
+            bench.run_fs(kind)
+    except (Interrupted, KeyboardInterrupt) as e:
+        interrupted = str(e) or "SIGINT"
+        log(f"interrupted ({interrupted}); unmounting and cleaning up")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        bench.cleanup()
+        remove_tree(work_root)
+    report["elapsed_s"] = round(time.time() - t_start, 1)
+    if interrupted:
+        report["errors"].append(f"interrupted by {interrupted}; results are partial")
+    summarize_snapshots(report)
+    md = render_snapshots(report)
+    json_path = Path(cfg.json) if cfg.json else BENCH / "out" / f"snapshots-{stamp}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path = json_path.with_suffix(".md")
+    md_path.write_text(md)
+    print()
+    print(md, flush=True)
+    print(f"Results: {json_path} and {md_path}")
+    return 130 if interrupted else (1 if report["errors"] else 0)
+
+
+# ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
 
@@ -852,10 +1303,34 @@ def parse_args(argv):
     p.add_argument("--_sqlite-worker", nargs=4, help=argparse.SUPPRESS, dest="sqlite_worker")
     p.add_argument("--_append-worker", nargs=2, help=argparse.SUPPRESS, dest="append_worker")
     p.add_argument("--append-count", type=int, help="appends in log-append (default 200000, --quick 20000)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="run the snapshot benchmark instead of the workloads: snapshot time of a tree on ext4 "
+                        "(hardlink vs cp -al), loop XFS (reflink vs cp --reflink) and loop btrfs (btrfs vs "
+                        "btrfs subvolume snapshot), with a writer's longest stall (--only snapshot does the same)")
+    p.add_argument("--snapshot-fs", default="ext4,xfs,btrfs", help="file systems of --snapshots (default ext4,xfs,btrfs)")
+    p.add_argument("--snapshot-files", type=int, help="files in the --snapshots tree (default 100000, --quick 10000)")
+    p.add_argument("--snapshot-dirs", type=int, help="directories they are spread over (default 1000, --quick 100)")
+    p.add_argument("--snapshot-file-size", default="10K", help="size of each file (default 10K)")
+    p.add_argument("--_stall-writer", nargs=2, help=argparse.SUPPRESS, dest="stall_writer")
     cfg = p.parse_args(argv)
-    if cfg.sqlite_worker or cfg.append_worker:
+    if cfg.sqlite_worker or cfg.append_worker or cfg.stall_writer:
         return cfg
     q = cfg.quick
+    if cfg.only and [n.strip() for n in cfg.only.split(",") if n.strip()] == ["snapshot"]:
+        cfg.snapshots = True
+    if cfg.snapshots:
+        cfg.runs = cfg.runs or (3 if q else 5)
+        cfg.snapshot_files = cfg.snapshot_files or (10000 if q else 100000)
+        cfg.snapshot_dirs = cfg.snapshot_dirs or (100 if q else 1000)
+        cfg.snapshot_file_size = parse_size(cfg.snapshot_file_size)
+        cfg.snapshot_fs = [k.strip() for k in cfg.snapshot_fs.split(",") if k.strip()]
+        bad = [k for k in cfg.snapshot_fs if k not in SNAPSHOT_CASES]
+        if bad or not cfg.snapshot_fs:
+            p.error(f"unknown --snapshot-fs {bad}; choose from {list(SNAPSHOT_CASES)}")
+        if cfg.snapshot_dirs < 1 or cfg.snapshot_files < 1 or cfg.runs < 1:
+            p.error("--snapshot-files, --snapshot-dirs and --runs must be at least 1")
+        cfg.snapfs_args = shlex.split(cfg.snapfs_args)
+        return cfg
     cfg.runs = cfg.runs or (1 if q else 3)
     cfg.seq_size = parse_size(cfg.size or ("64M" if q else "1G"))
     cfg.rand_size = parse_size(cfg.rand_size or ("64M" if q else "256M"))
@@ -892,11 +1367,23 @@ def main(argv):
         path, count = cfg.append_worker
         append_worker(path, int(count))
         return 0
+    if cfg.stall_writer:
+        stall_writer(*cfg.stall_writer)
+        return 0
     if cfg.list:
         for w in WORKLOADS:
             print(f"{w.name:16} {', '.join(m.name + ' [' + m.unit + ']' for m in w.metrics)}\n"
                   f"{'':16} {w.description}")
+        print(f"{'snapshot':16} snapshot time [ms], ratio to the reference, longest writer stall [ms] "
+              "(a separate mode: --snapshots or --only snapshot)\n"
+              f"{'':16} a tree of SNAPSHOT_FILES x SNAPSHOT_FILE_SIZE files in SNAPSHOT_DIRS directories, "
+              "snapshotted by snapfs (control file, wall time, median of --runs, default 5) next to the same tree "
+              "copied on the same file system: ext4 (hardlink strategy vs cp -al), loop XFS reflink=1 (reflink vs "
+              "cp -a --reflink=always), loop btrfs subvolume (btrfs vs btrfs subvolume snapshot -r); a writer does "
+              "4 KiB writes through the mount during each snapshot")
         return 0
+    if cfg.snapshots:
+        return main_snapshots(cfg)
 
     if any(w.needs_fio for w in cfg.workloads) and not shutil.which("fio"):
         fio_free = [w.name for w in WORKLOADS if not w.needs_fio]

@@ -23,7 +23,7 @@ import Testing
         #expect(StrategyProbe.best(for: sourceFD, scratch: parent) == .reflink)
         #expect(!BtrfsSubvolume.isSubvolumeRoot(sourceFD))
 
-        for threads in [1, 2] {
+        for threads in [1, 2, TreeCloner.defaultThreads] {
             let name = "snap\(threads)"
             let (_, clone) = try TreeCloneChecks.cloneAndCompare(source: source, parent: snapshots, name: name,
                                                                  method: .reflink, threads: threads)

@@ -8,7 +8,7 @@ import Testing
 @Suite struct TreeClonerTests {
     static let isRoot = geteuid() == 0
 
-    @Test(.enabled(if: isRoot), arguments: [(CloneMethod.hardlink, 1), (.hardlink, 3), (.copy, 1), (.copy, 2)])
+    @Test(.enabled(if: isRoot), arguments: [(CloneMethod.hardlink, 1), (.hardlink, 3), (.hardlink, TreeCloner.defaultThreads), (.copy, 1), (.copy, 2)])
     func clonePreservesEveryAttributeOfEveryEntry(method: CloneMethod, threads: Int) throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

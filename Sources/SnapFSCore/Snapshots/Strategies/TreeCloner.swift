@@ -15,7 +15,13 @@ public struct TreeCloner: Sendable {
     public let method: CloneMethod
     public let threads: Int
 
-    public init(method: CloneMethod, threads: Int = 2) {
+    /// Threads of a snapshot. More than the cores: with a cold cache each `linkat`/`openat`
+    /// waits for its inode to be read, and more threads keep the disk busy meanwhile.
+    /// `bench/run.py --snapshots` on 2 cores, 100,000 files, 2 threads against 8, interleaved:
+    /// hardlink on ext4 1.03 s → 0.96 s, reflink on XFS 4.0 s → 3.3 s.
+    public static let defaultThreads = 8
+
+    public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads) {
         self.method = method
         self.threads = max(threads, 1)
     }

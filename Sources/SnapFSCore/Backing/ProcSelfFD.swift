@@ -44,9 +44,9 @@ public struct ProcSelfFD: Sendable {
     }
 
     /// Where the descriptor points (`readlink /proc/self/fd/N`): the object's current path.
-    public static func target(of fd: Int32) -> String? {
+    public func target(of fd: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+        let n = (try? withName(of: fd) { name in readlinkat(directory, name, &buffer, buffer.count - 1) }) ?? -1
         guard n > 0 else { return nil }
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }

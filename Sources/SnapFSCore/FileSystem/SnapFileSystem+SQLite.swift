@@ -30,26 +30,38 @@ extension SnapFileSystem {
     /// At lookup and create: marks `-journal` and `-wal` files and remembers their names.
     @inline(__always)
     func classifySQLiteCompanion(_ inode: Inode, name: UnsafePointer<CChar>, in dir: Inode) {
-        let length = strlen(name)
-        // Both suffixes end in "l": one comparison for every other name.
-        guard length > 4, name[length - 1] == CChar(UInt8(ascii: "l")), sqlite.isActive else { return }
-        let bytes = UnsafeRawBufferPointer(start: name, count: length)
-        guard let (companion, _) = SQLiteFormat.Companion.of(Array(bytes)) else { return }
+        guard sqlite.isActive, let (companion, _) = Self.companion(named: name) else { return }
         inode.sqliteRole.store(companion == .journal ? SQLiteRole.journal.rawValue : SQLiteRole.wal.rawValue, ordering: .relaxed)
         inode.remember(name: name, in: dir)
     }
 
     // MARK: the operations that end a transaction
 
-    func sqliteRemoval(of name: UnsafePointer<CChar>, in dir: Inode) -> SQLiteRemoval? {
-        guard sqlite.isActive, !dir.inSnapshotView else { return nil }
+    /// The companion `name` is, and its database's name; nil for every other name.
+    @inline(__always)
+    static func companion(named name: UnsafePointer<CChar>) -> (SQLiteFormat.Companion, database: [UInt8])? {
         let length = strlen(name)
-        guard length > 4, name[length - 1] == CChar(UInt8(ascii: "l")),
-              let (companion, database) = SQLiteFormat.Companion.of(Array(UnsafeRawBufferPointer(start: name, count: length))) else { return nil }
+        // Both suffixes end in "l": one comparison for every other name.
+        guard length > 4, name[length - 1] == CChar(UInt8(ascii: "l")) else { return nil }
+        return SQLiteFormat.Companion.of(Array(UnsafeRawBufferPointer(start: name, count: length)))
+    }
+
+    /// `name` in `dirFD` opened for reading, not following a symlink and not blocking on
+    /// a FIFO; -1 if that fails.
+    static func openForReading(_ name: UnsafePointer<CChar>, in dirFD: Int32) -> Int32 {
+        snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
+    }
+
+    static func openForReading(_ name: [UInt8], in dirFD: Int32) -> Int32 {
+        name.withCString { openForReading($0, in: dirFD) }
+    }
+
+    func sqliteRemoval(of name: UnsafePointer<CChar>, in dir: Inode) -> SQLiteRemoval? {
+        guard sqlite.isActive, !dir.inSnapshotView, let (companion, database) = Self.companion(named: name) else { return nil }
         return try? dir.withFD { (dirFD) throws(Errno) -> SQLiteRemoval? in
             switch companion {
             case .journal:
-                let fd = snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
+                let fd = Self.openForReading(name, in: dirFD)
                 guard fd >= 0 else { return nil }
                 defer { close(fd) }
                 return Self.isHotJournal(fd) ? .journal(database: database) : nil
@@ -72,9 +84,7 @@ extension SnapFileSystem {
     /// Before a truncation: whether it ends a hot journal (TRUNCATE mode).
     func sqliteTruncationCommits(_ node: Inode, to size: Int64) -> Bool {
         guard size == 0, node.sqliteRole.load(ordering: .relaxed) == SQLiteRole.journal.rawValue else { return false }
-        guard let fd = try? node.withFD({ (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_NONBLOCK) }) else { return false }
-        defer { close(fd) }
-        return Self.isHotJournal(fd)
+        return withReadableDescriptor(of: node) { Self.isHotJournal($0) } ?? false
     }
 
     func sqliteTruncated(_ node: Inode, to size: Int64, endingJournal: Bool) -> SQLiteCommit? {
@@ -94,7 +104,7 @@ extension SnapFileSystem {
         guard offset == 0, data.count >= SQLiteFormat.journalMagic.count,
               file.inode.sqliteRole.load(ordering: .relaxed) == SQLiteRole.journal.rawValue,
               data.prefix(SQLiteFormat.journalMagic.count).allSatisfy({ $0 == 0 }) else { return false }
-        return withReadableDescriptor(file) { Self.isHotJournal($0) } ?? false
+        return withReadableDescriptor(of: file.inode, file: file) { Self.isHotJournal($0) } ?? false
     }
 
     /// After a write to a journal or WAL.
@@ -104,7 +114,7 @@ extension SnapFileSystem {
             return journalCommit(file.inode, mode: .persist)
         case .wal:
             let key = file.inode.key
-            let found = withReadableDescriptor(file) { fd in
+            let found = withReadableDescriptor(of: file.inode, file: file) { fd in
                 sqlite.walWritten(key, offset: offset, data: data, reader: DescriptorReader(fd: fd))
             }
             guard let (commit, log) = found ?? nil, let location = databaseLocation(of: file.inode) else { return nil }
@@ -127,9 +137,10 @@ extension SnapFileSystem {
         return DatabaseLocation(directory: parent, name: database)
     }
 
-    private func withReadableDescriptor<R>(_ file: OpenFile, _ body: (Int32) -> R) -> R? {
-        if file.flags & O_ACCMODE != O_WRONLY { return body(file.fd) }
-        guard let fd = try? file.inode.withFD({ (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_NONBLOCK) }) else { return nil }
+    /// Calls `body` with a descriptor that reads `inode`: `file`'s own unless it is write-only.
+    private func withReadableDescriptor<R>(of inode: Inode, file: OpenFile? = nil, _ body: (Int32) -> R) -> R? {
+        if let file, file.flags & O_ACCMODE != O_WRONLY { return body(file.fd) }
+        guard let fd = try? inode.withFD({ (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_NONBLOCK) }) else { return nil }
         defer { close(fd) }
         return body(fd)
     }
@@ -166,16 +177,9 @@ extension SnapFileSystem {
     private func openDatabase(_ commit: SQLiteCommit) throws(Errno) -> OpenDatabase? {
         try commit.location.directory.withFD { (dirFD) throws(Errno) -> OpenDatabase? in
             // No such file (or a symlink, a FIFO…): a journal without a database, not a commit.
-            let fd = commit.location.name.withCString { (name) -> Int32 in
-                snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
-            }
+            let fd = Self.openForReading(commit.location.name, in: dirFD)
             guard fd >= 0 else { return nil }
-            var walFD: Int32 = -1
-            if commit.mode == .wal {
-                walFD = (commit.location.name + Array("-wal".utf8)).withCString { (name) -> Int32 in
-                    snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
-                }
-            }
+            let walFD = commit.mode == .wal ? Self.openForReading(commit.location.name + Array("-wal".utf8), in: dirFD) : -1
             let database = OpenDatabase(fd: fd, walFD: walFD)
             var bytes = [UInt8](repeating: 0, count: SQLiteFormat.databaseHeaderSize)
             let n = bytes.withUnsafeMutableBytes { DescriptorReader(fd: fd).read(into: $0, at: 0) }
@@ -223,7 +227,7 @@ extension SnapFileSystem {
     /// `name` in the directory `dirFD`, relative to the backing root.
     private func relativePath(of dirFD: Int32, name: [UInt8]) -> String {
         let file = String(decoding: name, as: UTF8.self)
-        guard let directory = ProcSelfFD.target(of: dirFD) else { return file }
+        guard let directory = proc.target(of: dirFD) else { return file }
         if directory == rootPath { return file }
         let prefix = rootPath.hasSuffix("/") ? rootPath : rootPath + "/"
         guard directory.hasPrefix(prefix) else { return file }
@@ -244,9 +248,7 @@ extension SnapFileSystem {
                     _ = try engine.take(label: nil, trigger: Trigger(kind: .sqlite, detail: "\(commit.mode.rawValue) commit, after the interval"),
                                         force: true, atCommit: { () -> SQLiteCommitInfo? in
                         do throws(Errno) {
-                            guard let (_, database, info) = try self.quietState(of: commit) else { return nil }
-                            _ = database
-                            return info
+                            return try self.quietState(of: commit)?.info
                         } catch {
                             failure = error
                             return nil
@@ -291,7 +293,7 @@ extension SnapFileSystem {
 
     /// With changes held back: the database's newest committed state, or nil when a
     /// transaction is under way (a hot journal; its commit will come).
-    private func quietState(of pending: SQLiteCommit) throws(Errno) -> (SQLiteCommit, OpenDatabase, SQLiteCommitInfo)? {
+    private func quietState(of pending: SQLiteCommit) throws(Errno) -> (commit: SQLiteCommit, database: OpenDatabase, info: SQLiteCommitInfo)? {
         var commit = pending
         if commit.mode == .wal {
             // Frames after the newest commit are not committed; the log's state is.
@@ -301,9 +303,7 @@ extension SnapFileSystem {
                                    checkpointSequence: log.header?.checkpointSequence ?? 0)
         } else {
             let hot = try commit.location.directory.withFD { (dirFD) throws(Errno) -> Bool in
-                let journal = (commit.location.name + Array("-journal".utf8)).withCString { (name) -> Int32 in
-                    snapfs_openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0)
-                }
+                let journal = Self.openForReading(commit.location.name + Array("-journal".utf8), in: dirFD)
                 guard journal >= 0 else { return false }
                 defer { close(journal) }
                 return Self.isHotJournal(journal)

@@ -45,7 +45,7 @@ public final class SnapFileSystem: Sendable {
             throw error
         }
         self.proc = try ProcSelfFD()
-        self.rootPath = ProcSelfFD.target(of: rootFD) ?? backingPath
+        self.rootPath = proc.target(of: rootFD) ?? backingPath
         self.sqlite = SQLiteCommitDetector(options: options.readOnly ? SQLiteOptions.disabled : options.sqlite)
         self.options = options
         self.observer = observer

@@ -91,9 +91,7 @@ public struct WALTracker: Sendable {
             let reportFrom = needsRescan ? first : max(first, committedFrames + 1)
             found = rescan(reader, reportingFrom: reportFrom)
         } else if first <= verifiedFrames {
-            verifiedFrames = committedFrames
-            verifiedChecksum = committedChecksum
-            pendingPages = [:]
+            forgetUncommittedVerification()
         }
         // Commit frame headers among the written bytes.
         var frame = first
@@ -122,9 +120,7 @@ public struct WALTracker: Sendable {
         if whole < committedFrames {
             needsRescan = true
         } else if whole < verifiedFrames {
-            verifiedFrames = committedFrames
-            verifiedChecksum = committedChecksum
-            pendingPages = [:]
+            forgetUncommittedVerification()
         }
     }
 
@@ -142,6 +138,13 @@ public struct WALTracker: Sendable {
         var bytes = [UInt8](repeating: 0, count: WALHeader.size)
         let n = bytes.withUnsafeMutableBytes { reader.read(into: $0, at: 0) }
         header = n == WALHeader.size ? bytes.withUnsafeBytes { WALHeader($0) } : nil
+    }
+
+    /// Frames after the last commit were written again: verify them afresh.
+    private mutating func forgetUncommittedVerification() {
+        verifiedFrames = committedFrames
+        verifiedChecksum = committedChecksum
+        pendingPages = [:]
     }
 
     private mutating func reset() {

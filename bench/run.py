@@ -1217,31 +1217,14 @@ def main_snapshots(cfg):
     if os.geteuid() != 0:
         print("error: the snapshot benchmark must run as root (loop devices, mounts, drop_caches)", file=sys.stderr)
         return 2
-    command = shlex.join([sys.executable, *sys.argv])
-    started = datetime.datetime.now()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    work_base = Path(cfg.work_dir)
-    work_base.mkdir(parents=True, exist_ok=True)
-    work_root = work_base / f"{stamp}-{os.getpid()}"
-    work_root.mkdir()
-    scratch = work_root / "bin"
-    scratch.mkdir()
-    ctx = Context(cfg, scratch)
+    command, started, stamp, work_root, ctx = start_run(cfg)
     report = {"command": command, "started": started.isoformat(timespec="seconds"),
               "machine": machine_info(cfg, work_root),
               "config": {"runs": cfg.runs, "snapshot_files": cfg.snapshot_files, "snapshot_dirs": cfg.snapshot_dirs,
                          "snapshot_file_size": cfg.snapshot_file_size, "filesystems": cfg.snapshot_fs,
                          "snapfs_args": cfg.snapfs_args, "quick": cfg.quick},
               "snapshot_results": [], "errors": []}
-    print(f"$ {command}", flush=True)
-    for k, v in report["machine"].items():
-        print(f"  {k}: {v}", flush=True)
-
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(s, on_signal)
+    announce_run(command, report)
     t_start = time.time()
     bench = SnapshotBench(cfg, ctx, work_root, report)
     interrupted = None
@@ -1252,24 +1235,14 @@ def main_snapshots(cfg):
         interrupted = str(e) or "SIGINT"
         log(f"interrupted ({interrupted}); unmounting and cleaning up")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_signals()
         bench.cleanup()
         remove_tree(work_root)
     report["elapsed_s"] = round(time.time() - t_start, 1)
     if interrupted:
         report["errors"].append(f"interrupted by {interrupted}; results are partial")
     summarize_snapshots(report)
-    md = render_snapshots(report)
-    json_path = Path(cfg.json) if cfg.json else BENCH / "out" / f"snapshots-{stamp}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path = json_path.with_suffix(".md")
-    md_path.write_text(md)
-    print()
-    print(md, flush=True)
-    print(f"Results: {json_path} and {md_path}")
-    return 130 if interrupted else (1 if report["errors"] else 0)
+    return finish_run(cfg, report, render_snapshots(report), f"snapshots-{stamp}", interrupted)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1394,16 +1367,7 @@ def main(argv):
         log("WARNING: not root: cannot drop the page cache (reads will not be cold) and FUSE "
             "mounts may fail")
 
-    command = shlex.join([sys.executable, *sys.argv])
-    started = datetime.datetime.now()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    work_base = Path(cfg.work_dir)
-    work_base.mkdir(parents=True, exist_ok=True)
-    work_root = work_base / f"{stamp}-{os.getpid()}"
-    work_root.mkdir()
-    scratch = work_root / "bin"
-    scratch.mkdir()
-    ctx = Context(cfg, scratch)
+    command, started, stamp, work_root, ctx = start_run(cfg)
 
     metrics = [m for w in cfg.workloads for m in w.metrics]
     report = {
@@ -1423,16 +1387,7 @@ def main(argv):
         "values": {m.name: {t: [] for t in cfg.targets} for m in metrics},
         "samples": [], "mounts": [], "errors": [], "medians": {},
     }
-    print(f"$ {command}", flush=True)
-    for k, v in report["machine"].items():
-        print(f"  {k}: {v}", flush=True)
-
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    announce_run(command, report)
 
     t_start = time.time()
     interrupted = None
@@ -1506,8 +1461,7 @@ def main(argv):
         interrupted = str(e) or "SIGINT"
         log(f"interrupted ({interrupted}); unmounting and cleaning up")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_signals()
         for t in live:
             if t.is_fuse:
                 t.teardown()
@@ -1522,8 +1476,45 @@ def main(argv):
             report["medians"].setdefault(m.name, {})[t] = statistics.median(nums) if nums else (
                 "failed" if report["values"][m.name][t] else None)
 
-    md = render(report)
-    json_path = Path(cfg.json) if cfg.json else BENCH / "out" / f"results-{stamp}.json"
+    return finish_run(cfg, report, render(report), f"results-{stamp}", interrupted)
+
+
+def start_run(cfg):
+    """The command line, the start time and its stamp, a new work directory and the Context."""
+    command = shlex.join([sys.executable, *sys.argv])
+    started = datetime.datetime.now()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    work_base = Path(cfg.work_dir)
+    work_base.mkdir(parents=True, exist_ok=True)
+    work_root = work_base / f"{stamp}-{os.getpid()}"
+    work_root.mkdir()
+    scratch = work_root / "bin"
+    scratch.mkdir()
+    return command, started, stamp, work_root, Context(cfg, scratch)
+
+
+def announce_run(command, report):
+    """Prints the command and the machine, and turns SIGTERM/SIGHUP/SIGINT into Interrupted."""
+    print(f"$ {command}", flush=True)
+    for k, v in report["machine"].items():
+        print(f"  {k}: {v}", flush=True)
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, on_signal)
+
+
+def ignore_signals():
+    """While cleaning up: a second Ctrl-C must not leave mounts behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def finish_run(cfg, report, md, name, interrupted):
+    """Writes the JSON report and its Markdown beside it, prints the Markdown; the exit code."""
+    json_path = Path(cfg.json) if cfg.json else BENCH / "out" / f"{name}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     md_path = json_path.with_suffix(".md")

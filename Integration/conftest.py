@@ -83,6 +83,16 @@ class Mount:
         self.pid = None
 
 
+def wait_until(predicate, timeout=10.0, interval=0.02):
+    """Polls `predicate` until it holds or `timeout` seconds pass; returns its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def snapfs_available():
     if not os.path.exists(SNAPFS):
         _cannot(f"snapfs binary not built at {SNAPFS}")

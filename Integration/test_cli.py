@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import SNAPFS, is_mounted, run_as_nobody, snapfs_available
+from conftest import SNAPFS, is_mounted, run_as_nobody, snapfs_available, wait_until
 
 NOBODY = 65534
 TIMEOUT = 30
@@ -69,15 +69,6 @@ def proc_stat(pid):
 def alive(pid):
     st = proc_stat(pid)
     return st is not None and st[0] != "Z"
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def snapfs_pids_naming(directory):

@@ -10,7 +10,7 @@ extension FUSEOperations {
             let fs = FUSEBridge.of(req)
             fs.handle(req, "open", ino) { () throws(Errno) in
                 let file = try fs.core.open(ino, flags: fi!.pointee.flags, context: FUSEBridge.context(req))
-                FUSEOperations.prepare(fi!, for: file)
+                FUSEOperations.prepare(fi!, for: file, core: fs.core)
                 if fuse_reply_open(req, fi) != 0 { _ = FUSEBridge.takeFile(fi) }
             }
         }
@@ -19,7 +19,7 @@ extension FUSEOperations {
             fs.handle(req, "create", parent, name) { () throws(Errno) in
                 let (entry, file) = try fs.core.create(parent: parent, name: name!, mode: mode, flags: fi!.pointee.flags,
                                                        context: FUSEBridge.context(req))
-                FUSEOperations.prepare(fi!, for: file)
+                FUSEOperations.prepare(fi!, for: file, core: fs.core)
                 var param = fs.entryParam(entry)
                 if fuse_reply_create(req, &param, fi) != 0 {
                     _ = FUSEBridge.takeFile(fi)
@@ -104,10 +104,11 @@ extension FUSEOperations {
     }
 
     /// Open-reply flags: the kernel may keep cached pages across opens (all changes come
-    /// through snapfs), and close need not call the daemon.
-    static func prepare(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile) {
+    /// through snapfs); close calls the daemon only when the page cache may hold the
+    /// file's data (close writes it back and reports a failed write-back).
+    static func prepare(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile, core: SnapFileSystem) {
         FUSEBridge.store(file, in: fi)
         fi.pointee.keep_cache = 1
-        fi.pointee.noflush = 1
+        fi.pointee.noflush = core.closeNeedsDaemon(file) ? 0 : 1
     }
 }

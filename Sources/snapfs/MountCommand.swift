@@ -12,9 +12,9 @@ struct MountCommand: ParsableCommand {
         discussion: """
         Runs in the background and returns once the mount is ready, unless --foreground. The daemon flushes and exits on unmount, SIGINT, SIGTERM or SIGHUP.
 
-        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
+        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); cache_size=, dirty_limit=, dirty_age= (as the flags below); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
 
-        Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 64 bad arguments or mount options.
+        Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 17 (at exit) cached data could not be written back, the files are named in the log; 64 bad arguments or mount options.
         """
     )
 
@@ -78,6 +78,15 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Not the databases whose path or name matches the glob (repeatable; -o sqlite_exclude=…).", valueName: "GLOB"))
     var sqliteExclude: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("Memory for snapfs's page cache of written data, e.g. 64M, 1G; 0 turns it off (-o cache_size=…; default 256M).", valueName: "SIZE"))
+    var cacheSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("Dirty data past which writers write back before going on (-o dirty_limit=…; default half the cache).", valueName: "SIZE"))
+    var dirtyLimit: String?
+
+    @Option(name: .long, help: ArgumentHelp("Dirty data older than this is written back in the background, e.g. 500ms, 5s (-o dirty_age=…; default 5s).", valueName: "DURATION"))
+    var dirtyAge: String?
+
     @Option(name: .long, help: .hidden)
     var readyFd: Int32?
 
@@ -96,6 +105,9 @@ struct MountCommand: ParsableCommand {
         if let sqlite { extra.append("sqlite=\(sqlite)") }
         if let sqliteScope { extra.append("sqlite_scope=\(sqliteScope)") }
         if let sqliteMinInterval { extra.append("sqlite_min_interval=\(sqliteMinInterval)") }
+        if let cacheSize { extra.append("cache_size=\(cacheSize)") }
+        if let dirtyLimit { extra.append("dirty_limit=\(dirtyLimit)") }
+        if let dirtyAge { extra.append("dirty_age=\(dirtyAge)") }
         extra += sqliteInclude.map { "sqlite_include=\($0)" } + sqliteExclude.map { "sqlite_exclude=\($0)" }
         return options.flatMap { $0.split(separator: ",").map(String.init) } + extra
     }
@@ -132,6 +144,7 @@ struct MountCommand: ParsableCommand {
         fsOptions.kernelWritebackCache = mountOptions.writebackCache
         fsOptions.posixACL = mountOptions.posixACL
         fsOptions.sqlite = mountOptions.sqlite
+        fsOptions.cache = mountOptions.cache
         let snapshotState = SnapshotState()
         let core: SnapFileSystem
         do {
@@ -181,19 +194,26 @@ struct MountCommand: ParsableCommand {
         engine?.attach(to: core, kernel: session.kernelLink)
         engine?.startTimer()
         if engine != nil { core.startSQLiteFlusher() }
+        core.startCacheFlusher()
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
         let ending = session.serve()
         // Commits still waiting for their interval get their snapshot now.
         core.snapshotDueSQLiteCommits(all: true)
+        // Normally nothing is left (close writes back); what is left is what failed.
+        var lost = false
+        do throws(CacheWriteBackFailure) { try core.writeBackCache() } catch {
+            logger.critical("unmounted with data that could not be written back: \(error.message)")
+            lost = true
+        }
         if let pidFile { unlink(pidFile) }
         switch ending {
         case .unmounted:
             logger.notice("unmounted \(plan.mountpoint)")
-            Glibc.exit(0)
+            Glibc.exit(lost ? 17 : 0)
         case .signal(let signal):
             logger.notice("unmounted \(plan.mountpoint) on signal \(signal)")
-            Glibc.exit(0)
+            Glibc.exit(lost ? 17 : 0)
         case .failed(let result):
             logger.error("the request loop failed (\(result)); unmounted \(plan.mountpoint)")
             Glibc.exit(16)

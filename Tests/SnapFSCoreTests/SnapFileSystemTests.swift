@@ -39,6 +39,35 @@ import Testing
         #expect(try fs.getattr(entry.inode).st_size == 100 + off_t(text.count))
     }
 
+    @Test func withThePageCacheWritesWaitUntilCloseFsyncOrSnapshotAndReadsSeeThem() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var options = FileSystemOptions()
+        options.cache.size = 1 << 20
+        let fs = try SnapFileSystem(backingPath: dir.path, options: options)
+        let (entry, file) = try fs.create(parent: root, name: "c", mode: 0o644, flags: O_WRONLY, context: me)
+        let text = Array("cached, not yet written".utf8)
+        _ = try text.withUnsafeBytes { try fs.write(file, $0, offset: 4096 * 3 + 10, context: me) }
+        // Not in the backing file yet; getattr and reads see it.
+        #expect(readFile(dir.path + "/c") == "")
+        #expect(try fs.getattr(entry.inode).st_size == off_t(4096 * 3 + 10 + text.count))
+        guard case .bytes(let bytes) = try fs.read(file, offset: 4096 * 3, size: 100) else {
+            Issue.record("expected a read from the cache")
+            return
+        }
+        #expect(bytes == [UInt8](repeating: 0, count: 10) + text)
+        // A truncate drops what lies past the new end, in the cache and the file.
+        _ = try fs.setattr(entry.inode, AttributeChanges(size: 4096 * 3 + 16), file: file, context: me)
+        try fs.fsync(file, dataOnly: true)
+        #expect(Array((readFile(dir.path + "/c") ?? "").utf8) == [UInt8](repeating: 0, count: 4096 * 3 + 10) + text.prefix(6))
+        // Writes after that reach the file at close.
+        _ = try text.withUnsafeBytes { try fs.write(file, $0, offset: 0, context: me) }
+        #expect(readFile(dir.path + "/c")?.hasPrefix("cached") == false)
+        try fs.flush(file)
+        #expect(readFile(dir.path + "/c")?.hasPrefix("cached, not yet written") == true)
+        #expect(fs.cache?.statistics.dirtyBytes == 0)
+    }
+
     @Test func errorsAreErrnos() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

@@ -11,7 +11,9 @@ import SystemPackage
 /// for a new page and no clean page can be evicted. Dirty data is never dropped except by
 /// ``truncate(_:to:backing:)`` (past the new end) and ``discard(_:)``; a failed write-back
 /// leaves it dirty, remembers the error for the file, and reports it once through
-/// ``fsync(_:dataOnly:backing:)`` or ``takeError(_:)``, as Linux does.
+/// ``fsync(_:dataOnly:backing:)`` or ``takeError(_:)``, as Linux does — unless a later
+/// write-back wrote all of the file's dirty data first (then nothing was lost, unlike on
+/// Linux, where the failed pages are gone).
 ///
 /// Truncates reach the backing file at once (so its size never exceeds the logical size
 /// and its bytes are valid wherever no page is cached); reads of pages that are not
@@ -84,6 +86,23 @@ public final class PageCache: Sendable {
         precondition(offset >= 0)
         let data = CallerBuffer(data)
         return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
+    }
+
+    /// Buffers `data` at the file's logical end (O_APPEND), atomically with respect to
+    /// other appends; returns the offset it went to and the bytes taken.
+    public func append(_ file: UInt64, _ data: UnsafeRawBufferPointer,
+                       backing: some CacheBackingStore) throws(Errno) -> (offset: Int64, count: Int) {
+        let data = CallerBuffer(data)
+        return try table.withLock { (table) throws(Errno) -> (offset: Int64, count: Int) in
+            let offset = try table.size(file, backing: backing)
+            return (offset, try table.write(file, data.value, at: offset, backing: backing))
+        }
+    }
+
+    /// Whether anything is cached or remembered for `file` (else reads and sizes can go
+    /// straight to the backing file).
+    public func holds(_ file: UInt64) -> Bool {
+        table.withLock { $0.holds(file) }
     }
 
     /// Reads what the file holds with every buffered write applied; short only at the

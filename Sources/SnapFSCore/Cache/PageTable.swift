@@ -366,6 +366,9 @@ struct PageTable: ~Copyable {
                 for k in i..<j { markClean(slot(file, indices[k])!) }
                 i = j
             }
+            // Everything that ever failed to be written is written now: nothing was lost,
+            // so an earlier failure no longer stands between fsync and success.
+            if files[file]!.dirty.isEmpty { files[file]!.error = nil }
         } catch {
             statistics.writeBackErrors += 1
             files[file]!.error = error
@@ -431,6 +434,8 @@ struct PageTable: ~Copyable {
         files[file]!.extent = 0
         removeIfIdle(file)
     }
+
+    func holds(_ file: UInt64) -> Bool { files[file] != nil }
 
     var dirtyBytes: Int { dirtyPages * Self.pageSize }
     var cachedBytes: Int { cachedPages * Self.pageSize }

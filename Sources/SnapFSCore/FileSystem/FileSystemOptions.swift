@@ -10,6 +10,10 @@ public struct FileSystemOptions: Sendable {
     /// Give new files the caller's owner (as a local filesystem does) when the daemon runs as root.
     public var ownFilesAsCaller = true
 
+    /// snapfs's own page cache; off here (every write reaches the backing file at once),
+    /// on by default for `snapfs mount` (``MountOptions``).
+    public var cache = CachePolicy.off
+
     public init() {}
     /// SQLite commit detection and the snapshots it triggers.
     public var sqlite = SQLiteOptions()

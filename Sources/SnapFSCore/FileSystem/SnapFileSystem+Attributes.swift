@@ -55,15 +55,23 @@ extension SnapFileSystem {
 
     func truncate(_ node: Inode, to size: Int64, file: OpenFile?, context: RequestContext) throws(Errno) {
         if node.isDirectory { throw Errno.isDirectory }
+        // Through the cache when it holds the file: it drops what lies past the new end.
+        let cache = cacheHolding(node)
+        func truncate(_ fd: Int32) throws(Errno) {
+            if let cache {
+                try cache.truncate(node.id, to: size, backing: cacheStore)
+            } else {
+                try syscallRetrying { ftruncate(fd, off_t(size)) }
+            }
+            dropPrivileges(fd, caller: context)
+        }
         if let file, file.flags & O_ACCMODE != O_RDONLY {
-            try syscallRetrying { ftruncate(file.fd, off_t(size)) }
-            dropPrivileges(file.fd, caller: context)
+            try truncate(file.fd)
             return
         }
         let fd = try node.withFD { (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_WRONLY) }
         defer { close(fd) }
-        try syscallRetrying { ftruncate(fd, off_t(size)) }
-        dropPrivileges(fd, caller: context)
+        try truncate(fd)
     }
 
     func setTimes(_ node: Inode, access: TimeChange?, modification: TimeChange?, file: OpenFile?) throws(Errno) {
@@ -74,6 +82,9 @@ extension SnapFileSystem {
             case .set(let ts): return ts
             }
         }
+        // Dirty data written back later must not move the times set now.
+        if let cache = cacheHolding(node) { try cache.writeBack(node.id, backing: cacheStore) }
+        if modification != nil { node.cachedWriteTime.store(0, ordering: .relaxed) }
         var times = (spec(access), spec(modification))
         _ = try withUnsafePointer(to: &times) { pointer throws(Errno) in
             try pointer.withMemoryRebound(to: timespec.self, capacity: 2) { ts throws(Errno) in

@@ -9,9 +9,9 @@ extension SnapFileSystem {
     /// daemon's request buffers are not aligned as direct I/O on the backing file needs.
     func backingFlags(_ flags: Int32) -> Int32 {
         var flags = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | SNAPFS_O_DIRECT)
-        if options.kernelWritebackCache {
-            // The kernel may read pages around a partial write even on a write-only file,
-            // and it positions appends itself.
+        if options.kernelWritebackCache || cache != nil {
+            // The kernel (with write-back caching) and the page cache read pages around a
+            // partial write even on a write-only file, and position appends themselves.
             if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
             flags &= ~O_APPEND
         }
@@ -24,7 +24,12 @@ extension SnapFileSystem {
         if node.inSnapshotView && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw Errno.readOnlyFileSystem }
         let open = { () throws(Errno) -> OpenFile in
             let fd = try node.withFD { (pathFD) throws(Errno) in try self.proc.reopen(pathFD, flags: self.backingFlags(flags)) }
-            if flags & O_TRUNC != 0 { self.dropPrivileges(fd, caller: context) }
+            if flags & O_TRUNC != 0 {
+                self.dropPrivileges(fd, caller: context)
+                if let cache = self.cacheHolding(node) {
+                    do throws(Errno) { try cache.truncate(node.id, to: 0, backing: self.cacheStore) } catch { close(fd); throw error }
+                }
+            }
             return OpenFile(inode: node, fd: fd, flags: flags)
         }
         if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
@@ -84,7 +89,8 @@ extension SnapFileSystem {
     }
 
     public func read(_ file: OpenFile, offset: Int64, size: Int) throws(Errno) -> ReadData {
-        .file(fd: file.fd, offset: offset, length: size)
+        if let cache = cacheHolding(file.inode) { return try cachedRead(cache, file, offset: offset, size: size) }
+        return .file(fd: file.fd, offset: offset, length: size)
     }
 
     /// Writes all of `data` at `offset`; returns the bytes written.
@@ -94,6 +100,7 @@ extension SnapFileSystem {
         defer { if let commit { sqliteCommitted(commit, serving: file.inode.id) } }
         return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
             dropPrivileges(file.fd, caller: context)
+            if let cache, caches(file.inode) { return try cachedWrite(cache, file, data, offset: offset) }
             let role = file.inode.sqliteRole.load(ordering: .relaxed)
             let persisting = role != 0 && sqliteWriteEndsJournal(file, data, offset: offset)
             var done = 0
@@ -110,12 +117,20 @@ extension SnapFileSystem {
     }
 
     /// close(2) of one descriptor of an open file.
-    public func flush(_ file: OpenFile) throws(Errno) {}
+    public func flush(_ file: OpenFile) throws(Errno) {
+        try cachedFlush(file)
+    }
 
     /// The last descriptor of an open file is gone.
-    public func release(_ file: OpenFile) {}
+    public func release(_ file: OpenFile) {
+        cachedRelease(file)
+    }
 
     public func fsync(_ file: OpenFile, dataOnly: Bool) throws(Errno) {
+        if let cache = cacheHolding(file.inode) {
+            try cache.fsync(file.inode.id, dataOnly: dataOnly, backing: cacheStore)
+            return
+        }
         try syscallRetrying { dataOnly ? fdatasync(file.fd) : Glibc.fsync(file.fd) }
     }
 
@@ -124,6 +139,8 @@ extension SnapFileSystem {
                           context: RequestContext) throws(Errno) {
         try mutate(.writeData(inode: file.inode, offset: offset, length: length)) { () throws(Errno) in
             dropPrivileges(file.fd, caller: context)
+            let cache = try writeBackBeforeDirectChange(file.inode)
+            defer { try? forgetCachedPages(of: file.inode, in: cache) }
             try syscallRetrying { snapfs_fallocate(file.fd, mode, off_t(offset), off_t(length)) }
         }
     }
@@ -133,6 +150,9 @@ extension SnapFileSystem {
                               context: RequestContext) throws(Errno) -> Int {
         try mutate(.writeData(inode: target.inode, offset: targetOffset, length: Int64(length))) { () throws(Errno) -> Int in
             dropPrivileges(target.fd, caller: context)
+            _ = try writeBackBeforeDirectChange(source.inode)
+            let cache = try writeBackBeforeDirectChange(target.inode)
+            defer { try? forgetCachedPages(of: target.inode, in: cache) }
             var inOffset = off_t(sourceOffset)
             var outOffset = off_t(targetOffset)
             return try syscallRetrying {
@@ -143,7 +163,8 @@ extension SnapFileSystem {
 
     /// lseek(2) for SEEK_DATA / SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself).
     public func lseek(_ file: OpenFile, offset: Int64, whence: Int32) throws(Errno) -> Int64 {
-        Int64(try syscall(Glibc.lseek(file.fd, off_t(offset), whence)))
+        _ = try writeBackBeforeDirectChange(file.inode)
+        return Int64(try syscall(Glibc.lseek(file.fd, off_t(offset), whence)))
     }
 
     /// What a local filesystem does to a file whose data changes: a caller without

@@ -50,6 +50,7 @@ extension SnapFileSystem {
 
     /// Drops kernel references.
     public func forget(_ inode: UInt64, count: UInt64) {
+        if cache != nil, inodes.lookups(inode) == count, let node = try? inodes.inode(inode) { forgetCachedData(of: node) }
         inodes.forget(inode, count: count)
     }
 

@@ -181,6 +181,7 @@ extension SnapFileSystem {
             guard fd >= 0 else { return nil }
             let walFD = commit.mode == .wal ? Self.openForReading(commit.location.name + Array("-wal".utf8), in: dirFD) : -1
             let database = OpenDatabase(fd: fd, walFD: walFD)
+            try writeBackCachedDatabase(fd)
             var bytes = [UInt8](repeating: 0, count: SQLiteFormat.databaseHeaderSize)
             let n = bytes.withUnsafeMutableBytes { DescriptorReader(fd: fd).read(into: $0, at: 0) }
             guard fstat(fd, &database.status) == 0, database.status.isRegular, n == bytes.count,
@@ -222,6 +223,15 @@ extension SnapFileSystem {
         } catch {
             throw error.errno
         }
+    }
+
+    /// The database's data in the page cache goes to its file before the commit is looked at.
+    private func writeBackCachedDatabase(_ fd: Int32) throws(Errno) {
+        guard let cache else { return }
+        var st = stat()
+        guard fstat(fd, &st) == 0, let id = inodes.id(of: BackingKey(st), snapshotView: false),
+              let node = try? inodes.inode(id), node.usedCache.load(ordering: .relaxed) else { return }
+        try cache.writeBack(id, backing: cacheStore)
     }
 
     /// `name` in the directory `dirFD`, relative to the backing root.
@@ -275,20 +285,14 @@ extension SnapFileSystem {
     /// Starts the thread that takes the snapshots `--sqlite-min-interval` postponed.
     public func startSQLiteFlusher() {
         guard sqlite.options.mode == .snapshot, sqlite.options.minIntervalMs > 0 else { return }
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let created = pthread_create(&thread, nil, { context in
-            let fileSystem = Unmanaged<SnapFileSystem>.fromOpaque(context!).takeRetainedValue()
-            // Often enough that the last snapshot follows the interval closely.
-            let tick = max(10, min(fileSystem.sqlite.options.minIntervalMs / 4, 250))
+        // Often enough that the last snapshot follows the interval closely.
+        let tick = max(10, min(sqlite.options.minIntervalMs / 4, 250))
+        BackgroundThread.start {
             while true {
-                var pause = timespec(tv_sec: Int(tick / 1000), tv_nsec: Int(tick % 1000) * 1_000_000)
-                var left = timespec()
-                while nanosleep(&pause, &left) != 0 && errno == EINTR { pause = left }
-                if fileSystem.sqlite.hasPending { fileSystem.snapshotDueSQLiteCommits() }
+                BackgroundThread.sleep(milliseconds: tick)
+                if self.sqlite.hasPending { self.snapshotDueSQLiteCommits() }
             }
-        }, context)
-        if created == 0 { pthread_detach(thread) } else { Unmanaged<SnapFileSystem>.fromOpaque(context).release() }
+        }
     }
 
     /// With changes held back: the database's newest committed state, or nil when a

@@ -24,6 +24,9 @@ public final class SnapFileSystem: Sendable {
     public let sqlite: SQLiteCommitDetector
     /// The backing root as `/proc/self/fd` links show it, for paths relative to the root.
     let rootPath: String
+    /// snapfs's page cache of regular files' data (nil: off; see SnapFileSystem+Cache).
+    public let cache: PageCache?
+    let cacheStore: InodeCacheStore
 
     final class EngineLink: @unchecked Sendable {
         weak var engine: SnapshotEngine?
@@ -47,6 +50,8 @@ public final class SnapFileSystem: Sendable {
         self.proc = try ProcSelfFD()
         self.rootPath = proc.target(of: rootFD) ?? backingPath
         self.sqlite = SQLiteCommitDetector(options: options.readOnly ? SQLiteOptions.disabled : options.sqlite)
+        self.cache = options.cache.configuration.map { PageCache($0) }
+        self.cacheStore = InodeCacheStore(inodes: inodes, proc: proc)
         self.options = options
         self.observer = observer
         self.logger = logger
@@ -113,6 +118,7 @@ public final class SnapFileSystem: Sendable {
     func attributes(of inode: Inode) throws(Errno) -> stat {
         var st = try backingAttributes(of: inode)
         inode.applyReportedInode(&st)
+        if inode.usedCache.load(ordering: .relaxed) { try applyCachedAttributes(of: inode, to: &st) }
         return st
     }
 

@@ -44,6 +44,11 @@ public final class Inode: Sendable {
     /// object (0 before): the first object's number, so the file does not seem replaced
     /// (SQLite, for one, stops writing a database whose path names another inode number).
     let reportedInode = Atomic<UInt64>(0)
+    /// The page cache has taken data of this file (so reads and sizes must ask it).
+    let usedCache = Atomic<Bool>(false)
+    /// When a write last went into the page cache (ns since the epoch; 0: none since the
+    /// last explicit time change): the modification time until write-back moves it on.
+    let cachedWriteTime = Atomic<Int64>(0)
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
 
@@ -150,6 +155,24 @@ public final class Inode: Sendable {
     var isOpenForWriting: Bool {
         slot.withLock { $0.openFiles.values.contains { $0 & O_ACCMODE != O_RDONLY } }
     }
+
+    /// Runs `body` with the backing descriptor of one of the inode's open files that can
+    /// write (`writable`) or read, held open meanwhile; nil when no open file can.
+    /// For the page cache's write-back and loads (lock order: cache, then this slot).
+    func withOpenDescriptor<R>(writable: Bool, _ body: (Int32) throws(Errno) -> R) throws(Errno) -> R? {
+        try slot.withLock { (slot: inout Slot) throws(Errno) -> R? in
+            // The backing descriptor's own access mode (a write-only open may be read/write there).
+            let found = slot.openFiles.first { (fd, _) in
+                let access = fcntl(fd, F_GETFL) & O_ACCMODE
+                return writable ? access != O_RDONLY : access != O_WRONLY
+            }
+            guard let fd = found?.key else { return nil }
+            return try body(fd)
+        }
+    }
+
+    /// Number of open files (descriptors of ``OpenFile``s) on the inode.
+    var openFileCount: Int { slot.withLock { $0.openFiles.count } }
 
     /// Registers a read/write descriptor of an open file (see ``OpenFile``).
     func opened(fd: Int32, flags: Int32) {

@@ -10,6 +10,8 @@ public struct MountOptions: Sendable, Equatable {
     public var snapshots = SnapshotOptions()
     /// SQLite commit detection (`sqlite=`, `sqlite_scope=`, `sqlite_min_interval=`, …).
     public var sqlite = SQLiteOptions()
+    /// snapfs's page cache (`cache_size=`, `dirty_limit=`, `dirty_age=`).
+    public var cache = CachePolicy()
     /// Options that could not be understood, each as one sentence.
     public var problems: [String] = []
     /// Options passed on to libfuse and the kernel, in the order given.
@@ -38,10 +40,13 @@ public struct MountOptions: Sendable, Equatable {
                 parseSnapshotOption(option)
             case _ where option.contains("=") && option.hasPrefix("sqlite"):
                 parseSQLiteOption(option)
+            case _ where option.contains("=") && Self.cacheKeys.contains(String(option.prefix { $0 != "=" })):
+                parseCacheOption(option)
             default:
                 passed.append(option)
             }
         }
+        problems += cache.problems
     }
 
     static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "every"]
@@ -76,6 +81,27 @@ public struct MountOptions: Sendable, Equatable {
             case "keep_weekly": snapshots.retention.keepWeekly = count
             default: snapshots.retention.keepMonthly = count
             }
+        }
+    }
+
+    static let cacheKeys: Set<String> = ["cache_size", "dirty_limit", "dirty_age"]
+
+    private mutating func parseCacheOption(_ option: String) {
+        let key = String(option.prefix { $0 != "=" })
+        let value = String(option.dropFirst(key.count + 1))
+        switch key {
+        case "dirty_age":
+            if let ms = Self.parseDuration(value) {
+                cache.dirtyAgeMs = ms
+            } else {
+                problems.append("dirty_age=\(value) is not a duration (like 500ms, 5s, 1m)")
+            }
+        default:
+            guard let bytes = CachePolicy.parseSize(value) else {
+                problems.append("\(key)=\(value) is not a size (like 0, 4096, 512K, 64M, 1G)")
+                return
+            }
+            if key == "cache_size" { cache.size = bytes } else { cache.dirtyLimit = bytes }
         }
     }
 

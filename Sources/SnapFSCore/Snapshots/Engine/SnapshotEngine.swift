@@ -184,6 +184,11 @@ public final class SnapshotEngine: Sendable {
                     guard let info = atCommit() else { return .unchanged(newest: newest?.name.description ?? "-") }
                     sqlite = info
                 }
+                // Everything written before the trigger is in the page cache or the backing
+                // files now; the snapshot is of the backing files, so the cache goes first.
+                do throws(CacheWriteBackFailure) { try links.fileSystem?.writeBackCache() } catch {
+                    throw SnapshotFailure(error.errno, "no snapshot: \(error.message)")
+                }
                 let metadata = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
                 return .created(metadata)
@@ -315,7 +320,7 @@ public final class SnapshotEngine: Sendable {
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
-        return lines + (links.fileSystem?.sqlite.statusLines() ?? [])
+        return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() } ?? [])
     }
 
     // MARK: timer
@@ -323,22 +328,13 @@ public final class SnapshotEngine: Sendable {
     /// Starts the `--every` timer on a thread of its own.
     public func startTimer() {
         guard let interval = options.intervalMs, interval > 0 else { return }
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let created = pthread_create(&thread, nil, { context in
-            let engine = Unmanaged<SnapshotEngine>.fromOpaque(context!).takeRetainedValue()
-            engine.runTimer()
-            return nil
-        }, context)
-        if created == 0 { pthread_detach(thread) } else { Unmanaged<SnapshotEngine>.fromOpaque(context).release() }
+        BackgroundThread.start { self.runTimer() }
     }
 
     private func runTimer() {
         let interval = options.intervalMs!
         while true {
-            var pause = timespec(tv_sec: Int(interval / 1000), tv_nsec: Int(interval % 1000) * 1_000_000)
-            var left = timespec()
-            while nanosleep(&pause, &left) != 0 && errno == EINTR { pause = left }
+            BackgroundThread.sleep(milliseconds: interval)
             do throws(SnapshotFailure) {
                 _ = try take(label: nil, trigger: Trigger(kind: .timer, detail: "every \(interval / 1000)s"))
             } catch {

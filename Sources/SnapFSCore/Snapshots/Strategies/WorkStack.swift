@@ -86,8 +86,3 @@ final class WorkStack<Job>: @unchecked Sendable {
     }
 }
 
-/// Carries a closure through `pthread_create`'s context pointer.
-private final class ThreadBody {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-}

@@ -1,0 +1,218 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// snapfs's page cache on the data path of regular files.
+///
+/// Writes go into the cache (``PageCache``) and reach the backing file by write-back: at
+/// fsync, at close (so close reports a failed write-back, and only open files hold dirty
+/// data), when the dirty limit is passed, when dirty data is older than the dirty age
+/// (the flusher thread), before every snapshot (with the freeze gate closed, so the
+/// snapshot holds every write acknowledged before its trigger) and at unmount.
+///
+/// Not cached: SQLite journals and WALs (commit detection reads them as the application
+/// wrote them, and SQLite syncs them at every commit anyway), and files in `.snapshots`.
+/// A database file is cached; its dirty data is written back before its commit is looked
+/// at. Operations the cache does not model (fallocate, copy_file_range, SEEK_DATA/HOLE)
+/// write the file back first and forget its cached pages after.
+extension SnapFileSystem {
+    /// Whether `inode`'s data goes through the cache.
+    @inline(__always)
+    func caches(_ inode: Inode) -> Bool {
+        cache != nil && inode.isRegularFile && !inode.inSnapshotView && inode.sqliteRole.load(ordering: .relaxed) == 0
+    }
+
+    /// The cache, if it holds anything of `inode` (else the backing file is the whole truth).
+    @inline(__always)
+    func cacheHolding(_ inode: Inode) -> PageCache? {
+        guard let cache, inode.usedCache.load(ordering: .relaxed), cache.holds(inode.id) else { return nil }
+        return cache
+    }
+
+    /// Whether close(2) of `file` must reach the daemon (to write back and report errors).
+    public func closeNeedsDaemon(_ file: OpenFile) -> Bool {
+        caches(file.inode) && file.flags & O_ACCMODE != O_RDONLY
+    }
+
+    /// A write into the cache; returns the bytes taken.
+    func cachedWrite(_ cache: PageCache, _ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Int {
+        let node = file.inode
+        if !node.usedCache.load(ordering: .relaxed) { node.usedCache.store(true, ordering: .relaxed) }
+        let taken: Int
+        // Without kernel write-back caching the kernel leaves O_APPEND positioning to the
+        // filesystem (the backing descriptor cannot do it: write-back writes at offsets).
+        if file.flags & O_APPEND != 0 && !options.kernelWritebackCache {
+            taken = try cache.append(node.id, data, backing: cacheStore).count
+        } else {
+            taken = try cache.write(node.id, data, at: offset, backing: cacheStore)
+        }
+        node.cachedWriteTime.store(Self.realtimeNanoseconds(), ordering: .relaxed)
+        if file.flags & O_DSYNC != 0 {
+            // O_SYNC / O_DSYNC: durable when the write returns.
+            try cache.fsync(node.id, dataOnly: file.flags & O_SYNC != O_SYNC, backing: cacheStore)
+        }
+        return taken
+    }
+
+    /// A read through the cache.
+    func cachedRead(_ cache: PageCache, _ file: OpenFile, offset: Int64, size: Int) throws(Errno) -> ReadData {
+        var failure: Errno?
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            do throws(Errno) {
+                count = try cache.read(file.inode.id, into: UnsafeMutableRawBufferPointer(buffer), at: offset, backing: cacheStore)
+            } catch {
+                failure = error
+                count = 0
+            }
+        }
+        if let failure { throw failure }
+        return .bytes(bytes)
+    }
+
+    /// What getattr shows of a file with cached data: its logical size, and the time of
+    /// its last cached write as modification and change time until write-back passes it.
+    func applyCachedAttributes(of inode: Inode, to st: inout stat) throws(Errno) {
+        guard let cache = cacheHolding(inode) else { return }
+        st.st_size = off_t(try cache.size(inode.id, backing: cacheStore))
+        let written = inode.cachedWriteTime.load(ordering: .relaxed)
+        guard written > 0 else { return }
+        let time = timespec(tv_sec: Int(written / 1_000_000_000), tv_nsec: Int(written % 1_000_000_000))
+        if (st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_mtim = time }
+        if (st.st_ctim.tv_sec, st.st_ctim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_ctim = time }
+    }
+
+    /// Before an operation on the backing file that the cache does not model: its dirty
+    /// data goes first. Returns the cache to ``forgetCachedPages(of:)`` after the operation.
+    func writeBackBeforeDirectChange(_ inode: Inode) throws(Errno) -> PageCache? {
+        guard let cache = cacheHolding(inode) else { return nil }
+        try cache.writeBack(inode.id, backing: cacheStore)
+        return cache
+    }
+
+    /// After the backing file changed behind the cache: its clean pages and size are stale.
+    func forgetCachedPages(of inode: Inode, in cache: PageCache?) throws(Errno) {
+        try cache?.invalidate(inode.id, backing: cacheStore)
+    }
+
+    /// close(2): writes the file back and reports a write-back error not yet reported.
+    func cachedFlush(_ file: OpenFile) throws(Errno) {
+        guard let cache = cacheHolding(file.inode) else { return }
+        do throws(Errno) {
+            try cache.writeBack(file.inode.id, backing: cacheStore)
+        } catch {
+            _ = cache.takeError(file.inode.id)
+            throw error
+        }
+        if let error = cache.takeError(file.inode.id) { throw error }
+    }
+
+    /// The last descriptor of an open file is going: its data is written back, or dropped
+    /// if the file is unlinked and nothing else has it open.
+    func cachedRelease(_ file: OpenFile) {
+        guard let cache = cacheHolding(file.inode) else { return }
+        var st = stat()
+        if fstat(file.fd, &st) == 0 && st.st_nlink == 0 && file.inode.openFileCount <= 1 {
+            cache.discard(file.inode.id)
+            return
+        }
+        do throws(Errno) {
+            try cache.writeBack(file.inode.id, backing: cacheStore)
+        } catch {
+            logger.error("cannot write back \(describe(file.inode)) at close: \(error); the data stays cached and write-back is retried")
+        }
+    }
+
+    /// The kernel lets go of an inode: nothing of it stays cached. Dirty data is left only
+    /// where write-back failed at close; it gets one more try.
+    func forgetCachedData(of inode: Inode) {
+        guard let cache = cacheHolding(inode) else { return }
+        do throws(Errno) {
+            try cache.writeBack(inode.id, backing: cacheStore)
+        } catch {
+            logger.critical("dropping the cached data of \(describe(inode)), which could not be written back: \(error)")
+        }
+        cache.discard(inode.id)
+    }
+
+    /// Writes back every file with dirty data (before a snapshot, at unmount). Throws,
+    /// naming the files, if some could not be written; their data stays cached.
+    public func writeBackCache() throws(CacheWriteBackFailure) {
+        guard let cache else { return }
+        let failed = cache.writeBackAll(backing: cacheStore)
+        guard !failed.isEmpty else { return }
+        let files = failed.sorted { $0.key < $1.key }.map { (id, error) in
+            "\((try? inodes.inode(id)).map { describe($0) } ?? "node \(id)") (\(error))"
+        }
+        throw CacheWriteBackFailure(errno: failed.values.first!, files: files)
+    }
+
+    /// A file's path for messages: relative to the root when the backing object has one.
+    func describe(_ inode: Inode) -> String {
+        let found: String?? = try? inode.withFD { (fd) throws(Errno) -> String? in proc.target(of: fd) }
+        guard let target = found ?? nil else { return "node \(inode.id)" }
+        let prefix = rootPath.hasSuffix("/") ? rootPath : rootPath + "/"
+        return target.hasPrefix(prefix) ? String(target.dropFirst(prefix.count)) : target
+    }
+
+    /// `key: value` lines for `snapfs status`.
+    public func cacheStatusLines() -> [String] {
+        guard let cache else { return ["cache: off"] }
+        let s = cache.statistics
+        return [
+            "cache: \(options.cache.size) bytes, dirty limit \(cache.configuration.dirtyLimit), dirty age \(options.cache.dirtyAgeMs) ms",
+            "cache dirty: \(s.dirtyBytes)",
+            "cache cached: \(s.cachedBytes)",
+            "cache hits: \(s.hits)",
+            "cache misses: \(s.misses)",
+            "cache write-backs: \(s.writeBacks) (\(s.writeBackBytes) bytes)",
+            "cache write-back errors: \(s.writeBackErrors)",
+        ]
+    }
+
+    /// Starts the thread that writes back dirty data older than the dirty age, and retries
+    /// write-backs that failed.
+    public func startCacheFlusher() {
+        guard cache != nil else { return }
+        BackgroundThread.start { self.runCacheFlusher() }
+    }
+
+    private func runCacheFlusher() {
+        guard let cache else { return }
+        let age = max(1, options.cache.dirtyAgeMs)
+        let tick = max(20, min(age / 4, 1000))
+        var reported: Set<UInt64> = []
+        while true {
+            BackgroundThread.sleep(milliseconds: tick)
+            let due = ContinuousClock.now - .milliseconds(age)
+            for file in cache.dirtyFiles(olderThan: due) {
+                do throws(Errno) {
+                    try cache.writeBack(file, backing: cacheStore)
+                    reported.remove(file)
+                } catch {
+                    // Said once per file until a write-back of it works again.
+                    if reported.insert(file).inserted {
+                        let name = (try? inodes.inode(file)).map { describe($0) } ?? "node \(file)"
+                        logger.error("cannot write back \(name): \(error); the data stays cached and write-back is retried")
+                    }
+                }
+            }
+        }
+    }
+
+    static func realtimeNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
+}
+
+/// Write-back of the cache failed for some files (their data stays cached).
+public struct CacheWriteBackFailure: Error, Sendable {
+    public let errno: Errno
+    /// The files, each with its error.
+    public let files: [String]
+
+    public var message: String {
+        "cannot write back the cached data of \(files.count) file\(files.count == 1 ? "" : "s"): \(files.joined(separator: ", "))"
+    }
+}

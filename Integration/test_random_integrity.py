@@ -6,8 +6,9 @@ O_APPEND, reads) while an in-memory model says what every file must contain. Aft
 step the touched files are compared with the model (size by fstat and stat, and the whole
 content), every CHECK_EVERY steps all files and the backing directory too; at the end the
 backing directory, and a fresh mount of it, must hold exactly the model's files. It runs
-on a default mount (write-through: the backing directory is compared during the run too)
-and on a `-o writeback_cache` mount (backing compared after unmount).
+without the page cache (write-through: the backing directory is compared during the run
+too), with the default cache, a tiny one (eviction and back-pressure all the time) and a
+large one, and with the kernel's write-back cache (backing compared after unmount).
 
 Replay a failure with SNAPFS_SEED=<seed printed at the start>; SNAPFS_RANDOM_STEPS sets the
 number of operations (default 3000). The same logic runs against any directory:
@@ -521,14 +522,27 @@ def seed_and_steps():
     return seed, steps
 
 
-@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["default", "writeback_cache"])
-def test_random_integrity(make_mount, options):
+MOUNTS = {
+    # No page cache: every acknowledged change is in the backing directory at once.
+    "write_through": ((), ("--cache-size", "0")),
+    "default": ((), ()),
+    # 16 pages, 4 of them dirty at most: eviction and back-pressure at almost every step.
+    "tiny_cache": ((), ("--cache-size", "64K", "--dirty-limit", "16K")),
+    "large_cache": ((), ("--cache-size", "1G", "--dirty-age", "1h")),
+    "writeback_cache": (("writeback_cache",), ()),
+    "writeback_cache_tiny_cache": (("writeback_cache",), ("--cache-size", "64K")),
+}
+
+
+@pytest.mark.parametrize("kind", list(MOUNTS))
+def test_random_integrity(make_mount, kind):
     seed, steps = seed_and_steps()
-    print(f"seed={seed} options={list(options)}")
-    m = make_mount(options=options)
-    # Without the kernel's write-back cache every acknowledged change is in the backing
-    # directory at once, so it is compared during the run too; with it, after unmount.
-    write_through = "writeback_cache" not in options
+    options, extra_args = MOUNTS[kind]
+    print(f"seed={seed} mount={kind} options={list(options)} args={list(extra_args)}")
+    m = make_mount(options=options, extra_args=extra_args)
+    # Write-through, the backing directory is compared during the run too; with a
+    # cache (snapfs's or the kernel's), after unmount.
+    write_through = kind == "write_through"
     run = RandomRun(m.mnt, seed, steps, backing=m.backing if write_through else None)
     try:
         run.run()
@@ -544,7 +558,7 @@ def test_random_integrity(make_mount, options):
     run.verify_dir(m.backing, "backing directory after unmount")
 
     # ... and a new mount of it must serve them again (with a cold cache).
-    m2 = make_mount(backing=m.backing, name="mnt2", options=options)
+    m2 = make_mount(backing=m.backing, name="mnt2", options=options, extra_args=extra_args)
     run.root = m2.mnt
     run.op = "check a new mount of the backing directory"
     run.verify_dir(m2.mnt, "remounted directory")

@@ -72,9 +72,11 @@ final class FUSEBridge: Sendable {
         fuse_reply_entry(req, &param)
     }
 
-    func replyAttributes(_ req: fuse_req_t?, _ st: stat) {
+    /// The kernel keeps attributes for the timeout, except those of a file whose dirty
+    /// data in the page cache will change its times and blocks when written back.
+    func replyAttributes(_ req: fuse_req_t?, _ st: stat, of inode: UInt64) {
         var st = st
-        fuse_reply_attr(req, &st, attributeTimeout)
+        fuse_reply_attr(req, &st, core.hasDirtyData(inode) ? 0 : attributeTimeout)
     }
 
     static func context(_ req: fuse_req_t?) -> RequestContext {

@@ -8,7 +8,7 @@ extension FUSEOperations {
         ops.getattr = { req, ino, _ in
             let fs = FUSEBridge.of(req)
             fs.handle(req, "getattr", ino) { () throws(Errno) in
-                fs.replyAttributes(req, try fs.core.getattr(ino))
+                fs.replyAttributes(req, try fs.core.getattr(ino), of: ino)
             }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
@@ -16,7 +16,7 @@ extension FUSEOperations {
             fs.handle(req, "setattr", ino) { () throws(Errno) in
                 let changes = FUSEOperations.decodeChanges(attr!.pointee, toSet)
                 let file = ino == ControlFile.nodeID ? nil : fi.map { FUSEBridge.file($0) }
-                fs.replyAttributes(req, try fs.core.setattr(ino, changes, file: file, context: FUSEBridge.context(req)))
+                fs.replyAttributes(req, try fs.core.setattr(ino, changes, file: file, context: FUSEBridge.context(req)), of: ino)
             }
         }
         ops.statfs = { req, ino in

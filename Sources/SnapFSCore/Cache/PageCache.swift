@@ -99,10 +99,23 @@ public final class PageCache: Sendable {
         }
     }
 
+    /// Whether `file` has data not yet written back.
+    public func isDirty(_ file: UInt64) -> Bool {
+        table.withLock { $0.isDirty(file) }
+    }
+
     /// Whether anything is cached or remembered for `file` (else reads and sizes can go
     /// straight to the backing file).
     public func holds(_ file: UInt64) -> Bool {
         table.withLock { $0.holds(file) }
+    }
+
+    /// The logical size, and whether the file has dirty data (else the backing file's
+    /// times are the file's times).
+    public func sizeAndDirtiness(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) -> (size: Int64, dirty: Bool) {
+        try table.withLock { (table) throws(Errno) -> (size: Int64, dirty: Bool) in
+            (try table.size(file, backing: backing), table.isDirty(file))
+        }
     }
 
     /// Reads what the file holds with every buffered write applied; short only at the

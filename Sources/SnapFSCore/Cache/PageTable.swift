@@ -437,6 +437,8 @@ struct PageTable: ~Copyable {
 
     func holds(_ file: UInt64) -> Bool { files[file] != nil }
 
+    func isDirty(_ file: UInt64) -> Bool { files[file]?.dirty.isEmpty == false }
+
     var dirtyBytes: Int { dirtyPages * Self.pageSize }
     var cachedBytes: Int { cachedPages * Self.pageSize }
 }

@@ -34,6 +34,22 @@ extension SnapFileSystem {
         caches(file.inode) && file.flags & O_ACCMODE != O_RDONLY
     }
 
+    /// Whether the page cache holds data of `inode` not yet in its backing file: then its
+    /// size and times come from the cache, and change when it is written back, so the
+    /// kernel must not keep them.
+    public func hasDirtyData(_ inode: UInt64) -> Bool {
+        guard let cache, let node = try? inodes.inode(inode), node.usedCache.load(ordering: .relaxed) else { return false }
+        return cache.isDirty(inode)
+    }
+
+    /// The cache, if it holds data of `inode` not yet written back (reads must see it;
+    /// other reads go to the backing file, which updates its access time as reads do).
+    @inline(__always)
+    func cacheHoldingDirty(_ inode: Inode) -> PageCache? {
+        guard let cache, inode.usedCache.load(ordering: .relaxed), cache.isDirty(inode.id) else { return nil }
+        return cache
+    }
+
     /// A write into the cache; returns the bytes taken.
     func cachedWrite(_ cache: PageCache, _ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Int {
         let node = file.inode
@@ -69,13 +85,15 @@ extension SnapFileSystem {
         return .bytes(bytes)
     }
 
-    /// What getattr shows of a file with cached data: its logical size, and the time of
-    /// its last cached write as modification and change time until write-back passes it.
+    /// What getattr shows of a file with cached data: its logical size, and while data is
+    /// dirty, the time of its last cached write as modification and change time (after
+    /// write-back, the backing file's times, which are later).
     func applyCachedAttributes(of inode: Inode, to st: inout stat) throws(Errno) {
         guard let cache = cacheHolding(inode) else { return }
-        st.st_size = off_t(try cache.size(inode.id, backing: cacheStore))
+        let (size, dirty) = try cache.sizeAndDirtiness(inode.id, backing: cacheStore)
+        st.st_size = off_t(size)
         let written = inode.cachedWriteTime.load(ordering: .relaxed)
-        guard written > 0 else { return }
+        guard dirty, written > 0 else { return }
         let time = timespec(tv_sec: Int(written / 1_000_000_000), tv_nsec: Int(written % 1_000_000_000))
         if (st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_mtim = time }
         if (st.st_ctim.tv_sec, st.st_ctim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_ctim = time }
@@ -201,7 +219,8 @@ extension SnapFileSystem {
 
     static func realtimeNanoseconds() -> Int64 {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        // The clock filesystems stamp files with, so a write-back never seems earlier.
+        clock_gettime(CLOCK_REALTIME_COARSE, &now)
         return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
 }

@@ -89,7 +89,7 @@ extension SnapFileSystem {
     }
 
     public func read(_ file: OpenFile, offset: Int64, size: Int) throws(Errno) -> ReadData {
-        if let cache = cacheHolding(file.inode) { return try cachedRead(cache, file, offset: offset, size: size) }
+        if let cache = cacheHoldingDirty(file.inode) { return try cachedRead(cache, file, offset: offset, size: size) }
         return .file(fd: file.fd, offset: offset, length: size)
     }
 

@@ -38,7 +38,13 @@ extension SnapFileSystem {
         }
         var reported = st
         inode.applyReportedInode(&reported)
-        return Entry(inode: inode.id, attributes: reported, uncached: snapshotView)
+        // Dirty data in the page cache: the size and times it gives, not to be kept.
+        var dirty = false
+        if inode.usedCache.load(ordering: .relaxed) {
+            try? applyCachedAttributes(of: inode, to: &reported)
+            dirty = hasDirtyData(inode.id)
+        }
+        return Entry(inode: inode.id, attributes: reported, uncached: snapshotView || dirty)
     }
 
     /// Whether the kernel may remember that a name is missing from `parent`: not in

@@ -110,5 +110,6 @@ extension FUSEOperations {
         FUSEBridge.store(file, in: fi)
         fi.pointee.keep_cache = 1
         fi.pointee.noflush = core.closeNeedsDaemon(file) ? 0 : 1
+        if core.writesMustReachDaemon(file) { fi.pointee.direct_io = 1 }
     }
 }

@@ -29,10 +29,9 @@ import SystemPackage
 /// `fsync` syncs the backing file without the lock. Lock order: this mutex is a leaf —
 /// nothing else is locked while it is held, and backing stores must not call back in.
 ///
-/// Memory: each cached page is one page-aligned allocation of ``pageSize`` bytes, made
-/// when the page enters the cache and freed when it leaves, so page memory is bounded by
-/// `capacity`; plus a staging buffer of `maxWriteBack` bytes for coalesced writes and
-/// small per-page bookkeeping.
+/// Memory: pages live in 1 MiB mappings made as the cache first grows and kept until it
+/// is gone, so page memory is bounded by `capacity` (rounded up to 1 MiB); plus a staging
+/// buffer of `maxWriteBack` bytes for coalesced writes and small per-page bookkeeping.
 public final class PageCache: Sendable {
     public static let pageSize = PageTable.pageSize
 

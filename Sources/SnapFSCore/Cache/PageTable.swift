@@ -1,11 +1,12 @@
+import Glibc
 import SystemPackage
 
 /// The state of a ``PageCache``: page storage, the per-file page maps, the LRU list of
 /// clean pages and the accounting. Only ever touched with the cache's mutex held.
 ///
 /// Invariants:
-/// - `cachedPages ≤ capacityPages`; a page's storage is allocated when the page enters
-///   the cache and freed when it leaves, so memory follows `cachedPages`.
+/// - `cachedPages ≤ capacityPages`, and so is the number of slots, each with its own page
+///   of storage, so memory stays within `capacityPages` pages.
 /// - Clean pages, and only they, are on the LRU list; dirty pages leave the cache only
 ///   through write-back (or a truncate/discard that makes them meaningless).
 /// - The backing file is never longer than the file's logical size (truncates reach it
@@ -61,6 +62,13 @@ struct PageTable: ~Copyable {
     var statistics = PageCache.Statistics()
     /// Where contiguous dirty pages are gathered into one backing write.
     private let staging: UnsafeMutableRawPointer
+    /// Page storage: slot `s` owns page `s % chunkPages` of chunk `s / chunkPages`, for
+    /// as long as the cache lives (a slot that is freed and reused keeps its page). Chunks
+    /// are mapped as slots are first needed, so memory follows the most pages ever cached,
+    /// never more than `capacityPages` (one allocation per page would cost glibc up to a
+    /// second page each for the alignment).
+    private var chunks: [UnsafeMutableRawPointer] = []
+    private static let chunkPages = 256
 
     init(capacityPages: Int, dirtyLimitPages: Int, maxWriteBackPages: Int) {
         self.capacityPages = capacityPages
@@ -70,8 +78,20 @@ struct PageTable: ~Copyable {
     }
 
     deinit {
-        for slot in slots { slot.storage?.deallocate() }
+        for chunk in chunks { munmap(chunk, Self.chunkPages * Self.pageSize) }
         staging.deallocate()
+    }
+
+    /// The page of a slot not made before (`s == slots.count`).
+    private mutating func storage(forNewSlot s: Int32) throws(Errno) -> UnsafeMutableRawPointer {
+        let chunk = Int(s) / Self.chunkPages
+        if chunk == chunks.count {
+            let bytes = Self.chunkPages * Self.pageSize
+            guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+                  mapped != MAP_FAILED else { throw Errno.noMemory }
+            chunks.append(mapped)
+        }
+        return chunks[chunk] + (Int(s) % Self.chunkPages) * Self.pageSize
     }
 
     // MARK: Pages and the LRU list
@@ -122,14 +142,12 @@ struct PageTable: ~Copyable {
         lruAppend(s)
     }
 
-    /// Removes a page from the cache and frees its storage, dirty or not.
+    /// Removes a page from the cache, dirty or not; its slot (and storage) is reused.
     private mutating func drop(_ s: Int32) {
         markClean(s)
         lruRemove(s)
         let (file, index) = (slots[Int(s)].file, slots[Int(s)].index)
         files[file]!.pages.removeValue(forKey: index)
-        slots[Int(s)].storage!.deallocate()
-        slots[Int(s)].storage = nil
         freeSlots.append(s)
         cachedPages -= 1
     }
@@ -152,15 +170,14 @@ struct PageTable: ~Copyable {
             drop(victim)
             if owner != file { removeIfIdle(owner) }
         }
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: Self.pageSize, alignment: Self.pageSize)
-        let slot = Slot(file: file, index: index, storage: storage, dirty: false, prev: Self.none, next: Self.none)
         let s: Int32
         if let free = freeSlots.popLast() {
             s = free
-            slots[Int(s)] = slot
+            slots[Int(s)] = Slot(file: file, index: index, storage: slots[Int(s)].storage, dirty: false, prev: Self.none, next: Self.none)
         } else {
             s = Int32(slots.count)
-            slots.append(slot)
+            let storage = try storage(forNewSlot: s)
+            slots.append(Slot(file: file, index: index, storage: storage, dirty: false, prev: Self.none, next: Self.none))
         }
         files[file, default: FileState()].pages[index] = s
         cachedPages += 1

@@ -50,6 +50,13 @@ extension SnapFileSystem {
         return cache
     }
 
+    /// Whether every write to `file` must reach the daemon when it is made, not when the
+    /// kernel's write-back cache gets to it: SQLite journals and WALs, whose writes are
+    /// commit points (the commit is seen, and snapshotted, inside the application's write).
+    public func writesMustReachDaemon(_ file: OpenFile) -> Bool {
+        options.kernelWritebackCache && file.inode.sqliteRole.load(ordering: .relaxed) != 0
+    }
+
     /// A write into the cache; returns the bytes taken.
     func cachedWrite(_ cache: PageCache, _ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Int {
         let node = file.inode

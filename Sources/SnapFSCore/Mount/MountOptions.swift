@@ -1,6 +1,7 @@
 /// The `-o` options of `snapfs mount`, split into snapfs's own and those for libfuse.
 public struct MountOptions: Sendable, Equatable {
     public var allowNonEmpty = false
+    /// The kernel's write-back cache (`writeback_cache`; off by default).
     public var writebackCache = false
     public var readOnly = false
     public var debug = false

@@ -421,6 +421,32 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         #expect(backing.content(1) == [0, 0, 0] + data)
     }
 
+    @Test func largeWholePageWritesGoThroughAndReplaceCachedPages() throws {
+        let backing = FakeBackingStore()
+        let cache = PageCache(.init(capacity: 64 * pageSize))
+        var model = FileModel()
+        // Dirty pages 0…20 (partial first and last), then a 16-page write-through over 4…19.
+        let small = pattern(20 * pageSize + 100, seed: 3)
+        try cache.write(1, small, at: 7, backing: backing)
+        model.write(small, at: 7)
+        let large = pattern(16 * pageSize, seed: 4)
+        try cache.write(1, large, at: 4 * pageSize, backing: backing)
+        model.write(large, at: 4 * pageSize)
+        #expect(cache.statistics.writeThroughs == 1)
+        #expect(cache.statistics.writeThroughBytes == large.count)
+        // The replaced pages are gone; the others still wait, dirty.
+        #expect(cache.statistics.dirtyBytes == 5 * pageSize)
+        #expect(try cache.content(1, backing: backing) == model.bytes)
+        // A write-through past the end grows the file; the cache knows its new size.
+        let tail = pattern(32 * pageSize, seed: 5)
+        try cache.write(1, tail, at: 40 * pageSize, backing: backing)
+        model.write(tail, at: 40 * pageSize)
+        #expect(try cache.size(1, backing: backing) == Int64(model.bytes.count))
+        #expect(try cache.content(1, backing: backing) == model.bytes)
+        try cache.fsync(1, dataOnly: false, backing: backing)
+        #expect(backing.content(1) == model.bytes)
+    }
+
     @Test func invalidateSeesChangesMadeBehindTheCache() throws {
         let backing = FakeBackingStore()
         let cache = PageCache(.init(capacity: 8 * pageSize))

@@ -62,6 +62,9 @@ public final class PageCache: Sendable {
         public var writeBackBytes = 0
         /// Write-backs of a file that failed.
         public var writeBackErrors = 0
+        /// Large writes of whole pages that went straight to the backing file, and their bytes.
+        public var writeThroughs = 0
+        public var writeThroughBytes = 0
     }
 
     public let configuration: Configuration
@@ -78,13 +81,47 @@ public final class PageCache: Sendable {
             maxWriteBackPages: configuration.maxWriteBack / Self.pageSize))
     }
 
+    /// Writes of whole pages this large go straight to the backing file (after the cache
+    /// drops the pages they replace): buffering gains nothing for them, and costs a copy.
+    public static let writeThroughMinimum = 64 << 10
+
     /// Buffers `data` at `offset` and marks it dirty; returns the bytes taken (short only
     /// if room could not be made part-way; the error is thrown if none could be taken).
+    /// A large write of whole pages is written through instead (see ``writeThroughMinimum``).
+    ///
+    /// Writes of one file must not overlap each other while they run (the kernel holds the
+    /// inode's lock across a buffered write, so they do not).
     public func write(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
                       backing: some CacheBackingStore) throws(Errno) -> Int {
         precondition(offset >= 0)
         let data = CallerBuffer(data)
+        if data.value.count >= Self.writeThroughMinimum, offset % Int64(Self.pageSize) == 0, data.value.count % Self.pageSize == 0 {
+            return try writeThrough(file, data.value, at: offset, backing: backing)
+        }
         return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
+    }
+
+    /// The backing write runs without the lock, so other files' cache work goes on; no
+    /// write-back can touch the range meanwhile, since its pages are gone from the cache.
+    private func writeThrough(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
+                              backing: some CacheBackingStore) throws(Errno) -> Int {
+        table.withLock { $0.dropPages(file, covering: offset, count: data.count) }
+        var done = 0
+        do throws(Errno) {
+            while done < data.count {
+                let n = try backing.write(file, UnsafeRawBufferPointer(rebasing: data[done...]), at: offset + Int64(done))
+                if n <= 0 { break }
+                done += n
+            }
+        } catch {
+            if done == 0 {
+                table.withLock { $0.wroteThrough(file, end: nil, bytes: 0) }
+                throw error
+            }
+        }
+        let written = done
+        table.withLock { $0.wroteThrough(file, end: offset + Int64(written), bytes: written) }
+        return written
     }
 
     /// Buffers `data` at the file's logical end (O_APPEND), atomically with respect to

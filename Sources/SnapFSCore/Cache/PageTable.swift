@@ -163,7 +163,7 @@ struct PageTable: ~Copyable {
     private mutating func allocate(_ file: UInt64, _ index: Int64, backing: some CacheBackingStore) throws(Errno) -> Int32 {
         if cachedPages >= capacityPages {
             if lruHead == Self.none {
-                try writeBackOldest(backing: backing) { $0.lruHead != Self.none }
+                try writeBackOldest(backing: backing, batch: maxWriteBackPages) { $0.lruHead != Self.none }
             }
             let victim = lruHead
             let owner = slots[Int(victim)].file
@@ -291,7 +291,7 @@ struct PageTable: ~Copyable {
         // Back-pressure: a writer finding the dirty limit exceeded (write-back failed
         // earlier) must get it under the limit first, or fail.
         if dirtyPages > dirtyLimitPages {
-            try writeBackOldest(backing: backing) { $0.dirtyPages <= $0.dirtyLimitPages }
+            try writeBackUnderLimit(backing: backing)
         }
         let p = Self.p
         let end = offset + Int64(data.count)
@@ -316,7 +316,7 @@ struct PageTable: ~Copyable {
         // Over the limit now: write back until under it. A failure is remembered by the
         // file that failed and reported by its fsync/close; this write's data is in the cache.
         if dirtyPages > dirtyLimitPages {
-            try? writeBackOldest(backing: backing) { $0.dirtyPages <= $0.dirtyLimitPages }
+            try? writeBackUnderLimit(backing: backing)
         }
         return Int(position - offset)
     }
@@ -343,12 +343,13 @@ struct PageTable: ~Copyable {
 
     // MARK: Write-back
 
-    /// Writes all dirty pages of `file`, contiguous ones gathered into writes of up to
-    /// `maxWriteBackPages`. On error the pages not written stay dirty and the error is
-    /// remembered for the file.
-    mutating func writeBack(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) {
+    /// Writes the dirty pages of `file` (all, or the first `budget` or so in file order),
+    /// contiguous ones gathered into writes of up to `maxWriteBackPages`. On error the
+    /// pages not written stay dirty and the error is remembered for the file.
+    mutating func writeBack(_ file: UInt64, backing: some CacheBackingStore, budget: Int = .max) throws(Errno) {
         guard let dirty = files[file]?.dirty, !dirty.isEmpty else { return }
-        let indices = dirty.sorted()
+        var indices = dirty.sorted()
+        if indices.count > budget { indices.removeLast(indices.count - budget) }
         let p = Self.p
         do throws(Errno) {
             let logical = try size(file, backing: backing)
@@ -395,15 +396,33 @@ struct PageTable: ~Copyable {
         }
     }
 
-    /// Writes back whole files, oldest dirty first, until `done` holds. Throws the first
-    /// error if every file was tried and `done` still does not hold.
-    private mutating func writeBackOldest(backing: some CacheBackingStore, until done: (borrowing PageTable) -> Bool) throws(Errno) {
+    /// Writes back dirty pages, oldest dirty file first, `batch` pages at a time (the
+    /// lowest in the file first), until `done` holds, so a writer pays for what it needs
+    /// and not for whole files. Throws the first error if every file was tried and `done`
+    /// still does not hold.
+    private mutating func writeBackOldest(backing: some CacheBackingStore, batch: Int,
+                                          until done: (borrowing PageTable) -> Bool) throws(Errno) {
         var firstError: Errno?
         for file in dirtyFiles(olderThan: nil) {
-            do throws(Errno) { try writeBack(file, backing: backing) } catch { firstError = firstError ?? error }
-            if done(self) { return }
+            while isDirty(file) {
+                do throws(Errno) { try writeBack(file, backing: backing, budget: batch) } catch {
+                    firstError = firstError ?? error
+                    break
+                }
+                if done(self) { return }
+            }
         }
         if !done(self) { throw firstError ?? Errno.ioError }
+    }
+
+    /// Pages a writer over the dirty limit writes back at once (hysteresis: not one
+    /// write-back per write).
+    private var backPressureBatch: Int { max(1, min(dirtyLimitPages / 8, 4 * maxWriteBackPages)) }
+
+    /// Back-pressure: under the limit by a batch.
+    private mutating func writeBackUnderLimit(backing: some CacheBackingStore) throws(Errno) {
+        let target = max(0, dirtyLimitPages - backPressureBatch)
+        try writeBackOldest(backing: backing, batch: backPressureBatch) { $0.dirtyPages <= target }
     }
 
     /// Files with dirty pages (dirty since `olderThan` or earlier), oldest first.
@@ -453,6 +472,31 @@ struct PageTable: ~Copyable {
     }
 
     func holds(_ file: UInt64) -> Bool { files[file] != nil }
+
+    /// Before a write-through of whole pages: the cached pages it replaces go, dirty or not.
+    mutating func dropPages(_ file: UInt64, covering offset: Int64, count: Int) {
+        guard let pages = files[file]?.pages, !pages.isEmpty else { return }
+        let first = offset / Self.p
+        let end = (offset + Int64(count)) / Self.p
+        if Int64(pages.count) < end - first {
+            for (index, s) in pages where index >= first && index < end { drop(s) }
+        } else {
+            for index in first..<end { if let s = pages[index] { drop(s) } }
+        }
+        removeIfIdle(file)
+    }
+
+    /// After a write-through that ended at `end` (nil: unknown, after an error).
+    mutating func wroteThrough(_ file: UInt64, end: Int64?, bytes: Int) {
+        statistics.writeThroughs += 1
+        statistics.writeThroughBytes += bytes
+        guard files[file] != nil else { return }
+        if let end, let known = files[file]!.backingSize {
+            files[file]!.backingSize = max(known, end)
+        } else {
+            files[file]!.backingSize = nil
+        }
+    }
 
     func isDirty(_ file: UInt64) -> Bool { files[file]?.dirty.isEmpty == false }
 

@@ -14,7 +14,9 @@ import pytest
 
 from conftest import IN_CI, wait_until
 
-CHUNK = bytes(range(256)) * 4096  # 1 MiB, recognisable content
+# 60 KiB, recognisable content: small enough to be buffered by the cache (larger writes
+# of whole pages go straight to the backing file).
+CHUNK = bytes(range(256)) * 240
 
 
 @pytest.fixture
@@ -41,12 +43,12 @@ def expected(n):
 
 
 def fill(path):
-    """Writes 1 MiB chunks until a write fails; then fsync. Returns (bytes acknowledged,
+    """Writes CHUNKs until a write fails; then fsync. Returns (bytes acknowledged,
     errno of the failed write, errno of the fsync or None)."""
     acknowledged, failed, synced = 0, None, None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        for _ in range(300):
+        for _ in range(5000):
             try:
                 acknowledged += os.write(fd, CHUNK)
             except OSError as e:

@@ -1,0 +1,207 @@
+"""snapfs's page cache through a real mount: a snapshot holds data still waiting in the
+cache (and, with -o writeback_cache, in the kernel's), fsync and close write it back,
+O_APPEND writers of one file do not overwrite each other, the statistics are shown by
+`snapfs status`, the daemon's memory stays within the cache size while gigabytes go
+through, and `kill -9` of the daemon loses nothing that was fsync'd and leaves no byte
+that was never written."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SNAPFS, wait_until, is_mounted
+from test_snapshots import snapshot
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def status(m):
+    r = subprocess.run([SNAPFS, "status", str(m.mnt)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["cache", "cache+kernel_writeback"])
+def test_a_snapshot_holds_writes_still_in_the_cache(make_mount, options):
+    m = make_mount(options=options, extra_args=["--strategy", "copy"])
+    fd = os.open(m.mnt / "log", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        lines = [f"line {i}\n".encode() for i in range(500)]
+        for line in lines:
+            assert os.write(fd, line) == len(line)
+        expected = b"".join(lines)
+        # Still buffered (the file is open, nothing synced): the backing file lags behind.
+        assert (m.backing / "log").stat().st_size < len(expected)
+        name = snapshot(m.mnt)
+        # The snapshot has every write acknowledged before the trigger; the live backing
+        # file has them too now, and later writes stay out of the snapshot.
+        assert (m.backing / ".snapshots" / name / "log").read_bytes() == expected
+        assert (m.backing / "log").read_bytes() == expected
+        os.write(fd, b"after\n")
+    finally:
+        os.close(fd)
+    assert (m.mnt / ".snapshots" / name / "log").read_bytes() == expected
+    assert (m.mnt / "log").read_bytes() == expected + b"after\n"
+
+
+def test_fsync_and_close_write_back(make_mount):
+    m = make_mount()
+    path = m.mnt / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"a" * 5000, 3)
+        assert (m.backing / "f").stat().st_size == 0
+        assert os.fstat(fd).st_size == 5003
+        assert os.pread(fd, 10, 0) == b"\0\0\0aaaaaaa"
+        os.fsync(fd)
+        assert (m.backing / "f").read_bytes() == b"\0\0\0" + b"a" * 5000
+        os.pwrite(fd, b"b" * 10, 1)
+        assert (m.backing / "f").read_bytes()[:4] == b"\0\0\0a"
+    finally:
+        os.close(fd)
+    assert (m.backing / "f").read_bytes()[:12] == b"\0" + b"b" * 10 + b"a"
+
+
+def test_appending_processes_do_not_overwrite_each_other(make_mount):
+    m = make_mount()
+    path = m.mnt / "shared.log"
+    script = ("import os,sys\n"
+              "fd=os.open(sys.argv[1],os.O_WRONLY|os.O_CREAT|os.O_APPEND,0o644)\n"
+              "for i in range(2000): os.write(fd,(sys.argv[2]+'%05d'%i+'.'*40+'\\n').encode())\n"
+              "os.close(fd)\n")
+    procs = [subprocess.Popen(["python3", "-c", script, str(path), tag]) for tag in "ABC"]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    lines = path.read_text().splitlines()
+    assert len(lines) == 6000
+    for tag in "ABC":
+        assert [l for l in lines if l[0] == tag] == [f"{tag}{i:05d}" + "." * 40 for i in range(2000)]
+    assert (m.backing / "shared.log").read_text() == path.read_text()
+
+
+def test_status_shows_the_cache_and_a_tiny_cache_writes_back_under_pressure(make_mount):
+    m = make_mount(extra_args=["--cache-size", "256K", "--dirty-limit", "64K"])
+    data = os.urandom(4 * MIB)
+    fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for off in range(0, len(data), 4 * KIB):
+            os.pwrite(fd, data[off:off + 4 * KIB], off)
+        s = status(m)
+        assert s["cache"].startswith("262144 bytes, dirty limit 65536")
+        # Back-pressure kept the dirty data near the limit and wrote the rest back.
+        assert int(s["cache dirty"]) <= 64 * KIB + 4 * KIB
+        assert int(s["cache cached"]) <= 256 * KIB
+        writebacks, written = s["cache write-backs"].split(" ", 1)
+        assert int(writebacks) > 10 and int(written.strip("( bytes)")) >= len(data) - 68 * KIB
+        assert int(s["cache write-back errors"]) == 0
+    finally:
+        os.close(fd)
+    assert (m.backing / "f").read_bytes() == data
+    assert int(status(m)["cache dirty"]) == 0
+
+
+def test_dirty_data_is_written_back_after_the_dirty_age(make_mount):
+    m = make_mount(extra_args=["--dirty-age", "300ms"])
+    fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x" * 1000)
+        assert (m.backing / "f").stat().st_size == 0
+        assert wait_until(lambda: (m.backing / "f").stat().st_size == 1000, timeout=5)
+    finally:
+        os.close(fd)
+
+
+def test_bad_cache_options_are_refused(workdir):
+    b, mnt = workdir / "b", workdir / "m"
+    b.mkdir()
+    mnt.mkdir()
+    for args in (["--cache-size", "lots"], ["--cache-size", "1K"], ["--cache-size", "1M", "--dirty-limit", "2M"],
+                 ["--dirty-age", "soon"], ["-o", "cache_size=-5"]):
+        r = subprocess.run([SNAPFS, "mount", str(b), str(mnt), *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 64, (args, r.stderr)
+        assert "cache_size" in r.stderr or "dirty_" in r.stderr, r.stderr
+        assert not is_mounted(mnt)
+
+
+def test_memory_stays_within_the_cache_size_while_4_gib_go_through(make_mount):
+    cache = 64 * MIB
+    m = make_mount(extra_args=["--cache-size", "64M"])
+    base = peak_rss_kib(m.pid)
+    chunk = os.urandom(60 * KIB)   # buffered by the cache (not a large whole-page write)
+    fd = os.open(m.mnt / "big", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        written = 0
+        while written < 4 * 1024 * MIB:
+            written += os.write(fd, chunk)
+        # Random 4 KiB overwrites too: pages all over the file, dirty at once.
+        rng = random.Random(1)
+        for _ in range(20000):
+            os.pwrite(fd, chunk[:4 * KIB], rng.randrange(0, written // (4 * KIB)) * 4 * KIB)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    peak = peak_rss_kib(m.pid)
+    print(f"daemon peak RSS {peak // 1024} MiB (at start {base // 1024} MiB), cache {cache // MIB} MiB")
+    # The cache, plus a fixed allowance for libfuse's request buffers and the rest.
+    assert peak * KIB <= cache + 48 * MIB, f"peak RSS {peak} KiB"
+    assert os.stat(m.backing / "big").st_size == written
+    os.unlink(m.mnt / "big")
+
+
+def test_kill_9_keeps_every_fsynced_byte_and_invents_none(make_mount):
+    m = make_mount(extra_args=["--dirty-age", "1h"])
+    rng = random.Random(int(time.time()))
+    size = 512 * KIB
+    names = [f"f{i}" for i in range(6)]
+    # Per file and byte: the values ever written there, and the value at the last fsync.
+    history = {n: [set() for _ in range(size)] for n in names}
+    since_sync = {n: [set() for _ in range(size)] for n in names}
+    synced = {n: [None] * size for n in names}
+    fds = {n: os.open(m.mnt / n, os.O_RDWR | os.O_CREAT, 0o644) for n in names}
+    value = 0
+    for step in range(600):
+        n = rng.choice(names)
+        value = value % 255 + 1
+        off = rng.randrange(0, size - 1)
+        length = min(rng.choice([1, 100, 4096, 5000, 40000]), size - off)
+        os.pwrite(fds[n], bytes([value]) * length, off)
+        for i in range(off, off + length):
+            history[n][i].add(value)
+            since_sync[n][i].add(value)
+        if rng.random() < 0.05:
+            os.fsync(fds[n])
+            content = os.pread(fds[n], size, 0)
+            synced[n] = [content[i] if i < len(content) else None for i in range(size)]
+            since_sync[n] = [set() for _ in range(size)]
+    os.kill(m.pid, signal.SIGKILL)
+    assert wait_until(lambda: not m.alive(), timeout=10)
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)], capture_output=True)
+    m.pid = None
+    for n in names:
+        data = (m.backing / n).read_bytes()
+        for i in range(size):
+            got = data[i] if i < len(data) else None
+            if synced[n][i] not in (None, 0):
+                # fsync'd: that value, or one written there later.
+                assert got is not None and (got == synced[n][i] or got in since_sync[n][i]), \
+                    f"{n}[{i}] = {got}, fsync'd {synced[n][i]}"
+            if got not in (None, 0):
+                assert got in history[n][i], f"{n}[{i}] = {got}, never written there"

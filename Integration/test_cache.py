@@ -205,3 +205,23 @@ def test_kill_9_keeps_every_fsynced_byte_and_invents_none(make_mount):
                     f"{n}[{i}] = {got}, fsync'd {synced[n][i]}"
             if got not in (None, 0):
                 assert got in history[n][i], f"{n}[{i}] = {got}, never written there"
+
+
+@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["cache", "cache+kernel_writeback"])
+def test_sigterm_writes_back_data_of_files_still_open(make_mount, options):
+    m = make_mount(options=options)
+    fd = os.open(m.mnt / "open", os.O_WRONLY | os.O_CREAT, 0o644)
+    data = b"".join(f"{i:06d}\n".encode() for i in range(20000))
+    for off in range(0, len(data), 1000):
+        os.write(fd, data[off:off + 1000])
+    pid = m.pid
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not m.alive(), timeout=20), "daemon still running after SIGTERM"
+    m.pid = None
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)], capture_output=True)
+    assert (m.backing / "open").read_bytes() == data
+    assert "could not be written back" not in m.log_file.read_text()

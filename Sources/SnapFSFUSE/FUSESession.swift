@@ -83,7 +83,11 @@ public final class FUSESession {
         // Blocked here, the signals stay blocked in every worker libfuse starts; only the
         // watcher below takes them.
         pthread_sigmask(SIG_BLOCK, &signals, nil)
-        let watcher = SignalWatcher(session: session, mountpoint: configuration.mountpoint, signals: signals)
+        let link = kernelLink
+        let core = bridge.core
+        let watcher = SignalWatcher(session: session, mountpoint: configuration.mountpoint, signals: signals) {
+            link?.pushDirtyPages(of: core.inodes.openForWriting())
+        }
         watcher.start()
         let result = snapfs_session_loop_mt(session, configuration.idleThreads)
         fuse_session_unmount(session)

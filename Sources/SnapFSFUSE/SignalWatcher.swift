@@ -5,8 +5,8 @@ import SnapFSCore
 import Synchronization
 
 /// Takes SIGINT/SIGTERM/SIGHUP on a thread of its own (they are blocked everywhere else)
-/// and shuts the session down without losing anything: it syncs the mount while the
-/// workers still serve the write-back that causes, marks the session as exited, and
+/// and shuts the session down without losing anything: it pushes the kernel's dirty
+/// pages to the daemon while the workers still serve the write-back that causes, marks the session as exited, and
 /// sends one request through the mount so that a worker wakes up, sees the mark and ends
 /// the loop (libfuse then cancels the other workers).
 final class SignalWatcher: @unchecked Sendable {
@@ -14,11 +14,14 @@ final class SignalWatcher: @unchecked Sendable {
     private let mountpoint: String
     private var signals: sigset_t
     private let receivedSignal = Atomic<Int32>(0)
+    /// Makes the kernel hand over the dirty pages it holds and waits for them.
+    private let pushDirtyPages: @Sendable () -> Void
 
-    init(session: OpaquePointer, mountpoint: String, signals: sigset_t) {
+    init(session: OpaquePointer, mountpoint: String, signals: sigset_t, pushDirtyPages: @escaping @Sendable () -> Void) {
         self.session = session
         self.mountpoint = mountpoint
         self.signals = signals
+        self.pushDirtyPages = pushDirtyPages
     }
 
     var received: Int32? {
@@ -49,6 +52,9 @@ final class SignalWatcher: @unchecked Sendable {
         if root >= 0 {
             _ = snapfs_syncfs(root)
         }
+        // syncfs starts the kernel's write-back but (Linux 6.18) does not wait for it on
+        // FUSE; this does, file by file.
+        pushDirtyPages()
         fuse_session_exit(session)
         if root >= 0 {
             // Any request wakes a worker; an xattr read is never answered from the kernel's caches.

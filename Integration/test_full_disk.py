@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import IN_CI, wait_until
+from conftest import IN_CI, SNAPFS, is_mounted, wait_until
 
 # 60 KiB, recognisable content: small enough to be buffered by the cache (larger writes
 # of whole pages go straight to the backing file).
@@ -82,8 +82,13 @@ def test_enospc_is_reported_and_nothing_acknowledged_is_lost(small_fs, make_moun
         assert synced is None
         assert (m.backing / "filler").read_bytes()[:acknowledged] == expected(acknowledged)
     else:
-        # Some acknowledged data waits in the cache: fsync says it is not on disk.
+        # Some acknowledged data waits in the cache: fsync says it is not on disk, and an
+        # unmount refuses, naming the file, rather than lose it.
         assert synced == errno.ENOSPC
+        r = subprocess.run([SNAPFS, "unmount", str(m.mnt)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 18, r.stderr
+        assert "filler" in r.stderr and "No space left" in r.stderr, r.stderr
+        assert is_mounted(m.mnt)
     assert m.alive()
     # Free space: the data waiting in the cache is written back; everything acknowledged is there.
     free_before = os.statvfs(m.backing).f_bavail

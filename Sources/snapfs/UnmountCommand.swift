@@ -7,7 +7,7 @@ struct UnmountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unmount",
         abstract: "Flush and unmount a snapfs mount.",
-        discussion: "Exit codes: 0 unmounted; 17 not a snapfs mount; 16 the unmount failed (e.g. busy)."
+        discussion: "First has the daemon write everything back; if it cannot (a full disk, an I/O error), says which files and does not unmount, unless --lazy. Exit codes: 0 unmounted; 17 not a snapfs mount; 16 the unmount failed (e.g. busy); 18 cached data could not be written back (not unmounted, or with --lazy unmounted anyway: the daemon keeps retrying until it exits)."
     )
 
     @Argument(help: "The mountpoint of a snapfs mount.")
@@ -27,6 +27,19 @@ struct UnmountCommand: ParsableCommand {
         if fd >= 0 {
             _ = snapfs_syncfs(fd)
             close(fd)
+        }
+        var unwritten: String?
+        if ControlClient.exists(at: path), let reply = try? ControlClient(mountpoint: path).send("flush"), !reply.succeeded {
+            unwritten = reply.failureMessage
+            if !lazy {
+                fail("not unmounting \(mountpoint): \(reply.failureMessage); free space (or fix the error) and try again, or use --lazy", code: 18)
+            }
+        }
+        defer {
+            if let unwritten {
+                FileHandleStandardError.write("snapfs: unmounted \(mountpoint) lazily with cached data not written back: \(unwritten)\n")
+                Glibc.exit(18)
+            }
         }
         if geteuid() == 0 {
             if umount2(path, lazy ? Int32(MNT_DETACH) : 0) != 0 {

@@ -21,11 +21,12 @@ import Testing
         #expect(try parse("delete 20261125T112233.456Z") == .delete(name: "20261125T112233.456Z"))
         #expect(try parse("hold a") == .hold(name: "a"))
         #expect(try parse("release a\n") == .release(name: "a"))
+        #expect(try parse("flush\n") == .flush)
     }
 
     @Test func malformedCommandsAreRefusedWithAReason() {
         for bad in ["", "\n", "snap", "snapshot a b", "snapshot a/b", "snapshot .x", "snapshot -x", "snapshot --what",
-                    "snapshot --trigger=bogus", "prune now", "delete", "delete a b", "hold", "snapshot a\nprune",
+                    "snapshot --trigger=bogus", "prune now", "flush all", "delete", "delete a b", "hold", "snapshot a\nprune",
                     "snapshot " + String(repeating: "x", count: 65), "snapshot tab\there"] {
             #expect(throws: ControlCommand.ParseError.self, "\(bad)") { try parse(bad) }
         }

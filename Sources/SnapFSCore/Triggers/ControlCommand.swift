@@ -3,6 +3,7 @@
 ///     snapshot [--force] [--trigger=KIND[:DETAIL]] [LABEL]
 ///     prune
 ///     delete NAME | hold NAME | release NAME
+///     flush       (write every cached change back to the backing directory)
 ///
 /// A trailing newline is ignored, so `echo snapshot nightly > MOUNT/.snapfs-control` works.
 public enum ControlCommand: Equatable, Sendable {
@@ -11,6 +12,7 @@ public enum ControlCommand: Equatable, Sendable {
     case delete(name: String)
     case hold(name: String)
     case release(name: String)
+    case flush
 
     /// Why a command was refused, in one sentence.
     public struct ParseError: Error, Equatable, Sendable {
@@ -55,9 +57,9 @@ public enum ControlCommand: Equatable, Sendable {
                 }
             }
             return .snapshot(label: label, force: force, trigger: trigger)
-        case "prune":
-            guard arguments.isEmpty else { throw ParseError(message: "prune takes no arguments") }
-            return .prune
+        case "prune", "flush":
+            guard arguments.isEmpty else { throw ParseError(message: "\(verb) takes no arguments") }
+            return verb == "prune" ? .prune : .flush
         case "delete", "hold", "release":
             guard arguments.count == 1 else { throw ParseError(message: "\(verb) takes one snapshot name") }
             let name = arguments[0]
@@ -67,7 +69,7 @@ public enum ControlCommand: Equatable, Sendable {
             default: return .release(name: name)
             }
         default:
-            throw ParseError(message: "unknown command \(verb) (known: snapshot, prune, delete, hold, release)")
+            throw ParseError(message: "unknown command \(verb) (known: snapshot, prune, delete, hold, release, flush)")
         }
     }
 

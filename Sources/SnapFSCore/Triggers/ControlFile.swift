@@ -85,6 +85,9 @@ extension SnapshotEngine {
         case let .release(name):
             try setHeld(false, name)
             return "ok released \(name)"
+        case .flush:
+            try flush()
+            return "ok flushed"
         }
     }
 

@@ -204,6 +204,17 @@ public final class SnapshotEngine: Sendable {
         return outcome
     }
 
+    /// Writes everything written through the mount so far to the backing directory: the
+    /// kernel's dirty pages to the daemon, then the page cache (for `snapfs unmount`).
+    public func flush() throws(SnapshotFailure) {
+        if let kernel = links.kernel, let fileSystem = links.fileSystem {
+            kernel.pushDirtyPages(of: fileSystem.inodes.openForWriting())
+        }
+        do throws(CacheWriteBackFailure) { try links.fileSystem?.writeBackCache() } catch {
+            throw SnapshotFailure(error.errno, error.message)
+        }
+    }
+
     /// Builds the snapshot; inside the frozen gate.
     private func build(label: String?, trigger: Trigger, after newest: SnapshotName?,
                        sqlite: SQLiteCommitInfo? = nil) throws(SnapshotFailure) -> SnapshotMetadata {

@@ -159,6 +159,7 @@ extension SnapFileSystem {
     /// has happened; a snapshot that fails is logged and counted.
     func sqliteCommitted(_ commit: SQLiteCommit, serving: UInt64?) {
         do throws(Errno) {
+            pushKernelPagesOfDatabase(commit, serving: serving)
             guard let database = try openDatabase(commit) else { return }
             let st = database.status
             let fingerprint: [Int64]? = commit.mode == .wal ? nil
@@ -223,6 +224,21 @@ extension SnapFileSystem {
         } catch {
             throw error.errno
         }
+    }
+
+    /// With the kernel's write-back cache, a database's pages may still be in the kernel
+    /// at a rollback-mode commit (`synchronous=OFF` does not sync them first): they are
+    /// pushed to the daemon before the commit is looked at. (A WAL snapshot takes every
+    /// committed page from the log, which is written with direct I/O.)
+    private func pushKernelPagesOfDatabase(_ commit: SQLiteCommit, serving: UInt64?) {
+        guard options.kernelWritebackCache, commit.mode != .wal, sqlite.options.mode == .snapshot,
+              let kernel = engine?.links.kernel else { return }
+        let key = try? commit.location.directory.withFD { (dirFD) throws(Errno) -> BackingKey? in
+            let st = try commit.location.name.withCString { (name) throws(Errno) in try FileStatus.of(name, in: dirFD) }
+            return st.isRegular ? BackingKey(st) : nil
+        }
+        guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false), id != serving else { return }
+        kernel.pushDirtyPages(of: [id])
     }
 
     /// The database's data in the page cache goes to its file before the commit is looked at.

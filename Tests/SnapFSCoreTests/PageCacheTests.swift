@@ -58,6 +58,15 @@ final class FakeBackingStore: CacheBackingStore {
         }
     }
 
+    /// A vectored write is one write (like pwritev), of the segments gathered.
+    func write(_ file: UInt64, _ segments: [UnsafeRawBufferPointer], at offset: Int64) throws(Errno) -> Int {
+        let gathered = segments.flatMap { Array($0) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, gathered.count), alignment: 1)
+        defer { buffer.deallocate() }
+        buffer.copyBytes(from: gathered)
+        return try write(file, UnsafeRawBufferPointer(rebasing: buffer[0..<gathered.count]), at: offset)
+    }
+
     func sync(_ file: UInt64, dataOnly: Bool) throws(Errno) {
         try state.withLock { (state) throws(Errno) in
             state.syncs += 1

@@ -30,8 +30,9 @@ import SystemPackage
 /// nothing else is locked while it is held, and backing stores must not call back in.
 ///
 /// Memory: pages live in 1 MiB mappings made as the cache first grows and kept until it
-/// is gone, so page memory is bounded by `capacity` (rounded up to 1 MiB); plus a staging
-/// buffer of `maxWriteBack` bytes for coalesced writes and small per-page bookkeeping.
+/// is gone, so page memory is bounded by `capacity` (rounded up to 1 MiB); plus small
+/// per-page bookkeeping. Coalesced write-back writes contiguous pages from where they are
+/// (one vectored write), without copying them.
 public final class PageCache: Sendable {
     public static let pageSize = PageTable.pageSize
 

@@ -60,8 +60,6 @@ struct PageTable: ~Copyable {
     private(set) var cachedPages = 0
     private(set) var dirtyPages = 0
     var statistics = PageCache.Statistics()
-    /// Where contiguous dirty pages are gathered into one backing write.
-    private let staging: UnsafeMutableRawPointer
     /// Page storage: slot `s` owns page `s % chunkPages` of chunk `s / chunkPages`, for
     /// as long as the cache lives (a slot that is freed and reused keeps its page). Chunks
     /// are mapped as slots are first needed, so memory follows the most pages ever cached,
@@ -74,12 +72,10 @@ struct PageTable: ~Copyable {
         self.capacityPages = capacityPages
         self.dirtyLimitPages = dirtyLimitPages
         self.maxWriteBackPages = maxWriteBackPages
-        staging = .allocate(byteCount: maxWriteBackPages * Self.pageSize, alignment: Self.pageSize)
     }
 
     deinit {
         for chunk in chunks { munmap(chunk, Self.chunkPages * Self.pageSize) }
-        staging.deallocate()
     }
 
     /// The page of a slot not made before (`s == slots.count`).
@@ -360,20 +356,18 @@ struct PageTable: ~Copyable {
                 let start = indices[i] * p
                 let end = min((indices[j - 1] + 1) * p, logical)
                 let length = Int(max(0, end - start))
-                let source: UnsafeRawPointer
-                if j - i == 1 {
-                    source = UnsafeRawPointer(slots[Int(slot(file, indices[i])!)].storage!)
-                } else {
-                    for k in i..<j {
-                        staging.advanced(by: (k - i) * Self.pageSize)
-                            .copyMemory(from: slots[Int(slot(file, indices[k])!)].storage!, byteCount: Self.pageSize)
-                    }
-                    source = UnsafeRawPointer(staging)
+                // The pages themselves, the last cut at the logical end.
+                var segments: [UnsafeRawBufferPointer] = []
+                segments.reserveCapacity(j - i)
+                var left = length
+                for k in i..<j where left > 0 {
+                    let count = min(Self.pageSize, left)
+                    segments.append(UnsafeRawBufferPointer(start: slots[Int(slot(file, indices[k])!)].storage!, count: count))
+                    left -= count
                 }
                 var written = 0
                 while written < length {
-                    let n = try backing.write(file, UnsafeRawBufferPointer(start: source + written, count: length - written),
-                                              at: start + Int64(written))
+                    let n = try backing.write(file, Self.remaining(of: segments, after: written), at: start + Int64(written))
                     // A regular file never answers 0 to a write of some bytes; do not spin.
                     if n <= 0 { throw Errno.ioError }
                     written += n
@@ -394,6 +388,22 @@ struct PageTable: ~Copyable {
             files[file]!.backingSize = nil
             throw error
         }
+    }
+
+    /// What is left of `segments` once their first `skip` bytes are written.
+    private static func remaining(of segments: [UnsafeRawBufferPointer], after skip: Int) -> [UnsafeRawBufferPointer] {
+        guard skip > 0 else { return segments }
+        var skip = skip
+        var rest: [UnsafeRawBufferPointer] = []
+        for segment in segments {
+            if skip >= segment.count {
+                skip -= segment.count
+                continue
+            }
+            rest.append(UnsafeRawBufferPointer(rebasing: segment[skip...]))
+            skip = 0
+        }
+        return rest
     }
 
     /// Writes back dirty pages, oldest dirty file first, `batch` pages at a time (the

@@ -33,6 +33,13 @@ struct InodeCacheStore: CacheBackingStore {
         }
     }
 
+    func write(_ file: UInt64, _ segments: [UnsafeRawBufferPointer], at offset: Int64) throws(Errno) -> Int {
+        var vectors = segments.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        return try withDescriptor(file, writable: true) { (fd) throws(Errno) -> Int in
+            try syscallRetrying { pwritev(fd, &vectors, Int32(vectors.count), off_t(offset)) }
+        }
+    }
+
     func sync(_ file: UInt64, dataOnly: Bool) throws(Errno) {
         try withDescriptor(file, writable: true) { (fd) throws(Errno) in
             _ = try syscallRetrying { dataOnly ? fdatasync(fd) : fsync(fd) }

@@ -10,13 +10,7 @@ enum BackgroundThread {
         sigfillset(&all)
         pthread_sigmask(SIG_BLOCK, &all, &previous)
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
-        let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { argument in
-            Unmanaged<ThreadBody>.fromOpaque(argument!).takeRetainedValue().body()
-            return nil
-        }, box)
-        if created == 0 { pthread_detach(thread) } else { Unmanaged<ThreadBody>.fromOpaque(box).release() }
+        if let thread = ThreadBody.spawn(body) { pthread_detach(thread) }
     }
 
     /// Sleeps the whole time, whatever interrupts.
@@ -31,4 +25,19 @@ enum BackgroundThread {
 final class ThreadBody {
     let body: @Sendable () -> Void
     init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+
+    /// A new (joinable) thread running `body`; nil if none could be made.
+    static func spawn(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
+        let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+        var thread = pthread_t()
+        let created = pthread_create(&thread, nil, { argument in
+            Unmanaged<ThreadBody>.fromOpaque(argument!).takeRetainedValue().body()
+            return nil
+        }, box)
+        guard created == 0 else {
+            Unmanaged<ThreadBody>.fromOpaque(box).release()
+            return nil
+        }
+        return thread
+    }
 }

@@ -185,14 +185,7 @@ public final class PageCache: Sendable {
     /// write-back error (this one's or a remembered earlier one, which is then reported
     /// and forgotten) or the sync's error.
     public func fsync(_ file: UInt64, dataOnly: Bool, backing: some CacheBackingStore) throws(Errno) {
-        try table.withLock { (table) throws(Errno) in
-            do throws(Errno) {
-                try table.writeBack(file, backing: backing)
-            } catch {
-                _ = table.takeError(file)
-                throw error
-            }
-        }
+        try table.withLock { (table) throws(Errno) in try table.writeBackReportingOnce(file, backing: backing) }
         do throws(Errno) {
             try backing.sync(file, dataOnly: dataOnly)
         } catch {
@@ -200,6 +193,15 @@ public final class PageCache: Sendable {
             throw error
         }
         if let error = takeError(file) { throw error }
+    }
+
+    /// close(2): writes back (no sync) and throws the write-back error not yet reported —
+    /// this one's or an earlier one's — reporting it once.
+    public func flush(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) {
+        try table.withLock { (table) throws(Errno) in
+            try table.writeBackReportingOnce(file, backing: backing)
+            if let error = table.takeError(file) { throw error }
+        }
     }
 
     /// The write-back error not yet reported for `file`, now reported (for close).

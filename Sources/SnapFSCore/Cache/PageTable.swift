@@ -390,6 +390,17 @@ struct PageTable: ~Copyable {
         }
     }
 
+    /// Write-back for a caller that reports its error (fsync, close): the error thrown is
+    /// then reported, so it is not remembered for the next one.
+    mutating func writeBackReportingOnce(_ file: UInt64, backing: some CacheBackingStore) throws(Errno) {
+        do throws(Errno) {
+            try writeBack(file, backing: backing)
+        } catch {
+            _ = takeError(file)
+            throw error
+        }
+    }
+
     /// What is left of `segments` once their first `skip` bytes are written.
     private static func remaining(of segments: [UnsafeRawBufferPointer], after skip: Int) -> [UnsafeRawBufferPointer] {
         guard skip > 0 else { return segments }
@@ -498,8 +509,10 @@ struct PageTable: ~Copyable {
 
     /// After a write-through that ended at `end` (nil: unknown, after an error).
     mutating func wroteThrough(_ file: UInt64, end: Int64?, bytes: Int) {
-        statistics.writeThroughs += 1
-        statistics.writeThroughBytes += bytes
+        if bytes > 0 {
+            statistics.writeThroughs += 1
+            statistics.writeThroughBytes += bytes
+        }
         guard files[file] != nil else { return }
         if let end, let known = files[file]!.backingSize {
             files[file]!.backingSize = max(known, end)

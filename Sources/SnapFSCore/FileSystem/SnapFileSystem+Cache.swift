@@ -38,8 +38,8 @@ extension SnapFileSystem {
     /// size and times come from the cache, and change when it is written back, so the
     /// kernel must not keep them.
     public func hasDirtyData(_ inode: UInt64) -> Bool {
-        guard let cache, let node = try? inodes.inode(inode), node.usedCache.load(ordering: .relaxed) else { return false }
-        return cache.isDirty(inode)
+        guard cache != nil, let node = try? inodes.inode(inode) else { return false }
+        return cacheHoldingDirty(node) != nil
     }
 
     /// The cache, if it holds data of `inode` not yet written back (reads must see it;
@@ -94,16 +94,18 @@ extension SnapFileSystem {
 
     /// What getattr shows of a file with cached data: its logical size, and while data is
     /// dirty, the time of its last cached write as modification and change time (after
-    /// write-back, the backing file's times, which are later).
-    func applyCachedAttributes(of inode: Inode, to st: inout stat) throws(Errno) {
-        guard let cache = cacheHolding(inode) else { return }
+    /// write-back, the backing file's times, which are later). Returns whether it is dirty.
+    @discardableResult
+    func applyCachedAttributes(of inode: Inode, to st: inout stat) throws(Errno) -> Bool {
+        guard let cache = cacheHolding(inode) else { return false }
         let (size, dirty) = try cache.sizeAndDirtiness(inode.id, backing: cacheStore)
         st.st_size = off_t(size)
         let written = inode.cachedWriteTime.load(ordering: .relaxed)
-        guard dirty, written > 0 else { return }
+        guard dirty, written > 0 else { return dirty }
         let time = timespec(tv_sec: Int(written / 1_000_000_000), tv_nsec: Int(written % 1_000_000_000))
         if (st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_mtim = time }
         if (st.st_ctim.tv_sec, st.st_ctim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_ctim = time }
+        return true
     }
 
     /// Before an operation on the backing file that the cache does not model: its dirty
@@ -121,14 +123,7 @@ extension SnapFileSystem {
 
     /// close(2): writes the file back and reports a write-back error not yet reported.
     func cachedFlush(_ file: OpenFile) throws(Errno) {
-        guard let cache = cacheHolding(file.inode) else { return }
-        do throws(Errno) {
-            try cache.writeBack(file.inode.id, backing: cacheStore)
-        } catch {
-            _ = cache.takeError(file.inode.id)
-            throw error
-        }
-        if let error = cache.takeError(file.inode.id) { throw error }
+        try cacheHolding(file.inode)?.flush(file.inode.id, backing: cacheStore)
     }
 
     /// The last descriptor of an open file is going: its data is written back, or dropped

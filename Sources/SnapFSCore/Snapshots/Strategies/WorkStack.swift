@@ -46,18 +46,8 @@ final class WorkStack<Job>: @unchecked Sendable {
         }
         var started: [pthread_t] = []
         for _ in 1..<max(threads, 1) {
-            let box = Unmanaged.passRetained(ThreadBody(loop)).toOpaque()
-            var thread = pthread_t()
-            let result = pthread_create(&thread, nil, { argument in
-                Unmanaged<ThreadBody>.fromOpaque(argument!).takeRetainedValue().body()
-                return nil
-            }, box)
-            if result == 0 {
-                started.append(thread)
-            } else {
-                // No thread to spare: the others do the work.
-                Unmanaged<ThreadBody>.fromOpaque(box).release()
-            }
+            // A thread that cannot be made leaves its share to the others.
+            if let thread = ThreadBody.spawn(loop) { started.append(thread) }
         }
         loop()
         for thread in started { pthread_join(thread, nil) }

@@ -353,6 +353,38 @@ def test_files_that_only_look_like_journals(make_mount):
     assert status(m.mnt)["sqlite-failures"] == "0"
 
 
+@pytest.mark.parametrize("kernel_writeback", [False, True])
+def test_journal_and_wal_names_work_like_any_file(make_mount, kernel_writeback):
+    # snapfs opens -journal and -wal files with direct I/O; a program that is not SQLite
+    # must still be able to map them (shared and private), append and read back.
+    import mmap
+    m = make_mount(options=["writeback_cache"] if kernel_writeback else [])
+    for name in ["notes-journal", "notes-wal"]:
+        path = m.mnt / name
+        path.write_bytes(b"a" * 8192)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            shared = mmap.mmap(fd, 8192, mmap.MAP_SHARED)
+            shared[0:5] = b"hello"
+            shared.flush()
+            assert os.pread(fd, 5, 0) == b"hello"
+            os.pwrite(fd, b"WORLD", 100)
+            assert shared[100:105] == b"WORLD"
+            private = mmap.mmap(fd, 8192, mmap.MAP_PRIVATE)
+            private[200:203] = b"xyz"
+            assert os.pread(fd, 3, 200) == b"aaa"
+            private.close()
+            shared.close()
+        finally:
+            os.close(fd)
+        with open(path, "ab") as f:
+            f.write(b"tail")
+        data = (m.backing / name).read_bytes()
+        assert data[:5] == b"hello" and data[100:105] == b"WORLD" and data.endswith(b"tail")
+        assert len(data) == 8196 and os.stat(path).st_size == 8196
+    assert m.alive()
+
+
 # ---------------------------------------------------------------- policy
 
 def test_detect_only_counts(make_mount):

@@ -33,8 +33,9 @@ final class FUSEBridge: Sendable {
     /// `body` must reply on success.
     @inline(__always)
     func handle(_ req: fuse_req_t?, _ operation: StaticString, _ inode: UInt64,
-                _ name: UnsafePointer<CChar>? = nil, _ body: () throws(Errno) -> Void) {
-        if debug { logger.debug("\(operation) ino=\(inode)\(Self.describe(name))") }
+                _ name: UnsafePointer<CChar>? = nil, detail: @autoclosure () -> String = "",
+                _ body: () throws(Errno) -> Void) {
+        if debug { logger.debug("\(operation) ino=\(inode)\(Self.describe(name))\(detail())") }
         do {
             try body()
         } catch {

@@ -4,20 +4,28 @@ import Glibc
 import Synchronization
 
 /// The session's I/O on `/dev/fuse`, installed through `fuse_session_custom_io` after the
-/// mount. It behaves exactly like libfuse's own I/O except for two things: it adds
-/// `FUSE_HANDLE_KILLPRIV_V2` to the INIT reply when the kernel offers it, and it answers
-/// FUSE_TMPFILE itself (``FUSETmpfile``), which libfuse 3.14 does not know.
+/// mount. It behaves exactly like libfuse's own I/O except for two things: it adds to the
+/// INIT reply two kernel features libfuse 3.14 cannot negotiate, when the kernel offers
+/// them, and it answers FUSE_TMPFILE itself (``FUSETmpfile``), which libfuse 3.14 does not know.
 ///
-/// Why: without that flag the kernel asks the daemon for the `security.capability` xattr
-/// before every `write()` (one extra round trip per write — 11 of ~38 per SQLite commit),
-/// because only with it does FUSE set `SB_NOSEC`. libfuse 3.14 cannot negotiate the flag.
-/// With it, clearing set-ID bits and capabilities on write/truncate is the daemon's job;
-/// ``SnapFileSystem`` does that (see `dropPrivileges`).
+/// - `FUSE_HANDLE_KILLPRIV_V2`: without it the kernel asks the daemon for the
+///   `security.capability` xattr before every `write()` (one extra round trip per write —
+///   11 of ~38 per SQLite commit), because only with it does FUSE set `SB_NOSEC`. With it,
+///   clearing set-ID bits and capabilities on write/truncate is the daemon's job;
+///   ``SnapFileSystem`` does that (see `dropPrivileges`).
+/// - `FUSE_DIRECT_IO_ALLOW_MMAP`: SQLite journals and WALs are opened with direct I/O
+///   (see `SnapFileSystem.writesBypassKernelCache`); with this flag a program that maps
+///   such a file shared still can.
 enum FUSEChannel {
     private static let fuseInit: UInt32 = 26
     private static let handleKillprivV2: UInt32 = 1 << 28
-    /// The `unique` of the INIT request once read and offered the flag; 0 otherwise.
+    private static let initExtended: UInt32 = 1 << 30
+    /// `FUSE_DIRECT_IO_ALLOW_MMAP` (bit 36) in the second flags word.
+    private static let directIOAllowMmap: UInt32 = 1 << 4
+    /// The `unique` of the INIT request once read; 0 otherwise.
     private static let pendingInit = Atomic<UInt64>(0)
+    /// What the kernel offered of the flags added to the reply (first word, second word).
+    private static let offeredFlags = Atomic<UInt64>(0)
 
     static func install(on session: OpaquePointer) -> Bool {
         var io = fuse_custom_io()
@@ -29,15 +37,8 @@ enum FUSEChannel {
                 FUSETmpfile.serve(UnsafeRawBufferPointer(start: buffer, count: count), fd: fd, bridge: bridge)
                 count = Glibc.read(fd, buffer, length)
             }
-            if count >= 56, let buffer {
-                // fuse_in_header: len, opcode, unique …; fuse_init_in.flags at offset 40 + 12.
-                let opcode = buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
-                if opcode == FUSEChannel.fuseInit {
-                    let kernelFlags = buffer.loadUnaligned(fromByteOffset: 52, as: UInt32.self)
-                    if kernelFlags & FUSEChannel.handleKillprivV2 != 0 {
-                        FUSEChannel.pendingInit.store(buffer.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .sequentiallyConsistent)
-                    }
-                }
+            if count >= 56, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSEChannel.fuseInit {
+                FUSEChannel.noteInit(UnsafeRawBufferPointer(start: buffer, count: count))
             }
             return count
         }
@@ -53,13 +54,34 @@ enum FUSEChannel {
         return fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0
     }
 
+    /// The INIT request: fuse_in_header (40 bytes: len, opcode, unique …), then
+    /// fuse_init_in (major, minor, max_readahead, flags, flags2 …).
+    private static func noteInit(_ request: UnsafeRawBufferPointer) {
+        let flags = request.loadUnaligned(fromByteOffset: 52, as: UInt32.self)
+        var offered = UInt64(flags & handleKillprivV2)
+        if flags & initExtended != 0, request.count >= 60 {
+            let flags2 = request.loadUnaligned(fromByteOffset: 56, as: UInt32.self)
+            offered |= UInt64(flags2 & directIOAllowMmap) << 32
+        }
+        offeredFlags.store(offered, ordering: .sequentiallyConsistent)
+        pendingInit.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .sequentiallyConsistent)
+    }
+
+    /// The INIT reply: fuse_out_header, then fuse_init_out (flags at 12, flags2 at 32).
     private static func patchInitReply(_ iov: UnsafeMutablePointer<iovec>) {
         guard let header = iov[0].iov_base, iov[0].iov_len >= 16,
               let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return }
         let unique = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
         let error = header.loadUnaligned(fromByteOffset: 4, as: Int32.self)
         guard error == 0, pendingInit.compareExchange(expected: unique, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return }
-        let flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
-        body.storeBytes(of: flags | handleKillprivV2, toByteOffset: 12, as: UInt32.self)
+        let offered = offeredFlags.load(ordering: .sequentiallyConsistent)
+        var flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self) | UInt32(truncatingIfNeeded: offered)
+        let added2 = UInt32(truncatingIfNeeded: offered >> 32)
+        if added2 != 0, iov[1].iov_len >= 36 {
+            flags |= initExtended
+            let flags2 = body.loadUnaligned(fromByteOffset: 32, as: UInt32.self)
+            body.storeBytes(of: flags2 | added2, toByteOffset: 32, as: UInt32.self)
+        }
+        body.storeBytes(of: flags, toByteOffset: 12, as: UInt32.self)
     }
 }

@@ -30,7 +30,7 @@ extension FUSEOperations {
         ops.read = { req, ino, size, offset, fi in
             if ino == ControlFile.nodeID { return FUSEOperations.controlRead(req, fi, offset: Int64(offset), size: size) }
             let fs = FUSEBridge.of(req)
-            fs.handle(req, "read", ino) { () throws(Errno) in
+            fs.handle(req, "read", ino, detail: " offset=\(offset) size=\(size)") { () throws(Errno) in
                 switch try fs.core.read(FUSEBridge.file(fi), offset: Int64(offset), size: size) {
                 case let .file(fd, offset, length):
                     var vec = snapfs_bufvec_fd(fd, length, off_t(offset))
@@ -45,7 +45,7 @@ extension FUSEOperations {
                 return FUSEOperations.controlWrite(req, fi, UnsafeRawBufferPointer(start: buf, count: size))
             }
             let fs = FUSEBridge.of(req)
-            fs.handle(req, "write", ino) { () throws(Errno) in
+            fs.handle(req, "write", ino, detail: " offset=\(offset) size=\(size)") { () throws(Errno) in
                 let written = try fs.core.write(FUSEBridge.file(fi), UnsafeRawBufferPointer(start: buf, count: size),
                                                 offset: Int64(offset), context: FUSEBridge.context(req))
                 fuse_reply_write(req, written)
@@ -110,6 +110,6 @@ extension FUSEOperations {
         FUSEBridge.store(file, in: fi)
         fi.pointee.keep_cache = 1
         fi.pointee.noflush = core.closeNeedsDaemon(file) ? 0 : 1
-        if core.writesMustReachDaemon(file) { fi.pointee.direct_io = 1 }
+        if core.writesBypassKernelCache(file) { fi.pointee.direct_io = 1 }
     }
 }

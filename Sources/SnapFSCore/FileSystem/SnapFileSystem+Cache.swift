@@ -50,11 +50,17 @@ extension SnapFileSystem {
         return cache
     }
 
-    /// Whether every write to `file` must reach the daemon when it is made, not when the
-    /// kernel's write-back cache gets to it: SQLite journals and WALs, whose writes are
-    /// commit points (the commit is seen, and snapshotted, inside the application's write).
-    public func writesMustReachDaemon(_ file: OpenFile) -> Bool {
-        options.kernelWritebackCache && file.inode.sqliteRole.load(ordering: .relaxed) != 0
+    /// Whether `file` is opened with direct I/O, past the kernel's page cache: SQLite
+    /// journals and WALs. Their writes are commit points, seen (and snapshotted) inside the
+    /// application's write, so with the kernel's write-back cache they must not wait in
+    /// the kernel; and without it, direct I/O makes each write one request (the kernel
+    /// splits a cached write that ends inside a page it does not hold: a WAL frame's page
+    /// took two requests) and spares the `security.capability` lookup cached writes make
+    /// after every attribute refresh. Reads lose nothing: SQLite reads these files only to
+    /// recover and to checkpoint, and the kernel held few of their pages (frames do not
+    /// start on page boundaries).
+    public func writesBypassKernelCache(_ file: OpenFile) -> Bool {
+        file.inode.sqliteRole.load(ordering: .relaxed) != 0
     }
 
     /// A write into the cache; returns the bytes taken.

@@ -37,6 +37,7 @@ def peak_rss_kib(pid):
 @pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["cache", "cache+kernel_writeback"])
 def test_a_snapshot_holds_writes_still_in_the_cache(make_mount, options):
     m = make_mount(options=options, extra_args=["--strategy", "copy"])
+    (m.mnt / "log").touch()   # reopened: a file's creating descriptor writes through
     fd = os.open(m.mnt / "log", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         lines = [f"line {i}\n".encode() for i in range(500)]
@@ -60,6 +61,7 @@ def test_a_snapshot_holds_writes_still_in_the_cache(make_mount, options):
 def test_fsync_and_close_write_back(make_mount):
     m = make_mount()
     path = m.mnt / "f"
+    path.touch()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.pwrite(fd, b"a" * 5000, 3)
@@ -95,6 +97,7 @@ def test_appending_processes_do_not_overwrite_each_other(make_mount):
 def test_status_shows_the_cache_and_a_tiny_cache_writes_back_under_pressure(make_mount):
     m = make_mount(extra_args=["--cache-size", "256K", "--dirty-limit", "64K"])
     data = os.urandom(4 * MIB)
+    (m.mnt / "f").touch()
     fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         for off in range(0, len(data), 4 * KIB):
@@ -113,8 +116,37 @@ def test_status_shows_the_cache_and_a_tiny_cache_writes_back_under_pressure(make
     assert int(status(m)["cache dirty"]) == 0
 
 
+def test_a_new_file_is_written_through_until_reopened(make_mount):
+    # The descriptor that creates a file writes through (its close then needs no request);
+    # a reopened one is buffered; reads see both.
+    m = make_mount()
+    path = m.mnt / "new"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.pwrite(fd, b"n" * 5000, 10)
+        assert (m.backing / "new").read_bytes() == b"\0" * 10 + b"n" * 5000
+        assert os.pread(fd, 12, 8) == b"\0\0" + b"n" * 10
+        fd2 = os.open(path, os.O_RDWR)
+        try:
+            os.pwrite(fd2, b"c" * 100, 20)
+            assert (m.backing / "new").read_bytes()[20:30] == b"n" * 10
+            # The creating descriptor's next write is buffered too while the file is dirty.
+            os.pwrite(fd, b"d" * 10, 4000)
+            expected = b"\0" * 10 + b"n" * 10 + b"c" * 100 + b"n" * 3880 + b"d" * 10 + b"n" * 1000
+            assert os.pread(fd, 6000, 0) == expected
+        finally:
+            os.close(fd2)
+        assert (m.backing / "new").read_bytes() == expected
+        os.pwrite(fd, b"e" * 3, 0)
+        assert (m.backing / "new").read_bytes()[:3] == b"eee"
+    finally:
+        os.close(fd)
+    assert status(m)["cache write-back errors"] == "0"
+
+
 def test_dirty_data_is_written_back_after_the_dirty_age(make_mount):
     m = make_mount(extra_args=["--dirty-age", "300ms"])
+    (m.mnt / "f").touch()
     fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.write(fd, b"x" * 1000)

@@ -46,7 +46,9 @@ def fill(path):
     """Writes CHUNKs until a write fails; then fsync. Returns (bytes acknowledged,
     errno of the failed write, errno of the fsync or None)."""
     acknowledged, failed, synced = 0, None, None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # Created first: the descriptor that creates a file writes through, a reopened one is cached.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:
         for _ in range(5000):
             try:

@@ -128,6 +128,11 @@ extension PageCache {
         try bytes.withUnsafeBytes { data in try write(file, data, at: Int64(offset), backing: backing) }
     }
 
+    @discardableResult
+    func writeThroughUnlessDirty(_ file: UInt64, _ bytes: [UInt8], at offset: Int, backing: FakeBackingStore) throws -> Int {
+        try bytes.withUnsafeBytes { data in try writeThroughUnlessDirty(file, data, at: Int64(offset), backing: backing) }
+    }
+
     func read(_ file: UInt64, count: Int, at offset: Int, backing: FakeBackingStore) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0xEE, count: count)
         let n = try buffer.withUnsafeMutableBytes { buffer in
@@ -451,6 +456,41 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         try cache.write(1, tail, at: 40 * pageSize, backing: backing)
         model.write(tail, at: 40 * pageSize)
         #expect(try cache.size(1, backing: backing) == Int64(model.bytes.count))
+        #expect(try cache.content(1, backing: backing) == model.bytes)
+        try cache.fsync(1, dataOnly: false, backing: backing)
+        #expect(backing.content(1) == model.bytes)
+    }
+
+    @Test func writeThroughUnlessDirtyGoesToTheBackingAndDropsStaleCleanPages() throws {
+        let backing = FakeBackingStore()
+        let cache = PageCache(.init(capacity: 64 * pageSize))
+        var model = FileModel()
+        // Clean cached pages 0…2 (written, then written back), then small unaligned writes
+        // through them: the backing file gets each at once, and no stale page survives.
+        let first = pattern(3 * pageSize, seed: 21)
+        try cache.write(1, first, at: 0, backing: backing)
+        model.write(first, at: 0)
+        try cache.fsync(1, dataOnly: true, backing: backing)
+        let writesBefore = backing.writes
+        for (offset, count) in [(100, 50), (pageSize - 10, 30), (2 * pageSize + 7, 3 * pageSize)] {
+            let data = pattern(count, seed: UInt8(truncatingIfNeeded: offset))
+            #expect(try cache.writeThroughUnlessDirty(1, data, at: offset, backing: backing) == count)
+            model.write(data, at: offset)
+            #expect(backing.content(1) == model.bytes)
+        }
+        #expect(backing.writes == writesBefore + 3)
+        #expect(cache.statistics.dirtyBytes == 0)
+        // A partial write makes a page dirty again from what is cached: it must be the new data.
+        let patch = pattern(10, seed: 99)
+        try cache.write(1, patch, at: 120, backing: backing)
+        model.write(patch, at: 120)
+        #expect(try cache.content(1, backing: backing) == model.bytes)
+        // With dirty data in the cache, the write is buffered like any other.
+        let buffered = pattern(20, seed: 7)
+        let writes = backing.writes
+        #expect(try cache.writeThroughUnlessDirty(1, buffered, at: 4000, backing: backing) == 20)
+        model.write(buffered, at: 4000)
+        #expect(backing.writes == writes)
         #expect(try cache.content(1, backing: backing) == model.bytes)
         try cache.fsync(1, dataOnly: false, backing: backing)
         #expect(backing.content(1) == model.bytes)

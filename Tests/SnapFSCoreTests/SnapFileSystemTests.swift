@@ -45,7 +45,16 @@ import Testing
         var options = FileSystemOptions()
         options.cache.size = 1 << 20
         let fs = try SnapFileSystem(backingPath: dir.path, options: options)
-        let (entry, file) = try fs.create(parent: root, name: "c", mode: 0o644, flags: O_WRONLY, context: me)
+        let (entry, created) = try fs.create(parent: root, name: "c", mode: 0o644, flags: O_WRONLY, context: me)
+        // The creating descriptor writes through (its close needs no request); a reopened one is cached.
+        #expect(created.writesThrough && !fs.closeNeedsDaemon(created))
+        let first = Array("written through".utf8)
+        _ = try first.withUnsafeBytes { try fs.write(created, $0, offset: 0, context: me) }
+        #expect(readFile(dir.path + "/c") == "written through")
+        #expect(fs.cache?.statistics.dirtyBytes == 0)
+        try fs.setattr(entry.inode, AttributeChanges(size: 0), file: created, context: me)
+        let file = try fs.open(entry.inode, flags: O_WRONLY, context: me)
+        #expect(!file.writesThrough && fs.closeNeedsDaemon(file))
         let text = Array("cached, not yet written".utf8)
         _ = try text.withUnsafeBytes { try fs.write(file, $0, offset: 4096 * 3 + 10, context: me) }
         // Not in the backing file yet; getattr and reads see it.

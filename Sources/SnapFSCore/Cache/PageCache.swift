@@ -102,11 +102,39 @@ public final class PageCache: Sendable {
         return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
     }
 
+    /// A write that goes straight to the backing file unless the cache holds dirty data of
+    /// `file` (then it is buffered like any other): for descriptors whose close does not
+    /// reach the daemon, so that nothing they wrote waits in the cache for a write-back
+    /// whose failure no close could report. Writes to one file arrive one at a time (the
+    /// kernel holds the inode's lock across a write request), so the file cannot become
+    /// dirty between the check and the write.
+    public func writeThroughUnlessDirty(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
+                                        backing: some CacheBackingStore) throws(Errno) -> Int {
+        precondition(offset >= 0)
+        let data = CallerBuffer(data)
+        let clean = table.withLock { (table) -> Bool in
+            guard !table.isDirty(file) else { return false }
+            // Clean pages only: dropping them, partial ones included, loses nothing.
+            table.dropPages(file, touching: offset, count: data.value.count)
+            return true
+        }
+        guard clean else {
+            return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
+        }
+        return try writeToBacking(file, data.value, at: offset, backing: backing)
+    }
+
     /// The backing write runs without the lock, so other files' cache work goes on; no
     /// write-back can touch the range meanwhile, since its pages are gone from the cache.
     private func writeThrough(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
                               backing: some CacheBackingStore) throws(Errno) -> Int {
         table.withLock { $0.dropPages(file, covering: offset, count: data.count) }
+        return try writeToBacking(file, data, at: offset, backing: backing)
+    }
+
+    /// Writes `data` to the backing file, whose pages in the range are gone from the cache.
+    private func writeToBacking(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
+                                backing: some CacheBackingStore) throws(Errno) -> Int {
         var done = 0
         do throws(Errno) {
             while done < data.count {

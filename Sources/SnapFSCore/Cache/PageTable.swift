@@ -496,9 +496,17 @@ struct PageTable: ~Copyable {
 
     /// Before a write-through of whole pages: the cached pages it replaces go, dirty or not.
     mutating func dropPages(_ file: UInt64, covering offset: Int64, count: Int) {
-        guard let pages = files[file]?.pages, !pages.isEmpty else { return }
-        let first = offset / Self.p
-        let end = (offset + Int64(count)) / Self.p
+        dropPages(file, from: offset / Self.p, to: (offset + Int64(count)) / Self.p)
+    }
+
+    /// Drops every page the range touches, partial ones included (they must be clean).
+    mutating func dropPages(_ file: UInt64, touching offset: Int64, count: Int) {
+        dropPages(file, from: offset / Self.p, to: (offset + Int64(count) + Self.p - 1) / Self.p)
+    }
+
+    /// Drops the pages with index in `first..<end`.
+    private mutating func dropPages(_ file: UInt64, from first: Int64, to end: Int64) {
+        guard let pages = files[file]?.pages, !pages.isEmpty, first < end else { return }
         if Int64(pages.count) < end - first {
             for (index, s) in pages where index >= first && index < end { drop(s) }
         } else {

@@ -8,11 +8,16 @@ public final class OpenFile: Sendable {
     /// Read/write descriptor of the backing file.
     public let fd: Int32
     public let flags: Int32
+    /// Its writes go to the backing file, not into the page cache (unless the file has
+    /// dirty data there already), and its close does not reach the daemon: a file just
+    /// created through the mount (see `SnapFileSystem.writesThroughWhenCreated`).
+    public let writesThrough: Bool
 
-    init(inode: Inode, fd: Int32, flags: Int32) {
+    init(inode: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false) {
         self.inode = inode
         self.fd = fd
         self.flags = flags
+        self.writesThrough = writesThrough
         inode.opened(fd: fd, flags: flags)
     }
 

@@ -31,7 +31,16 @@ extension SnapFileSystem {
 
     /// Whether close(2) of `file` must reach the daemon (to write back and report errors).
     public func closeNeedsDaemon(_ file: OpenFile) -> Bool {
-        caches(file.inode) && file.flags & O_ACCMODE != O_RDONLY
+        caches(file.inode) && file.flags & O_ACCMODE != O_RDONLY && !file.writesThrough
+    }
+
+    /// Whether a file created with `flags` writes through until it is reopened. A file just
+    /// created is mostly written once, from start to end, and closed: buffering gains it
+    /// nothing (the writes are not overwritten), while a cached writable file costs a
+    /// request at every close (FLUSH, which writes back and reports errors) — one of six
+    /// per small file created. Appends keep the cache (it positions them).
+    func writesThroughWhenCreated(_ flags: Int32) -> Bool {
+        cache != nil && !options.kernelWritebackCache && flags & O_ACCMODE != O_RDONLY && flags & O_APPEND == 0
     }
 
     /// Whether the page cache holds data of `inode` not yet in its backing file: then its
@@ -72,6 +81,8 @@ extension SnapFileSystem {
         // filesystem (the backing descriptor cannot do it: write-back writes at offsets).
         if file.flags & O_APPEND != 0 && !options.kernelWritebackCache {
             taken = try cache.append(node.id, data, backing: cacheStore).count
+        } else if file.writesThrough {
+            taken = try cache.writeThroughUnlessDirty(node.id, data, at: offset, backing: cacheStore)
         } else {
             taken = try cache.write(node.id, data, at: offset, backing: cacheStore)
         }

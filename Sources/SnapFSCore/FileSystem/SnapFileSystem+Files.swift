@@ -51,7 +51,7 @@ extension SnapFileSystem {
             do throws(Errno) {
                 let entry = try adopt(name, in: dir, mode: S_IFREG | (mode & 0o7777), context: context)
                 let node = try inodes.inode(entry.inode)
-                return (entry, OpenFile(inode: node, fd: fd, flags: flags))
+                return (entry, OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags)))
             } catch {
                 close(fd)
                 throw error
@@ -80,7 +80,8 @@ extension SnapFileSystem {
                 let st: stat
                 do throws(Errno) { st = try FileStatus.of(pathFD) } catch { close(pathFD); throw error }
                 let node = inodes.reference(fd: pathFD, status: st)
-                return (Entry(inode: node.id, attributes: st), OpenFile(inode: node, fd: fd, flags: flags))
+                return (Entry(inode: node.id, attributes: st), OpenFile(inode: node, fd: fd, flags: flags,
+                                                                       writesThrough: writesThroughWhenCreated(flags)))
             } catch {
                 close(fd)
                 throw error

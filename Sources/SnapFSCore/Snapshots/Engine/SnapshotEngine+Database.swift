@@ -141,7 +141,7 @@ extension SnapshotEngine {
             try syscall(linkat(AT_FDCWD, "/proc/self/fd/\(source.file)", parent, name, AT_SYMLINK_FOLLOW))
             return (true, Int64(st.st_size))
         }
-        let target = try syscall(snapfs_openat(parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
+        let target = try syscall(snapfs_openat(parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 0o777))
         defer { close(target) }
         let cloning = strategy == .reflink || strategy == .btrfs
         // The previous snapshot of a WAL database already holds everything up to its commit.
@@ -162,8 +162,11 @@ extension SnapshotEngine {
         }
         if source.walFormat { try markRollbackFormat(target) }
         try FileCopy.copyExtendedAttributes(from: source.file, to: target)
-        _ = fchown(target, st.st_uid, st.st_gid)
-        try syscall(fchmod(target, st.st_mode & 0o7777))
+        // Owner and mode only when they differ: each change is a metadata transaction, and
+        // this runs at every commit.
+        let made = try FileStatus.of(target)
+        if made.st_uid != st.st_uid || made.st_gid != st.st_gid { _ = fchown(target, st.st_uid, st.st_gid) }
+        if made.st_mode & 0o7777 != st.st_mode & 0o7777 { try syscall(fchmod(target, st.st_mode & 0o7777)) }
         var times = [st.st_atim, st.st_mtim]
         try syscall(futimens(target, &times))
         return (false, size)

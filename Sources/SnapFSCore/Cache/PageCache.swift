@@ -103,7 +103,7 @@ public final class PageCache: Sendable {
     }
 
     /// A write that goes straight to the backing file unless the cache holds dirty data of
-    /// `file` (then it is buffered like any other): for descriptors whose close does not
+    /// `file` (then it is an ordinary ``write(_:_:at:backing:)``): for descriptors whose close does not
     /// reach the daemon, so that nothing they wrote waits in the cache for a write-back
     /// whose failure no close could report. Writes to one file arrive one at a time (the
     /// kernel holds the inode's lock across a write request), so the file cannot become
@@ -118,9 +118,7 @@ public final class PageCache: Sendable {
             table.dropPages(file, touching: offset, count: data.value.count)
             return true
         }
-        guard clean else {
-            return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
-        }
+        guard clean else { return try write(file, data.value, at: offset, backing: backing) }
         return try writeToBacking(file, data.value, at: offset, backing: backing)
     }
 

@@ -16,18 +16,32 @@ import Synchronization
 /// - `FUSE_DIRECT_IO_ALLOW_MMAP`: SQLite journals and WALs are opened with direct I/O
 ///   (see `SnapFileSystem.writesBypassKernelCache`); with this flag a program that maps
 ///   such a file shared still can.
+/// - `FUSE_PASSTHROUGH` (when ``install(on:offerPassthrough:)`` is asked to, and the kernel
+///   offers it), with a stacking depth of 1: files opened read-only can be read by the kernel
+///   straight from the backing file (``FUSEPassthrough``). libfuse 3.14 cannot say so in an
+///   open reply either: ``expectOpenReply(_:)`` marks the reply the calling thread sends next,
+///   and `writev` writes FOPEN_PASSTHROUGH and the backing id into its `fuse_open_out`.
 enum FUSEChannel {
     private static let fuseInit: UInt32 = 26
     private static let handleKillprivV2: UInt32 = 1 << 28
     private static let initExtended: UInt32 = 1 << 30
     /// `FUSE_DIRECT_IO_ALLOW_MMAP` (bit 36) in the second flags word.
     private static let directIOAllowMmap: UInt32 = 1 << 4
+    /// `FUSE_PASSTHROUGH` (bit 37) in the second flags word.
+    private static let passthroughFlag: UInt32 = 1 << 5
+    /// `FOPEN_PASSTHROUGH` in `fuse_open_out.open_flags`.
+    private static let fopenPassthrough: UInt32 = 1 << 7
+    /// Whether to ask for passthrough (set before the mount).
+    private static let wantsPassthrough = Atomic<Bool>(false)
+    /// Whether the INIT reply asked for passthrough, the kernel having offered it.
+    static let passthroughNegotiated = Atomic<Bool>(false)
     /// The `unique` of the INIT request once read; 0 otherwise.
     private static let pendingInit = Atomic<UInt64>(0)
     /// What the kernel offered of the flags added to the reply (first word, second word).
     private static let offeredFlags = Atomic<UInt64>(0)
 
-    static func install(on session: OpaquePointer) -> Bool {
+    static func install(on session: OpaquePointer, offerPassthrough: Bool) -> Bool {
+        wantsPassthrough.store(offerPassthrough, ordering: .sequentiallyConsistent)
         var io = fuse_custom_io()
         io.read = { fd, buffer, length, userdata in
             var count = Glibc.read(fd, buffer, length)
@@ -46,6 +60,8 @@ enum FUSEChannel {
             if let iov, count >= 2, FUSEChannel.pendingInit.load(ordering: .relaxed) != 0 {
                 FUSEChannel.patchInitReply(iov)
             }
+            let backingID = snapfs_take_pending_backing_id()
+            if backingID > 0, let iov, count >= 2 { FUSEChannel.patchOpenReply(iov, backingID: backingID) }
             return Glibc.writev(fd, iov, count)
         }
         io.splice_send = { fdIn, offIn, fdOut, offOut, length, flags, _ in
@@ -61,7 +77,9 @@ enum FUSEChannel {
         var offered = UInt64(flags & handleKillprivV2)
         if flags & initExtended != 0, request.count >= 60 {
             let flags2 = request.loadUnaligned(fromByteOffset: 56, as: UInt32.self)
-            offered |= UInt64(flags2 & directIOAllowMmap) << 32
+            var wanted = directIOAllowMmap
+            if wantsPassthrough.load(ordering: .relaxed) { wanted |= passthroughFlag }
+            offered |= UInt64(flags2 & wanted) << 32
         }
         offeredFlags.store(offered, ordering: .sequentiallyConsistent)
         pendingInit.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .sequentiallyConsistent)
@@ -81,7 +99,28 @@ enum FUSEChannel {
             flags |= initExtended
             let flags2 = body.loadUnaligned(fromByteOffset: 32, as: UInt32.self)
             body.storeBytes(of: flags2 | added2, toByteOffset: 32, as: UInt32.self)
+            if added2 & passthroughFlag != 0, iov[1].iov_len >= 40 {
+                // max_stack_depth: backing files on a filesystem that is not stacked itself.
+                body.storeBytes(of: UInt32(1), toByteOffset: 36, as: UInt32.self)
+                passthroughNegotiated.store(true, ordering: .sequentiallyConsistent)
+            }
         }
         body.storeBytes(of: flags, toByteOffset: 12, as: UInt32.self)
+    }
+
+    /// The next reply this thread sends opens a file with backing file `id` (nil: it does not).
+    static func expectOpenReply(_ id: Int32?) {
+        snapfs_set_pending_backing_id(id ?? 0)
+    }
+
+    /// An OPEN or CREATE reply: its last 16 bytes are the fuse_open_out (fh, open_flags,
+    /// backing_id).
+    private static func patchOpenReply(_ iov: UnsafeMutablePointer<iovec>, backingID: Int32) {
+        guard let header = iov[0].iov_base, iov[0].iov_len >= 16, header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
+              let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return }
+        let openOut = iov[1].iov_len - 16
+        let flags = body.loadUnaligned(fromByteOffset: openOut + 8, as: UInt32.self)
+        body.storeBytes(of: flags | fopenPassthrough, toByteOffset: openOut + 8, as: UInt32.self)
+        body.storeBytes(of: backingID, toByteOffset: openOut + 12, as: Int32.self)
     }
 }

@@ -10,7 +10,9 @@ extension FUSEOperations {
             let fs = FUSEBridge.of(req)
             fs.handle(req, "open", ino) { () throws(Errno) in
                 let file = try fs.core.open(ino, flags: fi!.pointee.flags, context: FUSEBridge.context(req))
-                FUSEOperations.prepare(fi!, for: file, core: fs.core)
+                FUSEOperations.prepare(fi!, for: file, bridge: fs)
+                FUSEChannel.expectOpenReply(file.passthrough.backingID)
+                defer { FUSEChannel.expectOpenReply(nil) }
                 if fuse_reply_open(req, fi) != 0 { _ = FUSEBridge.takeFile(fi) }
             }
         }
@@ -19,8 +21,10 @@ extension FUSEOperations {
             fs.handle(req, "create", parent, name) { () throws(Errno) in
                 let (entry, file) = try fs.core.create(parent: parent, name: name!, mode: mode, flags: fi!.pointee.flags,
                                                        context: FUSEBridge.context(req))
-                FUSEOperations.prepare(fi!, for: file, core: fs.core)
+                FUSEOperations.prepare(fi!, for: file, bridge: fs)
                 var param = fs.entryParam(entry)
+                FUSEChannel.expectOpenReply(file.passthrough.backingID)
+                defer { FUSEChannel.expectOpenReply(nil) }
                 if fuse_reply_create(req, &param, fi) != 0 {
                     _ = FUSEBridge.takeFile(fi)
                     fs.core.forget(entry.inode, count: 1)
@@ -105,11 +109,24 @@ extension FUSEOperations {
 
     /// Open-reply flags: the kernel may keep cached pages across opens (all changes come
     /// through snapfs); close calls the daemon only when the page cache may hold the
-    /// file's data (close writes it back and reports a failed write-back).
-    static func prepare(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile, core: SnapFileSystem) {
+    /// file's data (close writes it back and reports a failed write-back). A passthrough
+    /// open (the kernel refuses any flag but direct I/O beside it) reads the backing file
+    /// itself, or comes to the daemon with direct I/O while it shares the inode with one.
+    static func prepare(_ fi: UnsafeMutablePointer<fuse_file_info>, for file: OpenFile, bridge: FUSEBridge) {
+        let core = bridge.core
         FUSEBridge.store(file, in: fi)
-        fi.pointee.keep_cache = 1
         fi.pointee.noflush = core.closeNeedsDaemon(file) ? 0 : 1
-        if core.writesBypassKernelCache(file) { fi.pointee.direct_io = 1 }
+        switch file.passthrough {
+        case .none:
+            fi.pointee.keep_cache = 1
+            if core.writesBypassKernelCache(file) { fi.pointee.direct_io = 1 }
+        case let .reads(id):
+            fi.pointee.keep_cache = 0
+            if bridge.debug { bridge.logger.debug("open ino=\(file.inode.id): passthrough, backing id \(id)") }
+        case let .directIO(id):
+            fi.pointee.keep_cache = 0
+            fi.pointee.direct_io = 1
+            if bridge.debug { bridge.logger.debug("open ino=\(file.inode.id): direct I/O beside passthrough, backing id \(id)") }
+        }
     }
 }

@@ -63,11 +63,14 @@ public final class FUSESession {
         self.session = session
         let (mounted, refusal) = StandardErrorCapture.run { fuse_session_mount(session, configuration.mountpoint) }
         guard mounted == 0 else { throw .mountFailed(refusal) }
-        guard FUSEChannel.install(on: session) else {
+        let core = bridge.core
+        let passthrough = core.options.kernelPassthrough && !core.options.kernelWritebackCache && geteuid() == 0
+        guard FUSEChannel.install(on: session, offerPassthrough: passthrough) else {
             fuse_session_unmount(session)
             throw .mountFailed("cannot install the session's I/O")
         }
         kernelLink = FUSEKernelLink(session: session, mountpoint: configuration.mountpoint)
+        if passthrough { core.attachPassthrough(FUSEPassthrough(session: session, logger: bridge.logger)) }
     }
 
     /// Serves requests until the filesystem is unmounted or the process gets SIGINT,

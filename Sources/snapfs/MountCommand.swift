@@ -12,7 +12,7 @@ struct MountCommand: ParsableCommand {
         discussion: """
         Runs in the background and returns once the mount is ready, unless --foreground. The daemon flushes and exits on unmount, SIGINT, SIGTERM or SIGHUP.
 
-        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); cache_size=, dirty_limit=, dirty_age= (as the flags below); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
+        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); cache_size=, dirty_limit=, dirty_age= (as the flags below); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); nopassthrough (serve every read through snapfs: by default, when run as root on Linux ≥ 6.9 without writeback_cache, the kernel reads a file opened read-only straight from its backing file while nothing else has it open); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
 
         Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 18 (at exit, in the foreground) cached data could not be written back, the files are named in the log; 64 bad arguments or mount options.
         """
@@ -142,6 +142,7 @@ struct MountCommand: ParsableCommand {
         var fsOptions = FileSystemOptions()
         fsOptions.readOnly = mountOptions.readOnly
         fsOptions.kernelWritebackCache = mountOptions.writebackCache
+        fsOptions.kernelPassthrough = mountOptions.passthrough && !mountOptions.writebackCache
         fsOptions.posixACL = mountOptions.posixACL
         fsOptions.sqlite = mountOptions.sqlite
         fsOptions.cache = mountOptions.cache

@@ -62,4 +62,14 @@ int snapfs_btrfs_set_subvolume_flags(int fd, uint64_t flags);
 /* BTRFS_IOC_SNAP_DESTROY on `parent_fd`: deletes the subvolume `name` with its content. */
 int snapfs_btrfs_destroy(int parent_fd, const char *name);
 
+/* FUSE passthrough (Linux >= 6.9). The backing id the calling thread's next open/create
+   reply carries (0: none); taken (and reset) by the channel's writev. */
+void snapfs_set_pending_backing_id(int32_t id);
+int32_t snapfs_take_pending_backing_id(void);
+/* FUSE_DEV_IOC_BACKING_OPEN on the /dev/fuse descriptor: the id (> 0) registered for
+   `fd`, or -1 with errno. */
+int snapfs_fuse_backing_open(int devfd, int fd);
+/* FUSE_DEV_IOC_BACKING_CLOSE. */
+int snapfs_fuse_backing_close(int devfd, int32_t id);
+
 #endif

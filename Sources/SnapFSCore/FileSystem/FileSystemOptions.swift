@@ -5,6 +5,10 @@ public struct FileSystemOptions: Sendable {
     public var readOnly = false
     /// The kernel batches small writes in its own page cache (FUSE write-back caching).
     public var kernelWritebackCache = false
+    /// The kernel reads files opened read-only straight from the backing file (FUSE
+    /// passthrough), when the FUSE layer attaches it. On for `snapfs mount` unless
+    /// `-o nopassthrough` or kernel write-back caching.
+    public var kernelPassthrough = false
     /// The kernel enforces POSIX ACLs (and leaves the umask to snapfs). Off with -o noacl.
     public var posixACL = true
     /// Give new files the caller's owner (as a local filesystem does) when the daemon runs as root.

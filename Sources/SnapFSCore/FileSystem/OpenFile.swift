@@ -12,14 +12,30 @@ public final class OpenFile: Sendable {
     /// dirty data there already), and its close does not reach the daemon: a file just
     /// created through the mount (see `SnapFileSystem.writesThroughWhenCreated`).
     public let writesThrough: Bool
+    /// How the kernel serves it (see `SnapFileSystem+Passthrough`).
+    public let passthrough: PassthroughMode
+    /// Called when the last open file of a passthrough inode goes.
+    private let passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)?
 
-    init(inode: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false) {
+    init(inode: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
+         offer: (() -> Int32?)? = nil,
+         passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)? = nil) {
         self.inode = inode
         self.fd = fd
         self.flags = flags
-        self.writesThrough = writesThrough
-        inode.opened(fd: fd, flags: flags)
+        let mode = inode.opened(fd: fd, flags: flags, offer: offer)
+        self.passthrough = mode
+        // In passthrough mode, writes must be in the backing file when they return.
+        self.writesThrough = writesThrough || mode != .none
+        self.passthroughEnded = passthroughEnded
     }
 
-    deinit { inode.closeOpenFile(fd: fd) }
+    /// Its data must not go into the page cache (the kernel reads the backing file directly).
+    var bypassesCache: Bool { passthrough != .none }
+
+    deinit {
+        if let ended = inode.closeOpenFile(fd: fd, passthrough: passthrough != .none) {
+            passthroughEnded?(inode, ended)
+        }
+    }
 }

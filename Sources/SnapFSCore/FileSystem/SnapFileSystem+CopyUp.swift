@@ -25,14 +25,9 @@ extension SnapFileSystem {
     private func copyUp(_ inode: Inode, keepingData: Bool) throws(Errno) {
         try snapshotState.copyUpLock.withLock { (_: inout Void) throws(Errno) in
             let generation = snapshotState.currentGeneration
-            if inode.privateGeneration.load(ordering: .acquiring) >= generation { return }
             let st = try backingAttributes(of: inode)
             let name = liveName(of: inode, status: st)
-            // No link at all: not in any snapshot. One link that is its live name: likewise.
-            if st.st_nlink == 0 || (st.st_nlink == 1 && name != nil) {
-                inode.privateGeneration.store(generation, ordering: .releasing)
-                return
-            }
+            if ownsBackingObject(inode, status: st, name: name) { return }
             let dir = name?.parent ?? inodes.root
             let copy = try dir.withFD { (dirFD) throws(Errno) in
                 try syscallRetrying { snapfs_openat(dirFD, ".", SNAPFS_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600) }
@@ -60,6 +55,26 @@ extension SnapFileSystem {
             inode.privateGeneration.store(generation, ordering: .releasing)
             logger.debug("copy-up of inode \(inode.id): backing \(oldKey.inode) -> \(newKey.inode)")
         }
+    }
+
+    /// Whether no snapshot shares `inode`'s backing object, as far as snapfs knows; marks it
+    /// so. No link at all: not in any snapshot. One link that is its live name: likewise.
+    /// In passthrough mode: snapshots copy the object (see SnapFileSystem+Passthrough).
+    func ownsBackingObject(_ inode: Inode) -> Bool {
+        let generation = snapshotState.currentGeneration
+        if !snapshotState.sharesBackingObjects || inode.privateGeneration.load(ordering: .acquiring) >= generation {
+            return true
+        }
+        guard let st = try? backingAttributes(of: inode) else { return false }
+        return ownsBackingObject(inode, status: st, name: liveName(of: inode, status: st))
+    }
+
+    private func ownsBackingObject(_ inode: Inode, status st: stat, name: (parent: Inode, name: [CChar])?) -> Bool {
+        let generation = snapshotState.currentGeneration
+        if inode.privateGeneration.load(ordering: .acquiring) >= generation { return true }
+        guard st.st_nlink == 0 || (st.st_nlink == 1 && name != nil) || inode.inPassthroughMode else { return false }
+        inode.privateGeneration.store(generation, ordering: .releasing)
+        return true
     }
 
     /// The remembered name of `inode`, if it still names the same object.

@@ -30,13 +30,22 @@ extension SnapFileSystem {
                     do throws(Errno) { try cache.truncate(node.id, to: 0, backing: self.cacheStore) } catch { close(fd); throw error }
                 }
             }
-            return OpenFile(inode: node, fd: fd, flags: flags)
+            return self.openFile(node, fd: fd, flags: flags, offer: self.passthroughOffer(for: node, fd: fd, flags: flags))
         }
         if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
             return try mutate(.truncateOnOpen(inode: node), open)
         }
         if options.readOnly && flags & O_ACCMODE != O_RDONLY { throw Errno.readOnlyFileSystem }
+        // Passthrough starts inside the gate, so that no snapshot is being built meanwhile.
+        if passthroughLink.kernel != nil { return try snapshotState.gate.pass(open) }
         return try open()
+    }
+
+    /// An ``OpenFile`` of `node`, which joins the inode's passthrough mode if it is in one.
+    func openFile(_ node: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
+                  offer: (() -> Int32?)? = nil) -> OpenFile {
+        OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThrough, offer: offer,
+                 passthroughEnded: { [weak self] node, ended in self?.passthroughEnded(node, ended) })
     }
 
     /// Creates and opens `name` in `parent` (open with O_CREAT).
@@ -51,7 +60,7 @@ extension SnapFileSystem {
             do throws(Errno) {
                 let entry = try adopt(name, in: dir, mode: S_IFREG | (mode & 0o7777), context: context)
                 let node = try inodes.inode(entry.inode)
-                return (entry, OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags)))
+                return (entry, openFile(node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags)))
             } catch {
                 close(fd)
                 throw error
@@ -80,8 +89,8 @@ extension SnapFileSystem {
                 let st: stat
                 do throws(Errno) { st = try FileStatus.of(pathFD) } catch { close(pathFD); throw error }
                 let node = inodes.reference(fd: pathFD, status: st)
-                return (Entry(inode: node.id, attributes: st), OpenFile(inode: node, fd: fd, flags: flags,
-                                                                       writesThrough: writesThroughWhenCreated(flags)))
+                return (Entry(inode: node.id, attributes: st), openFile(node, fd: fd, flags: flags,
+                                                                      writesThrough: writesThroughWhenCreated(flags)))
             } catch {
                 close(fd)
                 throw error
@@ -101,7 +110,7 @@ extension SnapFileSystem {
         defer { if let commit { sqliteCommitted(commit, serving: file.inode.id) } }
         return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
             dropPrivileges(file.fd, caller: context)
-            if let cache, caches(file.inode) { return try cachedWrite(cache, file, data, offset: offset) }
+            if let cache, caches(file.inode), !file.bypassesCache { return try cachedWrite(cache, file, data, offset: offset) }
             let role = file.inode.sqliteRole.load(ordering: .relaxed)
             let persisting = role != 0 && sqliteWriteEndsJournal(file, data, offset: offset)
             var done = 0

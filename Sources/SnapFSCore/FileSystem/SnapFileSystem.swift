@@ -20,6 +20,8 @@ public final class SnapFileSystem: Sendable {
     public let snapshotState: SnapshotState
     /// The engine behind the control file, attached after both exist.
     let engineLink = EngineLink()
+    /// FUSE passthrough, attached by the FUSE layer when the kernel has it.
+    let passthroughLink = PassthroughLink()
     /// SQLite commit detection (see SnapFileSystem+SQLite).
     public let sqlite: SQLiteCommitDetector
     /// The backing root as `/proc/self/fd` links show it, for paths relative to the root.

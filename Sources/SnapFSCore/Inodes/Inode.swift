@@ -56,6 +56,8 @@ public final class Inode: Sendable {
         var fd: Int32
         /// Identity of the backing object; changes only by a copy-up.
         var key: BackingKey
+        /// Set while the kernel reads the backing file directly (see ``opened(fd:flags:offer:)``).
+        var passthrough: PassthroughState?
         /// The name through which the kernel last reached the inode (for a copy-up, which must
         /// replace it); kept only for regular files when snapshots share inodes.
         var name: (parent: Inode, name: [CChar])?
@@ -174,18 +176,59 @@ public final class Inode: Sendable {
     /// Number of open files (descriptors of ``OpenFile``s) on the inode.
     var openFileCount: Int { slot.withLock { $0.openFiles.count } }
 
-    /// Registers a read/write descriptor of an open file (see ``OpenFile``).
-    func opened(fd: Int32, flags: Int32) {
-        slot.withLock { $0.openFiles[fd] = flags }
+    /// Registers a read/write descriptor of an open file (see ``OpenFile``) and chooses how
+    /// the kernel serves it. While the inode is in passthrough mode every open file joins
+    /// it (the kernel fails any other open of the inode with EIO): `reads` if `offer` was
+    /// given (the open may read the backing file directly), else `directIO` (its I/O still
+    /// comes to the daemon). The first open starts passthrough mode only if no other file is
+    /// open on the inode (a file the kernel caches would make it refuse) and `offer`
+    /// registers the backing file with the kernel.
+    func opened(fd: Int32, flags: Int32, offer: (() -> Int32?)? = nil) -> PassthroughMode {
+        slot.withLock { slot in
+            defer { slot.openFiles[fd] = flags }
+            if var state = slot.passthrough {
+                state.handles += 1
+                if offer == nil && flags & O_ACCMODE != O_RDONLY { state.writerJoined = true }
+                slot.passthrough = state
+                return offer == nil ? .directIO(id: state.id) : .reads(id: state.id)
+            }
+            guard let offer, slot.openFiles.isEmpty, let id = offer() else { return .none }
+            slot.passthrough = PassthroughState(id: id, key: slot.key, handles: 1, writerJoined: false)
+            return .reads(id: id)
+        }
     }
 
+    /// Whether the kernel reads this inode's backing file directly (passthrough mode).
+    var inPassthroughMode: Bool { slot.withLock { $0.passthrough != nil } }
+
+    /// Whether the inode has no open file (so passthrough mode could start).
+    var hasNoOpenFile: Bool { slot.withLock { $0.openFiles.isEmpty && $0.passthrough == nil } }
+
     /// Unregisters and closes an open file's descriptor, under the lock a copy-up holds
-    /// while it moves descriptors, so the number is never reused in between.
-    func closeOpenFile(fd: Int32) {
+    /// while it moves descriptors, so the number is never reused in between. Returns the
+    /// passthrough mode that ends with this file (the last one in it), if any.
+    func closeOpenFile(fd: Int32, passthrough: Bool) -> PassthroughState? {
         slot.withLock { slot in
             slot.openFiles[fd] = nil
             close(fd)
+            guard passthrough, var state = slot.passthrough else { return nil }
+            state.handles -= 1
+            if state.handles > 0 {
+                slot.passthrough = state
+                return nil
+            }
+            slot.passthrough = nil
+            return state
         }
+    }
+
+    /// An inode in passthrough mode: the kernel's id of its backing file, that file's
+    /// identity, how many open files use it, and whether one of them could write.
+    struct PassthroughState {
+        let id: Int32
+        let key: BackingKey
+        var handles: Int
+        var writerJoined: Bool
     }
 
     /// After a copy-up: the inode now stands for the object of `pathFD` (taken over), and

@@ -3,6 +3,9 @@ public struct MountOptions: Sendable, Equatable {
     public var allowNonEmpty = false
     /// The kernel's write-back cache (`writeback_cache`; off by default).
     public var writebackCache = false
+    /// FUSE passthrough of files opened read-only (`passthrough`, on by default; needs root
+    /// and Linux ≥ 6.9, and is off with the kernel's write-back cache).
+    public var passthrough = true
     public var readOnly = false
     public var debug = false
     public var noAllowOther = false
@@ -27,6 +30,8 @@ public struct MountOptions: Sendable, Equatable {
             case "nonempty": allowNonEmpty = true
             case "writeback_cache": writebackCache = true
             case "no_writeback_cache": writebackCache = false
+            case "passthrough": passthrough = true
+            case "nopassthrough", "no_passthrough": passthrough = false
             case "debug": debug = true
             case "noallow_other": noAllowOther = true
             case "acl": posixACL = true

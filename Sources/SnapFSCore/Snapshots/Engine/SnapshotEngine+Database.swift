@@ -136,7 +136,7 @@ extension SnapshotEngine {
                                in parent: Int32) throws(Errno) -> (linked: Bool, size: Int64) {
         var st = stat()
         try syscall(fstat(source.file, &st))
-        if strategy == .hardlink && !source.walFormat {
+        if strategy == .hardlink && !source.walFormat && !state.passthroughObjects.withLock({ $0.contains(BackingKey(st)) }) {
             // linkat through /proc/self/fd: the open file, not a name that may have moved.
             try syscall(linkat(AT_FDCWD, "/proc/self/fd/\(source.file)", parent, name, AT_SYMLINK_FOLLOW))
             return (true, Int64(st.st_size))

@@ -230,7 +230,9 @@ public final class SnapshotEngine: Sendable {
                                                 excludeAtTop: [ReservedName.snapshots])
             case .reflink, .hardlink, .copy:
                 let method: CloneMethod = strategy == .reflink ? .reflink : strategy == .hardlink ? .hardlink : .copy
-                statistics = try TreeCloner(method: method).clone(source: backingFD, into: directory, name: building,
+                // Inside the frozen gate: no passthrough starts or joins meanwhile.
+                let copyInstead = method == .hardlink ? state.passthroughObjects.withLock { $0 } : []
+                statistics = try TreeCloner(method: method, copyInstead: copyInstead).clone(source: backingFD, into: directory, name: building,
                                                                    excludeAtTop: [ReservedName.snapshots])
             }
         } catch {

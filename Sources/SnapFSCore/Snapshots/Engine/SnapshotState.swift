@@ -16,6 +16,10 @@ public final class SnapshotState: Sendable {
     /// Serialises copy-ups (rare: the first change of a file after a snapshot), so two
     /// writers of one file do not both copy it. Lock order: gate, then this, then inodes.
     let copyUpLock = Mutex<Void>(())
+    /// Backing objects the kernel reads directly (FUSE passthrough, see ``KernelPassthrough``):
+    /// a hard-link snapshot copies them instead of linking, so that they never need a
+    /// copy-up, which the kernel's open files of them would not follow. Changed inside the gate.
+    let passthroughObjects = Mutex<Set<BackingKey>>([])
 
     public init() {}
 

@@ -24,8 +24,12 @@ final class CloneRun: @unchecked Sendable {
     /// Source inodes with more than one link whose first name was cloned (lock order: leaf).
     let hardLinks = Mutex<[InodeKey: HardLinkOrigin]>([:])
 
-    init(method: CloneMethod, excludedAtTop: Set<String>) {
+    /// Objects the hard-link method copies instead (see ``TreeCloner/copyInstead``).
+    let copyInstead: Set<BackingKey>
+
+    init(method: CloneMethod, excludedAtTop: Set<String>, copyInstead: Set<BackingKey> = []) {
         self.method = method
+        self.copyInstead = copyInstead
         self.excludedAtTop = excludedAtTop.map { Array($0.utf8CString) }
         effectiveUser = geteuid()
         effectiveGroup = getegid()

@@ -88,7 +88,9 @@ final class CloneWorker {
     }
 
     private func cloneFile(_ name: UnsafePointer<CChar>, in directory: CloneDirectory, status known: stat?) throws(Errno) {
-        if run.method == .hardlink {
+        var links = run.method == .hardlink
+        if links && !run.copyInstead.isEmpty { links = try !mustCopy(name, in: directory, status: known) }
+        if links {
             try syscall(linkat(directory.source, name, directory.target, name, 0))
             var size = known?.st_size ?? 0
             if known == nil {
@@ -140,6 +142,13 @@ final class CloneWorker {
             origin?.state.store(HardLinkOrigin.failed, ordering: .releasing)
             throw error
         }
+    }
+
+    /// Whether the hard-link method must copy this file (``CloneRun/copyInstead``).
+    private func mustCopy(_ name: UnsafePointer<CChar>, in directory: CloneDirectory, status known: stat?) throws(Errno) -> Bool {
+        var status = known ?? stat()
+        if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
+        return run.copyInstead.contains(BackingKey(status))
     }
 
     /// Another name of a file already cloned (or being cloned by another thread) in this run.

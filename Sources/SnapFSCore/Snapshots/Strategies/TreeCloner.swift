@@ -21,9 +21,14 @@ public struct TreeCloner: Sendable {
     /// hardlink on ext4 1.03 s → 0.96 s, reflink on XFS 4.0 s → 3.3 s.
     public static let defaultThreads = 8
 
-    public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads) {
+    /// With `hardlink`: objects to copy instead of linking (files the kernel reads directly,
+    /// see ``SnapshotState/passthroughObjects``).
+    public let copyInstead: Set<BackingKey>
+
+    public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey> = []) {
         self.method = method
         self.threads = max(threads, 1)
+        self.copyInstead = copyInstead
     }
 
     /// Recreates the tree of `source` (a directory descriptor) as the new directory `name` in `targetParent`,
@@ -33,7 +38,7 @@ public struct TreeCloner: Sendable {
     /// made of `name` is removed and the first error thrown; `name` must not exist (EEXIST).
     public func clone(source: Int32, into targetParent: Int32, name: String,
                       excludeAtTop: Set<String>) throws(Errno) -> CloneStatistics {
-        let run = CloneRun(method: method, excludedAtTop: excludeAtTop)
+        let run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead)
         let top = try makeTop(of: source, in: targetParent, name: name, run: run)
         run.stack.push(top)
         run.stack.run(threads: threads) { next in

@@ -172,3 +172,19 @@ def test_files_in_snapshots_are_passed_through(debug_mount):
     assert reads_of(m, node) == 0
     r = subprocess.run(["cmp", str(m.mnt / ".snapshots" / name / "f"), str(m.backing / ".snapshots" / name / "f")])
     assert r.returncode == 0
+
+
+def test_with_hard_link_snapshots_only_files_up_to_64_mib_pass_through(make_mount):
+    # A hard-link snapshot copies a file that passes through; the limit keeps that cheap.
+    m = make_mount(options=["strategy=hardlink"], extra_args=["--debug"])
+    with open(m.mnt / "small", "wb") as f:
+        f.truncate(64 << 20)
+    with open(m.mnt / "large", "wb") as f:
+        f.truncate((64 << 20) + 1)
+    before = len(passthrough_opens(m))
+    with open(m.mnt / "large", "rb") as f:
+        assert f.read(10) == bytes(10)
+    assert len(passthrough_opens(m)) == before
+    with open(m.mnt / "small", "rb") as f:
+        assert f.read(10) == bytes(10)
+    assert len(passthrough_opens(m)) == before + 1

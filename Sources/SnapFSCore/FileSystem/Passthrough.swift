@@ -42,7 +42,8 @@ public enum PassthroughMode: Sendable, Equatable {
 ///   (they must be in the backing file when they return, where the readers look);
 /// - a hard-link snapshot copies the object instead of linking it
 ///   (``SnapshotState/passthroughObjects``), so a change never needs a copy-up (the
-///   kernel's open files would stay on the old object).
+///   kernel's open files would stay on the old object). So that this stays cheap, with
+///   hard-link snapshots only files up to ``passthroughCopyLimit`` pass through.
 /// It ends when the last of those files is released; if one could write (and so map the
 /// backing file shared, past the daemon), the page cache forgets the file's pages again.
 extension SnapFileSystem {
@@ -55,6 +56,10 @@ extension SnapFileSystem {
         passthroughLink.kernel = kernel
     }
 
+    /// With hard-link snapshots, the largest file that passes through (a snapshot taken
+    /// meanwhile copies it: about 0.1 s at this size on an ordinary disk).
+    static let passthroughCopyLimit: Int64 = 64 << 20
+
     /// What `OpenFile` offers the inode for a read-only open of `fd`: nil when the open may
     /// not read directly. Called inside the gate (so no snapshot is being built meanwhile).
     func passthroughOffer(for node: Inode, fd: Int32, flags: Int32) -> (() -> Int32?)? {
@@ -63,6 +68,11 @@ extension SnapFileSystem {
               node.sqliteRole.load(ordering: .relaxed) == 0 else { return nil }
         if node.inPassthroughMode { return { nil } }
         guard node.hasNoOpenFile, node.inSnapshotView || ownsBackingObject(node) else { return nil }
+        if snapshotState.sharesBackingObjects && !node.inSnapshotView {
+            // Every hard-link snapshot taken while it lasts copies the file: only small ones.
+            var st = stat()
+            guard fstat(fd, &st) == 0, Int64(st.st_size) <= Self.passthroughCopyLimit else { return nil }
+        }
         // The backing file becomes the truth for the kernel's reads.
         do throws(Errno) {
             let cache = try writeBackBeforeDirectChange(node)

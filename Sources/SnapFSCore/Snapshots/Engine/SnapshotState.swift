@@ -18,7 +18,8 @@ public final class SnapshotState: Sendable {
     let copyUpLock = Mutex<Void>(())
     /// Backing objects the kernel reads directly (FUSE passthrough, see ``KernelPassthrough``):
     /// a hard-link snapshot copies them instead of linking, so that they never need a
-    /// copy-up, which the kernel's open files of them would not follow. Changed inside the gate.
+    /// copy-up, which the kernel's open files of them would not follow. Added inside the gate
+    /// (a snapshot being built sees no new one), removed when the last such open file goes.
     let passthroughObjects = Mutex<Set<BackingKey>>([])
 
     public init() {}

@@ -81,12 +81,12 @@ extension SnapFileSystem {
             return nil
         }
         let state = snapshotState
-        let inSnapshotView = node.inSnapshotView
+        // The inode's own key: the one `passthroughEnded` removes (no copy-up can change it
+        // while the gate is passed and the inode owns its object).
+        let key = node.inSnapshotView ? nil : node.key
         return {
             guard let id = kernel.register(fd) else { return nil }
-            if !inSnapshotView, let key = try? BackingKey(FileStatus.of(fd)) {
-                state.passthroughObjects.withLock { _ = $0.insert(key) }
-            }
+            if let key { state.passthroughObjects.withLock { _ = $0.insert(key) } }
             return id
         }
     }

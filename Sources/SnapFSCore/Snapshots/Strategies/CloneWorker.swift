@@ -88,19 +88,16 @@ final class CloneWorker {
     }
 
     private func cloneFile(_ name: UnsafePointer<CChar>, in directory: CloneDirectory, status known: stat?) throws(Errno) {
-        var links = run.method == .hardlink
-        if links && !run.copyInstead.isEmpty { links = try !mustCopy(name, in: directory, status: known) }
-        if links {
-            try syscall(linkat(directory.source, name, directory.target, name, 0))
-            var size = known?.st_size ?? 0
-            if known == nil {
-                var status = stat()
-                try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW))
-                size = status.st_size
+        if run.method == .hardlink {
+            var status = known ?? stat()
+            if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
+            // Objects in ``CloneRun/copyInstead`` fall through to the copy below.
+            if run.copyInstead.isEmpty || !run.copyInstead.contains(BackingKey(status)) {
+                try syscall(linkat(directory.source, name, directory.target, name, 0))
+                statistics.files += 1
+                statistics.bytes += Int64(status.st_size)
+                return
             }
-            statistics.files += 1
-            statistics.bytes += Int64(size)
-            return
         }
 
         // O_NONBLOCK: should a FIFO have taken the name since it was listed, do not hang on it.
@@ -142,13 +139,6 @@ final class CloneWorker {
             origin?.state.store(HardLinkOrigin.failed, ordering: .releasing)
             throw error
         }
-    }
-
-    /// Whether the hard-link method must copy this file (``CloneRun/copyInstead``).
-    private func mustCopy(_ name: UnsafePointer<CChar>, in directory: CloneDirectory, status known: stat?) throws(Errno) -> Bool {
-        var status = known ?? stat()
-        if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
-        return run.copyInstead.contains(BackingKey(status))
     }
 
     /// Another name of a file already cloned (or being cloned by another thread) in this run.

@@ -30,6 +30,17 @@ def reads_of(m, node):
     return len(re.findall(rf"\bread ino={node} offset=", log_text(m)))
 
 
+def wait_all_released(m):
+    """Waits until the daemon has released every file opened through the mount: the kernel
+    sends RELEASE after close(2) returns, and passthrough starts only on an inode with no
+    open file."""
+    def settled():
+        text = log_text(m)
+        opened = len(re.findall(r"\] (?:open ino=\d+|create ino=\d+ name=\S+)$", text, flags=re.MULTILINE))
+        return len(re.findall(r"\] release ino=\d+$", text, flags=re.MULTILINE)) >= opened
+    assert wait_until(settled, timeout=5), "files opened through the mount were not released"
+
+
 def opened_in_passthrough(m, before):
     """The node id of the passthrough open logged after the first `before` ones."""
     assert wait_until(lambda: len(passthrough_opens(m)) > before, timeout=5), "no passthrough open was logged"
@@ -45,6 +56,7 @@ def test_a_read_only_open_is_read_by_the_kernel(debug_mount):
     m = debug_mount
     data = os.urandom(3 << 20)
     (m.mnt / "f").write_bytes(data)
+    wait_all_released(m)
     before = len(passthrough_opens(m))
     with open(m.mnt / "f", "rb") as f:
         node = opened_in_passthrough(m, before)
@@ -115,6 +127,7 @@ def test_a_reader_beside_a_cached_writer_sees_its_buffered_writes(debug_mount):
             assert reader.read(8) == b"buffered"
         assert len(passthrough_opens(m)) == before   # a cached file was open: no passthrough
     # Closed: written back; the next read-only open passes through and sees it.
+    wait_all_released(m)
     with open(m.mnt / "f", "rb") as reader:
         assert reader.read(8) == b"buffered"
     assert len(passthrough_opens(m)) == before + 1
@@ -155,6 +168,7 @@ def test_a_file_shared_with_a_hard_link_snapshot_is_not_passed_through(make_moun
     assert len(passthrough_opens(m)) == before
     assert (m.backing / "f").stat().st_nlink == 1
     # Now the file is its own: a read-only open passes through.
+    wait_all_released(m)
     assert (m.mnt / "f").read_bytes() == b"SHARED"
     assert len(passthrough_opens(m)) == before + 1
     assert (m.mnt / ".snapshots" / name / "f").read_bytes() == b"shared"
@@ -181,10 +195,12 @@ def test_with_hard_link_snapshots_only_files_up_to_64_mib_pass_through(make_moun
         f.truncate(64 << 20)
     with open(m.mnt / "large", "wb") as f:
         f.truncate((64 << 20) + 1)
+    wait_all_released(m)
     before = len(passthrough_opens(m))
     with open(m.mnt / "large", "rb") as f:
         assert f.read(10) == bytes(10)
     assert len(passthrough_opens(m)) == before
+    wait_all_released(m)
     with open(m.mnt / "small", "rb") as f:
         assert f.read(10) == bytes(10)
     assert len(passthrough_opens(m)) == before + 1

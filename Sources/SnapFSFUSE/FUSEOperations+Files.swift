@@ -66,6 +66,7 @@ extension FUSEOperations {
         ops.release = { req, ino, fi in
             if ino == ControlFile.nodeID { return FUSEOperations.controlRelease(req, fi) }
             let fs = FUSEBridge.of(req)
+            if fs.debug { fs.logger.debug("release ino=\(ino)") }
             fs.core.release(FUSEBridge.takeFile(fi))
             fuse_reply_err(req, 0)
         }

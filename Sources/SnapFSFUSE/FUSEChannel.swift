@@ -21,6 +21,10 @@ import Synchronization
 ///   straight from the backing file (``FUSEPassthrough``). libfuse 3.14 cannot say so in an
 ///   open reply either: ``expectOpenReply(_:)`` marks the reply the calling thread sends next,
 ///   and `writev` writes FOPEN_PASSTHROUGH and the backing id into its `fuse_open_out`.
+/// - `FUSE_OVER_IO_URING` (when ``prepareRing(session:bridge:)`` set rings up, and the
+///   kernel offers it): requests then come through per-CPU io_uring queues (``FUSERing``),
+///   each served on a thread pinned to its CPU; replies to them are handed to the ring by
+///   `writev` and `splice_send`. FORGET, INTERRUPT and notifications stay on `/dev/fuse`.
 enum FUSEChannel {
     private static let fuseInit: UInt32 = 26
     private static let handleKillprivV2: UInt32 = 1 << 28
@@ -29,12 +33,20 @@ enum FUSEChannel {
     private static let directIOAllowMmap: UInt32 = 1 << 4
     /// `FUSE_PASSTHROUGH` (bit 37) in the second flags word.
     private static let passthroughFlag: UInt32 = 1 << 5
+    /// `FUSE_OVER_IO_URING` (bit 41) in the second flags word.
+    private static let overIOURing: UInt32 = 1 << 9
+    /// `FUSE_MAX_PAGES` in the first flags word of the INIT reply.
+    private static let maxPagesFlag: UInt32 = 1 << 22
     /// `FOPEN_PASSTHROUGH` in `fuse_open_out.open_flags`.
     private static let fopenPassthrough: UInt32 = 1 << 7
     /// Whether to ask for passthrough (set before the mount).
     private static let wantsPassthrough = Atomic<Bool>(false)
     /// Whether the INIT reply asked for passthrough, the kernel having offered it.
     static let passthroughNegotiated = Atomic<Bool>(false)
+    /// The rings, set up before the mount is served; nil: requests come through `/dev/fuse`.
+    nonisolated(unsafe) static var ring: FUSERing?
+    /// The payload size the rings need, once the INIT reply asked for io_uring (0 before).
+    private static let ringPayload = Atomic<Int>(0)
     /// The `unique` of the INIT request once read; 0 otherwise.
     private static let pendingInit = Atomic<UInt64>(0)
     /// What the kernel offered of the flags added to the reply (first word, second word).
@@ -57,15 +69,23 @@ enum FUSEChannel {
             return count
         }
         io.writev = { fd, iov, count, _ in
+            var initAnswered = false
             if let iov, count >= 2, FUSEChannel.pendingInit.load(ordering: .relaxed) != 0 {
-                FUSEChannel.patchInitReply(iov)
+                initAnswered = FUSEChannel.patchInitReply(iov)
             }
             let backingID = snapfs_take_pending_backing_id()
             if backingID > 0, let iov, count >= 2 { FUSEChannel.patchOpenReply(iov, backingID: backingID) }
-            return Glibc.writev(fd, iov, count)
+            if let iov, count >= 1 {
+                let captured = snapfs_uring_capture(iov, count)
+                if captured >= 0 { return captured }
+            }
+            let written = Glibc.writev(fd, iov, count)
+            if initAnswered { FUSEChannel.initAnswered(written: written > 0) }
+            return written
         }
         io.splice_send = { fdIn, offIn, fdOut, offOut, length, flags, _ in
-            snapfs_splice(fdIn, offIn, fdOut, offOut, length, flags)
+            if snapfs_uring_serving() != 0 { return snapfs_uring_capture_pipe(fdIn, length) }
+            return snapfs_splice(fdIn, offIn, fdOut, offOut, length, flags)
         }
         return fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0
     }
@@ -79,19 +99,22 @@ enum FUSEChannel {
             let flags2 = request.loadUnaligned(fromByteOffset: 56, as: UInt32.self)
             var wanted = directIOAllowMmap
             if wantsPassthrough.load(ordering: .relaxed) { wanted |= passthroughFlag }
+            if ring != nil { wanted |= overIOURing }
             offered |= UInt64(flags2 & wanted) << 32
         }
         offeredFlags.store(offered, ordering: .sequentiallyConsistent)
         pendingInit.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .sequentiallyConsistent)
     }
 
-    /// The INIT reply: fuse_out_header, then fuse_init_out (flags at 12, flags2 at 32).
-    private static func patchInitReply(_ iov: UnsafeMutablePointer<iovec>) {
+    /// The INIT reply: fuse_out_header, then fuse_init_out (flags at 12, max_write at 20,
+    /// max_pages at 28, flags2 at 32). Returns whether this was the INIT reply.
+    @discardableResult
+    private static func patchInitReply(_ iov: UnsafeMutablePointer<iovec>) -> Bool {
         guard let header = iov[0].iov_base, iov[0].iov_len >= 16,
-              let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return }
+              let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return false }
         let unique = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
         let error = header.loadUnaligned(fromByteOffset: 4, as: Int32.self)
-        guard error == 0, pendingInit.compareExchange(expected: unique, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return }
+        guard error == 0, pendingInit.compareExchange(expected: unique, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return false }
         let offered = offeredFlags.load(ordering: .sequentiallyConsistent)
         var flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self) | UInt32(truncatingIfNeeded: offered)
         let added2 = UInt32(truncatingIfNeeded: offered >> 32)
@@ -104,8 +127,32 @@ enum FUSEChannel {
                 body.storeBytes(of: UInt32(1), toByteOffset: 36, as: UInt32.self)
                 passthroughNegotiated.store(true, ordering: .sequentiallyConsistent)
             }
+            if added2 & overIOURing != 0, iov[1].iov_len >= 32 {
+                // The kernel's ring payload: max(FUSE_MIN_READ_BUFFER, max_write, max_pages pages).
+                let maxWrite = Int(body.loadUnaligned(fromByteOffset: 20, as: UInt32.self))
+                let maxPages = flags & maxPagesFlag != 0 ? Int(body.loadUnaligned(fromByteOffset: 28, as: UInt16.self)) : 32
+                ringPayload.store(max(8192, maxWrite, maxPages * Int(getpagesize())), ordering: .sequentiallyConsistent)
+            }
         }
         body.storeBytes(of: flags, toByteOffset: 12, as: UInt32.self)
+        return true
+    }
+
+    /// The INIT reply was written: the rings register (or, when io_uring was not agreed,
+    /// their threads end).
+    private static func initAnswered(written: Bool) {
+        guard let ring else { return }
+        let payload = ringPayload.load(ordering: .sequentiallyConsistent)
+        if written, payload > 0 { ring.start(payloadSize: payload) } else { ring.cancel() }
+    }
+
+    /// A reply built by snapfs itself (FUSE_TMPFILE): to the ring entry of the request this
+    /// thread serves, or to `/dev/fuse`. Returns whether it all went out.
+    static func send(_ reply: UnsafeRawBufferPointer, fd: Int32) -> Bool {
+        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: reply.baseAddress), iov_len: reply.count)
+        let captured = snapfs_uring_capture(&vector, 1)
+        if captured >= 0 { return captured == reply.count }
+        return Glibc.write(fd, reply.baseAddress, reply.count) == reply.count
     }
 
     /// The next reply this thread sends opens a file with backing file `id` (nil: it does not).

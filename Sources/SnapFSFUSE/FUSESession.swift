@@ -15,6 +15,8 @@ public final class FUSESession {
         public var attributeTimeout: Double = 86_400
         /// Worker threads libfuse keeps waiting for requests.
         public var idleThreads: UInt32 = 16
+        /// Serve requests over io_uring when the kernel allows it (``FUSERing``).
+        public var ring = false
 
         public init(mountpoint: String, fuseOptions: [String]) {
             self.mountpoint = mountpoint
@@ -35,6 +37,8 @@ public final class FUSESession {
     /// The snapshot engine's way into the kernel; valid once ``mount()`` succeeded.
     public private(set) var kernelLink: (any KernelLink)?
     private var arguments: [UnsafeMutablePointer<CChar>?] = []
+    /// Whether to set up io_uring queues (asked for, and the kernel allows it).
+    private var ringAllowed = false
 
     public init(core: SnapFileSystem, configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -61,6 +65,7 @@ public final class FUSESession {
         fuse_opt_free_args(&args)
         guard let session = created else { throw .badOptions(complaint) }
         self.session = session
+        ringAllowed = configuration.ring && FUSERing.kernelAllows(logger: bridge.logger)
         let (mounted, refusal) = StandardErrorCapture.run { fuse_session_mount(session, configuration.mountpoint) }
         guard mounted == 0 else { throw .mountFailed(refusal) }
         let core = bridge.core
@@ -92,7 +97,10 @@ public final class FUSESession {
             link?.pushDirtyPages(of: core.inodes.openForWriting())
         }
         watcher.start()
+        // Before the loop reads INIT, whose reply asks for io_uring once the rings exist.
+        if ringAllowed { FUSEChannel.ring = FUSERing(session: session, bridge: bridge) }
         let result = snapfs_session_loop_mt(session, configuration.idleThreads)
+        FUSEChannel.ring?.finished()
         fuse_session_unmount(session)
         if let signal = watcher.received { return .signal(signal) }
         return result == 0 ? .unmounted : .failed(result)

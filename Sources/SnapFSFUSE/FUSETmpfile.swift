@@ -44,8 +44,8 @@ enum FUSETmpfile {
             // FOPEN_KEEP_CACHE (1 << 1) | FOPEN_NOFLUSH (1 << 5), as ``FUSEOperations.prepare`` sets for open.
             out.storeBytes(of: UInt32(1 << 1 | 1 << 5), toByteOffset: 152, as: UInt32.self)
         }
-        let sent = reply.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        if sent != reply.count {
+        let sent = reply.withUnsafeBytes { FUSEChannel.send($0, fd: fd) }
+        if !sent {
             // The request was interrupted: the kernel holds neither the inode nor the file.
             Unmanaged<OpenFile>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).release()
             bridge.core.forget(entry.inode, count: 1)
@@ -85,6 +85,6 @@ enum FUSETmpfile {
             out.storeBytes(of: -error, toByteOffset: 4, as: Int32.self)
             out.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
         }
-        _ = header.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        _ = header.withUnsafeBytes { FUSEChannel.send($0, fd: fd) }
     }
 }

@@ -166,6 +166,7 @@ struct MountCommand: ParsableCommand {
             mountpoint: plan.mountpoint,
             fuseOptions: mountOptions.fuseOptions(backing: plan.backing, asRoot: geteuid() == 0))
         configuration.debug = level == .debug
+        configuration.ring = mountOptions.uring && !mountOptions.writebackCache
         let session = FUSESession(core: core, configuration: configuration, logger: logger)
         do {
             try session.mount()

@@ -6,6 +6,8 @@ public struct MountOptions: Sendable, Equatable {
     /// FUSE passthrough of files opened read-only (`passthrough`, on by default; needs root
     /// and Linux ≥ 6.9, and is off with the kernel's write-back cache).
     public var passthrough = true
+    /// Requests over io_uring, per-CPU queues (`uring`, off by default; Linux ≥ 6.14).
+    public var uring = false
     public var readOnly = false
     public var debug = false
     public var noAllowOther = false
@@ -32,6 +34,8 @@ public struct MountOptions: Sendable, Equatable {
             case "no_writeback_cache": writebackCache = false
             case "passthrough": passthrough = true
             case "nopassthrough", "no_passthrough": passthrough = false
+            case "uring": uring = true
+            case "nouring", "no_uring": uring = false
             case "debug": debug = true
             case "noallow_other": noAllowOther = true
             case "acl": posixACL = true

@@ -56,6 +56,12 @@ enum FUSEChannel {
         wantsPassthrough.store(offerPassthrough, ordering: .sequentiallyConsistent)
         var io = fuse_custom_io()
         io.read = { fd, buffer, length, userdata in
+            // With the rings, only FORGET and INTERRUPT come this way, and the request that
+            // wakes the loop at a signal goes to a ring: readers also wait for ``wakeReaders()``.
+            if FUSEChannel.ring != nil, !FUSEChannel.waitForRequest(fd) {
+                errno = EINTR
+                return -1
+            }
             var count = Glibc.read(fd, buffer, length)
             // Requests libfuse does not know are answered here; then read the next one.
             while count >= 40, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSETmpfile.opcode {
@@ -144,6 +150,24 @@ enum FUSEChannel {
         guard let ring else { return }
         let payload = ringPayload.load(ordering: .sequentiallyConsistent)
         if written, payload > 0 { ring.start(payloadSize: payload) } else { ring.cancel() }
+    }
+
+    /// Makes readers of `/dev/fuse` return (EINTR), so that libfuse's loop sees that the
+    /// session was told to exit.
+    static func wakeReaders() {
+        var byte: UInt8 = 1
+        if wakePipe[1] >= 0 { _ = Glibc.write(wakePipe[1], &byte, 1) }
+    }
+
+    /// A pipe made with the rings; its read end is readable once ``wakeReaders()`` was called.
+    nonisolated(unsafe) static var wakePipe: [Int32] = [-1, -1]
+    private static var wakeFD: Int32 { wakePipe[0] }
+
+    /// Waits until `fd` has a request (true) or the readers are woken (false).
+    private static func waitForRequest(_ fd: Int32) -> Bool {
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        while poll(&fds, 2, -1) < 0, errno == EINTR {}
+        return fds[1].revents == 0
     }
 
     /// A reply built by snapfs itself (FUSE_TMPFILE): to the ring entry of the request this

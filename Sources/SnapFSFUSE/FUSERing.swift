@@ -86,7 +86,7 @@ final class FUSERing: @unchecked Sendable {
         let result = snapfs_uring_start(handle, payloadSize)
         if result == 0 {
             started = true
-            logger.debug("io_uring: \(snapfs_uring_queues(handle)) queues, \(Self.entriesPerQueue) entries each, \(payloadSize)-byte payloads")
+            logger.notice("io_uring: \(snapfs_uring_queues(handle)) queues, \(Self.entriesPerQueue) entries each, \(payloadSize)-byte payloads")
         } else {
             logger.warning("io_uring: registration refused (\(Errno(rawValue: -result))); requests go through /dev/fuse")
         }
@@ -100,6 +100,6 @@ final class FUSERing: @unchecked Sendable {
     /// The session ended (the kernel ends the rings' entries with the connection).
     func finished() {
         snapfs_uring_cancel(handle)
-        if started { logger.debug("io_uring: \(snapfs_uring_served(handle)) requests served through the rings") }
+        if started { logger.notice("io_uring: \(snapfs_uring_served(handle)) requests served through the rings") }
     }
 }

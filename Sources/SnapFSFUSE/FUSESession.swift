@@ -98,7 +98,14 @@ public final class FUSESession {
         }
         watcher.start()
         // Before the loop reads INIT, whose reply asks for io_uring once the rings exist.
-        if ringAllowed { FUSEChannel.ring = FUSERing(session: session, bridge: bridge) }
+        if ringAllowed {
+            var ends: [Int32] = [-1, -1]
+            if pipe(&ends) == 0 {
+                for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+                FUSEChannel.wakePipe = ends
+            }
+            FUSEChannel.ring = FUSERing(session: session, bridge: bridge)
+        }
         let result = snapfs_session_loop_mt(session, configuration.idleThreads)
         FUSEChannel.ring?.finished()
         fuse_session_unmount(session)

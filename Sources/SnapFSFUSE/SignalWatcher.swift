@@ -56,6 +56,7 @@ final class SignalWatcher: @unchecked Sendable {
         // FUSE; this does, file by file.
         pushDirtyPages()
         fuse_session_exit(session)
+        FUSEChannel.wakeReaders()
         if root >= 0 {
             // Any request wakes a worker; an xattr read is never answered from the kernel's caches.
             var byte: UInt8 = 0

@@ -83,6 +83,7 @@ def test_nopassthrough_serves_every_read(make_mount):
 def test_opens_that_join_a_passthrough_reader_see_the_same_data(debug_mount):
     m = debug_mount
     (m.mnt / "f").write_bytes(b"a" * 8192)
+    wait_all_released(m)
     reader = os.open(m.mnt / "f", os.O_RDONLY)
     try:
         writer = os.open(m.mnt / "f", os.O_RDWR)

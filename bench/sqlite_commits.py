@@ -171,6 +171,9 @@ def main(argv):
     p.add_argument("--seconds", type=float)
     p.add_argument("--megabytes", type=int)
     p.add_argument("--modes", default="delete,wal")
+    p.add_argument("--uring", action="store_true",
+                   help="also each snapfs target with -o uring (requests over io_uring, Linux >= 6.14)")
+    p.add_argument("--only", default=None, help="comma-separated target names (after --uring adds its own)")
     p.add_argument("--work", default=None, help="scratch directory on the root filesystem (default: a new one in /var/tmp)")
     a = p.parse_args(argv)
     reps = a.repetitions or (1 if a.quick else 3)
@@ -199,6 +202,12 @@ def main(argv):
             Target("snapfs-xfs-detect", "xfs", xfs.dir, "snapfs", ["--sqlite", "detect"]),
             Target("snapfs-every-reflink", "xfs", xfs.dir, "snapfs", ["--strategy", "reflink"]),
         ]
+        if a.uring:
+            targets += [Target(t.name + "-uring", t.fs, t.base, t.kind, t.args + ["-o", "uring"])
+                        for t in targets if t.kind == "snapfs"]
+        if a.only:
+            wanted = set(a.only.split(","))
+            targets = [t for t in targets if t.name in wanted or t.name.startswith("native")]
         for rep in range(reps):
             for mode in a.modes.split(","):
                 for t in targets:

@@ -103,8 +103,8 @@ public final class FUSESession {
             if pipe(&ends) == 0 {
                 for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
                 FUSEChannel.wakePipe = ends
+                FUSEChannel.ring = FUSERing(session: session, bridge: bridge)
             }
-            FUSEChannel.ring = FUSERing(session: session, bridge: bridge)
         }
         let result = snapfs_session_loop_mt(session, configuration.idleThreads)
         FUSEChannel.ring?.finished()

@@ -57,12 +57,14 @@ final class SignalWatcher: @unchecked Sendable {
         pushDirtyPages()
         fuse_session_exit(session)
         FUSEChannel.wakeReaders()
-        if root >= 0 {
+        if root >= 0, FUSEChannel.ring == nil {
             // Any request wakes a worker; an xattr read is never answered from the kernel's caches.
+            // (With io_uring it would go to a ring, which may be gone before it is answered,
+            // leaving this thread in the kernel and the process unable to exit.)
             var byte: UInt8 = 0
             _ = fgetxattr(root, "user.snapfs.wake", &byte, 0)
-            close(root)
         }
+        if root >= 0 { close(root) }
     }
 }
 

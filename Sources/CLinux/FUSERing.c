@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -391,8 +392,28 @@ static void *ring_main(void *argument) {
     return NULL;
 }
 
+/* The kernel makes one queue per possible CPU (num_possible_cpus), and the ring is
+   ready only once every queue has an entry: the count comes from the same list. */
+static int possible_cpus(void) {
+    FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+    if (f == NULL) return get_nprocs_conf();
+    int highest = -1, low, high;
+    char separator;
+    while (fscanf(f, "%d", &low) == 1) {
+        high = low;
+        if (fscanf(f, "%c", &separator) == 1 && separator == '-') {
+            if (fscanf(f, "%d", &high) != 1) break;
+            if (fscanf(f, "%c", &separator) != 1) separator = 0;
+        }
+        if (high > highest) highest = high;
+        if (separator != ',') break;
+    }
+    fclose(f);
+    return highest >= 0 ? highest + 1 : get_nprocs_conf();
+}
+
 struct snapfs_uring *snapfs_uring_create(int devfd, int per_queue, snapfs_uring_process process, void *context) {
-    int queues = get_nprocs_conf();
+    int queues = possible_cpus();
     if (queues < 1 || per_queue < 1) { errno = EINVAL; return NULL; }
     struct snapfs_uring *u = calloc(1, sizeof *u);
     if (u == NULL) return NULL;

@@ -21,7 +21,7 @@ import Synchronization
 ///   straight from the backing file (``FUSEPassthrough``). libfuse 3.14 cannot say so in an
 ///   open reply either: ``expectOpenReply(_:)`` marks the reply the calling thread sends next,
 ///   and `writev` writes FOPEN_PASSTHROUGH and the backing id into its `fuse_open_out`.
-/// - `FUSE_OVER_IO_URING` (when ``prepareRing(session:bridge:)`` set rings up, and the
+/// - `FUSE_OVER_IO_URING` (when ``FUSESession`` set up ``ring`` before serving, and the
 ///   kernel offers it): requests then come through per-CPU io_uring queues (``FUSERing``),
 ///   each served on a thread pinned to its CPU; replies to them are handed to the ring by
 ///   `writev` and `splice_send`. FORGET, INTERRUPT and notifications stay on `/dev/fuse`.

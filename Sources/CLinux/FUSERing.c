@@ -63,7 +63,7 @@ struct fuse_out_header_abi {
 
 struct ring_thread {
     struct snapfs_uring *owner;
-    int index, qid;
+    int qid;
     int ring_fd;
     void *sq_map, *sqe_map;
     size_t sq_map_size, sqe_map_size;
@@ -161,41 +161,51 @@ static void ring_queue(struct ring_thread *t, uint32_t command, uint64_t commit_
     atomic_store_explicit(t->sq_tail, tail + 1, memory_order_release);
 }
 
-/* Submits what is queued and waits for the completion; returns its result. */
-static int ring_wait(struct ring_thread *t) {
-    for (;;) {
-        unsigned head = atomic_load_explicit(t->cq_head, memory_order_relaxed);
-        if (head != atomic_load_explicit(t->cq_tail, memory_order_acquire)) {
-            int res = t->cqes[head & t->cq_mask].res;
-            atomic_store_explicit(t->cq_head, head + 1, memory_order_release);
-            return res;
-        }
-        unsigned pending = atomic_load_explicit(t->sq_tail, memory_order_relaxed)
-                         - atomic_load_explicit(t->sq_head, memory_order_acquire);
-        long r = syscall(__NR_io_uring_enter, t->ring_fd, pending, 1, IORING_ENTER_GETEVENTS, NULL, 0);
-        if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) return -errno;
-    }
+/* Takes the completion that is there, if any: 1 and its result in *res, or 0. */
+static int ring_reap(struct ring_thread *t, int *res) {
+    unsigned head = atomic_load_explicit(t->cq_head, memory_order_relaxed);
+    if (head == atomic_load_explicit(t->cq_tail, memory_order_acquire)) return 0;
+    *res = t->cqes[head & t->cq_mask].res;
+    atomic_store_explicit(t->cq_head, head + 1, memory_order_release);
+    return 1;
+}
+
+/* One io_uring_enter: submits what is queued and, with `wait`, waits for a completion.
+   0, or -errno for a failure other than an interruption. */
+static int ring_enter(struct ring_thread *t, int wait) {
+    unsigned pending = atomic_load_explicit(t->sq_tail, memory_order_relaxed)
+                     - atomic_load_explicit(t->sq_head, memory_order_acquire);
+    if (pending == 0 && !wait) return 0;
+    long r = syscall(__NR_io_uring_enter, t->ring_fd, pending, wait ? 1 : 0, wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
+    return r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY ? -errno : 0;
 }
 
 /* Submits what is queued without waiting. */
 static int ring_submit(struct ring_thread *t) {
     for (;;) {
-        unsigned pending = atomic_load_explicit(t->sq_tail, memory_order_relaxed)
-                         - atomic_load_explicit(t->sq_head, memory_order_acquire);
-        if (pending == 0) return 0;
-        long r = syscall(__NR_io_uring_enter, t->ring_fd, pending, 0, 0, NULL, 0);
-        if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) return -errno;
+        int error = ring_enter(t, 0);
+        if (error != 0) return error;
+        if (atomic_load_explicit(t->sq_tail, memory_order_relaxed) == atomic_load_explicit(t->sq_head, memory_order_acquire)) return 0;
     }
 }
 
-/* A completion already there: its result (and *arrived = 1), or 0 when there is none. */
-static int ring_completed(struct ring_thread *t, int *arrived) {
-    unsigned head = atomic_load_explicit(t->cq_head, memory_order_relaxed);
-    if (head == atomic_load_explicit(t->cq_tail, memory_order_acquire)) return 0;
-    int res = t->cqes[head & t->cq_mask].res;
-    atomic_store_explicit(t->cq_head, head + 1, memory_order_release);
-    if (res == 0) *arrived = 1;
-    return res;
+/* Submits what is queued and waits for the next completion; returns its result. */
+static int ring_wait(struct ring_thread *t) {
+    for (;;) {
+        int res;
+        if (ring_reap(t, &res)) return res;
+        int error = ring_enter(t, 1);
+        if (error != 0) return error;
+    }
+}
+
+/* The entry's reply: `error`, no payload. */
+static void ring_reply_error(struct ring_thread *t, uint64_t unique, int error) {
+    struct fuse_out_header_abi *out = (struct fuse_out_header_abi *)t->header->in_out;
+    out->unique = unique;
+    out->error = error;
+    out->len = OUT_HEADER;
+    t->header->entry.payload_sz = 0;
 }
 
 ssize_t snapfs_uring_capture(const struct iovec *iov, int count) {
@@ -206,12 +216,10 @@ ssize_t snapfs_uring_capture(const struct iovec *iov, int count) {
     size_t length = iov[0].iov_len - OUT_HEADER;
     for (int i = 1; i < count; i++) length += iov[i].iov_len;
     struct fuse_out_header_abi *ring_out = (struct fuse_out_header_abi *)t->header->in_out;
-    ring_out->unique = out->unique;
     if (length > t->payload_size) {
-        ring_out->error = -EIO;
-        ring_out->len = OUT_HEADER;
-        t->header->entry.payload_sz = 0;
+        ring_reply_error(t, out->unique, -EIO);
     } else {
+        ring_out->unique = out->unique;
         ring_out->error = out->error;
         ring_out->len = (uint32_t)(OUT_HEADER + length);
         size_t at = 0;
@@ -269,14 +277,10 @@ static uint64_t ring_serve_one(struct ring_thread *t) {
     const struct fuse_in_header_abi *in = (const struct fuse_in_header_abi *)t->header->in_out;
     uint64_t commit_id = t->header->entry.commit_id;
     uint32_t payload = t->header->entry.payload_sz;
-    struct fuse_out_header_abi *out = (struct fuse_out_header_abi *)t->header->in_out;
     uint64_t unique = in->unique;
     uint32_t opcode = in->opcode;
     if (in->len < IN_HEADER + (uint64_t)payload || in->len - IN_HEADER - payload > RING_OP_IN || payload > t->payload_size) {
-        out->unique = unique;
-        out->error = -EIO;
-        out->len = OUT_HEADER;
-        t->header->entry.payload_sz = 0;
+        ring_reply_error(t, unique, -EIO);
         return commit_id;
     }
     size_t op_size = in->len - IN_HEADER - payload;
@@ -290,10 +294,7 @@ static uint64_t ring_serve_one(struct ring_thread *t) {
     current_thread = NULL;
     if (!t->replied) {
         /* No reply (NOTIFY_REPLY takes none): the entry still has to go back. */
-        out->unique = unique;
-        out->error = opcode == OPCODE_NOTIFY_REPLY ? 0 : -EIO;
-        out->len = OUT_HEADER;
-        t->header->entry.payload_sz = 0;
+        ring_reply_error(t, unique, opcode == OPCODE_NOTIFY_REPLY ? 0 : -EIO);
     }
     atomic_fetch_add_explicit(&t->owner->served, 1, memory_order_relaxed);
     return commit_id;
@@ -349,7 +350,7 @@ static void *ring_main(void *argument) {
         for (int attempt = 0;; attempt++) {
             ring_queue(t, CMD_REGISTER, 0);
             result = ring_submit(t);
-            if (result == 0) result = ring_completed(t, &pending_request);
+            if (result == 0 && ring_reap(t, &result)) pending_request = result == 0;
             if (result != -EAGAIN || attempt > 2000) break;
             struct timespec pause = { 0, 1000000 };
             nanosleep(&pause, NULL);
@@ -362,7 +363,7 @@ static void *ring_main(void *argument) {
     pthread_mutex_unlock(&u->lock);
     /* REGISTER completes only when the first request arrives (res 0); other results end the thread. */
     if (result == 0 && !pending_request) result = ring_wait(t);
-    uint64_t idle_again = 0;
+    uint64_t idle_from = 0;   /* no SCHED_IDLE commits before this (monotonic µs) */
     while (result == 0) {
         uint64_t commit_id = ring_serve_one(t);
         ring_queue(t, CMD_COMMIT_AND_FETCH, commit_id);
@@ -374,14 +375,14 @@ static void *ring_main(void *argument) {
            the requester wakes here and runs at once; the thread waits for the next request
            at normal priority. When getting the CPU back took long (a busy machine, where an
            idle-priority thread would wait), it does without for a second. */
-        uint64_t start = idle_again ? monotonic_us() : 0;
-        int idle = idle_again == 0 || start >= idle_again;
-        if (idle) { if (!idle_again) start = monotonic_us(); set_policy(SCHED_IDLE); }
+        uint64_t start = monotonic_us();
+        int idle = start >= idle_from;
+        if (idle) set_policy(SCHED_IDLE);
         result = ring_submit(t);
         if (idle) {
             set_policy(SCHED_OTHER);
             uint64_t back = monotonic_us();
-            idle_again = back - start > 1000 ? back + 1000000 : 1;
+            if (back - start > 1000) idle_from = back + 1000000;
         }
         if (result == 0) result = ring_wait(t);
         while (result == -EINTR || result == -EAGAIN) {
@@ -430,7 +431,6 @@ struct snapfs_uring *snapfs_uring_create(int devfd, int per_queue, snapfs_uring_
     for (int i = 0; i < u->count; i++) {
         struct ring_thread *t = &u->threads[i];
         t->owner = u;
-        t->index = i;
         t->qid = i / per_queue;
         t->ring_fd = -1;
         if (error == 0) error = ring_setup(t);

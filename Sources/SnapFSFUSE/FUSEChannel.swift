@@ -114,7 +114,6 @@ enum FUSEChannel {
 
     /// The INIT reply: fuse_out_header, then fuse_init_out (flags at 12, max_write at 20,
     /// max_pages at 28, flags2 at 32). Returns whether this was the INIT reply.
-    @discardableResult
     private static func patchInitReply(_ iov: UnsafeMutablePointer<iovec>) -> Bool {
         guard let header = iov[0].iov_base, iov[0].iov_len >= 16,
               let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return false }

@@ -5,8 +5,11 @@ import Testing
 /// A file in memory that the tracker reads through, written the way SQLite writes.
 final class MemoryFile: PositionalReader {
     var bytes: [UInt8] = []
+    /// Reads the tracker made.
+    var reads = 0
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+        reads += 1
         guard offset >= 0, offset < Int64(bytes.count) else { return 0 }
         let n = min(buffer.count, bytes.count - Int(offset))
         bytes.withUnsafeBytes { source in
@@ -97,6 +100,31 @@ struct RecordedWAL {
         #expect(Int(tracker.committedDatabasePages) * recorded.pageSize >= recorded.database.count)
         let header = try #require(tracker.header)
         #expect(header.pageSize == 4096)
+    }
+
+    @Test func writtenAsSQLiteWritesItTheLogIsNotReadBack() throws {
+        // Transactions of several frames: each frame verifies from its two writes.
+        let recorded = try #require(RecordedWAL.make(transactions: 12, rowsPerTransaction: 40))
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        let commits = recorded.replay(into: file, tracker: &tracker)
+        #expect(commits.map { Int($0.frame) } == recorded.commitFrames)
+        #expect(recorded.frameCount > commits.count)
+        #expect(file.reads == 0)
+        // A frame whose header was written two writes back is read from the file.
+        let before = tracker.committedFrames
+        let start = 32 + Int(before) * recorded.frameSize
+        var frame = Array(recorded.wal[(32 + (recorded.commitFrames.last! - 1) * recorded.frameSize)...].prefix(recorded.frameSize))
+        frame.replaceSubrange(8..<16, with: recorded.wal[16..<24])   // this log's salts; the checksum is then wrong
+        file.write(Array(frame[0..<24]), at: start)
+        _ = frame[0..<24].withUnsafeBytes { tracker.noteWrite(offset: Int64(start), data: $0, reader: file) }
+        file.write([0], at: start + recorded.frameSize + 100)
+        _ = [UInt8(0)].withUnsafeBytes { tracker.noteWrite(offset: Int64(start + recorded.frameSize + 100), data: $0, reader: file) }
+        file.write(Array(frame[24...]), at: start + 24)
+        let late = frame[24...].withUnsafeBytes { tracker.noteWrite(offset: Int64(start + 24), data: $0, reader: file) }
+        #expect(late == nil)
+        #expect(file.reads > 0)
+        #expect(tracker.committedFrames == before)
     }
 
     @Test func aCommitFrameIsNotACommitUntilItsPageIsWritten() throws {

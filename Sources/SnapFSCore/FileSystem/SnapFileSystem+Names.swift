@@ -134,6 +134,7 @@ extension SnapFileSystem {
         try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, AT_REMOVEDIR)) }
         }
+        if sqlite.isActive { sqlite.namesChanged() }
     }
 
     /// rename(2) and renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
@@ -149,6 +150,7 @@ extension SnapFileSystem {
                     _ = try syscall(snapfs_renameat2(fromFD, name, toFD, newName, flags))
                 }
             }
+            if sqlite.isActive { sqlite.namesChanged() }
             if snapshotState.sharesBackingObjects {
                 rememberName(newName, in: to)
                 if flags & UInt32(SNAPFS_RENAME_EXCHANGE) != 0 { rememberName(name, in: from) }

@@ -160,6 +160,14 @@ extension SnapFileSystem {
     func sqliteCommitted(_ commit: SQLiteCommit, serving: UInt64?) {
         do throws(Errno) {
             pushKernelPagesOfDatabase(commit, serving: serving)
+            if commit.mode == .wal {
+                // The database file does not change at a WAL commit: it is opened only to be snapshotted.
+                guard let path = try walDatabasePath(commit) else { return }
+                let decision = sqlite.decide(commit, path: path, fingerprint: nil, nowMs: SnapshotEngine.monotonicMs())
+                guard decision == .snapshot, let engine, let database = try openDatabase(commit) else { return }
+                try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
+                return
+            }
             guard let database = try openDatabase(commit) else { return }
             let st = database.status
             let fingerprint: [Int64]? = commit.mode == .wal ? nil
@@ -172,6 +180,24 @@ extension SnapFileSystem {
             sqlite.failures.add(1, ordering: .relaxed)
             logger.error("snapshot at a SQLite commit failed: \(error)")
         }
+    }
+
+    /// The path of a WAL commit's database, if it is one: as the log's last commit found it
+    /// when the name still leads to the same object (one fstatat), else from opening it.
+    private func walDatabasePath(_ commit: SQLiteCommit) throws(Errno) -> String? {
+        guard let walKey = commit.walKey else { return try openDatabase(commit)?.path }
+        let found = try commit.location.directory.withFD { (dirFD) throws(Errno) -> BackingKey? in
+            var st = stat()
+            let ok = commit.location.name.withCString { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+            return ok && st.isRegular ? BackingKey(st) : nil
+        }
+        guard let current = found else { return nil }
+        if let known = sqlite.knownDatabase(ofLog: walKey, at: commit.location, current: current) { return known.path }
+        let generation = sqlite.namesGeneration.load(ordering: .acquiring)
+        guard let database = try openDatabase(commit) else { return nil }
+        sqlite.noteDatabase(.init(location: commit.location, key: BackingKey(database.status), path: database.path,
+                                  generation: generation), ofLog: walKey)
+        return database.path
     }
 
     /// The database of `commit`, open, if it is one (a regular file with a valid header).
@@ -188,7 +214,7 @@ extension SnapFileSystem {
             guard fstat(fd, &database.status) == 0, database.status.isRegular, n == bytes.count,
                   let header = SQLiteDatabaseHeader(bytes), commit.mode != .wal || walFD >= 0 else { return nil }
             database.header = header
-            database.path = relativePath(of: dirFD, name: commit.location.name)
+            database.path = relativePath(of: commit.location.directory, dirFD, name: commit.location.name)
             return database
         }
     }
@@ -250,14 +276,24 @@ extension SnapFileSystem {
         try cache.writeBack(id, backing: cacheStore)
     }
 
-    /// `name` in the directory `dirFD`, relative to the backing root.
-    private func relativePath(of dirFD: Int32, name: [UInt8]) -> String {
+    /// `name` in the directory `dir` (open as `dirFD`), relative to the backing root. The
+    /// directory's own path is remembered until a rename or rmdir.
+    private func relativePath(of dir: Inode, _ dirFD: Int32, name: [UInt8]) -> String {
         let file = String(decoding: name, as: UTF8.self)
-        guard let directory = proc.target(of: dirFD) else { return file }
-        if directory == rootPath { return file }
+        if let directory = sqlite.directoryPath(of: dir) { return directory.isEmpty ? file : directory + "/" + file }
+        let generation = sqlite.namesGeneration.load(ordering: .acquiring)
+        guard let target = proc.target(of: dirFD) else { return file }
         let prefix = rootPath.hasSuffix("/") ? rootPath : rootPath + "/"
-        guard directory.hasPrefix(prefix) else { return file }
-        return String(directory.dropFirst(prefix.count)) + "/" + file
+        let directory: String
+        if target == rootPath {
+            directory = ""
+        } else if target.hasPrefix(prefix) {
+            directory = String(target.dropFirst(prefix.count))
+        } else {
+            return file
+        }
+        sqlite.noteDirectoryPath(directory, of: dir, generation: generation)
+        return directory.isEmpty ? file : directory + "/" + file
     }
 
     // MARK: the interval

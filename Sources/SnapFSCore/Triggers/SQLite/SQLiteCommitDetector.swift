@@ -50,7 +50,33 @@ public final class SQLiteCommitDetector: Sendable {
 
     final class TrackerBox: Sendable {
         let tracker = Mutex(WALTracker())
+        /// The database the log belongs to, as its last commit found it.
+        let database = Mutex<KnownDatabase?>(nil)
     }
+
+    /// A database file found to be one (a regular file with a valid header) at a commit:
+    /// where it was, its backing object, and its path then. Still right while the same
+    /// name in the same directory is the same object and no directory has been renamed
+    /// or removed since (``namesGeneration``).
+    public struct KnownDatabase: Sendable {
+        public let location: DatabaseLocation
+        public let key: BackingKey
+        public let path: String
+        public let generation: UInt64
+
+        public init(location: DatabaseLocation, key: BackingKey, path: String, generation: UInt64) {
+            self.location = location
+            self.key = key
+            self.path = path
+            self.generation = generation
+        }
+    }
+
+    /// Moves on at every rename and rmdir: a path worked out before names one that may
+    /// have moved.
+    public let namesGeneration = Atomic<UInt64>(0)
+    private let directoryPaths = Mutex<[UInt64: (directory: Inode, generation: UInt64, path: String)]>([:])
+    static let directoryPathLimit = 1024
 
     struct DatabaseRecord {
         /// The database file as the last commit left it: change counter, mtime, size.
@@ -106,6 +132,41 @@ public final class SQLiteCommitDetector: Sendable {
     public func walTruncated(_ key: BackingKey, to size: Int64) {
         guard let box = trackers.withLock({ $0[key] }) else { return }
         box.tracker.withLock { $0.noteTruncate(to: size) }
+    }
+
+    /// The database of the log `key` as its last commit found it, if that still holds for
+    /// `location`, whose database's backing object is `current` now.
+    public func knownDatabase(ofLog key: BackingKey, at location: DatabaseLocation, current: BackingKey) -> KnownDatabase? {
+        guard let box = trackers.withLock({ $0[key] }), let known = box.database.withLock({ $0 }) else { return nil }
+        guard known.location.directory === location.directory, known.location.name == location.name, known.key == current,
+              known.generation == namesGeneration.load(ordering: .acquiring) else { return nil }
+        return known
+    }
+
+    public func noteDatabase(_ database: KnownDatabase?, ofLog key: BackingKey) {
+        box(key).database.withLock { $0 = database }
+    }
+
+    /// The path of `directory` relative to the root, as last worked out (nil: work it out).
+    public func directoryPath(of directory: Inode) -> String? {
+        let generation = namesGeneration.load(ordering: .acquiring)
+        return directoryPaths.withLock { table in
+            guard let entry = table[directory.id], entry.directory === directory, entry.generation == generation else { return nil }
+            return entry.path
+        }
+    }
+
+    /// Remembers the path of `directory`, worked out while the generation was `generation`.
+    public func noteDirectoryPath(_ path: String, of directory: Inode, generation: UInt64) {
+        directoryPaths.withLock { table in
+            if table.count >= Self.directoryPathLimit { table.removeAll(keepingCapacity: true) }
+            table[directory.id] = (directory, generation, path)
+        }
+    }
+
+    /// A rename or rmdir happened: paths worked out before may be wrong.
+    public func namesChanged() {
+        namesGeneration.add(1, ordering: .releasing)
     }
 
     public func walRemoved(_ key: BackingKey) {

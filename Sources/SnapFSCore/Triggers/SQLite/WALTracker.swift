@@ -24,6 +24,49 @@ public struct DescriptorReader: PositionalReader {
     }
 }
 
+/// Reads served from bytes already in hand where they cover the range asked for: the
+/// write being noted (`current`) and the small write just before it (`previous`; SQLite
+/// writes a frame's header and then its page), the current one winning where they
+/// overlap. What they do not cover comes from `base`, or (`fallback` false) fails.
+struct OverlayReader<Base: PositionalReader>: PositionalReader {
+    typealias Segment = (offset: Int64, bytes: UnsafeRawBufferPointer)
+    let base: Base
+    let previous: Segment?
+    let current: Segment
+    let fallback: Bool
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Int {
+        if buffer.isEmpty { return 0 }
+        var position = offset
+        let end = offset + Int64(buffer.count)
+        while position < end {
+            let piece: (Segment, Int64)
+            if let found = Self.piece(current, at: position, before: end) {
+                piece = found
+            } else if let previous, let found = Self.piece(previous, at: position, before: end) {
+                // Up to where the current write starts, if it starts within.
+                let stop = current.offset > position ? min(found.1, current.offset) : found.1
+                piece = (found.0, stop)
+            } else {
+                return fallback ? base.read(into: buffer, at: offset) : -1
+            }
+            let (segment, stop) = piece
+            let from = Int(position - segment.offset)
+            let count = Int(stop - position)
+            (buffer.baseAddress! + Int(position - offset)).copyMemory(from: segment.bytes.baseAddress! + from, byteCount: count)
+            position = stop
+        }
+        return buffer.count
+    }
+
+    /// The part of `segment` from `position` on, up to `end`: the segment and where it stops.
+    private static func piece(_ segment: Segment, at position: Int64, before end: Int64) -> (Segment, Int64)? {
+        let segmentEnd = segment.offset + Int64(segment.bytes.count)
+        guard segment.offset <= position, position < segmentEnd else { return nil }
+        return (segment, min(segmentEnd, end))
+    }
+}
+
 /// A commit found in a WAL: the frame that ends a transaction, now valid.
 public struct WALCommit: Equatable, Sendable {
     /// The commit frame's number (from 1) in the current log generation.
@@ -47,6 +90,12 @@ public struct WALCommit: Equatable, Sendable {
 ///
 /// Keeps, for the committed frames, the newest frame of every page: what a snapshot must
 /// lay over the database file to hold exactly the committed state.
+///
+/// Reads back nothing it was just given: a frame is verified from the write that
+/// completes it and the small write before it (its header) as soon as they hold it all,
+/// so that in the usual run (header, page; header, page, commit) a commit reads no byte
+/// of the log. (Every write to the log passes through here, in the order it reached the
+/// file, so the bytes in hand are the file's.)
 public struct WALTracker: Sendable {
     public private(set) var header: WALHeader?
     /// Frames through the last valid commit frame.
@@ -61,6 +110,11 @@ public struct WALTracker: Sendable {
     /// The highest frame whose written header carries a database size.
     private var pendingCommitFrame: UInt32 = 0
     private var needsRescan = true
+    /// The previous write, when it was small (a frame header): its offset and bytes.
+    private var recent: (offset: Int64, bytes: [UInt8])?
+    /// The end of the furthest write seen: a frame past it is not all written yet.
+    private var writtenEnd: Int64 = 0
+    static let recentLimit = 64
 
     public init() {}
 
@@ -68,11 +122,29 @@ public struct WALTracker: Sendable {
     /// completed, if any.
     public mutating func noteWrite(offset: Int64, data: UnsafeRawBufferPointer, reader: some PositionalReader) -> WALCommit? {
         guard offset >= 0, !data.isEmpty, offset <= Int64.max - Int64(data.count) else { return nil }
+        let previous = recent
+        recent = data.count <= Self.recentLimit ? (offset, Array(data)) : nil
+        guard let previous else {
+            return noteWrite(offset: offset, data: data, reader: OverlayReader(base: reader, previous: nil, current: (offset, data), fallback: true))
+        }
+        return previous.bytes.withUnsafeBytes { bytes in
+            noteWrite(offset: offset, data: data,
+                      reader: OverlayReader(base: reader, previous: (previous.offset, bytes), current: (offset, data), fallback: true))
+        }
+    }
+
+    private mutating func noteWrite<Base>(offset: Int64, data: UnsafeRawBufferPointer, reader: OverlayReader<Base>) -> WALCommit? {
         let end = offset + Int64(data.count)
+        writtenEnd = max(writtenEnd, end)
         if offset < Int64(WALHeader.size) {
             let old = header
             readHeader(reader)
-            if header != old { reset() }
+            if header != old {
+                reset()
+                // A new generation: its frames are written from the start, after this.
+                writtenEnd = end
+                needsRescan = false
+            }
         }
         // A log first seen in the middle (snapfs mounted over it while in use).
         if header == nil && needsRescan && offset >= Int64(WALHeader.size) { readHeader(reader) }
@@ -103,12 +175,20 @@ public struct WALTracker: Sendable {
             }
             frame += 1
         }
-        guard pendingCommitFrame > committedFrames else { return found }
-        return verify(reader, upTo: pendingCommitFrame, reportingFrom: first) ?? found
+        guard pendingCommitFrame > committedFrames else {
+            // Frames complete in the bytes in hand verify now (nothing is read for them).
+            let inHand = OverlayReader(base: reader.base, previous: reader.previous, current: reader.current, fallback: false)
+            return verify(inHand, upTo: last, reportingFrom: first) ?? found
+        }
+        // Not past the furthest write: a commit frame's header comes before its page.
+        let written = UInt32(min((writtenEnd - Int64(WALHeader.size)) / frameSize, Int64(UInt32.max - 1)))
+        return verify(reader, upTo: min(pendingCommitFrame, written), reportingFrom: first) ?? found
     }
 
     /// The log was truncated to `size` bytes.
     public mutating func noteTruncate(to size: Int64) {
+        recent = nil
+        writtenEnd = min(writtenEnd, max(size, 0))
         guard let header else { return }
         if size < Int64(WALHeader.size) {
             self.header = nil

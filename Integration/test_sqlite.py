@@ -22,7 +22,7 @@ import time
 import pytest
 
 from conftest import SNAPFS
-from test_snapshots import LoopFS
+from test_snapshots import LoopFS, snapshot
 
 CONTROL = ".snapfs-control"
 ROLLBACK_MODES = ["delete", "truncate", "persist"]
@@ -308,6 +308,87 @@ def test_page_size_and_mode_switches(make_mount):
         assert newest["sqlite"]["journalMode"] == mode
         assert max_n(snapshot_path(m, newest)) == n, mode
     c.close()
+
+
+# ---------------------------------------------------------------- journals the kernel writes
+
+@pytest.mark.parametrize("synchronous", ["OFF", "FULL"])
+@pytest.mark.parametrize("switch", ["exclusive", "persist", "truncate"])
+def test_a_journal_the_kernel_writes_still_ends_seen(make_mount, switch, synchronous):
+    """Once a database's journal ended by its removal (DELETE mode), its next journals are
+    written by the kernel straight to the backing file (FUSE passthrough). A connection
+    that then ends its journals another way (locking_mode=EXCLUSIVE or PERSIST zero the
+    header, which the daemon no longer sees; TRUNCATE truncates it) still gets exactly
+    one snapshot per commit, holding that commit, also with synchronous=OFF (no fsync)."""
+    m = make_mount()
+    db = m.mnt / "k.db"
+    c = sqlite3.connect(str(db), isolation_level=None)
+    c.execute(f"PRAGMA synchronous={synchronous}")
+    assert c.execute("PRAGMA journal_mode=delete").fetchone()[0] == "delete"
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    n = 0
+    for _ in range(3):
+        n += 1
+        c.execute("INSERT INTO t VALUES (?, randomblob(300))", (n,))
+    assert int(status(m.mnt)["sqlite-journals-passed-through"]) >= 3, "DELETE-mode journals did not pass through"
+    if switch == "exclusive":
+        c.execute("PRAGMA locking_mode=EXCLUSIVE")
+    else:
+        assert c.execute(f"PRAGMA journal_mode={switch}").fetchone()[0] == switch
+    for _ in range(10):
+        n += 1
+        c.execute("BEGIN")
+        c.execute("INSERT INTO t VALUES (?, randomblob(300))", (n,))
+        c.execute("COMMIT")
+        c.execute("BEGIN")
+        c.execute("INSERT INTO t VALUES (?, 'never')", (10_000 + n,))
+        c.execute("ROLLBACK")
+    c.close()
+    snaps = sqlite_snapshots(m, "k.db")
+    got = [max_n(snapshot_path(m, d)) for d in snaps]
+    assert got == [None] + list(range(1, n + 1)), got
+    for d in snaps[1:]:
+        assert cli(snapshot_path(m, d), "SELECT count(*) FROM t WHERE pad = 'never'") == "0"
+    assert status(m.mnt)["sqlite-failures"] == "0"
+    assert m.alive()
+
+
+def test_a_tree_snapshot_copies_a_journal_the_kernel_writes(make_mount, tmp_path):
+    """A snapshot of the tree taken mid-transaction holds the journal as it was (a copy:
+    the kernel writes the backing file, so a hard link would change with it), and the
+    database it holds opens as the last commit."""
+    m = make_mount()
+    db = m.mnt / "j.db"
+    c = sqlite3.connect(str(db), isolation_level=None)
+    c.execute("PRAGMA journal_mode=delete")
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    c.execute("INSERT INTO t VALUES (1, randomblob(300))")
+    c.execute("PRAGMA cache_size=2")   # spill pages into the database before COMMIT
+    c.execute("BEGIN")
+    for i in range(2, 400):
+        c.execute("INSERT INTO t VALUES (?, randomblob(3000))", (i,))
+    journal = m.backing / "j.db-journal"
+    assert journal.exists()
+    assert int(status(m.mnt)["sqlite-journals-passed-through"]) >= 1
+    name = snapshot(m.mnt, "mid", force=True)
+    copy = m.backing / ".snapshots" / name / "j.db-journal"
+    frozen = copy.read_bytes()
+    assert os.stat(copy).st_nlink == 1 and os.stat(copy).st_ino != os.stat(journal).st_ino
+    for i in range(400, 600):
+        c.execute("INSERT INTO t VALUES (?, randomblob(3000))", (i,))
+    c.execute("COMMIT")
+    c.close()
+    assert copy.read_bytes() == frozen
+    # The snapshot's hot journal rolls its database back to the last commit.
+    work = tmp_path / "mid-copy"
+    work.mkdir()
+    for f in ("j.db", "j.db-journal"):
+        (work / f).write_bytes((m.backing / ".snapshots" / name / f).read_bytes())
+    r = sqlite3.connect(str(work / "j.db"))
+    assert r.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert r.execute("SELECT max(n) FROM t").fetchone()[0] == 1
+    r.close()
+    assert max_n(db) == 599
 
 
 # ---------------------------------------------------------------- hostile files

@@ -33,6 +33,13 @@ public final class OpenFile: Sendable {
     /// Its data must not go into the page cache (the kernel reads the backing file directly).
     var bypassesCache: Bool { passthrough != .none }
 
+    /// The kernel writes it to the backing file itself (a SQLite journal, see
+    /// `SnapFileSystem+JournalPassthrough`).
+    var kernelWrites: Bool {
+        if case .reads = passthrough { return flags & O_ACCMODE != O_RDONLY }
+        return false
+    }
+
     deinit {
         if let ended = inode.closeOpenFile(fd: fd, passthrough: passthrough != .none) {
             passthroughEnded?(inode, ended)

@@ -67,6 +67,19 @@ extension SnapFileSystem {
               flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0, node.isRegularFile,
               node.sqliteRole.load(ordering: .relaxed) == 0 else { return nil }
         if node.inPassthroughMode { return { nil } }
+        return passthroughStart(node, fd: fd, kernel: kernel)
+    }
+
+    /// What `OpenFile` offers a SQLite journal just created (`fd` open for writing) that
+    /// the kernel may write directly (see `SnapFileSystem+JournalPassthrough`).
+    func passthroughOffer(forJournal node: Inode, fd: Int32) -> (() -> Int32?)? {
+        guard options.kernelPassthrough, let kernel = passthroughLink.kernel, node.isRegularFile,
+              !node.inSnapshotView, !node.inPassthroughMode else { return nil }
+        return passthroughStart(node, fd: fd, kernel: kernel)
+    }
+
+    /// The offer that starts passthrough mode on `node` with `fd`, if it may start.
+    private func passthroughStart(_ node: Inode, fd: Int32, kernel: any KernelPassthrough) -> (() -> Int32?)? {
         guard node.hasNoOpenFile, node.inSnapshotView || ownsBackingObject(node) else { return nil }
         if snapshotState.sharesBackingObjects && !node.inSnapshotView {
             // Every hard-link snapshot taken while it lasts copies the file: only small ones.

@@ -31,7 +31,8 @@ extension SnapFileSystem {
 
     /// Whether close(2) of `file` must reach the daemon (to write back and report errors).
     public func closeNeedsDaemon(_ file: OpenFile) -> Bool {
-        caches(file.inode) && file.flags & O_ACCMODE != O_RDONLY && !file.writesThrough
+        // A journal the kernel writes may end unseen: its close looks at it.
+        file.kernelWrites || (caches(file.inode) && file.flags & O_ACCMODE != O_RDONLY && !file.writesThrough)
     }
 
     /// Whether a file created with `flags` writes through until it is reopened. A file just

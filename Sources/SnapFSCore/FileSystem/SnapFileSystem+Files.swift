@@ -60,7 +60,10 @@ extension SnapFileSystem {
             do throws(Errno) {
                 let entry = try adopt(name, in: dir, mode: S_IFREG | (mode & 0o7777), context: context)
                 let node = try inodes.inode(entry.inode)
-                return (entry, openFile(node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags)))
+                let kernel = journalForKernel(node, fd: fd, name: name, in: dir, flags: flags)
+                let file = openFile(node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags), offer: kernel?.offer)
+                if let kernel, file.kernelWrites { sqlite.linkJournal(file, toDatabase: kernel.database) }
+                return (entry, file)
             } catch {
                 close(fd)
                 throw error
@@ -108,6 +111,7 @@ extension SnapFileSystem {
                       context: RequestContext) throws(Errno) -> Int {
         var commit: SQLiteCommit?
         defer { if let commit { sqliteCommitted(commit, serving: file.inode.id) } }
+        checkJournalBeforeDatabaseWrite(file)
         return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
             dropPrivileges(file.fd, caller: context)
             if let cache, caches(file.inode), !file.bypassesCache { return try cachedWrite(cache, file, data, offset: offset) }
@@ -128,6 +132,7 @@ extension SnapFileSystem {
 
     /// close(2) of one descriptor of an open file.
     public func flush(_ file: OpenFile) throws(Errno) {
+        checkKernelWrittenJournal(file)
         try cachedFlush(file)
     }
 
@@ -142,6 +147,7 @@ extension SnapFileSystem {
             return
         }
         try syscallRetrying { dataOnly ? fdatasync(file.fd) : Glibc.fsync(file.fd) }
+        checkKernelWrittenJournal(file)
     }
 
     /// fallocate(2) with any mode the backing filesystem supports (keep size, punch hole, zero range…).

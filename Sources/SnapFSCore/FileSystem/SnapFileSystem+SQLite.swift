@@ -75,7 +75,9 @@ extension SnapFileSystem {
     func sqliteRemoved(_ removal: SQLiteRemoval, in dir: Inode) {
         switch removal {
         case let .journal(database):
-            sqliteCommitted(SQLiteCommit(location: DatabaseLocation(directory: dir, name: database), mode: .delete), serving: nil)
+            let location = DatabaseLocation(directory: dir, name: database)
+            sqlite.journalRemoved(of: location)
+            sqliteCommitted(SQLiteCommit(location: location, mode: .delete), serving: nil)
         case let .wal(key):
             sqlite.walRemoved(key)
         }
@@ -90,7 +92,7 @@ extension SnapFileSystem {
     func sqliteTruncated(_ node: Inode, to size: Int64, endingJournal: Bool) -> SQLiteCommit? {
         switch SQLiteRole(rawValue: node.sqliteRole.load(ordering: .relaxed)) {
         case .journal where endingJournal:
-            return journalCommit(node, mode: .truncate)
+            return journalEnded(node, mode: .truncate)
         case .wal:
             sqlite.walTruncated(node.key, to: size)
             return nil
@@ -111,7 +113,7 @@ extension SnapFileSystem {
     func sqliteWritten(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64, endingJournal: Bool) -> SQLiteCommit? {
         switch SQLiteRole(rawValue: file.inode.sqliteRole.load(ordering: .relaxed)) {
         case .journal where endingJournal:
-            return journalCommit(file.inode, mode: .persist)
+            return journalEnded(file.inode, mode: .persist)
         case .wal:
             let key = file.inode.key
             let found = withReadableDescriptor(of: file.inode, file: file) { fd in
@@ -124,7 +126,7 @@ extension SnapFileSystem {
         }
     }
 
-    private func journalCommit(_ node: Inode, mode: JournalMode) -> SQLiteCommit? {
+    func journalCommit(_ node: Inode, mode: JournalMode) -> SQLiteCommit? {
         guard let location = databaseLocation(of: node) else { return nil }
         return SQLiteCommit(location: location, mode: mode)
     }

@@ -44,6 +44,9 @@ public final class Inode: Sendable {
     /// object (0 before): the first object's number, so the file does not seem replaced
     /// (SQLite, for one, stops writing a database whose path names another inode number).
     let reportedInode = Atomic<UInt64>(0)
+    /// A journal the kernel writes directly: the hot header it was last seen with
+    /// (`1 << 32 | nonce`), or 0 (not seen hot since its last transaction ended).
+    let journalHeader = Atomic<UInt64>(0)
     /// The page cache has taken data of this file (so reads and sizes must ask it).
     let usedCache = Atomic<Bool>(false)
     /// When a write last went into the page cache (ns since the epoch; 0: none since the

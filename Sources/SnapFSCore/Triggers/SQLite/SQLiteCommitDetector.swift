@@ -169,6 +169,67 @@ public final class SQLiteCommitDetector: Sendable {
         namesGeneration.add(1, ordering: .releasing)
     }
 
+    // MARK: journals the kernel writes
+
+    /// A database by its directory's node id and its name.
+    struct DatabaseName: Hashable {
+        let directory: UInt64
+        let name: [UInt8]
+    }
+
+    /// Databases whose last journal ended by its removal (DELETE mode, not exclusive).
+    private let removingJournals = Mutex<Set<DatabaseName>>([])
+    static let removingJournalsLimit = 4096
+
+    /// A journal of `location` ended by its removal (a commit or a rollback in DELETE mode).
+    public func journalRemoved(of location: DatabaseLocation) {
+        removingJournals.withLock { set in
+            if set.count >= Self.removingJournalsLimit { set.removeAll(keepingCapacity: true) }
+            set.insert(DatabaseName(directory: location.directory.id, name: location.name))
+        }
+    }
+
+    /// A journal of `location` ended otherwise (TRUNCATE, PERSIST, exclusive locking).
+    public func journalKept(of location: DatabaseLocation) {
+        _ = removingJournals.withLock { $0.remove(DatabaseName(directory: location.directory.id, name: location.name)) }
+    }
+
+    /// Whether the last journal of `location` ended by its removal.
+    public func removesJournals(_ location: DatabaseLocation) -> Bool {
+        removingJournals.withLock { $0.contains(DatabaseName(directory: location.directory.id, name: location.name)) }
+    }
+
+    /// An open journal the kernel writes directly, as its database's writes find it.
+    final class JournalLink: Sendable {
+        weak let file: OpenFile?
+        init(_ file: OpenFile) { self.file = file }
+    }
+
+    /// Database node id → its open journal that the kernel writes.
+    private let kernelWrittenJournals = Mutex<[UInt64: JournalLink]>([:])
+    private let anyKernelWrittenJournal = Atomic<Bool>(false)
+    /// Journals opened for the kernel to write directly.
+    public let journalsPassedThrough = Atomic<Int>(0)
+
+    public func linkJournal(_ journal: OpenFile, toDatabase database: UInt64) {
+        kernelWrittenJournals.withLock { $0[database] = JournalLink(journal) }
+        anyKernelWrittenJournal.store(true, ordering: .releasing)
+        journalsPassedThrough.add(1, ordering: .relaxed)
+    }
+
+    /// The open journal of the database `database` that the kernel writes, if any.
+    @inline(__always)
+    public func kernelWrittenJournal(ofDatabase database: UInt64) -> OpenFile? {
+        guard anyKernelWrittenJournal.load(ordering: .acquiring) else { return nil }
+        return kernelWrittenJournals.withLock { table in
+            guard let link = table[database] else { return nil }
+            if let file = link.file { return file }
+            table[database] = nil
+            if table.isEmpty { anyKernelWrittenJournal.store(false, ordering: .releasing) }
+            return nil
+        }
+    }
+
     public func walRemoved(_ key: BackingKey) {
         _ = trackers.withLock { $0.removeValue(forKey: key) }
     }
@@ -282,6 +343,7 @@ public final class SQLiteCommitDetector: Sendable {
         lines.append("sqlite-rollbacks: \(rollbacks.load(ordering: .relaxed))")
         lines.append("sqlite-deferred: \(deferred.load(ordering: .relaxed))")
         lines.append("sqlite-failures: \(failures.load(ordering: .relaxed))")
+        lines.append("sqlite-journals-passed-through: \(journalsPassedThrough.load(ordering: .relaxed))")
         return lines
     }
 }

@@ -13,6 +13,7 @@ snapshot's cost is the latency above the detection-only run.
 
     python3 bench/sqlite_commits.py                 # 3 repetitions of 10 s per target and mode
     python3 bench/sqlite_commits.py --quick         # 1 repetition of 3 s, 20 MB database
+    python3 bench/sqlite_commits.py --baseline OLD/.build/release/snapfs   # A/B against another build
 """
 
 import argparse
@@ -99,8 +100,9 @@ class XFSImage:
 class Target:
     """A directory the workload runs in, set up and torn down around each measurement."""
 
-    def __init__(self, name, fs, base, kind, args=()):
+    def __init__(self, name, fs, base, kind, args=(), binary=None):
         self.name, self.fs, self.base, self.kind, self.args = name, fs, Path(base), kind, list(args)
+        self.binary = binary or SNAPFS
         self.backing = self.base / f"{name}-backing"
         self.mnt = self.base / f"{name}-mnt"
         self.pid = None
@@ -116,7 +118,7 @@ class Target:
         if self.kind == "snapfs":
             self.mnt.mkdir(exist_ok=True)
             pid_file = self.base / f"{self.name}.pid"
-            run(SNAPFS, "mount", str(self.backing), str(self.mnt), "--pid-file", str(pid_file), *self.args)
+            run(self.binary, "mount", str(self.backing), str(self.mnt), "--pid-file", str(pid_file), *self.args)
             self.pid = int(pid_file.read_text())
         elif self.kind == "bindfs":
             self.mnt.mkdir(exist_ok=True)
@@ -173,7 +175,9 @@ def main(argv):
     p.add_argument("--modes", default="delete,wal")
     p.add_argument("--uring", action="store_true",
                    help="also each snapfs target with -o uring (requests over io_uring, Linux >= 6.14)")
-    p.add_argument("--only", default=None, help="comma-separated target names (after --uring adds its own)")
+    p.add_argument("--only", default=None, help="comma-separated target names (after --uring and --baseline add theirs)")
+    p.add_argument("--baseline", default=None, metavar="SNAPFS",
+                   help="another snapfs binary (an earlier build): each snapfs target also runs with it, as NAME-baseline")
     p.add_argument("--work", default=None, help="scratch directory on the root filesystem (default: a new one in /var/tmp)")
     a = p.parse_args(argv)
     reps = a.repetitions or (1 if a.quick else 3)
@@ -204,6 +208,9 @@ def main(argv):
         ]
         if a.uring:
             targets += [Target(t.name + "-uring", t.fs, t.base, t.kind, t.args + ["-o", "uring"])
+                        for t in targets if t.kind == "snapfs"]
+        if a.baseline:
+            targets += [Target(t.name + "-baseline", t.fs, t.base, t.kind, t.args, binary=a.baseline)
                         for t in targets if t.kind == "snapfs"]
         if a.only:
             wanted = set(a.only.split(","))

@@ -553,6 +553,56 @@ def test_list_and_versions_show_database_snapshots(make_mount):
 
 # ---------------------------------------------------------------- reflink
 
+@pytest.mark.parametrize("mode", ROLLBACK_MODES)
+def test_a_cloned_rollback_snapshot_is_the_file_at_its_commit(workdir, make_mount, mode):
+    """With reflinks, each rollback-mode commit snapshot is the live file, byte for byte,
+    as its commit left it: through inserts, updates of pages all over the file, growth, a
+    VACUUM that shrinks it (SQLite cuts the file after the commit; the copy is cut to the
+    header's size at once), a rollback with pages spilled into the file, and a second
+    process writing."""
+    with LoopFS(workdir, "xfs") as loop:
+        backing = loop.dir / "data"
+        backing.mkdir()
+        m = make_mount(options=["strategy=reflink"], backing=backing)
+        c = connect(m.mnt / "r.db", mode)
+        try:
+            c.execute("PRAGMA cache_size=8")
+            c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v BLOB)")
+            rng = random.Random(11)
+            live = m.mnt / "r.db"
+
+            def check_newest(what):
+                d = sqlite_snapshots(m, "r.db")[-1]
+                assert (m.backing / ".snapshots" / d["name"] / "r.db").read_bytes() == live.read_bytes(), what
+
+            for i in range(1, 61):
+                if i % 20 == 0:
+                    c.execute("DELETE FROM t WHERE n % 2 = 0")
+                    c.execute("VACUUM")
+                elif i % 7 == 0:
+                    c.execute("BEGIN")
+                    for k in range(500, 540):
+                        c.execute("INSERT INTO t VALUES (?, randomblob(3000))", (10_000 * i + k,))
+                    c.execute("ROLLBACK")
+                    continue
+                elif i % 5 == 0:
+                    other = sqlite3.connect(str(m.mnt / "r.db"), isolation_level=None, timeout=30)
+                    other.execute("UPDATE t SET v = randomblob(2000) WHERE n % 3 = 0")
+                    other.close()
+                else:
+                    c.execute("BEGIN")
+                    for _ in range(rng.randrange(1, 6)):
+                        c.execute("INSERT OR REPLACE INTO t VALUES (?, randomblob(?))", (rng.randrange(1, 400), rng.randrange(100, 4000)))
+                    c.execute("COMMIT")
+                check_newest(f"commit {i}")
+            assert status(m.mnt)["sqlite-failures"] == "0"
+            for d in sqlite_snapshots(m, "r.db")[-5:]:
+                assert cli(m.mnt / ".snapshots" / d["name"] / "r.db", "PRAGMA integrity_check") == "ok"
+        finally:
+            c.close()
+            m.stop()
+
+
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 def test_commit_snapshots_with_reflinks_on_xfs(workdir, make_mount, mode):
     with LoopFS(workdir, "xfs") as loop:

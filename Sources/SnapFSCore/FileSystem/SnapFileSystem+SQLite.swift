@@ -243,7 +243,8 @@ extension SnapFileSystem {
                 }
                 let source = DatabaseSnapshotSource(file: dup(database.fd), path: database.path, pageSize: header.pageSize,
                                                     walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog,
-                                                    walFormat: header.writeVersion == 2 || header.readVersion == 2, base: base)
+                                                    walFormat: header.writeVersion == 2 || header.readVersion == 2, base: base,
+                                                    committedSize: committedSize(of: database))
                 let metadata = try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
                 let next = commit.walLog.map { SQLiteCommitDetector.WALSnapshotBase(snapshot: metadata.name, frame: $0.committedFrames, salts: salts) }
                 sqlite.noteWALSnapshot(next, of: database.path)
@@ -252,6 +253,14 @@ extension SnapFileSystem {
         } catch {
             throw error.errno
         }
+    }
+
+    /// The database's size as its header says, when that is valid (SQLITE.md: a non-zero
+    /// page count, and the change counter equal to version-valid-for).
+    private func committedSize(of database: OpenDatabase) -> Int64? {
+        let header: SQLiteDatabaseHeader = database.header
+        guard header.pageCount > 0, header.changeCounter == header.versionValidFor else { return nil }
+        return Int64(header.pageCount) * Int64(header.pageSize)
     }
 
     /// With the kernel's write-back cache, a database's pages may still be in the kernel

@@ -17,12 +17,17 @@ public final class DatabaseSnapshotSource: @unchecked Sendable {
     /// state through frame `frame` of the same log generation; the new snapshot starts
     /// from it and lays over only the frames after `frame`.
     public let base: (snapshot: String, frame: UInt32)?
+    /// Rollback modes: the size the database header says (pages × page size), when the
+    /// header's size is valid. SQLite may cut the file to it only after the commit (VACUUM
+    /// does); a copy is cut at once.
+    public let committedSize: Int64?
 
     /// Takes ownership of `file` and `walFile` (-1 for none).
     public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil,
-                walFormat: Bool = false, base: (snapshot: String, frame: UInt32)? = nil) {
+                walFormat: Bool = false, base: (snapshot: String, frame: UInt32)? = nil, committedSize: Int64? = nil) {
         self.walFormat = walFormat || wal != nil
         self.base = base
+        self.committedSize = committedSize
         self.file = file
         self.path = path
         self.pageSize = pageSize
@@ -159,6 +164,9 @@ extension SnapshotEngine {
         var size = Int64(st.st_size)
         if let wal = source.wal, source.walFile >= 0 {
             size = try applyCommittedFrames(of: wal, after: since, from: source.walFile, to: target)
+        } else if let committed = source.committedSize, committed > 0, committed < size {
+            try syscall(ftruncate(target, off_t(committed)))
+            size = committed
         }
         if source.walFormat { try markRollbackFormat(target) }
         try FileCopy.copyExtendedAttributes(from: source.file, to: target)

@@ -172,8 +172,7 @@ extension SnapFileSystem {
             }
             guard let database = try openDatabase(commit) else { return }
             let st = database.status
-            let fingerprint: [Int64]? = commit.mode == .wal ? nil
-                : [Int64(database.header.changeCounter), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_size)]
+            let fingerprint = [Int64(database.header.changeCounter), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_size)]
             let decision = sqlite.decide(commit, path: database.path,
                                          fingerprint: fingerprint, nowMs: SnapshotEngine.monotonicMs())
             guard decision == .snapshot, let engine else { return }

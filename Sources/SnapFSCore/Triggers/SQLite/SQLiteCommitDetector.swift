@@ -75,7 +75,21 @@ public final class SQLiteCommitDetector: Sendable {
     /// Moves on at every rename and rmdir: a path worked out before names one that may
     /// have moved.
     public let namesGeneration = Atomic<UInt64>(0)
-    private let directoryPaths = Mutex<[UInt64: (directory: Inode, generation: UInt64, path: String)]>([:])
+    /// A directory's path relative to the root, as worked out while the names were at
+    /// `generation`. Holds the directory weakly (an inode the kernel forgot goes).
+    final class DirectoryPath: Sendable {
+        weak let directory: Inode?
+        let generation: UInt64
+        let path: String
+
+        init(_ directory: Inode, generation: UInt64, path: String) {
+            self.directory = directory
+            self.generation = generation
+            self.path = path
+        }
+    }
+
+    private let directoryPaths = Mutex<[UInt64: DirectoryPath]>([:])
     static let directoryPathLimit = 1024
 
     struct DatabaseRecord {
@@ -160,7 +174,7 @@ public final class SQLiteCommitDetector: Sendable {
     public func noteDirectoryPath(_ path: String, of directory: Inode, generation: UInt64) {
         directoryPaths.withLock { table in
             if table.count >= Self.directoryPathLimit { table.removeAll(keepingCapacity: true) }
-            table[directory.id] = (directory, generation, path)
+            table[directory.id] = DirectoryPath(directory, generation: generation, path: path)
         }
     }
 

@@ -36,10 +36,7 @@ extension SnapFileSystem {
               let (companion, database) = Self.companion(named: name), companion == .journal,
               sqlite.removesJournals(DatabaseLocation(directory: dir, name: database)) else { return nil }
         // The database the kernel knows (its writes are where a missed ending is found).
-        let key = try? dir.withFD { (dirFD) throws(Errno) -> BackingKey? in
-            let st = try database.withCString { (name) throws(Errno) in try FileStatus.of(name, in: dirFD) }
-            return st.isRegular ? BackingKey(st) : nil
-        }
+        let key = try? regularFileKey(database, in: dir)
         guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false) else { return nil }
         return passthroughOffer(forJournal: node, fd: fd).map { ($0, id) }
     }
@@ -52,9 +49,9 @@ extension SnapFileSystem {
         let n = withUnsafeMutableBytes(of: &header) { DescriptorReader(fd: file.fd).read(into: $0, at: 0) }
         let bytes = withUnsafeBytes(of: &header) { Array($0) }
         let seen = file.inode.journalHeader.load(ordering: .acquiring)
-        if n == bytes.count && SQLiteFormat.isHotJournalHeader(bytes) {
-            let nonce = UInt64(bytes[12]) << 24 | UInt64(bytes[13]) << 16 | UInt64(bytes[14]) << 8 | UInt64(bytes[15])
-            let now = 1 << 32 | nonce
+        if n == bytes.count && SQLiteFormat.isHotJournalHeader(bytes),
+           let nonce = bytes.withUnsafeBytes({ SQLiteFormat.bigEndian32($0, at: 12) }) {
+            let now = 1 << 32 | UInt64(nonce)
             file.inode.journalHeader.store(now, ordering: .releasing)
             guard nonceChange, seen != 0, seen != now else { return nil }
         } else {

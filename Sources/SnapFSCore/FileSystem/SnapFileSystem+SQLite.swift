@@ -183,21 +183,28 @@ extension SnapFileSystem {
         }
     }
 
-    /// The path of a WAL commit's database, if it is one: as the log's last commit found it
-    /// when the name still leads to the same object (one fstatat), else from opening it.
+    /// The backing object of the regular file `name` in `dir` (one fstatat, not following a
+    /// symlink); nil if there is none.
+    func regularFileKey(_ name: [UInt8], in dir: Inode) throws(Errno) -> BackingKey? {
+        try dir.withFD { (dirFD) throws(Errno) -> BackingKey? in
+            var st = stat()
+            let found = name.withCString { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+            return found && st.isRegular ? BackingKey(st) : nil
+        }
+    }
+
+    /// The path of a WAL commit's database, if it is one: when the name still leads to the
+    /// object the log's last commit found to be its database (one fstatat), its path;
+    /// else what opening it finds.
     private func walDatabasePath(_ commit: SQLiteCommit) throws(Errno) -> String? {
         guard let walKey = commit.walKey else { return try openDatabase(commit)?.path }
-        let found = try commit.location.directory.withFD { (dirFD) throws(Errno) -> BackingKey? in
-            var st = stat()
-            let ok = commit.location.name.withCString { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
-            return ok && st.isRegular ? BackingKey(st) : nil
+        let location = commit.location
+        guard let current = try regularFileKey(location.name, in: location.directory) else { return nil }
+        if sqlite.isKnownDatabase(current, ofLog: walKey, at: location) {
+            return try location.directory.withFD { (dirFD) throws(Errno) in relativePath(of: location.directory, dirFD, name: location.name) }
         }
-        guard let current = found else { return nil }
-        if let known = sqlite.knownDatabase(ofLog: walKey, at: commit.location, current: current) { return known.path }
-        let generation = sqlite.namesGeneration.load(ordering: .acquiring)
         guard let database = try openDatabase(commit) else { return nil }
-        sqlite.noteDatabase(.init(location: commit.location, key: BackingKey(database.status), path: database.path,
-                                  generation: generation), ofLog: walKey)
+        sqlite.noteDatabase(.init(location: location, key: BackingKey(database.status)), ofLog: walKey)
         return database.path
     }
 
@@ -269,10 +276,7 @@ extension SnapFileSystem {
     private func pushKernelPagesOfDatabase(_ commit: SQLiteCommit, serving: UInt64?) {
         guard options.kernelWritebackCache, commit.mode != .wal, sqlite.options.mode == .snapshot,
               let kernel = engine?.links.kernel else { return }
-        let key = try? commit.location.directory.withFD { (dirFD) throws(Errno) -> BackingKey? in
-            let st = try commit.location.name.withCString { (name) throws(Errno) in try FileStatus.of(name, in: dirFD) }
-            return st.isRegular ? BackingKey(st) : nil
-        }
+        let key = try? regularFileKey(commit.location.name, in: commit.location.directory)
         guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false), id != serving else { return }
         kernel.pushDirtyPages(of: [id])
     }
@@ -290,9 +294,15 @@ extension SnapFileSystem {
     /// directory's own path is remembered until a rename or rmdir.
     private func relativePath(of dir: Inode, _ dirFD: Int32, name: [UInt8]) -> String {
         let file = String(decoding: name, as: UTF8.self)
-        if let directory = sqlite.directoryPath(of: dir) { return directory.isEmpty ? file : directory + "/" + file }
+        guard let directory = sqlite.directoryPath(of: dir) ?? directoryPath(of: dir, dirFD) else { return file }
+        return directory.isEmpty ? file : directory + "/" + file
+    }
+
+    /// The path of the directory `dir` (open as `dirFD`) relative to the backing root ("" for
+    /// the root), worked out from the descriptor and remembered; nil if it is not inside.
+    private func directoryPath(of dir: Inode, _ dirFD: Int32) -> String? {
         let generation = sqlite.namesGeneration.load(ordering: .acquiring)
-        guard let target = proc.target(of: dirFD) else { return file }
+        guard let target = proc.target(of: dirFD) else { return nil }
         let prefix = rootPath.hasSuffix("/") ? rootPath : rootPath + "/"
         let directory: String
         if target == rootPath {
@@ -300,10 +310,10 @@ extension SnapFileSystem {
         } else if target.hasPrefix(prefix) {
             directory = String(target.dropFirst(prefix.count))
         } else {
-            return file
+            return nil
         }
         sqlite.noteDirectoryPath(directory, of: dir, generation: generation)
-        return directory.isEmpty ? file : directory + "/" + file
+        return directory
     }
 
     // MARK: the interval

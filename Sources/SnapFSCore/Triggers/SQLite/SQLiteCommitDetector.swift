@@ -55,25 +55,19 @@ public final class SQLiteCommitDetector: Sendable {
     }
 
     /// A database file found to be one (a regular file with a valid header) at a commit:
-    /// where it was, its backing object, and its path then. Still right while the same
-    /// name in the same directory is the same object and no directory has been renamed
-    /// or removed since (``namesGeneration``).
+    /// where it was and its backing object. Still one while the same name in the same
+    /// directory is the same object.
     public struct KnownDatabase: Sendable {
         public let location: DatabaseLocation
         public let key: BackingKey
-        public let path: String
-        public let generation: UInt64
 
-        public init(location: DatabaseLocation, key: BackingKey, path: String, generation: UInt64) {
+        public init(location: DatabaseLocation, key: BackingKey) {
             self.location = location
             self.key = key
-            self.path = path
-            self.generation = generation
         }
     }
 
-    /// Moves on at every rename and rmdir: a path worked out before names one that may
-    /// have moved.
+    /// Moves on at every rename and rmdir: a directory path worked out before may have moved.
     public let namesGeneration = Atomic<UInt64>(0)
     /// A directory's path relative to the root, as worked out while the names were at
     /// `generation`. Holds the directory weakly (an inode the kernel forgot goes).
@@ -148,13 +142,11 @@ public final class SQLiteCommitDetector: Sendable {
         box.tracker.withLock { $0.noteTruncate(to: size) }
     }
 
-    /// The database of the log `key` as its last commit found it, if that still holds for
-    /// `location`, whose database's backing object is `current` now.
-    public func knownDatabase(ofLog key: BackingKey, at location: DatabaseLocation, current: BackingKey) -> KnownDatabase? {
-        guard let box = trackers.withLock({ $0[key] }), let known = box.database.withLock({ $0 }) else { return nil }
-        guard known.location.directory === location.directory, known.location.name == location.name, known.key == current,
-              known.generation == namesGeneration.load(ordering: .acquiring) else { return nil }
-        return known
+    /// Whether the log `key`'s last commit found its database at `location` to be the
+    /// backing object `current`.
+    public func isKnownDatabase(_ current: BackingKey, ofLog key: BackingKey, at location: DatabaseLocation) -> Bool {
+        guard let box = trackers.withLock({ $0[key] }), let known = box.database.withLock({ $0 }) else { return false }
+        return known.location.directory === location.directory && known.location.name == location.name && known.key == current
     }
 
     public func noteDatabase(_ database: KnownDatabase?, ofLog key: BackingKey) {

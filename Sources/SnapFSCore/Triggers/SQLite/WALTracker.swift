@@ -124,12 +124,9 @@ public struct WALTracker: Sendable {
         guard offset >= 0, !data.isEmpty, offset <= Int64.max - Int64(data.count) else { return nil }
         let previous = recent
         recent = data.count <= Self.recentLimit ? (offset, Array(data)) : nil
-        guard let previous else {
-            return noteWrite(offset: offset, data: data, reader: OverlayReader(base: reader, previous: nil, current: (offset, data), fallback: true))
-        }
-        return previous.bytes.withUnsafeBytes { bytes in
+        return (previous?.bytes ?? []).withUnsafeBytes { bytes in
             noteWrite(offset: offset, data: data,
-                      reader: OverlayReader(base: reader, previous: (previous.offset, bytes), current: (offset, data), fallback: true))
+                      reader: OverlayReader(base: reader, previous: previous.map { ($0.offset, bytes) }, current: (offset, data), fallback: true))
         }
     }
 

@@ -71,6 +71,15 @@ extension SnapFileSystem {
         }
     }
 
+    /// "." as a C string that lives as long as the process (a mutation names its entry
+    /// by a pointer that must outlive the call).
+    nonisolated(unsafe) private static let currentDirectoryName: UnsafePointer<CChar> = {
+        let name = UnsafeMutablePointer<CChar>.allocate(capacity: 2)
+        name[0] = CChar(UInt8(ascii: "."))
+        name[1] = 0
+        return UnsafePointer(name)
+    }()
+
     /// open(2) with O_TMPFILE in `parent`: an unnamed file that linkat(2) can name later
     /// (unless O_EXCL). The kernel holds an inode for it like for any other file.
     public func tmpfile(parent: UInt64, mode: mode_t, flags: Int32,
@@ -79,7 +88,7 @@ extension SnapFileSystem {
         guard dir.isDirectory else { throw Errno.notDirectory }
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         let flags = flags & ~SNAPFS_O_TMPFILE
-        return try mutate(.createEntry(parent: dir, name: ".")) { () throws(Errno) -> (Entry, OpenFile) in
+        return try mutate(.createEntry(parent: dir, name: Self.currentDirectoryName)) { () throws(Errno) -> (Entry, OpenFile) in
             let fd = try dir.withFD { (dirFD) throws(Errno) in
                 try syscallRetrying { snapfs_openat(dirFD, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode) }
             }

@@ -50,7 +50,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
 DEFAULT_WORK = Path("/var/tmp/snapfs-bench")
-ALL_TARGETS = ["native", "snapfs", "bindfs"]
+ALL_TARGETS = ["native", "snapfs", "bindfs", "passthrough_ll"]
+DEFAULT_TARGETS = ["native", "snapfs", "bindfs"]
+# libfuse's low-level passthrough example, built at run time (optional target).
+PASSTHROUGH_LL = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
 MiB = 1 << 20
 
 
@@ -635,15 +638,18 @@ class SnapfsTarget(FuseTarget):
 class BindfsTarget(FuseTarget):
     name = "bindfs"
 
-    def setup(self):
+    def command(self):
         exe = shutil.which("bindfs")
         if not exe:
             raise BenchError("bindfs is not installed (apt-get install bindfs)")
+        return [exe, "-f", str(self.backing), str(self.mnt)]
+
+    def setup(self):
+        cmd = self.command()
         self.backing.mkdir()
         self.mnt.mkdir()
         # -f: stay in the foreground, so the daemon is our own child with a known pid;
         # its own session, so a Ctrl-C reaches only the harness, which then unmounts.
-        cmd = [exe, "-f", str(self.backing), str(self.mnt)]
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                          start_new_session=True)
@@ -657,6 +663,23 @@ class BindfsTarget(FuseTarget):
                 raise BenchError(f"`{shlex.join(cmd)}` exited {self.proc.returncode}: {self.log_tail()}")
             time.sleep(0.05)
         raise BenchError(f"`{shlex.join(cmd)}` did not mount within 30 s")
+
+
+class PassthroughLLTarget(BindfsTarget):
+    """libfuse's passthrough_ll example: forwards each request with the kernel's caches on
+    (cache=always), no default_permissions, no snapshots, no write cache."""
+    name = "passthrough_ll"
+
+    def command(self):
+        if not PASSTHROUGH_LL.exists():
+            raise BenchError(f"{PASSTHROUGH_LL} is missing (apt-get install libfuse3-dev)")
+        exe = self.root / "passthrough_ll"
+        if not exe.exists():
+            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True).stdout.split()
+            r = subprocess.run(["cc", "-O2", "-o", str(exe), str(PASSTHROUGH_LL), *flags], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"cannot build {PASSTHROUGH_LL}: {r.stderr.strip()[-600:]}")
+        return [str(exe), "-f", "-o", f"source={self.backing},cache=always", str(self.mnt)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -769,6 +792,8 @@ def render(report):
         head.append("snapfs/native")
     if "snapfs" in targets and "bindfs" in targets:
         head.append("snapfs/bindfs")
+    if "snapfs" in targets and "passthrough_ll" in targets:
+        head.append("snapfs/passthrough_ll")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     for m in report["metrics"]:
@@ -779,6 +804,8 @@ def render(report):
             row.append(ratio(med.get("snapfs"), med.get("native")))
         if "snapfs/bindfs" in head:
             row.append(ratio(med.get("snapfs"), med.get("bindfs")))
+        if "snapfs/passthrough_ll" in head:
+            row.append(ratio(med.get("snapfs"), med.get("passthrough_ll")))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
@@ -1256,7 +1283,9 @@ def parse_args(argv):
                    help="smoke run: 64 MiB files, 2000 small files, 300 SQLite tx, 1 run")
     p.add_argument("--runs", type=int, help="repetitions (default 3, --quick 1)")
     p.add_argument("--only", help="comma-separated workload names (see --list)")
-    p.add_argument("--targets", default=",".join(ALL_TARGETS), help="default native,snapfs,bindfs")
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                   help="default native,snapfs,bindfs; also passthrough_ll: libfuse's C example, "
+                        "nothing but forwarding, built from libfuse3-dev (the floor of a FUSE passthrough)")
     p.add_argument("--json", help="where to write the JSON results (the .md goes next to it)")
     # The passthrough workloads measure snapfs with SQLite commit detection on but no
     # snapshot per commit; bench/sqlite_commits.py measures the commit snapshots.
@@ -1402,6 +1431,8 @@ def main(argv):
                     t = NativeTarget(rep_root)
                 elif name == "snapfs":
                     t = SnapfsTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args)
+                elif name == "passthrough_ll":
+                    t = PassthroughLLTarget(rep_root)
                 else:
                     t = BindfsTarget(rep_root)
                 live.append(t)

@@ -5,7 +5,9 @@ Targets, interleaved in each repetition: native ext4; snapfs on ext4 with detect
 and no snapshots (--sqlite detect); snapfs on ext4 with a snapshot at every commit
 (hardlink strategy); snapfs on ext4 with --sqlite-min-interval 1s; native XFS (an image
 made with mkfs.xfs -m reflink=1 on a loop device); snapfs on XFS with a snapshot at every
-commit (reflink strategy), and with --sqlite-min-interval 1s; bindfs on ext4. Workload:
+commit (reflink strategy), and with --sqlite-min-interval 1s; bindfs on ext4; libfuse's
+passthrough_ll example on ext4 (C, built at run time from libfuse3-dev: what a FUSE
+passthrough that does nothing but forward costs here). Workload:
 python's sqlite3, one 200-byte INSERT per BEGIN/COMMIT, synchronous=FULL, journal_mode DELETE and WAL, on a database filled to
 100 MB first. Prints tx/s (median of the repetitions), the ratios to native on the same
 filesystem, and each transaction's latency (median and 99th percentile): the commit
@@ -123,6 +125,9 @@ class Target:
         elif self.kind == "bindfs":
             self.mnt.mkdir(exist_ok=True)
             run("bindfs", "--no-allow-other", str(self.backing), str(self.mnt))
+        elif self.kind == "passthrough_ll":
+            self.mnt.mkdir(exist_ok=True)
+            run(self.binary, "-o", f"source={self.backing},cache=always", str(self.mnt))
 
     def snapshot_durations(self):
         meta = self.backing / ".snapshots" / ".meta"
@@ -140,6 +145,21 @@ class Target:
                     time.sleep(0.05)
                 self.pid = None
         shutil.rmtree(self.backing, ignore_errors=True)
+
+
+PASSTHROUGH_LL = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
+
+
+def build_passthrough_ll(base):
+    """libfuse's own low-level passthrough example (C, nothing but forwarding: no
+    default_permissions, kernel caches on), built from libfuse3-dev's copy: the floor of
+    what a FUSE passthrough over /dev/fuse costs on this machine."""
+    if not PASSTHROUGH_LL.exists():
+        raise SystemExit(f"{PASSTHROUGH_LL} is missing (apt-get install libfuse3-dev)")
+    out = base / "passthrough_ll"
+    flags = run("pkg-config", "--cflags", "--libs", "fuse3").stdout.split()
+    run("cc", "-O2", "-o", str(out), str(PASSTHROUGH_LL), "-I", str(PASSTHROUGH_LL.parent), *flags)
+    return str(out)
 
 
 def measure(target, template, mode, seconds, max_tx):
@@ -202,6 +222,7 @@ def main(argv):
             Target("snapfs-every-hardlink", "ext4", ext4, "snapfs", ["--strategy", "hardlink", "--keep-last", "20"]),
             Target("snapfs-interval-1s", "ext4", ext4, "snapfs", ["--sqlite-min-interval", "1s"]),
             Target("bindfs", "ext4", ext4, "bindfs"),
+            Target("passthrough_ll", "ext4", ext4, "passthrough_ll"),
             Target("native-xfs", "xfs", xfs.dir, "native"),
             Target("snapfs-xfs-detect", "xfs", xfs.dir, "snapfs", ["--sqlite", "detect"]),
             Target("snapfs-every-reflink", "xfs", xfs.dir, "snapfs", ["--strategy", "reflink"]),
@@ -216,6 +237,9 @@ def main(argv):
         if a.only:
             wanted = set(a.only.split(","))
             targets = [t for t in targets if t.name in wanted or t.name.startswith("native")]
+        for t in targets:
+            if t.kind == "passthrough_ll":
+                t.binary = build_passthrough_ll(base)
         for rep in range(reps):
             for mode in a.modes.split(","):
                 for t in targets:

@@ -638,6 +638,9 @@ class SnapfsTarget(FuseTarget):
 class BindfsTarget(FuseTarget):
     name = "bindfs"
 
+    def before_exec(self):
+        pass
+
     def command(self):
         exe = shutil.which("bindfs")
         if not exe:
@@ -652,7 +655,7 @@ class BindfsTarget(FuseTarget):
         # its own session, so a Ctrl-C reaches only the harness, which then unmounts.
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=self.before_exec)
         self.pid = self.proc.pid
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -669,6 +672,13 @@ class PassthroughLLTarget(BindfsTarget):
     """libfuse's passthrough_ll example: forwards each request with the kernel's caches on
     (cache=always), no default_permissions, no snapshots, no write cache."""
     name = "passthrough_ll"
+
+    def before_exec(self):
+        # It keeps a descriptor open for every inode the kernel knows: as many as it may
+        # (at the hard limit, 20,000 here, the smallfiles workload still runs out).
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def command(self):
         if not PASSTHROUGH_LL.exists():

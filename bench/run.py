@@ -50,7 +50,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
 DEFAULT_WORK = Path("/var/tmp/snapfs-bench")
-ALL_TARGETS = ["native", "snapfs", "bindfs", "passthrough_ll"]
+ALL_TARGETS = ["native", "snapfs", "snapfs-uring", "bindfs", "passthrough_ll"]
 DEFAULT_TARGETS = ["native", "snapfs", "bindfs"]
 # libfuse's low-level passthrough example, built at run time (optional target).
 PASSTHROUGH_LL = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
@@ -608,7 +608,7 @@ class SnapfsTarget(FuseTarget):
                              "(build it with `swift build -c release` or set SNAPFS_BIN)")
         self.backing.mkdir(exist_ok=True)  # the snapshot benchmark makes it first (a btrfs subvolume)
         self.mnt.mkdir()
-        pid_file = self.root / "snapfs.pid"
+        pid_file = self.root / f"{self.name}.pid"
         cmd = [self.binary, "mount", str(self.backing), str(self.mnt), "--pid-file", str(pid_file),
                "--log-file", str(self.log_file), *self.extra_args]
         try:
@@ -633,6 +633,11 @@ class SnapfsTarget(FuseTarget):
 
     def unmount_commands(self):
         return [[self.binary, "unmount", str(self.mnt)]]
+
+
+class SnapfsUringTarget(SnapfsTarget):
+    """snapfs with -o uring (requests over io_uring), beside plain snapfs in the same run."""
+    name = "snapfs-uring"
 
 
 class BindfsTarget(FuseTarget):
@@ -804,6 +809,8 @@ def render(report):
         head.append("snapfs/bindfs")
     if "snapfs" in targets and "passthrough_ll" in targets:
         head.append("snapfs/passthrough_ll")
+    if "snapfs" in targets and "snapfs-uring" in targets:
+        head.append("snapfs-uring/snapfs")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     for m in report["metrics"]:
@@ -816,6 +823,8 @@ def render(report):
             row.append(ratio(med.get("snapfs"), med.get("bindfs")))
         if "snapfs/passthrough_ll" in head:
             row.append(ratio(med.get("snapfs"), med.get("passthrough_ll")))
+        if "snapfs-uring/snapfs" in head:
+            row.append(ratio(med.get("snapfs-uring"), med.get("snapfs")))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
@@ -1294,8 +1303,9 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, help="repetitions (default 3, --quick 1)")
     p.add_argument("--only", help="comma-separated workload names (see --list)")
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                   help="default native,snapfs,bindfs; also passthrough_ll: libfuse's C example, "
-                        "nothing but forwarding, built from libfuse3-dev (the floor of a FUSE passthrough)")
+                   help="default native,snapfs,bindfs; also snapfs-uring (snapfs with -o uring) and "
+                        "passthrough_ll: libfuse's C example, nothing but forwarding, built from "
+                        "libfuse3-dev (the floor of a FUSE passthrough)")
     p.add_argument("--json", help="where to write the JSON results (the .md goes next to it)")
     # The passthrough workloads measure snapfs with SQLite commit detection on but no
     # snapshot per commit; bench/sqlite_commits.py measures the commit snapshots.
@@ -1441,6 +1451,8 @@ def main(argv):
                     t = NativeTarget(rep_root)
                 elif name == "snapfs":
                     t = SnapfsTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args)
+                elif name == "snapfs-uring":
+                    t = SnapfsUringTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args + ["-o", "uring"])
                 elif name == "passthrough_ll":
                     t = PassthroughLLTarget(rep_root)
                 else:

@@ -46,14 +46,14 @@ import sys
 import time
 from pathlib import Path
 
+import passthrough_ll
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
 DEFAULT_WORK = Path("/var/tmp/snapfs-bench")
 ALL_TARGETS = ["native", "snapfs", "snapfs-uring", "bindfs", "passthrough_ll"]
 DEFAULT_TARGETS = ["native", "snapfs", "bindfs"]
-# libfuse's low-level passthrough example, built at run time (optional target).
-PASSTHROUGH_LL = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
 MiB = 1 << 20
 
 
@@ -686,15 +686,11 @@ class PassthroughLLTarget(BindfsTarget):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def command(self):
-        if not PASSTHROUGH_LL.exists():
-            raise BenchError(f"{PASSTHROUGH_LL} is missing (apt-get install libfuse3-dev)")
-        exe = self.root / "passthrough_ll"
-        if not exe.exists():
-            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True).stdout.split()
-            r = subprocess.run(["cc", "-O2", "-o", str(exe), str(PASSTHROUGH_LL), *flags], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise BenchError(f"cannot build {PASSTHROUGH_LL}: {r.stderr.strip()[-600:]}")
-        return [str(exe), "-f", "-o", f"source={self.backing},cache=always", str(self.mnt)]
+        try:
+            exe = passthrough_ll.build(self.root / "passthrough_ll")
+        except RuntimeError as e:
+            raise BenchError(str(e))
+        return passthrough_ll.command(exe, self.backing, self.mnt, foreground=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import passthrough_ll
+
 REPO = Path(__file__).resolve().parent.parent
 SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
 
@@ -127,7 +129,7 @@ class Target:
             run("bindfs", "--no-allow-other", str(self.backing), str(self.mnt))
         elif self.kind == "passthrough_ll":
             self.mnt.mkdir(exist_ok=True)
-            run(self.binary, "-o", f"source={self.backing},cache=always", str(self.mnt))
+            run(*passthrough_ll.command(self.binary, self.backing, self.mnt))
 
     def snapshot_durations(self):
         meta = self.backing / ".snapshots" / ".meta"
@@ -145,21 +147,6 @@ class Target:
                     time.sleep(0.05)
                 self.pid = None
         shutil.rmtree(self.backing, ignore_errors=True)
-
-
-PASSTHROUGH_LL = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
-
-
-def build_passthrough_ll(base):
-    """libfuse's own low-level passthrough example (C, nothing but forwarding: no
-    default_permissions, kernel caches on), built from libfuse3-dev's copy: the floor of
-    what a FUSE passthrough over /dev/fuse costs on this machine."""
-    if not PASSTHROUGH_LL.exists():
-        raise SystemExit(f"{PASSTHROUGH_LL} is missing (apt-get install libfuse3-dev)")
-    out = base / "passthrough_ll"
-    flags = run("pkg-config", "--cflags", "--libs", "fuse3").stdout.split()
-    run("cc", "-O2", "-o", str(out), str(PASSTHROUGH_LL), "-I", str(PASSTHROUGH_LL.parent), *flags)
-    return str(out)
 
 
 def measure(target, template, mode, seconds, max_tx):
@@ -239,7 +226,10 @@ def main(argv):
             targets = [t for t in targets if t.name in wanted or t.name.startswith("native")]
         for t in targets:
             if t.kind == "passthrough_ll":
-                t.binary = build_passthrough_ll(base)
+                try:
+                    t.binary = passthrough_ll.build(base / "passthrough_ll")
+                except RuntimeError as e:
+                    raise SystemExit(str(e))
         for rep in range(reps):
             for mode in a.modes.split(","):
                 for t in targets:

@@ -71,15 +71,6 @@ extension SnapFileSystem {
         }
     }
 
-    /// "." as a C string that lives as long as the process (a mutation names its entry
-    /// by a pointer that must outlive the call).
-    nonisolated(unsafe) private static let currentDirectoryName: UnsafePointer<CChar> = {
-        let name = UnsafeMutablePointer<CChar>.allocate(capacity: 2)
-        name[0] = CChar(UInt8(ascii: "."))
-        name[1] = 0
-        return UnsafePointer(name)
-    }()
-
     /// open(2) with O_TMPFILE in `parent`: an unnamed file that linkat(2) can name later
     /// (unless O_EXCL). The kernel holds an inode for it like for any other file.
     public func tmpfile(parent: UInt64, mode: mode_t, flags: Int32,
@@ -88,24 +79,27 @@ extension SnapFileSystem {
         guard dir.isDirectory else { throw Errno.notDirectory }
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         let flags = flags & ~SNAPFS_O_TMPFILE
-        return try mutate(.createEntry(parent: dir, name: Self.currentDirectoryName)) { () throws(Errno) -> (Entry, OpenFile) in
-            let fd = try dir.withFD { (dirFD) throws(Errno) in
-                try syscallRetrying { snapfs_openat(dirFD, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode) }
-            }
-            do throws(Errno) {
-                if let (uid, gid) = try ownerOfNewObject(in: dir, context: context) {
-                    try syscall(fchown(fd, uid, gid))
-                    if mode & (S_ISUID | S_ISGID) != 0 { try syscall(fchmod(fd, mode)) }
+        // The mutation names its entry by a pointer that must stay valid for the whole call.
+        return try ".".withCName { (dot) throws(Errno) -> (Entry, OpenFile) in
+            try mutate(.createEntry(parent: dir, name: dot)) { () throws(Errno) -> (Entry, OpenFile) in
+                let fd = try dir.withFD { (dirFD) throws(Errno) in
+                    try syscallRetrying { snapfs_openat(dirFD, ".", backingFlags(flags) | (flags & O_EXCL) | SNAPFS_O_TMPFILE | O_CLOEXEC, mode) }
                 }
-                let pathFD = try proc.reopen(fd, flags: SNAPFS_O_PATH)
-                let st: stat
-                do throws(Errno) { st = try FileStatus.of(pathFD) } catch { close(pathFD); throw error }
-                let node = inodes.reference(fd: pathFD, status: st)
-                return (Entry(inode: node.id, attributes: st), openFile(node, fd: fd, flags: flags,
-                                                                      writesThrough: writesThroughWhenCreated(flags)))
-            } catch {
-                close(fd)
-                throw error
+                do throws(Errno) {
+                    if let (uid, gid) = try ownerOfNewObject(in: dir, context: context) {
+                        try syscall(fchown(fd, uid, gid))
+                        if mode & (S_ISUID | S_ISGID) != 0 { try syscall(fchmod(fd, mode)) }
+                    }
+                    let pathFD = try proc.reopen(fd, flags: SNAPFS_O_PATH)
+                    let st: stat
+                    do throws(Errno) { st = try FileStatus.of(pathFD) } catch { close(pathFD); throw error }
+                    let node = inodes.reference(fd: pathFD, status: st)
+                    return (Entry(inode: node.id, attributes: st), openFile(node, fd: fd, flags: flags,
+                                                                          writesThrough: writesThroughWhenCreated(flags)))
+                } catch {
+                    close(fd)
+                    throw error
+                }
             }
         }
     }

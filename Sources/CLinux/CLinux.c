@@ -88,6 +88,11 @@ int snapfs_ficlone(int dst_fd, int src_fd) {
     return ioctl(dst_fd, FICLONE, src_fd);
 }
 
+int snapfs_ficlonerange(int dst_fd, int src_fd, uint64_t offset, uint64_t length) {
+    struct file_clone_range range = { .src_fd = src_fd, .src_offset = offset, .src_length = length, .dest_offset = offset };
+    return ioctl(dst_fd, FICLONERANGE, &range);
+}
+
 int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int read_only) {
     struct btrfs_ioctl_vol_args_v2 args;
     size_t length = strlen(name);

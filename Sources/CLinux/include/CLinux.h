@@ -55,6 +55,9 @@ long snapfs_filesystem_type(int fd);
 ssize_t snapfs_getdents64(int fd, void *buffer, size_t size);
 /* ioctl(dst_fd, FICLONE, src_fd). */
 int snapfs_ficlone(int dst_fd, int src_fd);
+/* ioctl(dst_fd, FICLONERANGE): `length` bytes of `src_fd` at `offset` to the same offset of
+   `dst_fd` (0: to the source's end). Offsets and length in whole filesystem blocks. */
+int snapfs_ficlonerange(int dst_fd, int src_fd, uint64_t offset, uint64_t length);
 /* BTRFS_IOC_SNAP_CREATE_V2 on `parent_fd`: snapshot of the subvolume `source_fd` as `name`. */
 int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int read_only);
 /* BTRFS_IOC_SUBVOL_GETFLAGS / SETFLAGS on a subvolume's root directory. */

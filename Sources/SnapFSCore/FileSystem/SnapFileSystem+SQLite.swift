@@ -251,6 +251,9 @@ extension SnapFileSystem {
                                                     walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog,
                                                     walFormat: header.writeVersion == 2 || header.readVersion == 2, base: base,
                                                     committedSize: committedSize(of: database))
+                if commit.walLog == nil, !source.walFormat, engine.strategy != .hardlink {
+                    source.writtenSinceLastSnapshot = databaseInode(database)?.takeWrittenRanges()
+                }
                 let metadata = try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
                 let next = commit.walLog.map { SQLiteCommitDetector.WALSnapshotBase(snapshot: metadata.name, frame: $0.committedFrames, salts: salts) }
                 sqlite.noteWALSnapshot(next, of: database.path)
@@ -279,6 +282,12 @@ extension SnapFileSystem {
         let key = try? regularFileKey(commit.location.name, in: commit.location.directory)
         guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false), id != serving else { return }
         kernel.pushDirtyPages(of: [id])
+    }
+
+    /// The live tree's inode of an open database, if the kernel knows it.
+    private func databaseInode(_ database: OpenDatabase) -> Inode? {
+        guard let id = inodes.id(of: BackingKey(database.status), snapshotView: false) else { return nil }
+        return try? inodes.inode(id)
     }
 
     /// The database's data in the page cache goes to its file before the commit is looked at.

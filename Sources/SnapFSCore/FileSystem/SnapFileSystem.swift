@@ -88,6 +88,7 @@ public final class SnapFileSystem: Sendable {
                 }
             }
             snapshotState.noteChange()
+            if case let .writeData(inode, offset, length) = mutation { inode.noteWrite(offset: offset, length: length) }
             return try body()
         }
     }

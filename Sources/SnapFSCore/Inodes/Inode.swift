@@ -54,6 +54,10 @@ public final class Inode: Sendable {
     let cachedWriteTime = Atomic<Int64>(0)
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
+    /// A rollback-mode database snapshotted by cloning: where it was written since its
+    /// last commit snapshot (see ``WrittenRanges``); not kept for any other file.
+    private let tracksWrites = Atomic<Bool>(false)
+    private let written = Mutex(WrittenRanges())
 
     private struct Slot {
         var fd: Int32
@@ -145,6 +149,27 @@ public final class Inode: Sendable {
 
     private func unpin() {
         slot.withLock { $0.pins -= 1 }
+    }
+
+    // MARK: written ranges, for clone snapshots
+
+    /// Notes a change of the data at `offset` (inside the freeze gate); one atomic load
+    /// unless the inode is tracked.
+    @inline(__always)
+    func noteWrite(offset: Int64, length: Int64) {
+        guard tracksWrites.load(ordering: .relaxed) else { return }
+        written.withLock { $0.add(offset: offset, length: length) }
+    }
+
+    /// What was written since the last call (nil at the first, when nothing was tracked
+    /// yet), and starts afresh: from now on the inode is tracked.
+    func takeWrittenRanges() -> WrittenRanges? {
+        let wasTracked = tracksWrites.exchange(true, ordering: .relaxed)
+        let taken = written.withLock { (w: inout WrittenRanges) -> WrittenRanges in
+            defer { w = WrittenRanges() }
+            return w
+        }
+        return wasTracked ? taken : nil
     }
 
     // MARK: names and open files, for copy-up

@@ -21,6 +21,9 @@ public final class DatabaseSnapshotSource: @unchecked Sendable {
     /// header's size is valid. SQLite may cut the file to it only after the commit (VACUUM
     /// does); a copy is cut at once.
     public let committedSize: Int64?
+    /// Rollback modes, cloning strategies: where the database was written since its last
+    /// snapshot; those blocks are copied, not shared (``WrittenRanges``).
+    var writtenSinceLastSnapshot: WrittenRanges?
 
     /// Takes ownership of `file` and `walFile` (-1 for none).
     public init(file: Int32, path: String, pageSize: Int, walFile: Int32 = -1, wal: WALTracker? = nil,
@@ -158,7 +161,7 @@ extension SnapshotEngine {
                 close(previous)
             }
         }
-        if since == 0 && (!cloning || snapfs_ficlone(target, source.file) != 0) {
+        if since == 0 && (!cloning || !clone(source, into: target, size: Int64(st.st_size), blockSize: Int64(st.st_blksize))) {
             try FileCopy.copyData(from: source.file, to: target, size: Int64(st.st_size))
         }
         var size = Int64(st.st_size)
@@ -178,6 +181,42 @@ extension SnapshotEngine {
         var times = [st.st_atim, st.st_mtim]
         try syscall(futimens(target, &times))
         return (false, size)
+    }
+
+    /// Clones the database into the empty `target`, except the blocks written since its
+    /// last snapshot, which are copied so that the live file does not share them
+    /// (``WrittenRanges``). False if the filesystem refused; `target` is empty then.
+    private func clone(_ source: DatabaseSnapshotSource, into target: Int32, size: Int64, blockSize: Int64) -> Bool {
+        let own = source.writtenSinceLastSnapshot?.blocks(of: max(blockSize, 512), within: size) ?? []
+        if own.isEmpty { return snapfs_ficlone(target, source.file) == 0 }
+        var at: Int64 = 0
+        var done = true
+        for range in own where done {
+            if range.lowerBound > at {
+                done = snapfs_ficlonerange(target, source.file, UInt64(at), UInt64(range.lowerBound - at)) == 0
+            }
+            if done { done = copy(range, from: source.file, to: target) }
+            at = range.upperBound
+        }
+        // Length 0: to the end of the source, which need not end on a block.
+        if done && at < size { done = snapfs_ficlonerange(target, source.file, UInt64(at), 0) == 0 }
+        if done { return true }
+        // A filesystem that clones only whole files, or a block size it does not take.
+        _ = ftruncate(target, 0)
+        return snapfs_ficlone(target, source.file) == 0
+    }
+
+    private func copy(_ range: Range<Int64>, from source: Int32, to target: Int32) -> Bool {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(Int64(range.count), 1 << 20)), alignment: 4096)
+        defer { buffer.deallocate() }
+        var at = range.lowerBound
+        while at < range.upperBound {
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), range.upperBound - at))])
+            let n = DescriptorReader(fd: source).read(into: chunk, at: at)
+            guard n > 0, (try? writeAll(target, UnsafeRawBufferPointer(rebasing: chunk[0..<n]), at: at)) != nil else { return false }
+            at += Int64(n)
+        }
+        return true
     }
 
     /// Lays the newest committed frame of every page over `target`, cuts it to the committed

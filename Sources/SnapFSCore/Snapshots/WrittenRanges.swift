@@ -1,6 +1,6 @@
 /// The byte ranges a database file was written at since its last commit snapshot. A
 /// reflink snapshot gives those blocks a copy of their own instead of sharing them with
-/// the live file (see `SnapshotEngine.cloneKeepingOwn`): the next transaction most likely
+/// the live file (see `SnapshotEngine.clone(_:into:size:blockSize:)`): the next transaction most likely
 /// writes the same pages again (the header page, the leaf that is filling, hot rows), and
 /// a block the live file does not share is written in place, not copied on write — no
 /// copy-on-write work in the commit, and the live file keeps its extents (a clone costs

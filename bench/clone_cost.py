@@ -37,7 +37,7 @@ SIZE = 100 << 20
 
 
 def extents(path):
-    """Data extents of `path` (FIEMAP through xfs_bmap; holes are not counted)."""
+    """Data extents of `path`, as xfs_bmap lists them (holes are not counted)."""
     out = subprocess.run(["xfs_bmap", str(path)], capture_output=True, text=True, check=True).stdout
     return sum(1 for line in out.splitlines()[1:] if "hole" not in line)
 

@@ -50,11 +50,11 @@ def pin(pid, cpus):
 
 
 def placements(mount, count, pid):
-    cpus = sorted(os.sched_getaffinity(0))
+    mine = os.sched_getaffinity(0)
+    cpus = sorted(mine)
     if len(cpus) < 2:
         sys.exit("error: placements need two CPUs")
     a, b = cpus[0], cpus[-1]
-    mine = os.sched_getaffinity(0)
     theirs = os.sched_getaffinity(pid)
     try:
         print(f"unpinned             {measure(mount, count)}")

@@ -251,8 +251,8 @@ extension SnapFileSystem {
                                                     walFile: database.walFD >= 0 ? dup(database.walFD) : -1, wal: commit.walLog,
                                                     walFormat: header.writeVersion == 2 || header.readVersion == 2, base: base,
                                                     committedSize: committedSize(of: database))
-                if commit.walLog == nil, !source.walFormat, engine.strategy != .hardlink {
-                    source.writtenSinceLastSnapshot = databaseInode(database)?.takeWrittenRanges()
+                if commit.walLog == nil, !source.walFormat, engine.clonesDatabaseFiles {
+                    source.writtenSinceLastSnapshot = liveInode(of: BackingKey(database.status))?.takeWrittenRanges()
                 }
                 let metadata = try engine.takeDatabase(source, trigger: trigger, info: info, alreadySerial: quiet)
                 let next = commit.walLog.map { SQLiteCommitDetector.WALSnapshotBase(snapshot: metadata.name, frame: $0.committedFrames, salts: salts) }
@@ -284,9 +284,9 @@ extension SnapFileSystem {
         kernel.pushDirtyPages(of: [id])
     }
 
-    /// The live tree's inode of an open database, if the kernel knows it.
-    private func databaseInode(_ database: OpenDatabase) -> Inode? {
-        guard let id = inodes.id(of: BackingKey(database.status), snapshotView: false) else { return nil }
+    /// The live tree's inode of the backing object `key`, if the kernel knows it.
+    private func liveInode(of key: BackingKey) -> Inode? {
+        guard let id = inodes.id(of: key, snapshotView: false) else { return nil }
         return try? inodes.inode(id)
     }
 
@@ -294,9 +294,8 @@ extension SnapFileSystem {
     private func writeBackCachedDatabase(_ fd: Int32) throws(Errno) {
         guard let cache else { return }
         var st = stat()
-        guard fstat(fd, &st) == 0, let id = inodes.id(of: BackingKey(st), snapshotView: false),
-              let node = try? inodes.inode(id), node.usedCache.load(ordering: .relaxed) else { return }
-        try cache.writeBack(id, backing: cacheStore)
+        guard fstat(fd, &st) == 0, let node = liveInode(of: BackingKey(st)), node.usedCache.load(ordering: .relaxed) else { return }
+        try cache.writeBack(node.id, backing: cacheStore)
     }
 
     /// `name` in the directory `dir` (open as `dirFD`), relative to the backing root. The

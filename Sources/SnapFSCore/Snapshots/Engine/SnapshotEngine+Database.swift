@@ -151,7 +151,7 @@ extension SnapshotEngine {
         }
         let target = try syscall(snapfs_openat(parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 0o777))
         defer { close(target) }
-        let cloning = strategy == .reflink || strategy == .btrfs
+        let cloning = clonesDatabaseFiles
         // The previous snapshot of a WAL database already holds everything up to its commit.
         var since: UInt32 = 0
         if cloning, let base = source.base, source.wal != nil {
@@ -182,6 +182,10 @@ extension SnapshotEngine {
         try syscall(futimens(target, &times))
         return (false, size)
     }
+
+    /// Whether a per-database snapshot clones the file (FICLONE and FICLONERANGE) rather than
+    /// linking or copying it: with the reflink and btrfs strategies.
+    var clonesDatabaseFiles: Bool { strategy == .reflink || strategy == .btrfs }
 
     /// Clones the database into the empty `target`, except the blocks written since its
     /// last snapshot, which are copied so that the live file does not share them

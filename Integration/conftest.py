@@ -138,3 +138,59 @@ def run_as_nobody(args, **kw):
     """Run a command as an unprivileged user (uid/gid 65534) with no supplementary groups."""
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args],
                           capture_output=True, text=True, **kw)
+
+
+class User:
+    """An unprivileged local account that tests act as (created on first use)."""
+
+    def __init__(self, name, uid):
+        self.name = name
+        self.uid = uid
+        self.gid = uid
+
+    def command(self, args):
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", *map(str, args)]
+
+    def run(self, args, **kw):
+        """Runs `args` as this user; returns the CompletedProcess (text, captured)."""
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(self.command(args), **kw)
+
+    def popen(self, args, **kw):
+        return subprocess.Popen(self.command(args), **kw)
+
+    def python(self, code, *args, **kw):
+        """Runs a Python program as this user."""
+        return self.run(["python3", "-c", code, *args], **kw)
+
+
+def _ensure_user(name, uid):
+    """Creates the group and user `name` with id `uid` unless they exist. useradd takes a
+    lock on /etc/passwd, so a concurrent creation is retried."""
+    for _ in range(50):
+        if subprocess.run(["getent", "passwd", name], capture_output=True).returncode == 0:
+            return
+        if subprocess.run(["getent", "group", name], capture_output=True).returncode != 0:
+            subprocess.run(["groupadd", "-g", str(uid), name], capture_output=True)
+        subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M", "-N", "-d", "/nonexistent",
+                        "-s", "/usr/sbin/nologin", name], capture_output=True)
+        time.sleep(0.1)
+    _cannot(f"cannot create the test user {name}")
+
+
+@pytest.fixture
+def users(workdir):
+    """Two unprivileged users, `users.alice` and `users.bob` (uids 61001, 61002). The test's
+    work directory is made traversable so that they reach the mount inside it."""
+    alice, bob = User("snapfs-alice", 61001), User("snapfs-bob", 61002)
+    for user in (alice, bob):
+        _ensure_user(user.name, user.uid)
+    os.chmod(workdir, 0o755)
+
+    class Users:
+        pass
+
+    u = Users()
+    u.alice, u.bob = alice, bob
+    return u

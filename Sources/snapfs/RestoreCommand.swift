@@ -23,6 +23,9 @@ struct RestoreCommand: ParsableCommand {
     var paths: [String] = []
 
     func run() throws {
+        if paths.contains(where: \.isEmpty) {
+            throw CLIFailure("an empty PATH names nothing; give no PATH to restore the whole tree", code: ExitStatus.usage)
+        }
         let mount = try MountedSnapshots(mountpoint)
         let entry = try mount.snapshot(snapshot)
         let source = mount.snapshotPath(snapshot)

@@ -37,11 +37,15 @@ struct VersionsCommand: ParsableCommand {
         sources.append(("live", mount.canonical))
         var occurrences: [Occurrence] = []
         var sawDirectory = false
+        let components = relative.split(separator: "/").map { Array($0.utf8) }
         for (label, root) in sources {
-            var st = stat()
-            guard lstat(root + "/" + relative, &st) == 0 else { continue }
-            if st.isDirectory { sawDirectory = true; continue }
-            occurrences.append(Occurrence(label: label, root: root, status: st))
+            // Down from the root without following a symlink on the way: `esc -> /etc` in the
+            // tree must not make `esc/shadow` a version of anything.
+            guard let parent = try? openParent(root, components) else { continue }
+            defer { close(parent) }
+            guard let found = try? TreeDiff.status(parent, components.last!) else { continue }
+            if found.isDirectory { sawDirectory = true; continue }
+            occurrences.append(Occurrence(label: label, root: root, status: found))
         }
         if occurrences.isEmpty {
             if sawDirectory {
@@ -74,30 +78,27 @@ struct VersionsCommand: ParsableCommand {
         if a.status.st_dev == b.status.st_dev && a.status.st_ino == b.status.st_ino { return true }
         if a.status.fileType != b.status.fileType { return false }
         if a.status.isRegular && a.status.st_size != b.status.st_size { return false }
-        let parent = relative.split(separator: "/").dropLast().joined(separator: "/")
-        let name = Array((relative.split(separator: "/").last ?? "").utf8)
+        let components = relative.split(separator: "/").map { Array($0.utf8) }
+        let name = components.last!
         do {
-            let dirA = try openDirectory(a.root + "/" + parent)
+            guard let dirA = try openParent(a.root, components) else { return false }
             defer { close(dirA) }
-            let dirB = try openDirectory(b.root + "/" + parent)
+            guard let dirB = try openParent(b.root, components) else { return false }
             defer { close(dirB) }
             if a.status.isRegular { return try FileContent.equal(in: dirA, name, and: dirB, name) }
-            if a.status.isSymlink { return readLink(a.root + "/" + relative) == readLink(b.root + "/" + relative) }
+            if a.status.isSymlink { return try TreeDiff.linkTarget(dirA, name) == TreeDiff.linkTarget(dirB, name) }
             return a.status.st_rdev == b.status.st_rdev
         } catch {
             throw CLIFailure("cannot compare \(path) in \(a.label) and \(b.label): \(error)", code: ExitStatus.failed)
         }
     }
 
-    private func openDirectory(_ path: String) throws(Errno) -> Int32 {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    /// The directory holding the last of `components` below the directory `root`, reached
+    /// without following symlinks; nil if something on the way is missing or not a directory.
+    private func openParent(_ root: String, _ components: [[UInt8]]) throws(Errno) -> Int32? {
+        let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw Errno(rawValue: errno) }
-        return fd
-    }
-
-    private func readLink(_ path: String) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = buffer.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
-        return n < 0 ? [] : Array(buffer[0..<n])
+        defer { close(fd) }
+        return try TreeDiff.openParent(fd, components)
     }
 }

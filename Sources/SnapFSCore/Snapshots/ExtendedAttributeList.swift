@@ -57,7 +57,7 @@ public enum ExtendedAttributeList {
 
     /// Runs a size-query-then-read call until the buffer is big enough; a filesystem
     /// without xattr support gives an empty result.
-    private static func sizedRead(_ call: (UnsafeMutablePointer<CChar>?, Int) -> Int) throws(Errno) -> [UInt8] {
+    fileprivate static func sizedRead(_ call: (UnsafeMutablePointer<CChar>?, Int) -> Int) throws(Errno) -> [UInt8] {
         while true {
             let size = call(nil, 0)
             if size < 0 {
@@ -71,6 +71,50 @@ public enum ExtendedAttributeList {
             if errno == ERANGE { continue }  // grew in between
             if errno == ENOTSUP { return [] }
             throw Errno.current
+        }
+    }
+}
+
+extension ExtendedAttributeList {
+    /// All attributes of the object open at `fd` (any type but a symlink; an `O_PATH`
+    /// descriptor will do), sorted by name. Through `/proc/self/fd/N`, which leads to the
+    /// object itself, never to a name.
+    public static func all(ofObject fd: Int32) throws(Errno) -> [(name: [UInt8], value: [UInt8])] {
+        try Array("/proc/self/fd/\(fd)".utf8).withCString { (path) throws(Errno) -> [(name: [UInt8], value: [UInt8])] in
+            let list = try sizedRead { buffer, size in CLinux.listxattr(path, buffer, size) }
+            var result: [(name: [UInt8], value: [UInt8])] = []
+            for attribute in list.split(separator: 0).map(Array.init).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                do throws(Errno) {
+                    let value = try attribute.withCString { (cName) throws(Errno) -> [UInt8] in
+                        try sizedRead { buffer, size in CLinux.getxattr(path, cName, buffer, size) }
+                    }
+                    result.append((attribute, value))
+                } catch .noData {
+                    continue
+                } catch {
+                    throw error
+                }
+            }
+            return result
+        }
+    }
+
+    /// Makes the attributes of the object open at `fd` equal to `wanted`; attributes the
+    /// filesystem does not support are skipped.
+    public static func replace(ofObject fd: Int32, with wanted: [(name: [UInt8], value: [UInt8])]) throws(Errno) {
+        let present = try all(ofObject: fd)
+        if wanted.elementsEqual(present, by: { $0.name == $1.name && $0.value == $1.value }) { return }
+        let path = "/proc/self/fd/\(fd)"
+        let wantedNames = Set(wanted.map(\.name))
+        for attribute in present where !wantedNames.contains(attribute.name) {
+            let result = path.withCString { p in attribute.name.withCString { CLinux.removexattr(p, $0) } }
+            if result != 0 && errno != ENODATA && errno != ENOTSUP { throw .current }
+        }
+        for attribute in wanted {
+            let result = path.withCString { p in
+                attribute.name.withCString { n in attribute.value.withUnsafeBytes { CLinux.setxattr(p, n, $0.baseAddress, $0.count, 0) } }
+            }
+            if result != 0 && errno != ENOTSUP { throw .current }
         }
     }
 }

@@ -31,10 +31,16 @@ public enum FileContent {
         return try equal(a, b)
     }
 
-    /// Opens `name` in `dirFD` for reading, refusing to follow a symlink.
+    /// Opens the regular file `name` in `dirFD` for reading, refusing to follow a symlink or
+    /// to block on a FIFO put in its place (EINVAL if it is not a regular file).
     public static func openRegular(_ dirFD: Int32, _ name: [UInt8]) throws(Errno) -> Int32 {
-        let fd = name.withCString { snapfs_openat(dirFD, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0) }
+        let fd = name.withCString { snapfs_openat(dirFD, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0) }
         if fd < 0 { throw Errno.current }
+        var status = stat()
+        if fstat(fd, &status) != 0 || status.st_mode & S_IFMT != S_IFREG {
+            close(fd)
+            throw Errno.invalidArgument
+        }
         return fd
     }
 

@@ -76,7 +76,7 @@ public struct TreeDiff: Sendable {
             for path in paths {
                 let components = path.split(separator: "/").filter { $0 != "." }.map { Array($0.utf8) }
                 guard !components.isEmpty else {
-                    try compareDirectories(old, new, prefix: [], atRoot: true, into: &differences)
+                    try walk(old: DirectoryCursor(at: old), new: DirectoryCursor(at: new), prefix: [], atRoot: true, into: &differences)
                     continue
                 }
                 if components.contains([UInt8(ascii: "."), UInt8(ascii: ".")]) { throw Errno.invalidArgument }
@@ -85,70 +85,107 @@ public struct TreeDiff: Sendable {
                 defer { if let oldParent { close(oldParent) } }
                 let newParent = try Self.openParent(new, components)
                 defer { if let newParent { close(newParent) } }
-                try compareEntry(oldParent, newParent, name: components.last!,
-                                 path: Array(components.joined(separator: [UInt8(ascii: "/")])), into: &differences)
+                let name = components.last!
+                let path = Array(components.joined(separator: [UInt8(ascii: "/")]))
+                if let descend = try compareEntry(oldParent, newParent, name: name, path: path, into: &differences) {
+                    try walk(old: descend.old ? DirectoryCursor(at: oldParent!, name) : nil,
+                             new: descend.new ? DirectoryCursor(at: newParent!, name) : nil,
+                             prefix: path, atRoot: false, into: &differences)
+                }
             }
             differences = differences.filter { seen.insert($0.path).inserted }
         } else {
-            try compareDirectories(old, new, prefix: [], atRoot: true, into: &differences)
+            try walk(old: DirectoryCursor(at: old), new: DirectoryCursor(at: new), prefix: [], atRoot: true, into: &differences)
         }
         return differences.sorted { $0.path.lexicographicallyPrecedes($1.path) }
     }
 
     // MARK: Walking
 
-    private func compareDirectories(_ old: Int32?, _ new: Int32?, prefix: [UInt8], atRoot: Bool,
-                                    into differences: inout [Difference]) throws(Errno) {
-        var names = Set<[UInt8]>()
-        if let old { names.formUnion(try DirectoryNames.names(in: old)) }
-        if let new { names.formUnion(try DirectoryNames.names(in: new)) }
-        if atRoot { names.subtract(excludedAtRoot) }
-        for name in names {
+    /// Which sides to go down into after an entry: a directory on both sides, or on one.
+    private struct Descent {
+        let old: Bool
+        let new: Bool
+    }
+
+    /// One directory of the walk: the names left to compare there and the sides it is on.
+    private struct Level {
+        let names: [[UInt8]]
+        var next = 0
+        let prefix: [UInt8]
+        let old: Bool
+        let new: Bool
+    }
+
+    /// Compares everything below the directories at `old` and `new` (either may be missing:
+    /// then everything on the other side is added or deleted). Iterative, with one descriptor
+    /// per side whatever the depth.
+    private func walk(old: DirectoryCursor?, new: DirectoryCursor?, prefix: [UInt8], atRoot: Bool,
+                      into differences: inout [Difference]) throws(Errno) {
+        var levels = [Level(names: try names(old: old, new: new, atRoot: atRoot), prefix: prefix, old: old != nil, new: new != nil)]
+        while !levels.isEmpty {
+            let top = levels.count - 1
+            guard levels[top].next < levels[top].names.count else {
+                let level = levels.removeLast()
+                if !levels.isEmpty {
+                    if level.old { try old!.ascend() }
+                    if level.new { try new!.ascend() }
+                }
+                continue
+            }
+            let name = levels[top].names[levels[top].next]
+            levels[top].next += 1
+            let prefix = levels[top].prefix
             let path = prefix.isEmpty ? name : prefix + [UInt8(ascii: "/")] + name
-            try compareEntry(old, new, name: name, path: path, into: &differences)
+            guard let descent = try compareEntry(levels[top].old ? old!.fd : nil, levels[top].new ? new!.fd : nil,
+                                                 name: name, path: path, into: &differences) else { continue }
+            if descent.old { try old!.descend(name) }
+            if descent.new {
+                do throws(Errno) { try new!.descend(name) } catch {
+                    if descent.old { try old!.ascend() }
+                    throw error
+                }
+            }
+            levels.append(Level(names: try names(old: descent.old ? old : nil, new: descent.new ? new : nil, atRoot: false),
+                                prefix: path, old: descent.old, new: descent.new))
         }
     }
 
+    /// The names in either directory, sorted.
+    private func names(old: DirectoryCursor?, new: DirectoryCursor?, atRoot: Bool) throws(Errno) -> [[UInt8]] {
+        var names = Set<[UInt8]>()
+        if let old { names.formUnion(try DirectoryNames.names(in: old.fd)) }
+        if let new { names.formUnion(try DirectoryNames.names(in: new.fd)) }
+        if atRoot { names.subtract(excludedAtRoot) }
+        return names.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    /// Records the difference of one entry; returns the sides to walk below it, if any.
     private func compareEntry(_ oldDir: Int32?, _ newDir: Int32?, name: [UInt8], path: [UInt8],
-                              into differences: inout [Difference]) throws(Errno) {
+                              into differences: inout [Difference]) throws(Errno) -> Descent? {
         let old = try oldDir.flatMap { (dir) throws(Errno) in try Self.status(dir, name) }
         let new = try newDir.flatMap { (dir) throws(Errno) in try Self.status(dir, name) }
         switch (old, new) {
         case (nil, nil):
-            return
+            return nil
         case (nil, let new?):
             differences.append(Difference(.added, path))
-            if new.isDirectory { try listBelow(newDir!, name, path, as: .added, into: &differences) }
+            return new.isDirectory ? Descent(old: false, new: true) : nil
         case (let old?, nil):
             differences.append(Difference(.deleted, path))
-            if old.isDirectory { try listBelow(oldDir!, name, path, as: .deleted, into: &differences) }
+            return old.isDirectory ? Descent(old: true, new: false) : nil
         case (let old?, let new?):
             if old.fileType != new.fileType {
                 differences.append(Difference(.typeChanged, path))
-                if old.isDirectory { try listBelow(oldDir!, name, path, as: .deleted, into: &differences) }
-                if new.isDirectory { try listBelow(newDir!, name, path, as: .added, into: &differences) }
-                return
+                // At most one of them is a directory: its entries are deleted, or added.
+                if old.isDirectory || new.isDirectory { return Descent(old: old.isDirectory, new: new.isDirectory) }
+                return nil
             }
             if try isModified(oldDir!, newDir!, name, old, new) {
                 differences.append(Difference(.modified, path))
             }
-            if old.isDirectory {
-                let oldFD = try Self.openDirectory(oldDir!, name)
-                defer { close(oldFD) }
-                let newFD = try Self.openDirectory(newDir!, name)
-                defer { close(newFD) }
-                try compareDirectories(oldFD, newFD, prefix: path, atRoot: false, into: &differences)
-            }
+            return old.isDirectory ? Descent(old: true, new: true) : nil
         }
-    }
-
-    /// Every entry below the directory `name` in `dir`, as `change`.
-    private func listBelow(_ dir: Int32, _ name: [UInt8], _ path: [UInt8], as change: Change,
-                           into differences: inout [Difference]) throws(Errno) {
-        let fd = try Self.openDirectory(dir, name)
-        defer { close(fd) }
-        try compareDirectories(change == .added ? nil : fd, change == .added ? fd : nil,
-                               prefix: path, atRoot: false, into: &differences)
     }
 
     private func isModified(_ oldDir: Int32, _ newDir: Int32, _ name: [UInt8], _ old: stat, _ new: stat) throws(Errno) -> Bool {
@@ -175,7 +212,7 @@ public struct TreeDiff: Sendable {
     // MARK: Helpers
 
     /// lstat of `name` in `dir`, or nil if there is no such entry.
-    static func status(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> stat? {
+    public static func status(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> stat? {
         var st = stat()
         let result = name.withCString { fstatat(dir, $0, &st, AT_SYMLINK_NOFOLLOW) }
         if result == 0 { return st }
@@ -191,7 +228,7 @@ public struct TreeDiff: Sendable {
 
     /// The directory holding the last of `components` below `root`, or nil if some directory
     /// on the way is missing (or not a directory).
-    static func openParent(_ root: Int32, _ components: [[UInt8]]) throws(Errno) -> Int32? {
+    public static func openParent(_ root: Int32, _ components: [[UInt8]]) throws(Errno) -> Int32? {
         var current = try openDirectory(root, Array(".".utf8))
         for component in components.dropLast() {
             let next = component.withCString { snapfs_openat(current, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0) }
@@ -207,7 +244,7 @@ public struct TreeDiff: Sendable {
     }
 
     /// The target of the symlink `name` in `dir`.
-    static func linkTarget(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> [UInt8] {
+    public static func linkTarget(_ dir: Int32, _ name: [UInt8]) throws(Errno) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = name.withCString { cName in
             buffer.withUnsafeMutableBytes { readlinkat(dir, cName, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }

@@ -45,16 +45,12 @@ public enum BtrfsSubvolume {
         // The kernel refuses a subvolume that holds other subvolumes: make it writable,
         // empty it (which destroys those), then destroy it.
         guard errno == ENOTEMPTY else { throw .current }
-        let fd = try syscall(snapfs_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+        let cursor = try DirectoryCursor(at: parent, Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name))))
         var flags: UInt64 = 0
-        if snapfs_btrfs_get_subvolume_flags(fd, &flags) == 0 && flags & SNAPFS_BTRFS_SUBVOL_RDONLY != 0 {
-            if snapfs_btrfs_set_subvolume_flags(fd, flags & ~SNAPFS_BTRFS_SUBVOL_RDONLY) != 0 {
-                let failure = Errno.current
-                close(fd)
-                throw failure
-            }
+        if snapfs_btrfs_get_subvolume_flags(cursor.fd, &flags) == 0 && flags & SNAPFS_BTRFS_SUBVOL_RDONLY != 0 {
+            try syscall(snapfs_btrfs_set_subvolume_flags(cursor.fd, flags & ~SNAPFS_BTRFS_SUBVOL_RDONLY))
         }
-        try TreeRemover.removeContents(of: fd, onBtrfs: true)
+        try TreeRemover.removeContents(of: cursor, onBtrfs: true)
         try syscall(snapfs_btrfs_destroy(parent, name))
     }
 

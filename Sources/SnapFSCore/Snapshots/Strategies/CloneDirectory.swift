@@ -28,9 +28,22 @@ final class CloneDirectory: @unchecked Sendable {
     /// Unfinished parts of the subtree: the listing and each child's subtree.
     private let pending = Atomic<Int>(1)
 
-    init(parent: CloneDirectory?, name: UnsafePointer<CChar>) {
+    /// Levels below the top of the clone.
+    let depth: Int
+    /// Whether files below may stand as the first name of a hard link for later names
+    /// (``CloneWorker/openTarget(of:from:)`` reaches it through its open ancestors). Not for
+    /// the directories of a deep walk, whose descriptors close as the walk moves on.
+    let isLinkOrigin: Bool
+
+    /// Directories below this depth are cloned by one thread with a cursor (see
+    /// ``CloneWorker/cloneDeep(_:in:)``), so that a deep tree costs no descriptor per level.
+    static let deepWalkDepth = 64
+
+    init(parent: CloneDirectory?, name: UnsafePointer<CChar>, isLinkOrigin: Bool = true) {
         self.parent = parent
         self.name = Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))
+        self.depth = parent.map { $0.depth + 1 } ?? 0
+        self.isLinkOrigin = isLinkOrigin
     }
 
     /// Opens the source directory and its copy (already made by the parent's listing) and

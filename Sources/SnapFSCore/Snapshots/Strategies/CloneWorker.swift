@@ -8,7 +8,7 @@ final class CloneWorker {
     let run: CloneRun
     var statistics = CloneStatistics()
     let attributes = ExtendedAttributes()
-    private let entries = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+    fileprivate let entries = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
     /// A symlink target (at most PATH_MAX - 1 bytes) and its terminator.
     private let linkTarget = UnsafeMutablePointer<CChar>.allocate(capacity: Int(PATH_MAX) + 1)
     private let sourcePath = ProcEntryPath()
@@ -80,6 +80,9 @@ final class CloneWorker {
 
     /// Makes the (still empty, private) copy of a subdirectory and queues it.
     private func makeDirectory(_ name: UnsafePointer<CChar>, in directory: CloneDirectory) throws(Errno) {
+        if !directory.isLinkOrigin || directory.depth + 1 >= CloneDirectory.deepWalkDepth {
+            return try cloneDeep(name, in: directory)
+        }
         try syscall(mkdirat(directory.target, name, 0o700))
         let child = CloneDirectory(parent: directory, name: name)
         directory.adopt()
@@ -113,7 +116,7 @@ final class CloneWorker {
         statistics.bytes += Int64(status.st_size)
 
         var origin: HardLinkOrigin?
-        if status.st_nlink > 1 {
+        if status.st_nlink > 1 && directory.isLinkOrigin {
             let key = InodeKey(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
             let (found, first) = run.hardLinks.withLock { table in
                 if let found = table[key] { return (found, false) }
@@ -302,6 +305,79 @@ final class CloneWorker {
                 }
             }
             position += Int64(count)
+        }
+    }
+
+    /// Clones the subdirectory `name` of `directory` and everything below it on this thread,
+    /// with a cursor on each side: one descriptor per side and no recursion, however deep.
+    /// (A user can make a tree tens of thousands of levels deep in seconds; the parallel walk
+    /// holds descriptors for every unfinished level.) Files below keep their hard links only
+    /// with the hard-link method; with the others each name gets its own copy.
+    private func cloneDeep(_ name: UnsafePointer<CChar>, in directory: CloneDirectory) throws(Errno) {
+        try syscall(mkdirat(directory.target, name, 0o700))
+        statistics.directories += 1
+        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name)))
+        let source = try DirectoryCursor(at: directory.source, bytes, extraFlags: run.noAccessTime)
+        let target = try DirectoryCursor(at: directory.target, bytes)
+        var levels: [DeepLevel] = [try DeepLevel(source: source, target: target, name: name, worker: self)]
+        while !levels.isEmpty {
+            let last = levels.count - 1
+            if run.failed { throw .canceled }
+            guard let entry = levels[last].entries.popLast() else {
+                let level = levels.removeLast()
+                level.directory.source = source.fd
+                level.directory.target = target.fd
+                defer { level.directory.source = -1; level.directory.target = -1 }
+                try level.directory.applyMetadata()
+                if !levels.isEmpty {
+                    try source.ascend()
+                    try target.ascend()
+                }
+                continue
+            }
+            let directory = levels[last].directory
+            directory.source = source.fd
+            directory.target = target.fd
+            defer { directory.source = -1; directory.target = -1 }
+            try entry.name.withUnsafeBufferPointer { (entryName) throws(Errno) in
+                let cName = entryName.baseAddress!
+                var type = entry.type
+                if type == DirectoryEntries.Kind.unknown {
+                    var status = stat()
+                    try syscall(fstatat(source.fd, cName, &status, AT_SYMLINK_NOFOLLOW))
+                    type = DirectoryEntries.Kind.of(mode: status.st_mode)
+                }
+                guard type == DirectoryEntries.Kind.directory else {
+                    return try cloneEntry(cName, type: type, in: directory, status: nil)
+                }
+                try syscall(mkdirat(target.fd, cName, 0o700))
+                statistics.directories += 1
+                let childName = Array(entry.name.dropLast().map { UInt8(bitPattern: $0) })
+                try source.descend(childName)
+                do throws(Errno) { try target.descend(childName) } catch {
+                    try source.ascend()
+                    throw error
+                }
+                levels.append(try DeepLevel(source: source, target: target, name: cName, worker: self))
+            }
+        }
+    }
+
+    /// One directory of a deep walk: its metadata (applied when it is done) and the entries
+    /// left to clone.
+    private struct DeepLevel {
+        let directory: CloneDirectory
+        var entries: [(name: [CChar], type: UInt8)] = []
+
+        init(source: DirectoryCursor, target: DirectoryCursor, name: UnsafePointer<CChar>, worker: CloneWorker) throws(Errno) {
+            directory = CloneDirectory(parent: nil, name: name, isLinkOrigin: false)
+            directory.status = source.status
+            directory.attributes = try worker.attributes.read(.descriptor(source.fd))
+            var found: [(name: [CChar], type: UInt8)] = []
+            try DirectoryEntries.forEach(in: source.fd, buffer: worker.entries) { (name, type) throws(Errno) in
+                found.append((Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)), type))
+            }
+            entries = found
         }
     }
 }

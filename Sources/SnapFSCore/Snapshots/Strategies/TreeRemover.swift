@@ -17,51 +17,45 @@ public enum TreeRemover {
             try unlink(name, in: parent, flags: 0)
             return
         }
-        let fd = try syscall(snapfs_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-        let onBtrfs = BtrfsSubvolume.isOnBtrfs(fd)
+        let cursor = try DirectoryCursor(at: parent, Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name))))
+        let onBtrfs = BtrfsSubvolume.isOnBtrfs(cursor.fd)
         if onBtrfs && status.st_ino == SNAPFS_BTRFS_FIRST_FREE_OBJECTID {
-            close(fd)
             return try BtrfsSubvolume.delete(parent: parent, entry: name)
         }
-        try removeContents(of: fd, onBtrfs: onBtrfs)
+        try removeContents(of: cursor, onBtrfs: onBtrfs)
         try unlink(name, in: parent, flags: AT_REMOVEDIR)
     }
 
-    /// Empties the directory `fd`, then closes it. Depth-first with an explicit stack (one
-    /// descriptor per level), so deep trees cost no recursion.
-    static func removeContents(of fd: Int32, onBtrfs: Bool) throws(Errno) {
+    /// Empties the directory at `cursor`, which ends where it started. Depth-first with an
+    /// explicit list of levels, through a cursor: one descriptor and no recursion however
+    /// deep the tree.
+    static func removeContents(of cursor: DirectoryCursor, onBtrfs: Bool) throws(Errno) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
-        var stack = [Level(fd: fd, name: [])]
-        defer { for level in stack { close(level.fd) } }
-        try stack[0].scan(buffer)
+        var stack = [Level(name: [])]
+        try stack[0].scan(cursor.fd, buffer)
         while !stack.isEmpty {
             let last = stack.count - 1
             if let child = stack[last].subdirectories.popLast() {
-                let parent = stack[last].fd
-                try child.withUnsafeBufferPointer { (child) throws(Errno) in
-                    let name = child.baseAddress!
-                    let fd = try syscall(snapfs_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-                    if onBtrfs {
-                        var status = stat()
-                        if fstat(fd, &status) == 0 && status.st_ino == SNAPFS_BTRFS_FIRST_FREE_OBJECTID {
-                            close(fd)
-                            return try BtrfsSubvolume.delete(parent: parent, entry: name)
-                        }
+                let bytes = Array(child.dropLast().map { UInt8(bitPattern: $0) })
+                if onBtrfs, let status = try TreeDiff.status(cursor.fd, bytes), status.st_ino == SNAPFS_BTRFS_FIRST_FREE_OBJECTID {
+                    try child.withUnsafeBufferPointer { (name) throws(Errno) in
+                        try BtrfsSubvolume.delete(parent: cursor.fd, entry: name.baseAddress!)
                     }
-                    stack.append(Level(fd: fd, name: Array(child)))
-                    try stack[stack.count - 1].scan(buffer)
+                    continue
                 }
+                try cursor.descend(bytes)
+                stack.append(Level(name: child))
+                try stack[stack.count - 1].scan(cursor.fd, buffer)
                 continue
             }
             // Listing while removing may miss entries on some filesystems: look again.
-            try syscall(lseek(stack[last].fd, 0, SEEK_SET))
-            if try stack[last].scan(buffer) > 0 { continue }
+            if try stack[last].scan(cursor.fd, buffer) > 0 { continue }
             let level = stack.removeLast()
-            close(level.fd)
-            if let parent = stack.last {
+            if !stack.isEmpty {
+                try cursor.ascend()
                 try level.name.withUnsafeBufferPointer { (name) throws(Errno) in
-                    try unlink(name.baseAddress!, in: parent.fd, flags: AT_REMOVEDIR)
+                    try unlink(name.baseAddress!, in: cursor.fd, flags: AT_REMOVEDIR)
                 }
             }
         }
@@ -78,7 +72,6 @@ public enum TreeRemover {
 
     /// One directory being emptied.
     private struct Level {
-        let fd: Int32
         /// Its name in the level above, NUL-terminated.
         let name: [CChar]
         var subdirectories: [[CChar]] = []
@@ -86,9 +79,9 @@ public enum TreeRemover {
         /// Unlinks every non-directory and notes the subdirectories; returns the number of
         /// entries seen.
         @discardableResult
-        mutating func scan(_ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        mutating func scan(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+            try syscall(lseek(fd, 0, SEEK_SET))
             var seen = 0
-            let fd = self.fd
             var found: [[CChar]] = []
             try DirectoryEntries.forEach(in: fd, buffer: buffer) { (name, type) throws(Errno) in
                 seen += 1

@@ -256,3 +256,32 @@ def test_a_tree_three_thousand_levels_deep_stops_nothing(make_mount, users):
     assert not (mount.backing / ".snapshots" / second).exists()
     assert daemon_descriptors(mount) < held + 100
     assert mount.alive()
+
+
+# ------------------------------------------------------------ names that are not text
+
+def test_names_with_a_newline_or_bad_utf8_are_exact_and_printed_escaped(make_mount):
+    """A newline in a name cannot forge a line of `diff`; a name that is not UTF-8 prints as
+    its bytes' escapes; `versions` and `restore` take such names byte for byte."""
+    mount = make_mount()
+    mnt = bytes(mount.mnt)
+    newline, bad, lookalike = b"a\n+ forged", b"bad\xff", b"bad\xfe"
+    for name in (newline, bad, lookalike):
+        with open(os.path.join(mnt, name), "wb") as f:
+            f.write(b"one")
+    first = take(mount)
+    for name in (newline, bad):
+        with open(os.path.join(mnt, name), "wb") as f:
+            f.write(b"two")
+    r = snapfs("diff", mount.mnt, first, check=0)
+    assert sorted(r.stdout.splitlines()) == ["M a\\n+ forged", "M bad\\xff"], r.stdout
+
+    r = subprocess.run([os.fsencode(SNAPFS), b"versions", mnt, bad], capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.decode().strip().splitlines()) == 3  # header, the snapshot's version, live
+
+    r = subprocess.run([os.fsencode(SNAPFS), b"restore", mnt, first.encode(), bad], capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert open(os.path.join(mnt, bad), "rb").read() == b"one"
+    assert open(os.path.join(mnt, newline), "rb").read() == b"two"  # not restored: not named
+    assert open(os.path.join(mnt, lookalike), "rb").read() == b"one"

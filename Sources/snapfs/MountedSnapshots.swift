@@ -71,38 +71,45 @@ struct MountedSnapshots {
     /// root of the live tree, `""` for the root itself. Throws 21 for a path outside the mount
     /// or inside `.snapshots`.
     func relativePath(_ path: String) throws(CLIFailure) -> String {
-        var components: [Substring]
-        if path.hasPrefix("/") {
-            let normalized = Self.normalize(path.split(separator: "/"))
-            var relative: [Substring]?
+        String(decoding: try relativePath(bytes: Array(path.utf8), shown: path), as: UTF8.self)
+    }
+
+    /// The same for a path given as raw bytes (see ``RawArguments``); `shown` names it in errors.
+    func relativePath(bytes path: [UInt8], shown: String) throws(CLIFailure) -> [UInt8] {
+        let slash = UInt8(ascii: "/")
+        var components: [[UInt8]]
+        if path.first == slash {
+            let normalized = Self.normalize(path.split(separator: slash).map(Array.init))
+            var relative: [[UInt8]]?
             for root in [canonical, Self.absolute(mountpoint)] {
-                let rootComponents = Self.normalize(root.split(separator: "/"))
+                let rootComponents = Self.normalize(Array(root.utf8).split(separator: slash).map(Array.init))
                 if normalized.starts(with: rootComponents) {
                     relative = Array(normalized.dropFirst(rootComponents.count))
                     break
                 }
             }
             guard let relative else {
-                throw CLIFailure("\(path) is outside the mount \(mountpoint)", code: ExitStatus.badPath)
+                throw CLIFailure("\(shown) is outside the mount \(mountpoint)", code: ExitStatus.badPath)
             }
             components = relative
         } else {
-            components = Self.normalize(path.split(separator: "/"))
-            if components.first == ".." {
-                throw CLIFailure("\(path) is outside the mount \(mountpoint)", code: ExitStatus.badPath)
+            components = Self.normalize(path.split(separator: slash).map(Array.init))
+            if components.first == Array("..".utf8) {
+                throw CLIFailure("\(shown) is outside the mount \(mountpoint)", code: ExitStatus.badPath)
             }
         }
-        if let first = components.first, Self.reservedNames.contains(String(first)) {
-            throw CLIFailure("\(path) is not in the live tree of \(mountpoint) (\(first) is reserved to snapfs)", code: ExitStatus.badPath)
+        if let first = components.first, Self.reservedNames.contains(where: { Array($0.utf8) == first }) {
+            throw CLIFailure("\(shown) is not in the live tree of \(mountpoint) (\(PathText.escaped(first)) is reserved to snapfs)", code: ExitStatus.badPath)
         }
-        return components.joined(separator: "/")
+        return Array(components.joined(separator: [slash]))
     }
 
     /// Removes `.` and resolves `..` lexically; a leading `..` that cannot be resolved stays.
-    static func normalize(_ components: [Substring]) -> [Substring] {
-        var result: [Substring] = []
-        for component in components where component != "." && !component.isEmpty {
-            if component == "..", let last = result.last, last != ".." {
+    static func normalize(_ components: [[UInt8]]) -> [[UInt8]] {
+        let dot = Array(".".utf8), dotDot = Array("..".utf8)
+        var result: [[UInt8]] = []
+        for component in components where component != dot && !component.isEmpty {
+            if component == dotDot, let last = result.last, last != dotDot {
                 result.removeLast()
             } else {
                 result.append(component)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import SnapFSCore
+import SystemPackage
 
 struct RestoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,15 +30,26 @@ struct RestoreCommand: ParsableCommand {
         let mount = try MountedSnapshots(mountpoint)
         let entry = try mount.snapshot(snapshot)
         let source = mount.snapshotPath(snapshot)
-        var relative = try paths.map { (path) throws(CLIFailure) in try mount.relativePath(path) }
+        let raw = RawArguments.bytes(of: paths)
+        var relative = try zip(paths, raw).map { (path, bytes) throws(CLIFailure) in
+            try mount.relativePath(bytes: bytes, shown: PathText.escaped(bytes))
+        }
         if relative.isEmpty {
             // A snapshot of some files only restores those files, never "everything else is gone".
-            relative = MountedSnapshots.commonPaths([entry]) ?? [""]
+            relative = (MountedSnapshots.commonPaths([entry]) ?? [""]).map { Array($0.utf8) }
         }
+        let sourceRoot = open(source, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if sourceRoot < 0 {
+            throw CLIFailure("cannot open snapshot \(snapshot): \(Errno(rawValue: errno))", code: ExitStatus.failed)
+        }
+        defer { close(sourceRoot) }
         for (index, path) in relative.enumerated() where !path.isEmpty {
-            var st = stat()
-            if lstat(source + "/" + path, &st) != 0 {
-                let shown = paths.isEmpty ? path : paths[index]
+            // Down from the snapshot's root without following symlinks, as the restore will.
+            let components = path.split(separator: UInt8(ascii: "/")).map(Array.init)
+            let parent = try? TreeDiff.openParent(sourceRoot, components)
+            defer { if let parent { close(parent) } }
+            guard let fd = parent, (try? TreeDiff.status(fd, components.last!)) != nil else {
+                let shown = paths.isEmpty ? PathText.escaped(path) : PathText.escaped(raw[index])
                 throw CLIFailure("\(shown) is not in snapshot \(snapshot)", code: ExitStatus.badPath)
             }
         }
@@ -53,7 +65,7 @@ struct RestoreCommand: ParsableCommand {
         } catch {
             throw CLIFailure("restoring from \(snapshot) stopped: \(error); the tree as it was before is in snapshot \(safety)", code: ExitStatus.failed)
         }
-        let what = paths.isEmpty ? "the whole tree" : relative.joined(separator: ", ")
+        let what = paths.isEmpty ? "the whole tree" : relative.map(PathText.escaped).joined(separator: ", ")
         print("restored \(what) from \(snapshot): \(summary.written) written, \(summary.linked) linked, \(summary.directoriesCreated) directories created, \(summary.removed) removed, \(summary.unchanged) unchanged")
     }
 }

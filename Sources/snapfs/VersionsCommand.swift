@@ -29,15 +29,17 @@ struct VersionsCommand: ParsableCommand {
 
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
-        let relative = try mount.relativePath(path)
+        let raw = RawArguments.bytes(of: path)
+        let shown = PathText.escaped(raw)
+        let relative = try mount.relativePath(bytes: raw, shown: shown)
         if relative.isEmpty {
-            throw CLIFailure("\(path) is the root of the mount; versions shows the versions of a file", code: ExitStatus.usage)
+            throw CLIFailure("\(shown) is the root of the mount; versions shows the versions of a file", code: ExitStatus.usage)
         }
         var sources = try mount.list().map { ($0.name.description, mount.snapshotPath($0.name.description)) }
         sources.append(("live", mount.canonical))
         var occurrences: [Occurrence] = []
         var sawDirectory = false
-        let components = relative.split(separator: "/").map { Array($0.utf8) }
+        let components = relative.split(separator: UInt8(ascii: "/")).map(Array.init)
         for (label, root) in sources {
             // Down from the root without following a symlink on the way: `esc -> /etc` in the
             // tree must not make `esc/shadow` a version of anything.
@@ -49,9 +51,9 @@ struct VersionsCommand: ParsableCommand {
         }
         if occurrences.isEmpty {
             if sawDirectory {
-                throw CLIFailure("\(path) is a directory; versions shows the versions of a file", code: ExitStatus.usage)
+                throw CLIFailure("\(shown) is a directory; versions shows the versions of a file", code: ExitStatus.usage)
             }
-            throw CLIFailure("\(path) is in no snapshot of \(mountpoint) and not in the live tree", code: ExitStatus.badPath)
+            throw CLIFailure("\(shown) is in no snapshot of \(mountpoint) and not in the live tree", code: ExitStatus.badPath)
         }
         // Each version: its first occurrence and every snapshot that has it.
         var versions: [(first: Occurrence, labels: [String])] = []
@@ -74,11 +76,11 @@ struct VersionsCommand: ParsableCommand {
 
     /// Whether two occurrences hold the same content: the same inode, or the same type and
     /// bytes (or symlink target).
-    private func same(_ a: Occurrence, _ b: Occurrence, _ relative: String) throws(CLIFailure) -> Bool {
+    private func same(_ a: Occurrence, _ b: Occurrence, _ relative: [UInt8]) throws(CLIFailure) -> Bool {
         if a.status.st_dev == b.status.st_dev && a.status.st_ino == b.status.st_ino { return true }
         if a.status.fileType != b.status.fileType { return false }
         if a.status.isRegular && a.status.st_size != b.status.st_size { return false }
-        let components = relative.split(separator: "/").map { Array($0.utf8) }
+        let components = relative.split(separator: UInt8(ascii: "/")).map(Array.init)
         let name = components.last!
         do {
             guard let dirA = try openParent(a.root, components) else { return false }
@@ -89,7 +91,7 @@ struct VersionsCommand: ParsableCommand {
             if a.status.isSymlink { return try TreeDiff.linkTarget(dirA, name) == TreeDiff.linkTarget(dirB, name) }
             return a.status.st_rdev == b.status.st_rdev
         } catch {
-            throw CLIFailure("cannot compare \(path) in \(a.label) and \(b.label): \(error)", code: ExitStatus.failed)
+            throw CLIFailure("cannot compare \(PathText.escaped(relative)) in \(a.label) and \(b.label): \(error)", code: ExitStatus.failed)
         }
     }
 

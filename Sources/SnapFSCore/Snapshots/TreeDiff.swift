@@ -44,8 +44,9 @@ public struct TreeDiff: Sendable {
         /// The path for display (invalid UTF-8 shown as U+FFFD).
         public var pathString: String { String(decoding: path, as: UTF8.self) }
 
-        /// `+ dir/file`
-        public var description: String { "\(change.rawValue) \(pathString)" }
+        /// `+ dir/file`, the path escaped (see ``PathText``): one line per difference,
+        /// whatever the names hold.
+        public var description: String { "\(change.rawValue) \(PathText.escaped(path))" }
     }
 
     /// Names left out at the top of both trees (`.snapshots`, `.snapfs-control`, ...).

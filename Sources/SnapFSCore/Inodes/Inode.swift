@@ -465,7 +465,7 @@ final class DescriptorPool: Sendable {
 
     /// What `SNAPFS_O_PATH` descriptors may use now: the budget less the handles' descriptors,
     /// but never less than a few (each request borrows at most two at once).
-    private var pathBudget: Int { max(16, budget - handles) }
+    private var pathBudget: Int { max(min(budget, 16), budget - handles) }
 
     var isOverBudget: Bool { open > pathBudget }
 

@@ -149,3 +149,69 @@ int snapfs_fuse_backing_close(int devfd, int32_t id) {
     /* FUSE_DEV_IOC_BACKING_CLOSE = _IOW(229, 2, uint32_t) */
     return ioctl(devfd, _IOW(229, 2, uint32_t), &value);
 }
+
+/* Acting as the caller (CLinux.h). Capabilities and the fsuid are per thread on Linux. */
+#include <linux/capability.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+
+static int identity_managed = 0;
+/* CAP_SYS_RESOURCE is in the permitted set (a container may not give it even to root). */
+static int resource_capable = 0;
+static struct __user_cap_data_struct identity_caps[2];
+/* CAP_SYS_RESOURCE in this thread's effective set: -1 unknown (a new thread has its
+   creator's set), 0 out, 1 in. */
+static __thread int resource_state = -1;
+/* Inside snapfs_allocation_begin/end. */
+static __thread int allocating = 0;
+
+static int identity_set(int resource) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memcpy(data, identity_caps, sizeof data);
+    if (!resource) data[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+    if (syscall(SYS_capset, &header, data) != 0) return -1;
+    resource_state = resource;
+    return 0;
+}
+
+int snapfs_identity_init(void) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    if (geteuid() != 0 || syscall(SYS_capget, &header, identity_caps) != 0) return 0;
+    /* The effective set the daemon works with: all it may have. */
+    identity_caps[0].effective = identity_caps[0].permitted;
+    identity_caps[1].effective = identity_caps[1].permitted;
+    identity_caps[0].inheritable = identity_caps[1].inheritable = 0;
+    resource_capable = (identity_caps[CAP_SYS_RESOURCE / 32].permitted & (1u << (CAP_SYS_RESOURCE % 32))) != 0;
+    if (identity_set(0) != 0) return 0;
+    identity_managed = 1;
+    return 1;
+}
+
+int snapfs_resource_capability(int raised) {
+    if (!resource_capable || resource_state == raised) return 0;
+    return identity_set(raised);
+}
+
+int snapfs_allocation_begin(uid_t uid, int owner_of_fd) {
+    if (!identity_managed || allocating) return 0;
+    if (owner_of_fd >= 0) {
+        struct stat st;
+        if (fstat(owner_of_fd, &st) != 0) return 0;
+        uid = st.st_uid;
+    }
+    allocating = 1;
+    if (uid == 0) return 1;
+    setfsuid(uid);
+    /* A new fsuid takes the filesystem capabilities out of the effective set: put them back,
+       without CAP_SYS_RESOURCE. */
+    identity_set(0);
+    return 2;
+}
+
+void snapfs_allocation_end(int begun) {
+    if (begun == 0) return;
+    allocating = 0;
+    /* fsuid 0 again puts the filesystem capabilities back (CAP_SYS_RESOURCE stays out). */
+    if (begun == 2) setfsuid(0);
+}

@@ -36,6 +36,7 @@ final class FUSEBridge: Sendable {
                 _ name: UnsafePointer<CChar>? = nil, detail: @autoclosure () -> String = "",
                 _ body: () throws(Errno) -> Void) {
         if debug { logger.debug("\(operation) ino=\(inode)\(Self.describe(name))\(detail())") }
+        CallerIdentity.serve(uid: fuse_req_ctx(req)!.pointee.uid)
         do {
             try body()
         } catch {

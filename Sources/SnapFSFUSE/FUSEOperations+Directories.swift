@@ -8,7 +8,7 @@ extension FUSEOperations {
         ops.opendir = { req, ino, fi in
             let fs = FUSEBridge.of(req)
             fs.handle(req, "opendir", ino) { () throws(Errno) in
-                let dir = try fs.core.opendir(ino)
+                let dir = try fs.core.opendir(ino, context: FUSEBridge.context(req))
                 FUSEBridge.store(dir, in: fi!)
                 if fuse_reply_open(req, fi) != 0 { _ = FUSEBridge.takeDirectory(fi) }
             }

@@ -67,6 +67,7 @@ extension FUSEOperations {
             if ino == ControlFile.nodeID { return FUSEOperations.controlRelease(req, fi) }
             let fs = FUSEBridge.of(req)
             if fs.debug { fs.logger.debug("release ino=\(ino)") }
+            CallerIdentity.serve(uid: fuse_req_ctx(req)!.pointee.uid)
             fs.core.release(FUSEBridge.takeFile(fi))
             fuse_reply_err(req, 0)
         }

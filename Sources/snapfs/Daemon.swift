@@ -60,6 +60,8 @@ enum Daemon {
                 _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
             }
         }
+        // Capabilities are per thread: taken out here, before any thread starts.
+        CallerIdentity.start()
         umask(0)
         signal(SIGPIPE, SIG_IGN)
     }

@@ -72,4 +72,70 @@ import Testing
             #expect(again.inode == item.node)
         }
     }
+
+    /// A file held open costs one descriptor once the pool is under pressure: the inode's
+    /// `O_PATH` descriptor is closed and the open file's lent in its place.
+    @Test func heldOpenFilesCostOneDescriptorEach() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let fs = try SnapFileSystem(backingPath: dir.path, descriptorBudget: 64)
+        guard let pool = fs.inodes.pool else {
+            Issue.record("no descriptor pool on this backing filesystem (needs root and file handles)")
+            return
+        }
+        // (Counted by the pool: other tests open descriptors in this process meanwhile.)
+        var files: [OpenFile] = []
+        for index in 0..<300 {
+            let (_, file) = try fs.create(parent: InodeTable.rootID, name: "held\(index)", mode: 0o644,
+                                          flags: O_RDWR, context: me)
+            files.append(file)
+        }
+        #expect(pool.handles == 300)
+        // The pool closed all but a few `O_PATH` descriptors (its floor of 16) for the files.
+        #expect(pool.open <= 16)
+        // Every inode still works through the lent descriptor.
+        for (index, file) in files.enumerated() {
+            let text = Array("file \(index)".utf8)
+            _ = try text.withUnsafeBytes { try fs.write(file, $0, offset: 0, context: me) }
+            #expect(try fs.getattr(file.inode.id).st_size == Int64(text.count))
+        }
+        let value = Array("v".utf8)
+        try value.withUnsafeBytes { try fs.setxattr(files[7].inode.id, name: "user.k", value: $0, flags: 0) }
+        files.removeAll()
+        #expect(pool.handles == 0)
+        #expect(pool.open <= 64)
+    }
+
+    /// Each user may hold only so many files and directories open; root is not bounded.
+    @Test func handlesAreBoundedPerUser() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var options = FileSystemOptions()
+        options.handleLimits = HandleLedger.Limits(files: 3, directories: 1)
+        let fs = try SnapFileSystem(backingPath: dir.path, options: options)
+        let alice = RequestContext(uid: 61001, gid: 61001, pid: getpid())
+        var held: [OpenFile] = []
+        let entry: Entry
+        do {
+            let (created, file) = try fs.create(parent: InodeTable.rootID, name: "f", mode: 0o666, flags: O_RDWR, context: alice)
+            entry = created
+            held.append(file)
+        }
+        held.append(try fs.open(entry.inode, flags: O_RDONLY, context: alice))
+        held.append(try fs.open(entry.inode, flags: O_RDONLY, context: alice))
+        #expect(throws: Errno.tooManyOpenFiles) { try fs.open(entry.inode, flags: O_RDONLY, context: alice) }
+        #expect(throws: Errno.tooManyOpenFiles) {
+            try fs.create(parent: InodeTable.rootID, name: "g", mode: 0o666, flags: O_RDWR, context: alice)
+        }
+        #expect(access(dir.path + "/g", F_OK) != 0)
+        let directory = try fs.opendir(InodeTable.rootID, context: alice)
+        #expect(throws: Errno.tooManyOpenFiles) { try fs.opendir(InodeTable.rootID, context: alice) }
+        for _ in 0..<5 { held.append(try fs.open(entry.inode, flags: O_RDONLY, context: me)) }
+        #expect(fs.handles.held(by: alice.uid) == 4)
+        held.removeFirst()
+        #expect(fs.handles.held(by: alice.uid) == 3)
+        held.append(try fs.open(entry.inode, flags: O_RDONLY, context: alice))
+        _ = directory
+    }
 }
+

@@ -101,3 +101,20 @@ ssize_t snapfs_uring_capture_pipe(int pipe_fd, size_t length);
 int snapfs_uring_serving(void);
 
 #endif
+
+/* Acting as the caller for the resources a write spends (see CallerIdentity.swift).
+   snapfs_identity_init: at start, before any thread: remembers the capabilities and takes
+   CAP_SYS_RESOURCE out of the calling thread's effective set; returns 1 if the process
+   can act as others (it runs as root), else 0 and the other calls do nothing.
+   snapfs_resource_capability: puts CAP_SYS_RESOURCE in (1) or out of (0) the calling
+   thread's effective set; a system call only when that changes.
+   snapfs_allocation_begin: for the calls that allocate blocks on behalf of `uid` until the
+   matching snapfs_allocation_end: a uid other than 0 becomes the thread's filesystem uid
+   (ext4 keeps its reserved blocks for fsuid 0), without CAP_SYS_RESOURCE (which passes
+   quotas and the reserve); the daemon's other capabilities stay. With `owner_of_fd` >= 0
+   the uid is that file's owner (for write-back of cached data). Nested calls do nothing.
+   Returns what snapfs_allocation_end needs. */
+int snapfs_identity_init(void);
+int snapfs_resource_capability(int raised);
+int snapfs_allocation_begin(uid_t uid, int owner_of_fd);
+void snapfs_allocation_end(int begun);

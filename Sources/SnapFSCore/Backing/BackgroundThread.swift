@@ -10,7 +10,10 @@ enum BackgroundThread {
         sigfillset(&all)
         pthread_sigmask(SIG_BLOCK, &all, &previous)
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
-        if let thread = ThreadBody.spawn(body) { pthread_detach(thread) }
+        if let thread = ThreadBody.spawn({
+            CallerIdentity.background()
+            body()
+        }) { pthread_detach(thread) }
     }
 
     /// Sleeps the whole time, whatever interrupts.

@@ -13,10 +13,14 @@ public final class DirectoryHandle: Sendable {
     }
 
     let stream: Mutex<Stream>
+    /// The open counted against its user's bound (see ``HandleLedger``), given back with it.
+    private let charge: HandleCharge?
 
-    init(inode: Inode, dir: OpaquePointer) {
+    init(inode: Inode, dir: OpaquePointer, charge: HandleCharge? = nil) {
         self.inode = inode
         self.stream = Mutex(Stream(dir: dir, position: 0))
+        self.charge = charge
+        inode.directoryOpened()
     }
 
     /// The directory's descriptor (for fsyncdir).
@@ -24,6 +28,7 @@ public final class DirectoryHandle: Sendable {
 
     deinit {
         stream.withLock { _ = closedir($0.dir) }
+        inode.directoryClosed()
     }
 }
 

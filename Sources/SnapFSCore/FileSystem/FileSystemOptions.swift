@@ -18,6 +18,9 @@ public struct FileSystemOptions: Sendable {
     /// on by default for `snapfs mount` (``MountOptions``).
     public var cache = CachePolicy.off
 
+    /// The most files and directories one user may hold open (nil: ``HandleLedger/Limits/defaults(descriptorLimit:)``).
+    public var handleLimits: HandleLedger.Limits?
+
     public init() {}
     /// SQLite commit detection and the snapshots it triggers.
     public var sqlite = SQLiteOptions()

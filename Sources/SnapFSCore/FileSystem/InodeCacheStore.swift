@@ -29,14 +29,18 @@ struct InodeCacheStore: CacheBackingStore {
 
     func write(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) -> Int {
         try withDescriptor(file, writable: true) { (fd) throws(Errno) -> Int in
-            try syscallRetrying { pwrite(fd, data.baseAddress, data.count, off_t(offset)) }
+            try CallerIdentity.allocating(asOwnerOf: fd) { () throws(Errno) in
+                try syscallRetrying { pwrite(fd, data.baseAddress, data.count, off_t(offset)) }
+            }
         }
     }
 
     func write(_ file: UInt64, _ segments: [UnsafeRawBufferPointer], at offset: Int64) throws(Errno) -> Int {
         var vectors = segments.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
         return try withDescriptor(file, writable: true) { (fd) throws(Errno) -> Int in
-            try syscallRetrying { pwritev(fd, &vectors, Int32(vectors.count), off_t(offset)) }
+            try CallerIdentity.allocating(asOwnerOf: fd) { () throws(Errno) in
+                try syscallRetrying { pwritev(fd, &vectors, Int32(vectors.count), off_t(offset)) }
+            }
         }
     }
 

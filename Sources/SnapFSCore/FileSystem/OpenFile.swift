@@ -16,10 +16,13 @@ public final class OpenFile: Sendable {
     public let passthrough: PassthroughMode
     /// Called when the last open file of a passthrough inode goes.
     private let passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)?
+    /// The open counted against its user's bound (see ``HandleLedger``), given back with it.
+    private let charge: HandleCharge?
 
     init(inode: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
          offer: (() -> Int32?)? = nil,
-         passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)? = nil) {
+         passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)? = nil,
+         charge: HandleCharge? = nil) {
         self.inode = inode
         self.fd = fd
         self.flags = flags
@@ -28,6 +31,8 @@ public final class OpenFile: Sendable {
         // In passthrough mode, writes must be in the backing file when they return.
         self.writesThrough = writesThrough || mode != .none
         self.passthroughEnded = passthroughEnded
+        self.charge = charge
+        inode.relieveDescriptorPressure()
     }
 
     /// Its data must not go into the page cache (the kernel reads the backing file directly).

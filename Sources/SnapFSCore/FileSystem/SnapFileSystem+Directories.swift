@@ -4,15 +4,16 @@ import SystemPackage
 
 /// Directory listing and directory sync.
 extension SnapFileSystem {
-    public func opendir(_ inode: UInt64) throws(Errno) -> DirectoryHandle {
+    public func opendir(_ inode: UInt64, context: RequestContext = .daemon) throws(Errno) -> DirectoryHandle {
         let node = try inodes.inode(inode)
+        let charge = try handles.charge(context.uid, .directory)
         let fd = try node.withFD { (pathFD) throws(Errno) in try proc.reopen(pathFD, flags: O_RDONLY | O_DIRECTORY) }
         guard let dir = fdopendir(fd) else {
             let error = Errno.current
             close(fd)
             throw error
         }
-        return DirectoryHandle(inode: node, dir: dir)
+        return DirectoryHandle(inode: node, dir: dir, charge: charge)
     }
 
     /// Lists entries from `offset`, handing each to `emit` until it returns false (buffer full).

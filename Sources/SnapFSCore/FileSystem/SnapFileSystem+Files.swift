@@ -22,6 +22,7 @@ extension SnapFileSystem {
         let node = try inodes.inode(inode)
         if node.isDirectory && flags & O_ACCMODE != O_RDONLY { throw Errno.isDirectory }
         if node.inSnapshotView && (flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0) { throw Errno.readOnlyFileSystem }
+        let charge = try handles.charge(context.uid, .file)
         let open = { () throws(Errno) -> OpenFile in
             let fd = try node.withFD { (pathFD) throws(Errno) in try self.proc.reopen(pathFD, flags: self.backingFlags(flags)) }
             if flags & O_TRUNC != 0 {
@@ -30,7 +31,8 @@ extension SnapFileSystem {
                     do throws(Errno) { try cache.truncate(node.id, to: 0, backing: self.cacheStore) } catch { close(fd); throw error }
                 }
             }
-            return self.openFile(node, fd: fd, flags: flags, offer: self.passthroughOffer(for: node, fd: fd, flags: flags))
+            return self.openFile(node, fd: fd, flags: flags, offer: self.passthroughOffer(for: node, fd: fd, flags: flags),
+                                 charge: charge)
         }
         if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
             return try mutate(.truncateOnOpen(inode: node), open)
@@ -43,9 +45,10 @@ extension SnapFileSystem {
 
     /// An ``OpenFile`` of `node`, which joins the inode's passthrough mode if it is in one.
     func openFile(_ node: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
-                  offer: (() -> Int32?)? = nil) -> OpenFile {
+                  offer: (() -> Int32?)? = nil, charge: HandleCharge? = nil) -> OpenFile {
         OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThrough, offer: offer,
-                 passthroughEnded: { [weak self] node, ended in self?.passthroughEnded(node, ended) })
+                 passthroughEnded: { [weak self] node, ended in self?.passthroughEnded(node, ended) },
+                 charge: charge)
     }
 
     /// Creates and opens `name` in `parent` (open with O_CREAT).
@@ -53,6 +56,8 @@ extension SnapFileSystem {
                        context: RequestContext) throws(Errno) -> (Entry, OpenFile) {
         let dir = try inodes.inode(parent)
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
+        // Counted before the file is made: a user at the bound gets EMFILE and no new file.
+        let charge = try handles.charge(context.uid, .file)
         return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> (Entry, OpenFile) in
             let fd = try dir.withFD { (dirFD) throws(Errno) in
                 try syscallRetrying { snapfs_openat(dirFD, name, (backingFlags(flags) | O_CREAT | O_CLOEXEC | O_NOFOLLOW), mode) }
@@ -61,7 +66,8 @@ extension SnapFileSystem {
                 let entry = try adopt(name, in: dir, mode: S_IFREG | (mode & 0o7777), context: context)
                 let node = try inodes.inode(entry.inode)
                 let kernel = journalForKernel(node, fd: fd, name: name, in: dir, flags: flags)
-                let file = openFile(node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags), offer: kernel?.offer)
+                let file = openFile(node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags),
+                                    offer: kernel?.offer, charge: charge)
                 if let kernel, file.kernelWrites { sqlite.linkJournal(file, toDatabase: kernel.database) }
                 return (entry, file)
             } catch {
@@ -79,6 +85,7 @@ extension SnapFileSystem {
         guard dir.isDirectory else { throw Errno.notDirectory }
         let mode = creationMode(mode & 0o7777, in: dir, context: context)
         let flags = flags & ~SNAPFS_O_TMPFILE
+        let charge = try handles.charge(context.uid, .file)
         // The mutation names its entry by a pointer that must stay valid for the whole call.
         return try ".".withCName { (dot) throws(Errno) -> (Entry, OpenFile) in
             try mutate(.createEntry(parent: dir, name: dot)) { () throws(Errno) -> (Entry, OpenFile) in
@@ -95,7 +102,8 @@ extension SnapFileSystem {
                     do throws(Errno) { st = try FileStatus.of(pathFD) } catch { close(pathFD); throw error }
                     let node = inodes.reference(fd: pathFD, status: st)
                     return (Entry(inode: node.id, attributes: st), openFile(node, fd: fd, flags: flags,
-                                                                          writesThrough: writesThroughWhenCreated(flags)))
+                                                                          writesThrough: writesThroughWhenCreated(flags),
+                                                                          charge: charge))
                 } catch {
                     close(fd)
                     throw error
@@ -117,13 +125,17 @@ extension SnapFileSystem {
         checkJournalBeforeDatabaseWrite(file)
         return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
             dropPrivileges(file.fd, caller: context)
-            if let cache, caches(file.inode), !file.bypassesCache { return try cachedWrite(cache, file, data, offset: offset) }
+            if let cache, caches(file.inode), !file.bypassesCache {
+                return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
+                    try cachedWrite(cache, file, data, offset: offset)
+                }
+            }
             let role = file.inode.sqliteRole.load(ordering: .relaxed)
             let persisting = role != 0 && sqliteWriteEndsJournal(file, data, offset: offset)
             var done = 0
             while done < data.count {
-                let n = try syscallRetrying {
-                    pwrite(file.fd, data.baseAddress! + done, data.count - done, off_t(offset) + done)
+                let n = try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
+                    try syscallRetrying { pwrite(file.fd, data.baseAddress! + done, data.count - done, off_t(offset) + done) }
                 }
                 if n == 0 { break }
                 done += n
@@ -160,7 +172,9 @@ extension SnapFileSystem {
             dropPrivileges(file.fd, caller: context)
             let cache = try writeBackBeforeDirectChange(file.inode)
             defer { try? forgetCachedPages(of: file.inode, in: cache) }
-            try syscallRetrying { snapfs_fallocate(file.fd, mode, off_t(offset), off_t(length)) }
+            try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
+                _ = try syscallRetrying { snapfs_fallocate(file.fd, mode, off_t(offset), off_t(length)) }
+            }
         }
     }
 
@@ -174,8 +188,8 @@ extension SnapFileSystem {
             defer { try? forgetCachedPages(of: target.inode, in: cache) }
             var inOffset = off_t(sourceOffset)
             var outOffset = off_t(targetOffset)
-            return try syscallRetrying {
-                snapfs_copy_file_range(source.fd, &inOffset, target.fd, &outOffset, length, flags)
+            return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
+                try syscallRetrying { snapfs_copy_file_range(source.fd, &inOffset, target.fd, &outOffset, length, flags) }
             }
         }
     }

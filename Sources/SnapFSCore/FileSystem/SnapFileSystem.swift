@@ -29,6 +29,8 @@ public final class SnapFileSystem: Sendable {
     /// snapfs's page cache of regular files' data (nil: off; see SnapFileSystem+Cache).
     public let cache: PageCache?
     let cacheStore: InodeCacheStore
+    /// Open files and directories held for each user, bounded per user.
+    public let handles: HandleLedger
 
     final class EngineLink: @unchecked Sendable {
         weak var engine: SnapshotEngine?
@@ -58,6 +60,7 @@ public final class SnapFileSystem: Sendable {
         self.observer = observer
         self.logger = logger
         self.canChown = geteuid() == 0
+        self.handles = HandleLedger(limits: options.handleLimits ?? .defaults(descriptorLimit: Self.descriptorLimit()))
         self.snapshotState = snapshotState
     }
 

@@ -73,6 +73,13 @@ public final class Inode: Sendable {
         var openFiles: [Int32: Int32] = [:]
         /// Borrowers in ``withFD(_:)`` right now; the descriptor is not closed while > 0.
         var pins = 0
+        /// While `fd` is closed and a file is open on the inode, borrowers get that file's
+        /// descriptor instead (any descriptor of the object serves `withFD`'s callers): so a
+        /// file held open costs one descriptor, not two, once the pool closes its
+        /// `SNAPFS_O_PATH` one. -1 when none is lent.
+        var lent: Int32 = -1
+        /// The lent file was released while borrowed: its descriptor closes with the last unpin.
+        var closeLentAtUnpin = false
         /// Used since the last sweep of the pool.
         var referenced = true
         /// The backing object's file handle, taken when the descriptor is first closed.
@@ -138,6 +145,12 @@ public final class Inode: Sendable {
         try slot.withLock { (slot: inout Slot) throws(Errno) -> (Int32, Bool) in
             var overBudget = false
             if slot.fd < 0 {
+                if slot.lent < 0, let open = slot.openFiles.keys.first { slot.lent = open }
+                if slot.lent >= 0 {
+                    slot.pins += 1
+                    slot.referenced = true
+                    return (slot.lent, false)
+                }
                 guard let pool, let handle = slot.handle else { throw Errno(rawValue: ESTALE) }
                 (slot.fd, overBudget) = try pool.reopen(handle, expecting: slot.key)
             }
@@ -148,7 +161,13 @@ public final class Inode: Sendable {
     }
 
     private func unpin() {
-        slot.withLock { $0.pins -= 1 }
+        slot.withLock { slot in
+            slot.pins -= 1
+            guard slot.pins == 0, slot.lent >= 0 else { return }
+            if slot.closeLentAtUnpin { close(slot.lent) }
+            slot.lent = -1
+            slot.closeLentAtUnpin = false
+        }
     }
 
     // MARK: written ranges, for clone snapshots
@@ -201,6 +220,24 @@ public final class Inode: Sendable {
         }
     }
 
+    /// After a descriptor was opened for a handle on this inode (counted by ``opened(fd:flags:offer:)``
+    /// or ``directoryOpened()``): if descriptors now pass the pool's budget, closes idle
+    /// `SNAPFS_O_PATH` ones. Call with no inode lock held.
+    func relieveDescriptorPressure() {
+        if let pool, pool.isOverBudget { pool.sweep() }
+    }
+
+    /// A directory handle opened a descriptor of this inode: it counts against the pool's budget.
+    func directoryOpened() {
+        pool?.handleOpened()
+        relieveDescriptorPressure()
+    }
+
+    /// A directory handle counted by ``directoryOpened()`` closed its descriptor.
+    func directoryClosed() {
+        pool?.handleClosed()
+    }
+
     /// Number of open files (descriptors of ``OpenFile``s) on the inode.
     var openFileCount: Int { slot.withLock { $0.openFiles.count } }
 
@@ -213,7 +250,10 @@ public final class Inode: Sendable {
     /// registers the backing file with the kernel.
     func opened(fd: Int32, flags: Int32, offer: (() -> Int32?)? = nil) -> PassthroughMode {
         slot.withLock { slot in
-            defer { slot.openFiles[fd] = flags }
+            defer {
+                slot.openFiles[fd] = flags
+                pool?.handleOpened()
+            }
             if var state = slot.passthrough {
                 state.handles += 1
                 if offer == nil && flags & O_ACCMODE != O_RDONLY { state.writerJoined = true }
@@ -238,7 +278,13 @@ public final class Inode: Sendable {
     func closeOpenFile(fd: Int32, passthrough: Bool) -> PassthroughState? {
         slot.withLock { slot in
             slot.openFiles[fd] = nil
-            close(fd)
+            if fd == slot.lent {
+                // Borrowed in withFD right now: closed by the last unpin.
+                slot.closeLentAtUnpin = true
+            } else {
+                close(fd)
+            }
+            pool?.handleClosed()
             guard passthrough, var state = slot.passthrough else { return nil }
             state.handles -= 1
             if state.handles > 0 {
@@ -332,11 +378,14 @@ public final class Inode: Sendable {
     /// One step of the pool's clock sweep: closes the descriptor if no one borrows it and
     /// it was not used since the previous sweep (`force`: used or not). Returns whether
     /// it closed one.
-    func evictIfIdle(force: Bool) -> Bool {
+    /// `onlyWithOpenFiles`: only an inode with an open file, whose descriptor costs nothing
+    /// to do without (``withFD(_:)`` lends the file's meanwhile).
+    func evictIfIdle(force: Bool, onlyWithOpenFiles: Bool = false) -> Bool {
         guard let pool else { return false }
         return slot.withLock { slot in
             guard slot.fd >= 0, slot.pins == 0, !slot.pinnedForever else { return false }
-            if slot.referenced && !force {
+            if onlyWithOpenFiles && slot.openFiles.isEmpty { return false }
+            if slot.referenced && !force && !onlyWithOpenFiles {
                 slot.referenced = false
                 return false
             }
@@ -365,6 +414,10 @@ final class DescriptorPool: Sendable {
     let device: UInt64
     let budget: Int
     private let openCount = Atomic<Int>(0)
+    /// Descriptors of open files and directories on inodes of the pool: not the pool's to
+    /// close, but they share its budget (a user holding many files open must make the pool
+    /// close idle `SNAPFS_O_PATH` descriptors, not run the process out of descriptors).
+    private let handleCount = Atomic<Int>(0)
     private let sweeping = Atomic<Bool>(false)
     /// The table whose inodes a sweep visits. Set once by ``InodeTable/init(rootFD:descriptorBudget:)``
     /// before the table is shared, read afterwards. (Not a closure kept in a Mutex: reading a
@@ -405,13 +458,26 @@ final class DescriptorPool: Sendable {
 
     deinit { close(mountFD) }
 
+    /// `SNAPFS_O_PATH` descriptors open.
     var open: Int { openCount.load(ordering: .relaxed) }
+    /// Descriptors of open files and directories.
+    var handles: Int { handleCount.load(ordering: .relaxed) }
+
+    /// What `SNAPFS_O_PATH` descriptors may use now: the budget less the handles' descriptors,
+    /// but never less than a few (each request borrows at most two at once).
+    private var pathBudget: Int { max(min(budget, 16), budget - handles) }
+
+    var isOverBudget: Bool { open > pathBudget }
 
     /// A descriptor of this pool was opened. Returns whether the pool is now over budget.
     @discardableResult
     func opened() -> Bool {
-        openCount.wrappingAdd(1, ordering: .relaxed).newValue > budget
+        openCount.wrappingAdd(1, ordering: .relaxed).newValue > pathBudget
     }
+
+    func handleOpened() { handleCount.wrappingAdd(1, ordering: .relaxed) }
+
+    func handleClosed() { handleCount.wrappingSubtract(1, ordering: .relaxed) }
 
     func closed() {
         openCount.wrappingSubtract(1, ordering: .relaxed)
@@ -439,20 +505,26 @@ final class DescriptorPool: Sendable {
         return (fd, opened())
     }
 
-    /// Closes idle descriptors until the pool is at three quarters of its budget, oldest
-    /// use first (a clock sweep). One sweep runs at a time; it works on a snapshot of the
-    /// table, so no table lock is held while inodes are locked. Callers hold no inode lock.
+    /// Closes idle descriptors until the pool is at three quarters of its budget: first
+    /// those of inodes with an open file (which lends its descriptor meanwhile), then the
+    /// others, oldest use first (a clock sweep). One sweep runs at a time; it works on a
+    /// snapshot of the table, so no table lock is held while inodes are locked. Callers
+    /// hold no inode lock.
     func sweep() {
         guard let table = owner.table else { return }
         guard !sweeping.exchange(true, ordering: .acquiring) else { return }
         defer { sweeping.store(false, ordering: .releasing) }
-        let target = budget * 3 / 4
+        let target = pathBudget * 3 / 4
         let all = table.allInodes()
-        for force in [false, false, true] {
+        if handles > 0 {
+            for inode in all where open > target {
+                _ = inode.evictIfIdle(force: true, onlyWithOpenFiles: true)
+            }
+        }
+        for force in [false, false, true] where open > target {
             for inode in all where open > target {
                 _ = inode.evictIfIdle(force: force)
             }
-            if open <= target { return }
         }
     }
 }

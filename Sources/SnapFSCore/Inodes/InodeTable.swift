@@ -92,7 +92,7 @@ public final class InodeTable: Sendable {
             close(fd)
         case .adopted?:
             // The inode took `fd` over and counted it; the pool may be over budget now.
-            if let pool, pool.open > pool.budget { pool.sweep() }
+            if let pool, pool.isOverBudget { pool.sweep() }
         case .stale?, nil:
             if let pool, pool.opened() { pool.sweep() }
         }

@@ -18,6 +18,10 @@ public struct MountOptions: Sendable, Equatable {
     public var sqlite = SQLiteOptions()
     /// snapfs's page cache (`cache_size=`, `dirty_limit=`, `dirty_age=`).
     public var cache = CachePolicy()
+    /// The most files (`max_files_per_user=`) and directories (`max_dirs_per_user=`) one
+    /// user may hold open through the mount (nil: ``HandleLedger/Limits/defaults(descriptorLimit:)``).
+    public var maxFilesPerUser: Int?
+    public var maxDirectoriesPerUser: Int?
     /// Options that could not be understood, each as one sentence.
     public var problems: [String] = []
     /// Options passed on to libfuse and the kernel, in the order given.
@@ -52,6 +56,13 @@ public struct MountOptions: Sendable, Equatable {
                 parseSQLiteOption(option)
             case _ where option.contains("=") && Self.cacheKeys.contains(String(option.prefix { $0 != "=" })):
                 parseCacheOption(option)
+            case _ where option.hasPrefix("max_files_per_user=") || option.hasPrefix("max_dirs_per_user="):
+                let key = String(option.prefix { $0 != "=" })
+                guard let count = Int(option.dropFirst(key.count + 1)), count > 0 else {
+                    problems.append("\(option) is not a positive number of open files")
+                    continue
+                }
+                if key == "max_files_per_user" { maxFilesPerUser = count } else { maxDirectoriesPerUser = count }
             default:
                 passed.append(option)
             }
@@ -164,6 +175,14 @@ public struct MountOptions: Sendable, Equatable {
         }
         guard let seconds = Int64(text), seconds > 0 else { return nil }
         return seconds * 1000
+    }
+
+    /// The per-user bounds on open files and directories, given the daemon's descriptor limit.
+    public func handleLimits(descriptorLimit: Int) -> HandleLedger.Limits {
+        var limits = HandleLedger.Limits.defaults(descriptorLimit: descriptorLimit)
+        if let maxFilesPerUser { limits.files = maxFilesPerUser }
+        if let maxDirectoriesPerUser { limits.directories = maxDirectoriesPerUser }
+        return limits
     }
 
     /// What libfuse gets: the user's options plus snapfs's defaults.

@@ -333,7 +333,7 @@ public final class SnapshotEngine: Sendable {
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
-        return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() } ?? [])
+        return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() + $0.descriptorStatusLines() } ?? [])
     }
 
     // MARK: timer

@@ -145,3 +145,29 @@ def test_root_only_commands_say_so(env, users, command):
     assert "Invalid argument" not in line and "errno" not in line
     assert users.alice.run([SNAPFS, "status", m]).returncode == 0
     assert users.alice.run([SNAPFS, "list", m]).returncode == 0
+
+
+@pytest.mark.parametrize("call", ["link", "rename"])
+def test_snapshots_are_another_filesystem_for_link_and_rename(make_mount, users, call):
+    """As with a ZFS snapshot, a hard link or a rename between `.snapshots/` and the live
+    tree fails with EXDEV, in both directions (a link out of a snapshot would give a
+    user a writable name for a snapshot's file)."""
+    m = make_mount()
+    os.chmod(m.mnt, 0o777)
+    r = users.alice.python("import sys; open(sys.argv[1], 'w').write('mine')", str(m.mnt / "f"))
+    assert r.returncode == 0, r.stderr
+    snap = run([SNAPFS, "snapshot", m.mnt]).stdout.strip()
+    inside = m.mnt / ".snapshots" / snap / "f"
+    program = (
+        "import errno, os, sys\n"
+        f"op = os.{call}\n"
+        "try:\n"
+        "    op(sys.argv[1], sys.argv[2])\n"
+        "    print('done')\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno])\n")
+    for source, target in [(inside, m.mnt / "g"), (m.mnt / "f", m.mnt / ".snapshots" / snap / "h")]:
+        r = users.alice.python(program, str(source), str(target))
+        assert r.stdout.strip() == "EXDEV", (source, target, r.stdout, r.stderr)
+    assert not (m.mnt / "g").exists()
+    assert (m.mnt / "f").read_text() == "mine" and inside.read_text() == "mine"

@@ -23,6 +23,11 @@ final class FUSEKernelLink: KernelLink, @unchecked Sendable {
         }
     }
 
+    func invalidateAttributes(of inode: UInt64) {
+        // A negative offset: the attributes only, not the page cache.
+        _ = fuse_lowlevel_notify_inval_inode(session, inode, -1, 0)
+    }
+
     func invalidateEntry(parent: UInt64, name: String) {
         _ = name.withCString { fuse_lowlevel_notify_inval_entry(session, parent, $0, strlen($0)) }
     }

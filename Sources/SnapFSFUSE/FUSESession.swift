@@ -74,7 +74,9 @@ public final class FUSESession {
             fuse_session_unmount(session)
             throw .mountFailed("cannot install the session's I/O")
         }
-        kernelLink = FUSEKernelLink(session: session, mountpoint: configuration.mountpoint)
+        let link = FUSEKernelLink(session: session, mountpoint: configuration.mountpoint)
+        kernelLink = link
+        core.attachKernel(link)
         if passthrough { core.attachPassthrough(FUSEPassthrough(session: session, logger: bridge.logger)) }
     }
 

@@ -48,12 +48,17 @@ struct ControlClient {
         return stat(mountpoint + "/" + fileName, &st) == 0
     }
 
-    /// Writes `command` (if any) and reads back the outcome and the status.
-    func send(_ command: String?) throws(CLIFailure) -> Reply {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
+    /// Writes `command` (if any) and reads back the outcome and the status. Reading alone
+    /// (the status) is for everyone; a command needs write access to the control file,
+    /// which only the owner of the mount's root directory (root) has: otherwise `what`
+    /// (`action`, for the message: "take snapshots") fails with exit code 77.
+    func send(_ command: String?, action: String = "send commands") throws(CLIFailure) -> Reply {
+        let fd = open(path, (command == nil ? O_RDONLY : O_RDWR) | O_CLOEXEC)
         if fd < 0 {
-            if errno == ENOENT || errno == ENOTDIR { throw CLIFailure.notSnapfsMount(mountpoint) }
-            throw CLIFailure("cannot open \(path): \(String(cString: strerror(errno)))", code: ExitStatus.daemonFailed)
+            let error = errno
+            if error == ENOENT || error == ENOTDIR { throw CLIFailure.notSnapfsMount(mountpoint) }
+            if error == EACCES || error == EPERM { throw refusal(action) }
+            throw CLIFailure("cannot open \(path): \(String(cString: strerror(error)))", code: ExitStatus.daemonFailed)
         }
         defer { close(fd) }
         var writeError: Int32?
@@ -61,6 +66,7 @@ struct ControlClient {
             let line = Array((command + "\n").utf8)
             let n = line.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
             if n < 0 { writeError = errno }
+            if writeError == EACCES || writeError == EPERM { throw refusal(action) }
         }
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -87,10 +93,23 @@ struct ControlClient {
         return reply
     }
 
+    /// "only root may take snapshots of /mnt (…)", exit code 77.
+    private func refusal(_ action: String) -> CLIFailure {
+        var st = stat()
+        let owner = stat(path, &st) == 0 ? Self.userName(st.st_uid) : "root"
+        return CLIFailure("only \(owner) may \(action) of \(mountpoint) (the owner of its root directory; you are \(Self.userName(getuid())))",
+                          code: ExitStatus.notPermitted)
+    }
+
+    static func userName(_ uid: uid_t) -> String {
+        guard let entry = getpwuid(uid), let name = entry.pointee.pw_name else { return "uid \(uid)" }
+        return String(cString: name)
+    }
+
     /// Sends `command` and returns the words of the result after `ok`; a refusal becomes a
     /// CLIFailure (20 for an unknown snapshot, 22 otherwise) saying `what` failed.
-    func run(_ command: String, what: String) throws(CLIFailure) -> [Substring] {
-        let reply = try send(command)
+    func run(_ command: String, what: String, action: String) throws(CLIFailure) -> [Substring] {
+        let reply = try send(command, action: action)
         if reply.succeeded { return Array(reply.result.dropFirst()) }
         let code = reply.failureErrno == ENOENT ? ExitStatus.unknownSnapshot : ExitStatus.daemonFailed
         throw CLIFailure("\(what) failed: \(reply.failureMessage)", code: code)

@@ -92,6 +92,24 @@ enum Daemon {
         close(log)
     }
 
+    /// Why a file the daemon will create at `path` (pid or log file) cannot be, checked
+    /// before mounting: its directory must exist and be a directory; nil when it can.
+    static func unwritableFileProblem(_ path: String) -> String? {
+        let absolutePath = absolute(path)
+        let directory = absolutePath.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+            .joined(separator: "/")
+        var st = stat()
+        if stat(directory.isEmpty ? "/" : directory, &st) != 0 {
+            return "cannot use directory \(directory.isEmpty ? "/" : directory): \(String(cString: strerror(errno)))"
+        }
+        if st.st_mode & S_IFMT != S_IFDIR { return "\(directory) is not a directory" }
+        if access(directory.isEmpty ? "/" : directory, W_OK) != 0 && access(absolutePath, W_OK) != 0 {
+            return "cannot write in \(directory): \(String(cString: strerror(errno)))"
+        }
+        if stat(absolutePath, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR { return "is a directory" }
+        return nil
+    }
+
     static func send(_ text: String, to fd: Int32) {
         _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
     }

@@ -17,7 +17,7 @@ struct DeleteCommand: ParsableCommand {
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
         _ = try mount.snapshot(name)
-        let reply = try mount.control.send("delete \(name)")
+        let reply = try mount.control.send("delete \(name)", action: "delete snapshots")
         if !reply.succeeded {
             switch reply.failureErrno {
             case ENOENT: throw CLIFailure("there is no snapshot named \(name) in \(mountpoint)", code: ExitStatus.unknownSnapshot)

@@ -16,7 +16,7 @@ struct HoldCommand: ParsableCommand {
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
         _ = try mount.snapshot(name)
-        _ = try mount.control.run("hold \(name)", what: "holding \(name)")
+        _ = try mount.control.run("hold \(name)", what: "holding \(name)", action: "hold snapshots")
         print("held \(name)")
     }
 }

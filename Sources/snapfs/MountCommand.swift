@@ -14,7 +14,7 @@ struct MountCommand: ParsableCommand {
 
         -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); cache_size=, dirty_limit=, dirty_age= (as the flags below); writeback_cache / no_writeback_cache (kernel write-back caching of small writes, off by default); nopassthrough (serve every read through snapfs: by default, when run as root on Linux ≥ 6.9 without writeback_cache, the kernel reads a file opened read-only straight from its backing file while nothing else has it open); uring / nouring (requests over io_uring with per-CPU queues, off by default: Linux ≥ 6.14, root; sets the fuse module's enable_uring parameter); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); max_files_per_user=N, max_dirs_per_user=N (the most files and directories one user may hold open through the mount; past it that user's open fails with EMFILE; default a quarter of the daemon's descriptor limit, and 1024); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
 
-        Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 18 (at exit, in the foreground) cached data could not be written back, the files are named in the log; 64 bad arguments or mount options.
+        \(ExitStatus.mountHelp)
         """
     )
 
@@ -42,22 +42,22 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("How snapshots are made: auto (btrfs, else reflink, else hardlink), btrfs, reflink, hardlink or copy. Same as -o strategy=….", valueName: "STRATEGY"))
     var strategy: String?
 
-    @Option(name: .long, help: ArgumentHelp("Keep the newest N snapshots (-o keep_last=N).", valueName: "N"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest N snapshots (-o keep_last=N).", valueName: "N"))
     var keepLast: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N hours (-o keep_hourly=N).", valueName: "N"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest snapshot of each of the last N hours (-o keep_hourly=N).", valueName: "N"))
     var keepHourly: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N days (-o keep_daily=N).", valueName: "N"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest snapshot of each of the last N days (-o keep_daily=N).", valueName: "N"))
     var keepDaily: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N ISO weeks (-o keep_weekly=N).", valueName: "N"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest snapshot of each of the last N ISO weeks (-o keep_weekly=N).", valueName: "N"))
     var keepWeekly: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N months (-o keep_monthly=N).", valueName: "N"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest snapshot of each of the last N months (-o keep_monthly=N).", valueName: "N"))
     var keepMonthly: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Also take a snapshot at this interval, e.g. 15m, 1h (-o every=…).", valueName: "DURATION"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Also take a snapshot at this interval, e.g. 15m, 1h (-o every=…).", valueName: "DURATION"))
     var every: String?
 
     @Flag(name: .long, help: "Take a snapshot even when nothing changed since the newest one (-o snapshot_unchanged).")
@@ -69,7 +69,7 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("What a commit snapshot holds: database (the database file alone, the default) or tree (-o sqlite_scope=…).", valueName: "SCOPE"))
     var sqliteScope: String?
 
-    @Option(name: .long, help: ArgumentHelp("At most one commit snapshot per database per interval, e.g. 1s; the final state follows once commits stop (-o sqlite_min_interval=…; 0: every commit).", valueName: "DURATION"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("At most one commit snapshot per database per interval, e.g. 1s; the final state follows once commits stop (-o sqlite_min_interval=…; 0: every commit).", valueName: "DURATION"))
     var sqliteMinInterval: String?
 
     @Option(name: .long, help: ArgumentHelp("Only databases whose path (relative to the root) or name matches the glob (repeatable; -o sqlite_include=…).", valueName: "GLOB"))
@@ -78,13 +78,13 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Not the databases whose path or name matches the glob (repeatable; -o sqlite_exclude=…).", valueName: "GLOB"))
     var sqliteExclude: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Memory for snapfs's page cache of written data, e.g. 64M, 1G; 0 turns it off (-o cache_size=…; default 256M).", valueName: "SIZE"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Memory for snapfs's page cache of written data, e.g. 64M, 1G; 0 turns it off (-o cache_size=…; default 256M).", valueName: "SIZE"))
     var cacheSize: String?
 
-    @Option(name: .long, help: ArgumentHelp("Dirty data past which writers write back before going on (-o dirty_limit=…; default half the cache).", valueName: "SIZE"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Dirty data past which writers write back before going on (-o dirty_limit=…; default half the cache).", valueName: "SIZE"))
     var dirtyLimit: String?
 
-    @Option(name: .long, help: ArgumentHelp("Dirty data older than this is written back in the background, e.g. 500ms, 5s (-o dirty_age=…; default 5s).", valueName: "DURATION"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Dirty data older than this is written back in the background, e.g. 500ms, 5s (-o dirty_age=…; default 5s).", valueName: "DURATION"))
     var dirtyAge: String?
 
     @Option(name: .long, help: .hidden)
@@ -110,6 +110,20 @@ struct MountCommand: ParsableCommand {
         if let dirtyAge { extra.append("dirty_age=\(dirtyAge)") }
         extra += sqliteInclude.map { "sqlite_include=\($0)" } + sqliteExclude.map { "sqlite_exclude=\($0)" }
         return options.flatMap { $0.split(separator: ",").map(String.init) } + extra
+    }
+
+    /// A negative count would read as a flag; with `.unconditional` parsing it reaches here.
+    func validate() throws {
+        let counts = [("--keep-last", keepLast), ("--keep-hourly", keepHourly), ("--keep-daily", keepDaily),
+                      ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly)]
+        for case let (flag, count?) in counts where count < 0 {
+            throw ValidationError("\(flag) must be a whole number ≥ 0, not \(count)")
+        }
+        for (flag, path) in [("--pid-file", pidFile), ("--log-file", logFile)] {
+            if let path, let problem = Daemon.unwritableFileProblem(path) {
+                throw ValidationError("\(flag) \(path): \(problem)")
+            }
+        }
     }
 
     func run() throws {
@@ -147,6 +161,12 @@ struct MountCommand: ParsableCommand {
         fsOptions.sqlite = mountOptions.sqlite
         fsOptions.cache = mountOptions.cache
         fsOptions.handleLimits = mountOptions.handleLimits(descriptorLimit: SnapFileSystem.descriptorLimit())
+        // Held until the process ends (the kernel drops it then, whatever kills the daemon).
+        do {
+            _ = Unmanaged.passRetained(try BackingLock.acquire(backing: plan.backing))
+        } catch {
+            reportFailure(code: error.exitCode, message: error.message)
+        }
         let snapshotState = SnapshotState()
         let core: SnapFileSystem
         do {

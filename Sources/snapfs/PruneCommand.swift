@@ -18,7 +18,7 @@ struct PruneCommand: ParsableCommand {
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
         let before = try mount.list().map(\.name)
-        let words = try mount.control.run("prune", what: "pruning")
+        let words = try mount.control.run("prune", what: "pruning", action: "prune the snapshots")
         let after = Set(try mount.list().map(\.name))
         for name in before where !after.contains(name) { print(name) }
         let count = words.first == "pruned" ? words.dropFirst().first.map(String.init) ?? "?" : "?"

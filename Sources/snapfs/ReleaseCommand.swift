@@ -16,7 +16,7 @@ struct ReleaseCommand: ParsableCommand {
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
         _ = try mount.snapshot(name)
-        _ = try mount.control.run("release \(name)", what: "releasing \(name)")
+        _ = try mount.control.run("release \(name)", what: "releasing \(name)", action: "release snapshots")
         print("released \(name)")
     }
 }

@@ -53,7 +53,7 @@ struct RestoreCommand: ParsableCommand {
                 throw CLIFailure("\(shown) is not in snapshot \(snapshot)", code: ExitStatus.badPath)
             }
         }
-        let words = try mount.control.run("snapshot --trigger=restore --force pre-restore", what: "the safety snapshot")
+        let words = try mount.control.run("snapshot --trigger=restore --force pre-restore", what: "the safety snapshot", action: "restore from the snapshots")
         guard words.first == "snapshot", let safety = words.dropFirst().first else {
             throw CLIFailure("the safety snapshot gave an unexpected answer \"ok \(words.joined(separator: " "))\"", code: ExitStatus.daemonFailed)
         }

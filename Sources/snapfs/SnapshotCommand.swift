@@ -33,7 +33,7 @@ struct SnapshotCommand: ParsableCommand {
         }
         let mount = try MountedSnapshots(mountpoint)
         let command = ["snapshot", "--trigger=command"] + (force ? ["--force"] : []) + (label.map { [$0] } ?? [])
-        let words = try mount.control.run(command.joined(separator: " "), what: "the snapshot")
+        let words = try mount.control.run(command.joined(separator: " "), what: "the snapshot", action: "take snapshots")
         switch (words.first, words.dropFirst().first) {
         case ("snapshot", let name?):
             print(name)

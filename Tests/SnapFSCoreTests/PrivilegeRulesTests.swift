@@ -26,6 +26,16 @@ import Testing
         #expect(RequestContext.groups(inStatus: "nothing") == [])
     }
 
+    @Test func fileSetIDCapabilityComesFromProcStatus() {
+        let text = "Name:\tsh\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffef\nCapBnd:\t000001ffffffffff\n"
+        #expect(RequestContext.effectiveCapabilities(inStatus: text) == 0x1ff_ffff_ffef)
+        #expect(RequestContext.effectiveCapabilities(inStatus: "nothing") == nil)
+        // No such process: root is trusted, anyone else is not.
+        #expect(RequestContext(uid: 0, gid: 0, pid: 0).holdsFileSetID)
+        #expect(!RequestContext(uid: 1000, gid: 1000, pid: 0).holdsFileSetID)
+        #expect(RequestContext(uid: 0, gid: 0, pid: getpid()).holdsFileSetID == (geteuid() == 0))
+    }
+
     @Test func newObjectsGetTheCallersUmaskWithoutADefaultACL() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

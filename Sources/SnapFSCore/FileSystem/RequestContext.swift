@@ -27,6 +27,26 @@ public struct RequestContext: Sendable {
         return Self.supplementaryGroups(of: pid).contains(group)
     }
 
+    /// Whether the caller holds CAP_FSETID (keeps set-ID bits when it writes), as the
+    /// `CapEff:` line of its /proc status says. Without a readable status (no pid: a
+    /// write-back from the kernel, or a caller in another pid namespace), root is taken
+    /// to hold it and everyone else not. Read only for files that have a set-ID bit.
+    public var holdsFileSetID: Bool {
+        guard pid > 0, let bytes = readWholeFile("/proc/\(pid)/status"),
+              let capabilities = Self.effectiveCapabilities(inStatus: String(decoding: bytes, as: UTF8.self)) else {
+            return uid == 0
+        }
+        return capabilities & (1 << 4) != 0   // CAP_FSETID
+    }
+
+    /// The `CapEff:` mask of a /proc/PID/status text.
+    static func effectiveCapabilities(inStatus text: String) -> UInt64? {
+        for line in text.split(separator: "\n") where line.hasPrefix("CapEff:") {
+            return UInt64(line.dropFirst("CapEff:".count).trimmingPrefix(while: { $0 == " " || $0 == "\t" }), radix: 16)
+        }
+        return nil
+    }
+
     static func supplementaryGroups(of pid: pid_t) -> [gid_t] {
         guard let bytes = readWholeFile("/proc/\(pid)/status") else { return [] }
         return groups(inStatus: String(decoding: bytes, as: UTF8.self))

@@ -63,7 +63,7 @@ extension SnapFileSystem {
             } else {
                 try syscallRetrying { ftruncate(fd, off_t(size)) }
             }
-            dropPrivileges(fd, caller: context)
+            dropPrivileges(fd, of: node, caller: context)
         }
         if let file, file.flags & O_ACCMODE != O_RDONLY {
             try truncate(file.fd)

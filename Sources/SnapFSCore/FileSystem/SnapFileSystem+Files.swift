@@ -26,7 +26,7 @@ extension SnapFileSystem {
         let open = { () throws(Errno) -> OpenFile in
             let fd = try node.withFD { (pathFD) throws(Errno) in try self.proc.reopen(pathFD, flags: self.backingFlags(flags)) }
             if flags & O_TRUNC != 0 {
-                self.dropPrivileges(fd, caller: context)
+                self.dropPrivileges(fd, of: node, caller: context)
                 if let cache = self.cacheHolding(node) {
                     do throws(Errno) { try cache.truncate(node.id, to: 0, backing: self.cacheStore) } catch { close(fd); throw error }
                 }
@@ -124,7 +124,7 @@ extension SnapFileSystem {
         defer { if let commit { sqliteCommitted(commit, serving: file.inode.id) } }
         checkJournalBeforeDatabaseWrite(file)
         return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
-            dropPrivileges(file.fd, caller: context)
+            dropPrivileges(file.fd, of: file.inode, caller: context)
             if let cache, caches(file.inode), !file.bypassesCache {
                 return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
                     try cachedWrite(cache, file, data, offset: offset)
@@ -169,7 +169,7 @@ extension SnapFileSystem {
     public func fallocate(_ file: OpenFile, mode: Int32, offset: Int64, length: Int64,
                           context: RequestContext) throws(Errno) {
         try mutate(.writeData(inode: file.inode, offset: offset, length: length)) { () throws(Errno) in
-            dropPrivileges(file.fd, caller: context)
+            dropPrivileges(file.fd, of: file.inode, caller: context)
             let cache = try writeBackBeforeDirectChange(file.inode)
             defer { try? forgetCachedPages(of: file.inode, in: cache) }
             try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
@@ -182,7 +182,7 @@ extension SnapFileSystem {
                               at targetOffset: Int64, length: Int, flags: UInt32,
                               context: RequestContext) throws(Errno) -> Int {
         try mutate(.writeData(inode: target.inode, offset: targetOffset, length: Int64(length))) { () throws(Errno) -> Int in
-            dropPrivileges(target.fd, caller: context)
+            dropPrivileges(target.fd, of: target.inode, caller: context)
             _ = try writeBackBeforeDirectChange(source.inode)
             let cache = try writeBackBeforeDirectChange(target.inode)
             defer { try? forgetCachedPages(of: target.inode, in: cache) }
@@ -201,16 +201,21 @@ extension SnapFileSystem {
     }
 
     /// What a local filesystem does to a file whose data changes: a caller without
-    /// CAP_FSETID (approximated as "not root") loses the set-user-ID bit, and the
+    /// CAP_FSETID (the owner too) loses the set-user-ID bit, and the
     /// set-group-ID bit if the file is group-executable or the caller is not in the
     /// file's group (Linux ≥ 6.2, `setattr_should_drop_sgid`); file capabilities are
-    /// dropped. The kernel leaves this to snapfs (FUSE_HANDLE_KILLPRIV_V2, see FUSEChannel).
-    func dropPrivileges(_ fd: Int32, caller: RequestContext) {
+    /// dropped. The kernel leaves this to snapfs (FUSE_HANDLE_KILLPRIV_V2, see FUSEChannel),
+    /// and keeps the mode it cached (for a day): so when a bit drops, the kernel is told
+    /// to fetch the attributes again, or the mount would still show (and exec would still
+    /// honour) the set-ID bit that the backing file no longer has.
+    func dropPrivileges(_ fd: Int32, of node: Inode, caller: RequestContext) {
         var st = stat()
         guard fstat(fd, &st) == 0, st.isRegular else { return }
-        if caller.uid != 0 {
+        if st.st_mode & (S_ISUID | S_ISGID) != 0, !caller.holdsFileSetID {
             let mode = Self.modeAfterWrite(st.st_mode & 0o7777, fileGroup: st.st_gid, caller: caller)
-            if mode != st.st_mode & 0o7777 { _ = fchmod(fd, mode) }
+            if mode != st.st_mode & 0o7777, fchmod(fd, mode) == 0 {
+                kernelLink.kernel?.invalidateAttributes(of: node.id)
+            }
         }
         // Capabilities only mean something on executables; skip the syscall otherwise.
         if st.st_mode & 0o111 != 0 { _ = fremovexattr(fd, "security.capability") }

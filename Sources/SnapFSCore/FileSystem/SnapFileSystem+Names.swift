@@ -103,6 +103,9 @@ extension SnapFileSystem {
         let node = try inodes.inode(inode)
         let dir = try inodes.inode(parent)
         if node.isDirectory { throw Errno.notPermitted }
+        // `.snapshots/` is another filesystem, as a ZFS snapshot is: a link across fails
+        // as link(2) across mounts does, before anything else is checked.
+        if node.inSnapshotView != dir.inSnapshotView { throw Errno.improperLink }
         return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> Entry in
             try node.withFD { (nodeFD) throws(Errno) in
                 try dir.withFD { (dirFD) throws(Errno) in
@@ -144,6 +147,7 @@ extension SnapFileSystem {
         if flags & ~supported != 0 { throw Errno.invalidArgument }
         let from = try inodes.inode(parent)
         let to = try inodes.inode(newParent)
+        if from.inSnapshotView != to.inSnapshotView { throw Errno.improperLink }
         try mutate(.rename(from: from, name: name, to: to, newName: newName)) { () throws(Errno) in
             try from.withFD { (fromFD) throws(Errno) in
                 try to.withFD { (toFD) throws(Errno) in

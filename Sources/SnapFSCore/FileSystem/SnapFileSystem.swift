@@ -36,6 +36,18 @@ public final class SnapFileSystem: Sendable {
         weak var engine: SnapshotEngine?
     }
 
+    /// The way back into the kernel, attached by the FUSE layer once the mount is up
+    /// (before any request is served).
+    let kernelLink = KernelLinkHolder()
+
+    final class KernelLinkHolder: @unchecked Sendable {
+        var kernel: (any KernelLink)?
+    }
+
+    public func attachKernel(_ kernel: any KernelLink) {
+        kernelLink.kernel = kernel
+    }
+
     /// The snapshot engine behind `.snapfs-control`, if one is attached.
     public var engine: SnapshotEngine? { engineLink.engine }
 

@@ -92,7 +92,7 @@ public struct MountOptions: Sendable, Equatable {
             }
         default:
             guard let count = Int(value), count >= 0 else {
-                problems.append("\(key)=\(value) is not a number of snapshots")
+                problems.append("\(key)=\(value): the number of snapshots must be a whole number ≥ 0")
                 return
             }
             switch key {

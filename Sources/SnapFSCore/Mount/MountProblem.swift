@@ -10,6 +10,11 @@ public enum MountProblem: Error, Equatable, Sendable {
     case fuseUnavailable(String)
     case overlapping(backing: String, mountpoint: String)
     case mountFailed(String)
+    /// The mountpoint is a FUSE mount whose daemon is gone (stat gives ENOTCONN); the type
+    /// as mountinfo names it (`fuse.snapfs`), if listed.
+    case deadMount(String, type: String?)
+    /// Another snapfs daemon serves this backing directory, or one inside it or around it.
+    case backingInUse(backing: String, why: String)
 
     /// The documented exit code of `snapfs mount` for this problem.
     public var exitCode: Int32 {
@@ -21,6 +26,8 @@ public enum MountProblem: Error, Equatable, Sendable {
         case .fuseUnavailable: return 14
         case .overlapping: return 15
         case .mountFailed: return 16
+        case .backingInUse: return 19
+        case .deadMount: return 23
         }
     }
 
@@ -36,6 +43,11 @@ public enum MountProblem: Error, Equatable, Sendable {
         case let .overlapping(backing, mountpoint):
             return "mountpoint \(mountpoint) and backing directory \(backing) overlap; neither may lie inside the other"
         case .mountFailed(let why): return "mount failed: \(why)"
+        case let .deadMount(path, type):
+            let what = type == "fuse.snapfs" ? "a dead snapfs mount" : "a dead FUSE mount" + (type.map { " (\($0))" } ?? "")
+            return "mountpoint \(path) is \(what): its daemon is gone (transport endpoint is not connected); clear it with `fusermount3 -u \(path)`, then mount again"
+        case let .backingInUse(backing, why):
+            return "backing directory \(backing) is already served by snapfs (\(why)); a second daemon would change its snapshots behind the first one's back"
         }
     }
 }

@@ -5,6 +5,8 @@ public struct MountTable: Sendable {
         public let mountpoint: String
         public let fileSystemType: String
         public let source: String
+        /// The filesystem's options (for FUSE: `rw,user_id=0,group_id=0,allow_other`).
+        public var superOptions: String = ""
     }
 
     public let records: [Record]
@@ -18,7 +20,8 @@ public struct MountTable: Sendable {
         let fields = line.split(separator: " ", omittingEmptySubsequences: true)
         guard fields.count >= 7, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { return nil }
         return Record(mountpoint: unescape(fields[4]), fileSystemType: String(fields[dash + 1]),
-                      source: unescape(fields[dash + 2]))
+                      source: unescape(fields[dash + 2]),
+                      superOptions: dash + 3 < fields.count ? String(fields[dash + 3]) : "")
     }
 
     /// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).

@@ -44,4 +44,8 @@ public protocol KernelLink: AnyObject, Sendable {
     func pushDirtyPages(of inodes: [UInt64])
     /// Tells the kernel that `name` in directory `parent` changed behind its back.
     func invalidateEntry(parent: UInt64, name: String)
+    /// Tells the kernel that the attributes of `inode` changed behind its back (a write
+    /// cleared its set-ID bits). Safe inside a request for the same inode: only the
+    /// attributes are dropped, no page lock is taken.
+    func invalidateAttributes(of inode: UInt64)
 }

@@ -95,12 +95,13 @@ public final class SnapshotEngine: Sendable {
         guard root >= 0 else { throw SnapshotFailure(Errno.current, "cannot open the backing directory \(backingPath)") }
         backingFD = root
         do throws(SnapshotFailure) {
-            catalog = try Self.openCatalog(in: root)
+            catalog = try Self.openCatalog(in: root, logger: logger)
             try Self.cleanUpAfterCrash(catalog, logger: logger)
         } catch {
             close(root)
             throw error
         }
+        if let store = try? FileStatus.of(catalog.directoryFD) { state.store.withLock { $0 = BackingKey(store) } }
         let existing = (try? catalog.list()) ?? []
         let sharing = strategy == .hardlink || existing.contains { $0.metadata?.strategy == SnapshotStrategy.hardlink.rawValue }
         state.sharesObjects.store(sharing, ordering: .releasing)
@@ -115,20 +116,49 @@ public final class SnapshotEngine: Sendable {
         fileSystem.engineLink.engine = self
     }
 
-    private static func openCatalog(in root: Int32) throws(SnapshotFailure) -> SnapshotCatalog {
-        if mkdirat(root, ReservedName.snapshots, 0o755) != 0 && errno != EEXIST {
+    /// Opens `.snapshots`, creating it private: only the daemon's user (root) may reach the
+    /// store in the backing directory, since there snapshots keep the modes they had live
+    /// (a 1777 directory, a user's own files, an old setuid binary) outside the read-only
+    /// mount. Users browse them through `MOUNT/.snapshots`, where every write is refused.
+    /// A store made before, or changed by hand, is made private again here.
+    private static func openCatalog(in root: Int32, logger: Logger) throws(SnapshotFailure) -> SnapshotCatalog {
+        if mkdirat(root, ReservedName.snapshots, 0o700) != 0 && errno != EEXIST {
             throw SnapshotFailure(Errno.current, "cannot create \(ReservedName.snapshots) in the backing directory")
         }
         let fd = snapfs_openat(root, ReservedName.snapshots, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
         guard fd >= 0 else {
             throw SnapshotFailure(Errno.current, "\(ReservedName.snapshots) in the backing directory is not a directory")
         }
-        if mkdirat(fd, SnapshotCatalog.metadataDirectoryName, 0o755) != 0 && errno != EEXIST {
-            let error = Errno.current
+        do throws(Errno) {
+            try restrict(fd, mode: storeMode, logger: logger, what: ReservedName.snapshots)
+            if mkdirat(fd, SnapshotCatalog.metadataDirectoryName, 0o755) != 0 && errno != EEXIST { throw .current }
+            // Read through the mount by `snapfs list`; written only by the daemon.
+            let meta = try syscall(snapfs_openat(fd, SnapshotCatalog.metadataDirectoryName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+            defer { close(meta) }
+            try restrict(meta, mode: 0o755, logger: logger, what: ReservedName.snapshots + "/" + SnapshotCatalog.metadataDirectoryName)
+        } catch {
             close(fd)
-            throw SnapshotFailure(error, "cannot create \(ReservedName.snapshots)/\(SnapshotCatalog.metadataDirectoryName)")
+            throw SnapshotFailure(error, "cannot make \(ReservedName.snapshots) in the backing directory private: \(error)")
         }
         return SnapshotCatalog(directoryFD: fd)
+    }
+
+    /// The mode of `BACKING/.snapshots`: the daemon's user (root) alone.
+    public static let storeMode: mode_t = 0o700
+
+    /// Gives the open directory `fd` to the daemon's user and group with exactly `mode` and
+    /// no ACL, if it is not so already (a store made by an earlier version was 0755).
+    private static func restrict(_ fd: Int32, mode: mode_t, logger: Logger, what: String) throws(Errno) {
+        var st = stat()
+        try syscall(fstat(fd, &st))
+        let hadACL = fgetxattr(fd, "system.posix_acl_access", nil, 0) >= 0 || fgetxattr(fd, "system.posix_acl_default", nil, 0) >= 0
+        guard st.st_uid != geteuid() || st.st_gid != getegid() || st.st_mode & 0o7777 != mode || hadACL else { return }
+        logger.notice("making \(what) in the backing directory private to uid \(geteuid()) (mode \(String(mode, radix: 8)), was \(st.st_uid):\(st.st_gid) \(String(st.st_mode & 0o7777, radix: 8)))")
+        // Mode first, so that no moment gives the new owner's group what the old mode gave.
+        try syscall(fchmod(fd, mode))
+        try ExtendedAttributes.removeInheritedACLs(fd)
+        if st.st_uid != geteuid() || st.st_gid != getegid() { try syscall(fchown(fd, geteuid(), getegid())) }
+        try syscall(fchmod(fd, mode))
     }
 
     /// Half-built snapshots of a crashed daemon are removed.

@@ -57,6 +57,12 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Keep the newest snapshot of each of the last N months (-o keep_monthly=N).", valueName: "N"))
     var keepMonthly: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Keep the newest N snapshots taken at SQLite commits of each database (-o keep_commits=N; default 100 when no other retention rule is given; 0: no bound).", valueName: "N"))
+    var keepCommits: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Free space snapshots always leave to users, a share or a size, e.g. 5%, 2G; below it the retention rules are applied early, else the snapshot is skipped (-o min_free=…; default 5%; 0: none).", valueName: "SIZE|PERCENT"))
+    var minFree: String?
+
     @Option(name: .long, help: ArgumentHelp("Also take a snapshot at this interval, e.g. 15m, 1h (-o every=…).", valueName: "DURATION"))
     var every: String?
 
@@ -100,6 +106,8 @@ struct MountCommand: ParsableCommand {
         if let keepDaily { extra.append("keep_daily=\(keepDaily)") }
         if let keepWeekly { extra.append("keep_weekly=\(keepWeekly)") }
         if let keepMonthly { extra.append("keep_monthly=\(keepMonthly)") }
+        if let keepCommits { extra.append("keep_commits=\(keepCommits)") }
+        if let minFree { extra.append("min_free=\(minFree)") }
         if let every { extra.append("every=\(every)") }
         if snapshotUnchanged { extra.append("snapshot_unchanged") }
         if let sqlite { extra.append("sqlite=\(sqlite)") }

@@ -75,7 +75,7 @@ extension SnapshotEngine {
         }
         logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
         announce(metadata.name)
-        if !options.retention.isEmpty {
+        if pruneIsDue() {
             do throws(SnapshotFailure) { _ = try prune(alreadySerial: alreadySerial) } catch {
                 logger.error("pruning after \(metadata.name) failed: \(error.message)")
             }
@@ -101,13 +101,14 @@ extension SnapshotEngine {
     private func buildDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger,
                                info: SQLiteCommitInfo) throws(SnapshotFailure) -> SnapshotMetadata {
         let started = Self.monotonicMilliseconds()
-        let name = try nextName(after: nil, label: nil)
-        let building = SnapshotCatalog.buildingPrefix + name.description
-        let directory = catalog.directoryFD
         let components = source.path.split(separator: "/").map(String.init)
         guard !components.isEmpty, !components.contains(".."), !components.contains(".") else {
             throw SnapshotFailure(.invalidArgument, "not a path inside the tree: \(source.path)")
         }
+        try makeRoom(bytes: copiedBytes(of: source), inodes: Int64(components.count + 1), database: info.database)
+        let name = try nextName(after: nil, label: nil)
+        let building = SnapshotCatalog.buildingPrefix + name.description
+        let directory = catalog.directoryFD
         var linked = false
         var bytes: Int64 = 0
         var moved = false
@@ -142,6 +143,19 @@ extension SnapshotEngine {
         metadata.durationMs = ((Self.monotonicMilliseconds() - started) * 1000).rounded() / 1000
         try putInPlace(metadata, building: building, what: "the snapshot of \(source.path)")
         return metadata
+    }
+
+    /// About the bytes a snapshot of `source` writes: none when it links or clones the
+    /// file, else the committed database.
+    private func copiedBytes(of source: DatabaseSnapshotSource) -> Int64 {
+        if clonesDatabaseFiles { return 0 }
+        var st = stat()
+        guard fstat(source.file, &st) == 0 else { return 0 }
+        if strategy == .hardlink && !source.walFormat && !state.passthroughObjects.withLock({ $0.contains(BackingKey(st)) }) { return 0 }
+        if let wal = source.wal, let header = wal.header, wal.committedFrames > 0 {
+            return Int64(wal.committedDatabasePages) * Int64(header.pageSize)
+        }
+        return source.committedSize ?? Int64(st.st_size)
     }
 
     /// Recreates, in the new private (0700, root) directory `top`, the directories on the

@@ -13,6 +13,8 @@ public struct SnapshotOptions: Sendable, Equatable {
     public var skipUnchanged = true
     /// Take a snapshot this often (milliseconds), as Snapper's timeline does.
     public var intervalMs: Int64?
+    /// The free space snapshots always leave (``SpaceFloor``).
+    public var minFree: SpaceFloor = .default
 
     public init() {}
 }
@@ -29,10 +31,13 @@ public enum SnapshotOutcome: Sendable, Equatable {
 public struct SnapshotFailure: Error, Sendable {
     public let errno: Errno
     public let message: String
+    /// Not taken, to keep the free space floor (counted and logged by the engine).
+    public var skippedForSpace = false
 
-    public init(_ errno: Errno, _ message: String) {
+    public init(_ errno: Errno, _ message: String, skippedForSpace: Bool = false) {
         self.errno = errno
         self.message = message
+        self.skippedForSpace = skippedForSpace
     }
 }
 
@@ -57,6 +62,11 @@ public final class SnapshotEngine: Sendable {
     let serial = Mutex<Void>(())
     /// The newest name given, so that names stay unique without listing `.snapshots`.
     let lastName = Mutex<SnapshotName?>(nil)
+    /// Snapshots not taken to keep the free space floor, and whether the last one was.
+    let skippedForSpace = Atomic<Int>(0)
+    let belowFloor = Atomic<Bool>(false)
+    /// Snapshots since the retention rules were last applied (see ``pruneIsDue()``).
+    let sinceLastPrune = Atomic<Int>(0)
 
     final class Links: @unchecked Sendable {
         weak var fileSystem: SnapFileSystem?
@@ -219,6 +229,8 @@ public final class SnapshotEngine: Sendable {
                 do throws(CacheWriteBackFailure) { try links.fileSystem?.writeBackCache() } catch {
                     throw SnapshotFailure(error.errno, "no snapshot: \(error.message)")
                 }
+                try makeRoom(bytes: strategy == .copy ? newest?.metadata?.bytes ?? 0 : 0,
+                             inodes: Self.inodeEstimate(strategy, newest?.metadata), database: sqlite?.database)
                 let metadata = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
                 return .created(metadata)
@@ -227,7 +239,7 @@ public final class SnapshotEngine: Sendable {
         if case let .created(metadata) = outcome {
             logger.info("snapshot \(metadata.name): \(metadata.files) files, \(metadata.bytes) bytes, \(metadata.durationMs) ms")
             announce(metadata.name)
-            if !options.retention.isEmpty {
+            if pruneIsDue() {
                 do throws(SnapshotFailure) { _ = try prune() } catch { logger.error("pruning after \(metadata.name) failed: \(error.message)") }
             }
         }
@@ -309,12 +321,70 @@ public final class SnapshotEngine: Sendable {
         let apply = { () throws(SnapshotFailure) -> [String] in
             let entries: [SnapshotEntry]
             do throws(Errno) { entries = try self.catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
-            let decision = self.options.retention.prune(entries.map { ($0.name.description, $0.name.timeMs, $0.held) })
+            let decision = self.options.retention.prune(Self.retentionInput(entries))
             for name in decision.remove { try self.remove(name) }
             return decision.remove
         }
         if alreadySerial { return try apply() }
         return try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> [String] in try apply() }
+    }
+
+    /// What the retention rules weigh of each snapshot: name, time, held, and the database
+    /// of a commit snapshot.
+    static func retentionInput(_ entries: [SnapshotEntry]) -> [(name: String, timeMs: Int64, held: Bool, database: String?)] {
+        entries.map { ($0.name.description, $0.name.timeMs, $0.held, $0.metadata?.sqlite?.database) }
+    }
+
+    /// Whether to apply the retention rules after a snapshot: after each one, except when
+    /// the commit bound is the only rule (the mount's default), which is applied after every
+    /// tenth of it, so that a commit does not read the whole catalog each time. The bound is
+    /// then `keepCommits` plus at most a tenth.
+    func pruneIsDue() -> Bool {
+        let retention = options.retention
+        if retention.isEmpty { return false }
+        if retention.hasGeneralRule { return true }
+        let every = max(1, (retention.keepCommits ?? 0) / 10)
+        if sinceLastPrune.wrappingAdd(1, ordering: .relaxed).newValue < every { return false }
+        sinceLastPrune.store(0, ordering: .relaxed)
+        return true
+    }
+
+    /// Inodes a tree snapshot of the size of `newest` takes: its directories, and its files
+    /// unless they are hard links; none for a btrfs snapshot.
+    static func inodeEstimate(_ strategy: SnapshotStrategy, _ newest: SnapshotMetadata?) -> Int64 {
+        guard let newest, strategy != .btrfs else { return 0 }
+        return Int64(newest.directories) + (strategy == .hardlink ? 0 : Int64(newest.files))
+    }
+
+    /// Makes sure a snapshot of about `bytes` and `inodes` leaves the free space floor
+    /// (``SnapshotOptions/minFree``): if not, first removes what the retention rules would
+    /// remove once the new snapshot (of `database`, at a commit) exists; if that is not
+    /// enough, throws a failure marked ``SnapshotFailure/skippedForSpace`` (ENOSPC), counts
+    /// it, and logs the first of a run of them. Held by `serial`.
+    func makeRoom(bytes: Int64, inodes: Int64, database: String?) throws(SnapshotFailure) {
+        let floor = options.minFree
+        guard var shortfall = floor.shortfall(on: backingFD, adding: bytes, inodes: inodes) else {
+            if belowFloor.exchange(false, ordering: .relaxed) { logger.notice("free space is above min_free=\(floor) again: snapshots resume") }
+            return
+        }
+        if !options.retention.isEmpty, let entries = try? catalog.list() {
+            let pending = "~pending"   // after every snapshot name, as the new one will be
+            var input = Self.retentionInput(entries)
+            input.append((pending, Self.wallClockMs(), false, database))
+            for name in options.retention.prune(input).remove where name != pending {
+                do throws(SnapshotFailure) { try remove(name) } catch { logger.error("\(error.message)") }
+            }
+            guard let left = floor.shortfall(on: backingFD, adding: bytes, inodes: inodes) else {
+                if belowFloor.exchange(false, ordering: .relaxed) { logger.notice("free space is above min_free=\(floor) again: snapshots resume") }
+                return
+            }
+            shortfall = left
+        }
+        skippedForSpace.wrappingAdd(1, ordering: .relaxed)
+        if !belowFloor.exchange(true, ordering: .relaxed) {
+            logger.warning("snapshots are skipped while free space stays below the floor: \(shortfall) (counted as skipped-for-space in status)")
+        }
+        throw SnapshotFailure(.noSpace, "no snapshot: \(shortfall)", skippedForSpace: true)
     }
 
     /// Deletes one snapshot (not a held one).
@@ -362,6 +432,8 @@ public final class SnapshotEngine: Sendable {
             "changed: \(state.changed ? "yes" : "no")",
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
+        lines.append("min-free: \(options.minFree)")
+        lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
         return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() } ?? [])
     }
@@ -380,9 +452,9 @@ public final class SnapshotEngine: Sendable {
             BackgroundThread.sleep(milliseconds: interval)
             do throws(SnapshotFailure) {
                 _ = try take(label: nil, trigger: Trigger(kind: .timer, detail: "every \(interval / 1000)s"))
-            } catch {
+            } catch where !error.skippedForSpace {
                 logger.error("timed snapshot failed: \(error.message)")
-            }
+            } catch {}
         }
     }
 

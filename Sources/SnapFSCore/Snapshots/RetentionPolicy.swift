@@ -51,12 +51,12 @@ public struct RetentionPolicy: Equatable, Sendable {
     /// Splits `snapshots` into those the rules keep and those to remove, each list oldest
     /// first. The input may be in any order; ties in time are broken by name byte order.
     public func prune(_ snapshots: [(name: String, timeMs: Int64, held: Bool)]) -> (keep: [String], remove: [String]) {
-        prune(snapshots.map { ($0.name, $0.timeMs, $0.held, nil) })
+        prune(grouped: snapshots.map { ($0.name, $0.timeMs, $0.held, nil) })
     }
 
     /// As ``prune(_:)``, where `database` names the database a snapshot was taken at a
     /// commit of (nil: not at a commit), for `keepCommits`.
-    public func prune(_ snapshots: [(name: String, timeMs: Int64, held: Bool, database: String?)]) -> (keep: [String], remove: [String]) {
+    public func prune(grouped snapshots: [(name: String, timeMs: Int64, held: Bool, database: String?)]) -> (keep: [String], remove: [String]) {
         let newestFirst = snapshots.sorted {
             $0.timeMs != $1.timeMs ? $0.timeMs > $1.timeMs : $1.name.utf8.lexicographicallyPrecedes($0.name.utf8)
         }

@@ -321,7 +321,7 @@ public final class SnapshotEngine: Sendable {
         let apply = { () throws(SnapshotFailure) -> [String] in
             let entries: [SnapshotEntry]
             do throws(Errno) { entries = try self.catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
-            let decision = self.options.retention.prune(Self.retentionInput(entries))
+            let decision = self.options.retention.prune(grouped: Self.retentionInput(entries))
             for name in decision.remove { try self.remove(name) }
             return decision.remove
         }
@@ -371,7 +371,7 @@ public final class SnapshotEngine: Sendable {
             let pending = "~pending"   // after every snapshot name, as the new one will be
             var input = Self.retentionInput(entries)
             input.append((pending, Self.wallClockMs(), false, database))
-            for name in options.retention.prune(input).remove where name != pending {
+            for name in options.retention.prune(grouped: input).remove where name != pending {
                 do throws(SnapshotFailure) { try remove(name) } catch { logger.error("\(error.message)") }
             }
             guard let left = floor.shortfall(on: backingFD, adding: bytes, inodes: inodes) else {

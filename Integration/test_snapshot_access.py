@@ -200,3 +200,72 @@ def test_an_open_store_made_before_is_made_private_at_mount(make_mount, workdir,
     # The old snapshot still browses through the mount.
     r = users.alice.run(["ls", m.mnt / ".snapshots" / snapshot.name / "tmp"])
     assert r.returncode == 0 and "before" in r.stdout.split()
+
+
+def test_a_database_reached_through_a_symlink_keeps_its_real_directories(make_mount, users):
+    """Bob opens his database through a symlink in an open directory: the snapshot holds it
+    at its real path, under his private directory."""
+    m = make_mount()
+    alice, bob = users.alice, users.bob
+    user_dir(m.mnt / "bob", bob, 0o700)
+    user_dir(m.mnt / "bob" / "priv", bob, 0o755)
+    user_dir(m.mnt / "pub", bob, 0o755)
+    os.symlink("../bob/priv", m.mnt / "pub" / "link")
+    commit_as(bob, m.mnt / "pub/link/app.db", 5)
+    names = commit_snapshots(m, "bob/priv/app.db")
+    assert names and not commit_snapshots(m, "pub/link/app.db")
+    assert reads(alice, m.mnt / ".snapshots" / names[-1] / "bob/priv/app.db") is None
+    assert reads(bob, m.mnt / ".snapshots" / names[-1] / "bob/priv/app.db") == "5"
+
+
+SWAPPER = """
+import os, sys, time
+base, target, until = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
+d, aside = os.path.join(base, "d"), os.path.join(base, "d.real")
+while time.time() < until:
+    try:
+        os.rename(d, aside)
+        os.symlink(target, d)
+        os.unlink(d)
+        os.rename(aside, d)
+    except OSError:
+        pass
+"""
+
+
+COMMIT_LOOP = """
+import sqlite3, sys, time
+until, n = time.time() + float(sys.argv[2]), 0
+while time.time() < until:
+    n += 1
+    try:
+        c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=1)
+        c.execute("INSERT INTO t VALUES (?)", (n,))
+        c.close()
+    except sqlite3.Error:
+        pass
+"""
+
+
+def test_swapping_a_directory_on_the_path_for_a_symlink_during_commits(make_mount, users):
+    """Alice commits her database while her other process swaps its directory for a symlink
+    to bob's private directory (which holds a database of the same name): no snapshot ever
+    holds bob's directory or data, and every snapshot made keeps alice's directories."""
+    m = make_mount()
+    alice, bob = users.alice, users.bob
+    user_dir(m.mnt / "bob", bob, 0o700)
+    commit_as(bob, m.mnt / "bob/app.db", 999)
+    user_dir(m.mnt / "alice", alice, 0o755)
+    user_dir(m.mnt / "alice" / "d", alice, 0o711)
+    commit_as(alice, m.mnt / "alice/d/app.db", 0)
+    swapper = alice.popen(["python3", "-c", SWAPPER, m.mnt / "alice", str(m.mnt / "bob"), "1.5"])
+    r = alice.python(COMMIT_LOOP, str(m.mnt / "alice/d/app.db"), "1.5", timeout=60)
+    assert r.returncode == 0, r.stderr
+    swapper.wait(timeout=30)
+    names = commit_snapshots(m, "alice/d/app.db")
+    assert names
+    for name in names:
+        d = m.backing / ".snapshots" / name / "alice" / "d"
+        st = os.stat(d, follow_symlinks=False)
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == alice.uid and stat.S_IMODE(st.st_mode) == 0o711, name
+        assert reads(alice, m.mnt / ".snapshots" / name / "alice/d/app.db") != "999"

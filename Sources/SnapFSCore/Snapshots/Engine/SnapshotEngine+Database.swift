@@ -116,9 +116,7 @@ extension SnapshotEngine {
             try syscall(mkdirat(directory, building, 0o700))
             let top = try syscall(snapfs_openat(directory, building, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
             defer { close(top) }
-            // Nothing inherited from `.snapshots` (a default ACL, setgid) passes on inside.
-            try ExtendedAttributes.removeInheritedACLs(top)
-            try syscall(fchmod(top, 0o700))
+            // `.snapshots` is 0700 with no ACL (made so at mount): `top` inherits nothing.
             let placed = try placeInTree(source, components: components, top: top)
             guard let placed else {
                 moved = true
@@ -194,7 +192,7 @@ extension SnapshotEngine {
             made = nextMade
             if previous >= 0 {
                 defer { close(previous) }
-                try metadata.apply(to: previous)
+                try metadata.apply(to: previous, made: 0o700)
             }
             metadata = nextMetadata
         }
@@ -205,8 +203,8 @@ extension SnapshotEngine {
         try syscall(fstat(source.file, &opened))
         guard fstatat(live, components.last!, &found, AT_SYMLINK_NOFOLLOW) == 0,
               found.st_dev == opened.st_dev, found.st_ino == opened.st_ino else { return nil }
-        if made >= 0 { try metadata.apply(to: made) }
-        try rootMetadata.apply(to: top)
+        if made >= 0 { try metadata.apply(to: made, made: 0o700) }
+        try rootMetadata.apply(to: top, made: 0o700)
         return placed
     }
 

@@ -21,11 +21,17 @@ struct DirectoryMetadata {
     }
 
     /// Owner, then xattrs, then mode (chown clears setuid/setgid; an ACL rewrites the group
-    /// bits), then times: the order ``CloneDirectory`` applies them in.
-    func apply(to fd: Int32) throws(Errno) {
-        try syscall(fchown(fd, status.st_uid, status.st_gid))
+    /// bits), then times: the order ``CloneDirectory`` applies them in. `fd` is a directory
+    /// this process has just made with mode `made` and nothing inherited, so what it already
+    /// has is not set again (this runs at every commit).
+    func apply(to fd: Int32, made: mode_t) throws(Errno) {
+        if status.st_uid != geteuid() || status.st_gid != getegid() {
+            try syscall(fchown(fd, status.st_uid, status.st_gid))
+        }
         try ExtendedAttributes.write(attributes, to: .descriptor(fd))
-        try syscall(fchmod(fd, status.st_mode & 0o7777))
+        if status.st_mode & 0o7777 != made || !attributes.isEmpty {
+            try syscall(fchmod(fd, status.st_mode & 0o7777))
+        }
         var times = (status.st_atim, status.st_mtim)
         _ = try withUnsafePointer(to: &times) { (times) throws(Errno) in
             try syscall(futimens(fd, UnsafeRawPointer(times).assumingMemoryBound(to: timespec.self)))

@@ -57,6 +57,12 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest snapshot of each of the last N months (-o keep_monthly=N).", valueName: "N"))
     var keepMonthly: Int?
 
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Keep the newest N snapshots taken at SQLite commits of each database (-o keep_commits=N; default 100 when no other retention rule is given; 0: no bound).", valueName: "N"))
+    var keepCommits: Int?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Free space snapshots always leave to users, a share or a size, e.g. 5%, 2G; below it the retention rules are applied early, else the snapshot is skipped (-o min_free=…; default 5%; 0: none).", valueName: "SIZE|PERCENT"))
+    var minFree: String?
+
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Also take a snapshot at this interval, e.g. 15m, 1h (-o every=…).", valueName: "DURATION"))
     var every: String?
 
@@ -100,6 +106,8 @@ struct MountCommand: ParsableCommand {
         if let keepDaily { extra.append("keep_daily=\(keepDaily)") }
         if let keepWeekly { extra.append("keep_weekly=\(keepWeekly)") }
         if let keepMonthly { extra.append("keep_monthly=\(keepMonthly)") }
+        if let keepCommits { extra.append("keep_commits=\(keepCommits)") }
+        if let minFree { extra.append("min_free=\(minFree)") }
         if let every { extra.append("every=\(every)") }
         if snapshotUnchanged { extra.append("snapshot_unchanged") }
         if let sqlite { extra.append("sqlite=\(sqlite)") }
@@ -115,7 +123,7 @@ struct MountCommand: ParsableCommand {
     /// A negative count would read as a flag; with `.unconditional` parsing it reaches here.
     func validate() throws {
         let counts = [("--keep-last", keepLast), ("--keep-hourly", keepHourly), ("--keep-daily", keepDaily),
-                      ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly)]
+                      ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly), ("--keep-commits", keepCommits)]
         for case let (flag, count?) in counts where count < 0 {
             throw ValidationError("\(flag) must be a whole number ≥ 0, not \(count)")
         }

@@ -37,6 +37,7 @@ extension SnapFileSystem {
             classifySQLiteCompanion(inode, name: name, in: dir)
         }
         var reported = st
+        if snapshotView { snapshotState.presentStore(BackingKey(st), &reported) }
         inode.applyReportedInode(&reported)
         // Dirty data in the page cache: the size and times it gives, not to be kept.
         var dirty = false

@@ -259,6 +259,8 @@ extension SnapFileSystem {
                 sqlite.noteWALSnapshot(next, of: database.path)
             }
             sqlite.snapshots.add(1, ordering: .relaxed)
+        } catch where error.skippedForSpace {
+            return   // counted and logged by the engine, not a failure of the commit's snapshot
         } catch {
             throw error.errno
         }

@@ -135,6 +135,7 @@ public final class SnapFileSystem: Sendable {
     @inline(__always)
     func attributes(of inode: Inode) throws(Errno) -> stat {
         var st = try backingAttributes(of: inode)
+        if inode.inSnapshotView { snapshotState.presentStore(BackingKey(st), &st) }
         inode.applyReportedInode(&st)
         if inode.usedCache.load(ordering: .relaxed) { try applyCachedAttributes(of: inode, to: &st) }
         return st

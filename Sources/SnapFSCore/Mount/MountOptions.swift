@@ -68,9 +68,17 @@ public struct MountOptions: Sendable, Equatable {
             }
         }
         problems += cache.problems
+        // Any user can make commits: with no rule given, their snapshots are still bounded.
+        if snapshots.retention.isEmpty && !keepCommitsGiven {
+            snapshots.retention.keepCommits = RetentionPolicy.defaultKeepCommits
+        }
     }
 
-    static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "every"]
+    /// `keep_commits=` was given (0 then means: no bound).
+    private var keepCommitsGiven = false
+
+    static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+                                            "keep_commits", "every", "min_free"]
 
     private mutating func parseSnapshotOption(_ option: String) {
         let key = String(option.prefix { $0 != "=" })
@@ -83,6 +91,12 @@ public struct MountOptions: Sendable, Equatable {
                 snapshots.strategy = strategy
             } else {
                 problems.append("unknown strategy \(value) (auto, btrfs, reflink, hardlink or copy)")
+            }
+        case "min_free":
+            if let floor = SpaceFloor(parsing: value) {
+                snapshots.minFree = floor
+            } else {
+                problems.append("min_free=\(value) is not a share or a size (like 5%, 0, 512M, 2G)")
             }
         case "every":
             if let ms = Self.parseDuration(value), ms >= 1000 {
@@ -100,6 +114,9 @@ public struct MountOptions: Sendable, Equatable {
             case "keep_hourly": snapshots.retention.keepHourly = count
             case "keep_daily": snapshots.retention.keepDaily = count
             case "keep_weekly": snapshots.retention.keepWeekly = count
+            case "keep_commits":
+                snapshots.retention.keepCommits = count
+                keepCommitsGiven = true
             default: snapshots.retention.keepMonthly = count
             }
         }

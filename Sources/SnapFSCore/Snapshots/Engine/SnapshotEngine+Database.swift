@@ -75,7 +75,7 @@ extension SnapshotEngine {
         }
         logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
         announce(metadata.name)
-        if !options.retention.isEmpty {
+        if pruneIsDue() {
             do throws(SnapshotFailure) { _ = try prune(alreadySerial: alreadySerial) } catch {
                 logger.error("pruning after \(metadata.name) failed: \(error.message)")
             }
@@ -101,28 +101,33 @@ extension SnapshotEngine {
     private func buildDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger,
                                info: SQLiteCommitInfo) throws(SnapshotFailure) -> SnapshotMetadata {
         let started = Self.monotonicMilliseconds()
+        let components = source.path.split(separator: "/").map(String.init)
+        guard !components.isEmpty, !components.contains(".."), !components.contains(".") else {
+            throw SnapshotFailure(.invalidArgument, "not a path inside the tree: \(source.path)")
+        }
+        try makeRoom(bytes: copiedBytes(of: source), inodes: Int64(components.count + 1), database: info.database)
         let name = try nextName(after: nil, label: nil)
         let building = SnapshotCatalog.buildingPrefix + name.description
         let directory = catalog.directoryFD
-        let components = source.path.split(separator: "/").map(String.init)
-        guard let fileName = components.last, !components.contains(".."), !components.contains(".") else {
-            throw SnapshotFailure(.invalidArgument, "not a path inside the tree: \(source.path)")
-        }
         var linked = false
         var bytes: Int64 = 0
+        var moved = false
         do throws(Errno) {
-            try syscall(mkdirat(directory, building, 0o755))
-            var parent = try syscall(snapfs_openat(directory, building, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-            defer { close(parent) }
-            for component in components.dropLast() {
-                try syscall(mkdirat(parent, component, 0o755))
-                let next = try syscall(snapfs_openat(parent, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-                close(parent)
-                parent = next
+            try syscall(mkdirat(directory, building, 0o700))
+            let top = try syscall(snapfs_openat(directory, building, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+            defer { close(top) }
+            // `.snapshots` is 0700 with no ACL (made so at mount): `top` inherits nothing.
+            let placed = try placeInTree(source, components: components, top: top)
+            guard let placed else {
+                moved = true
+                throw Errno.noSuchFileOrDirectory
             }
-            (linked, bytes) = try placeDatabase(source, as: fileName, in: parent)
+            (linked, bytes) = placed
         } catch {
             _ = try? TreeRemover.remove(parent: directory, name: building)
+            if moved {
+                throw SnapshotFailure(error, "no snapshot of \(source.path): it was moved or replaced while the snapshot was taken")
+            }
             throw SnapshotFailure(error, "the snapshot of \(source.path) could not be built: \(error)")
         }
         if linked {
@@ -136,6 +141,71 @@ extension SnapshotEngine {
         metadata.durationMs = ((Self.monotonicMilliseconds() - started) * 1000).rounded() / 1000
         try putInPlace(metadata, building: building, what: "the snapshot of \(source.path)")
         return metadata
+    }
+
+    /// About the bytes a snapshot of `source` writes: none when it links or clones the
+    /// file, else the committed database.
+    private func copiedBytes(of source: DatabaseSnapshotSource) -> Int64 {
+        if clonesDatabaseFiles { return 0 }
+        var st = stat()
+        guard fstat(source.file, &st) == 0 else { return 0 }
+        if strategy == .hardlink && !source.walFormat && !state.passthroughObjects.withLock({ $0.contains(BackingKey(st)) }) { return 0 }
+        if let wal = source.wal, let header = wal.header, wal.committedFrames > 0 {
+            return Int64(wal.committedDatabasePages) * Int64(header.pageSize)
+        }
+        return source.committedSize ?? Int64(st.st_size)
+    }
+
+    /// Recreates, in the new private (0700, root) directory `top`, the directories on the
+    /// database's path with the owner, mode, ACLs, xattrs and times of the live ones, and
+    /// places the database in the last. nil when the live path no longer leads to the
+    /// database's file (it was moved or replaced meanwhile): then nothing must be kept.
+    ///
+    /// The live directories are walked from the backing root by descriptor, never following
+    /// a symlink, so a directory swapped for a symlink fails the snapshot rather than lend
+    /// it another directory's metadata. A directory's metadata is applied once its one child
+    /// exists (a default ACL or setgid bit would pass on to it), and the top's last: until
+    /// then nobody but root reaches inside. Two live and two new descriptors at a time, at
+    /// any depth.
+    private func placeInTree(_ source: DatabaseSnapshotSource, components: [String],
+                             top: Int32) throws(Errno) -> (linked: Bool, size: Int64)? {
+        let buffers = ExtendedAttributes()
+        defer { buffers.deallocate() }
+        let flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+        var live = try syscall(snapfs_openat(backingFD, ".", flags, 0))
+        var made: Int32 = -1   // the copy of `live`; -1 while that is `top`, applied last
+        defer {
+            close(live)
+            if made >= 0 { close(made) }
+        }
+        let rootMetadata = try DirectoryMetadata(of: live, buffers: buffers)
+        var metadata = rootMetadata
+        for component in components.dropLast() {
+            let nextLive = try syscall(snapfs_openat(live, component, flags, 0))
+            close(live)
+            live = nextLive
+            let nextMetadata = try DirectoryMetadata(of: live, buffers: buffers)
+            let parent = made >= 0 ? made : top
+            try syscall(mkdirat(parent, component, 0o700))
+            let nextMade = try syscall(snapfs_openat(parent, component, flags, 0))
+            let previous = made
+            made = nextMade
+            if previous >= 0 {
+                defer { close(previous) }
+                try metadata.apply(to: previous, made: 0o700)
+            }
+            metadata = nextMetadata
+        }
+        let placed = try placeDatabase(source, as: components.last!, in: made >= 0 ? made : top)
+        // The directory walked must hold the very file snapshotted.
+        var found = stat()
+        var opened = stat()
+        try syscall(fstat(source.file, &opened))
+        guard fstatat(live, components.last!, &found, AT_SYMLINK_NOFOLLOW) == 0,
+              found.st_dev == opened.st_dev, found.st_ino == opened.st_ino else { return nil }
+        if made >= 0 { try metadata.apply(to: made, made: 0o700) }
+        try rootMetadata.apply(to: top, made: 0o700)
+        return placed
     }
 
     /// Puts the database's committed state at `name` in `parent`. Returns whether it is a

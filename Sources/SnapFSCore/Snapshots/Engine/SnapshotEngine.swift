@@ -13,6 +13,8 @@ public struct SnapshotOptions: Sendable, Equatable {
     public var skipUnchanged = true
     /// Take a snapshot this often (milliseconds), as Snapper's timeline does.
     public var intervalMs: Int64?
+    /// The free space snapshots always leave (``SpaceFloor``).
+    public var minFree: SpaceFloor = .default
 
     public init() {}
 }
@@ -29,10 +31,13 @@ public enum SnapshotOutcome: Sendable, Equatable {
 public struct SnapshotFailure: Error, Sendable {
     public let errno: Errno
     public let message: String
+    /// Not taken, to keep the free space floor (counted and logged by the engine).
+    public var skippedForSpace = false
 
-    public init(_ errno: Errno, _ message: String) {
+    public init(_ errno: Errno, _ message: String, skippedForSpace: Bool = false) {
         self.errno = errno
         self.message = message
+        self.skippedForSpace = skippedForSpace
     }
 }
 
@@ -57,6 +62,11 @@ public final class SnapshotEngine: Sendable {
     let serial = Mutex<Void>(())
     /// The newest name given, so that names stay unique without listing `.snapshots`.
     let lastName = Mutex<SnapshotName?>(nil)
+    /// Snapshots not taken to keep the free space floor, and whether the last one was.
+    let skippedForSpace = Atomic<Int>(0)
+    let belowFloor = Atomic<Bool>(false)
+    /// Snapshots since the retention rules were last applied (see ``pruneIsDue()``).
+    let sinceLastPrune = Atomic<Int>(0)
 
     final class Links: @unchecked Sendable {
         weak var fileSystem: SnapFileSystem?
@@ -95,12 +105,13 @@ public final class SnapshotEngine: Sendable {
         guard root >= 0 else { throw SnapshotFailure(Errno.current, "cannot open the backing directory \(backingPath)") }
         backingFD = root
         do throws(SnapshotFailure) {
-            catalog = try Self.openCatalog(in: root)
+            catalog = try Self.openCatalog(in: root, logger: logger)
             try Self.cleanUpAfterCrash(catalog, logger: logger)
         } catch {
             close(root)
             throw error
         }
+        if let store = try? FileStatus.of(catalog.directoryFD) { state.store.withLock { $0 = BackingKey(store) } }
         let existing = (try? catalog.list()) ?? []
         let sharing = strategy == .hardlink || existing.contains { $0.metadata?.strategy == SnapshotStrategy.hardlink.rawValue }
         state.sharesObjects.store(sharing, ordering: .releasing)
@@ -115,20 +126,49 @@ public final class SnapshotEngine: Sendable {
         fileSystem.engineLink.engine = self
     }
 
-    private static func openCatalog(in root: Int32) throws(SnapshotFailure) -> SnapshotCatalog {
-        if mkdirat(root, ReservedName.snapshots, 0o755) != 0 && errno != EEXIST {
+    /// Opens `.snapshots`, creating it private: only the daemon's user (root) may reach the
+    /// store in the backing directory, since there snapshots keep the modes they had live
+    /// (a 1777 directory, a user's own files, an old setuid binary) outside the read-only
+    /// mount. Users browse them through `MOUNT/.snapshots`, where every write is refused.
+    /// A store made before, or changed by hand, is made private again here.
+    private static func openCatalog(in root: Int32, logger: Logger) throws(SnapshotFailure) -> SnapshotCatalog {
+        if mkdirat(root, ReservedName.snapshots, 0o700) != 0 && errno != EEXIST {
             throw SnapshotFailure(Errno.current, "cannot create \(ReservedName.snapshots) in the backing directory")
         }
         let fd = snapfs_openat(root, ReservedName.snapshots, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
         guard fd >= 0 else {
             throw SnapshotFailure(Errno.current, "\(ReservedName.snapshots) in the backing directory is not a directory")
         }
-        if mkdirat(fd, SnapshotCatalog.metadataDirectoryName, 0o755) != 0 && errno != EEXIST {
-            let error = Errno.current
+        do throws(Errno) {
+            try restrict(fd, mode: storeMode, logger: logger, what: ReservedName.snapshots)
+            if mkdirat(fd, SnapshotCatalog.metadataDirectoryName, 0o755) != 0 && errno != EEXIST { throw .current }
+            // Read through the mount by `snapfs list`; written only by the daemon.
+            let meta = try syscall(snapfs_openat(fd, SnapshotCatalog.metadataDirectoryName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+            defer { close(meta) }
+            try restrict(meta, mode: 0o755, logger: logger, what: ReservedName.snapshots + "/" + SnapshotCatalog.metadataDirectoryName)
+        } catch {
             close(fd)
-            throw SnapshotFailure(error, "cannot create \(ReservedName.snapshots)/\(SnapshotCatalog.metadataDirectoryName)")
+            throw SnapshotFailure(error, "cannot make \(ReservedName.snapshots) in the backing directory private: \(error)")
         }
         return SnapshotCatalog(directoryFD: fd)
+    }
+
+    /// The mode of `BACKING/.snapshots`: the daemon's user (root) alone.
+    public static let storeMode: mode_t = 0o700
+
+    /// Gives the open directory `fd` to the daemon's user and group with exactly `mode` and
+    /// no ACL, if it is not so already (a store made by an earlier version was 0755).
+    private static func restrict(_ fd: Int32, mode: mode_t, logger: Logger, what: String) throws(Errno) {
+        var st = stat()
+        try syscall(fstat(fd, &st))
+        let hadACL = fgetxattr(fd, "system.posix_acl_access", nil, 0) >= 0 || fgetxattr(fd, "system.posix_acl_default", nil, 0) >= 0
+        guard st.st_uid != geteuid() || st.st_gid != getegid() || st.st_mode & 0o7777 != mode || hadACL else { return }
+        logger.notice("making \(what) in the backing directory private to uid \(geteuid()) (mode \(String(mode, radix: 8)), was \(st.st_uid):\(st.st_gid) \(String(st.st_mode & 0o7777, radix: 8)))")
+        // Mode first, so that no moment gives the new owner's group what the old mode gave.
+        try syscall(fchmod(fd, mode))
+        try ExtendedAttributes.removeInheritedACLs(fd)
+        if st.st_uid != geteuid() || st.st_gid != getegid() { try syscall(fchown(fd, geteuid(), getegid())) }
+        try syscall(fchmod(fd, mode))
     }
 
     /// Half-built snapshots of a crashed daemon are removed.
@@ -189,6 +229,8 @@ public final class SnapshotEngine: Sendable {
                 do throws(CacheWriteBackFailure) { try links.fileSystem?.writeBackCache() } catch {
                     throw SnapshotFailure(error.errno, "no snapshot: \(error.message)")
                 }
+                try makeRoom(bytes: strategy == .copy ? newest?.metadata?.bytes ?? 0 : 0,
+                             inodes: Self.inodeEstimate(strategy, newest?.metadata), database: sqlite?.database)
                 let metadata = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
                 return .created(metadata)
@@ -197,7 +239,7 @@ public final class SnapshotEngine: Sendable {
         if case let .created(metadata) = outcome {
             logger.info("snapshot \(metadata.name): \(metadata.files) files, \(metadata.bytes) bytes, \(metadata.durationMs) ms")
             announce(metadata.name)
-            if !options.retention.isEmpty {
+            if pruneIsDue() {
                 do throws(SnapshotFailure) { _ = try prune() } catch { logger.error("pruning after \(metadata.name) failed: \(error.message)") }
             }
         }
@@ -279,12 +321,70 @@ public final class SnapshotEngine: Sendable {
         let apply = { () throws(SnapshotFailure) -> [String] in
             let entries: [SnapshotEntry]
             do throws(Errno) { entries = try self.catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
-            let decision = self.options.retention.prune(entries.map { ($0.name.description, $0.name.timeMs, $0.held) })
+            let decision = self.options.retention.prune(grouped: Self.retentionInput(entries))
             for name in decision.remove { try self.remove(name) }
             return decision.remove
         }
         if alreadySerial { return try apply() }
         return try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> [String] in try apply() }
+    }
+
+    /// What the retention rules weigh of each snapshot: name, time, held, and the database
+    /// of a commit snapshot.
+    static func retentionInput(_ entries: [SnapshotEntry]) -> [(name: String, timeMs: Int64, held: Bool, database: String?)] {
+        entries.map { ($0.name.description, $0.name.timeMs, $0.held, $0.metadata?.sqlite?.database) }
+    }
+
+    /// Whether to apply the retention rules after a snapshot: after each one, except when
+    /// the commit bound is the only rule (the mount's default), which is applied after every
+    /// tenth of it, so that a commit does not read the whole catalog each time. The bound is
+    /// then `keepCommits` plus at most a tenth.
+    func pruneIsDue() -> Bool {
+        let retention = options.retention
+        if retention.isEmpty { return false }
+        if retention.hasGeneralRule { return true }
+        let every = max(1, (retention.keepCommits ?? 0) / 10)
+        if sinceLastPrune.wrappingAdd(1, ordering: .relaxed).newValue < every { return false }
+        sinceLastPrune.store(0, ordering: .relaxed)
+        return true
+    }
+
+    /// Inodes a tree snapshot of the size of `newest` takes: its directories, and its files
+    /// unless they are hard links; none for a btrfs snapshot.
+    static func inodeEstimate(_ strategy: SnapshotStrategy, _ newest: SnapshotMetadata?) -> Int64 {
+        guard let newest, strategy != .btrfs else { return 0 }
+        return Int64(newest.directories) + (strategy == .hardlink ? 0 : Int64(newest.files))
+    }
+
+    /// Makes sure a snapshot of about `bytes` and `inodes` leaves the free space floor
+    /// (``SnapshotOptions/minFree``): if not, first removes what the retention rules would
+    /// remove once the new snapshot (of `database`, at a commit) exists; if that is not
+    /// enough, throws a failure marked ``SnapshotFailure/skippedForSpace`` (ENOSPC), counts
+    /// it, and logs the first of a run of them. Held by `serial`.
+    func makeRoom(bytes: Int64, inodes: Int64, database: String?) throws(SnapshotFailure) {
+        let floor = options.minFree
+        guard var shortfall = floor.shortfall(on: backingFD, adding: bytes, inodes: inodes) else {
+            if belowFloor.exchange(false, ordering: .relaxed) { logger.notice("free space is above min_free=\(floor) again: snapshots resume") }
+            return
+        }
+        if !options.retention.isEmpty, let entries = try? catalog.list() {
+            let pending = "~pending"   // after every snapshot name, as the new one will be
+            var input = Self.retentionInput(entries)
+            input.append((pending, Self.wallClockMs(), false, database))
+            for name in options.retention.prune(grouped: input).remove where name != pending {
+                do throws(SnapshotFailure) { try remove(name) } catch { logger.error("\(error.message)") }
+            }
+            guard let left = floor.shortfall(on: backingFD, adding: bytes, inodes: inodes) else {
+                if belowFloor.exchange(false, ordering: .relaxed) { logger.notice("free space is above min_free=\(floor) again: snapshots resume") }
+                return
+            }
+            shortfall = left
+        }
+        skippedForSpace.wrappingAdd(1, ordering: .relaxed)
+        if !belowFloor.exchange(true, ordering: .relaxed) {
+            logger.warning("snapshots are skipped while free space stays below the floor: \(shortfall) (counted as skipped-for-space in status)")
+        }
+        throw SnapshotFailure(.noSpace, "no snapshot: \(shortfall)", skippedForSpace: true)
     }
 
     /// Deletes one snapshot (not a held one).
@@ -332,6 +432,8 @@ public final class SnapshotEngine: Sendable {
             "changed: \(state.changed ? "yes" : "no")",
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
+        lines.append("min-free: \(options.minFree)")
+        lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
         return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() + $0.descriptorStatusLines() } ?? [])
     }
@@ -350,9 +452,9 @@ public final class SnapshotEngine: Sendable {
             BackgroundThread.sleep(milliseconds: interval)
             do throws(SnapshotFailure) {
                 _ = try take(label: nil, trigger: Trigger(kind: .timer, detail: "every \(interval / 1000)s"))
-            } catch {
+            } catch where !error.skippedForSpace {
                 logger.error("timed snapshot failed: \(error.message)")
-            }
+            } catch {}
         }
     }
 

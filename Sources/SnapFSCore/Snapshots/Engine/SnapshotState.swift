@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// What the filesystem's change path shares with the snapshot engine: the freeze gate,
@@ -21,6 +22,13 @@ public final class SnapshotState: Sendable {
     /// copy-up, which the kernel's open files of them would not follow. Added inside the gate
     /// (a snapshot being built sees no new one), removed when the last such open file goes.
     let passthroughObjects = Mutex<Set<BackingKey>>([])
+    /// `BACKING/.snapshots` once the engine has opened it: private to root there, shown
+    /// through the mount with ``storeViewMode`` so that users can browse the snapshots.
+    let store = Mutex<BackingKey?>(nil)
+
+    /// The permission bits `MOUNT/.snapshots` shows: anyone may list and enter it (and
+    /// each snapshot's own modes decide what lies beyond); nobody may write.
+    public static let storeViewMode: mode_t = 0o555
 
     public init() {}
 
@@ -33,6 +41,14 @@ public final class SnapshotState: Sendable {
     public var changed: Bool { changedSinceSnapshot.load(ordering: .relaxed) }
     public var sharesBackingObjects: Bool { sharesObjects.load(ordering: .relaxed) }
     public var currentGeneration: UInt64 { generation.load(ordering: .acquiring) }
+
+    /// Shows the snapshot store's directory as ``storeViewMode`` (`st` is of `key`, an
+    /// object under `.snapshots`).
+    @inline(__always)
+    func presentStore(_ key: BackingKey, _ st: inout stat) {
+        guard st.st_mode & S_IFMT == S_IFDIR, store.withLock({ $0 == key }) else { return }
+        st.st_mode = (st.st_mode & ~0o7777) | Self.storeViewMode
+    }
 }
 
 /// The daemon's way back into the kernel, provided by the FUSE layer.

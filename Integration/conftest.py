@@ -105,7 +105,9 @@ def workdir():
     d = tempfile.mkdtemp(prefix="snapfs-test-")
     yield pathlib.Path(d)
     subprocess.run(["fusermount3", "-u", "-z", os.path.join(d, "mnt")], capture_output=True)
-    # rm copes with trees deeper than Python's recursion limit (some tests make them).
+    # Snapshots are sealed (chattr +i) against change; rm copes with trees deeper than
+    # Python's recursion limit (some tests make them).
+    subprocess.run(["chattr", "-R", "-f", "-i", d], capture_output=True)
     subprocess.run(["rm", "-rf", "--one-file-system", d], capture_output=True)
     shutil.rmtree(d, ignore_errors=True)
 

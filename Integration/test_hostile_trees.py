@@ -251,8 +251,9 @@ def test_a_tree_three_thousand_levels_deep_stops_nothing(make_mount, users):
     # learn those of the snapshots too); building and deleting snapshots adds none per level.
     held = daemon_descriptors(mount)
     third = take_with_few_descriptors(mount)
-    snapfs("delete", mnt, second, check=0)
-    snapfs("delete", mnt, third, check=0)
+    for name in sorted(os.listdir(mount.backing / ".snapshots")):
+        if not name.startswith("."):
+            snapfs("delete", mnt, name, check=0)
     assert not (mount.backing / ".snapshots" / second).exists()
     assert daemon_descriptors(mount) < held + 100
     assert mount.alive()

@@ -215,3 +215,11 @@ void snapfs_allocation_end(int begun) {
     /* fsuid 0 again puts the filesystem capabilities back (CAP_SYS_RESOURCE stays out). */
     if (begun == 2) setfsuid(0);
 }
+
+int snapfs_get_inode_flags(int fd, int *flags) {
+    return ioctl(fd, FS_IOC_GETFLAGS, flags);
+}
+
+int snapfs_set_inode_flags(int fd, int flags) {
+    return ioctl(fd, FS_IOC_SETFLAGS, &flags);
+}

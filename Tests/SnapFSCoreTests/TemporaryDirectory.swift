@@ -25,7 +25,7 @@ struct TemporaryDirectory {
     }
 
     func remove() {
-        _ = system("rm -rf '\(path)'")
+        _ = system("chattr -R -f -i '\(path)' 2>/dev/null; rm -rf '\(path)'")
     }
 }
 

@@ -63,6 +63,10 @@ int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int re
 /* BTRFS_IOC_SUBVOL_GETFLAGS / SETFLAGS on a subvolume's root directory. */
 int snapfs_btrfs_get_subvolume_flags(int fd, uint64_t *flags);
 int snapfs_btrfs_set_subvolume_flags(int fd, uint64_t flags);
+/* FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (the inode flags chattr(1) shows, such as immutable). */
+int snapfs_get_inode_flags(int fd, int *flags);
+int snapfs_set_inode_flags(int fd, int flags);
+static const int SNAPFS_FS_IMMUTABLE_FL = 0x00000010;
 /* BTRFS_IOC_SNAP_DESTROY on `parent_fd`: deletes the subvolume `name` with its content. */
 int snapfs_btrfs_destroy(int parent_fd, const char *name);
 

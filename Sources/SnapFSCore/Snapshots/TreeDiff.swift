@@ -170,9 +170,11 @@ public struct TreeDiff: Sendable {
         case (nil, nil):
             return nil
         case (nil, let new?):
+            if SQLiteCompanion.isPlaceholder(name, new) { return nil }
             differences.append(Difference(.added, path))
             return new.isDirectory ? Descent(old: false, new: true) : nil
         case (let old?, nil):
+            if SQLiteCompanion.isPlaceholder(name, old) { return nil }
             differences.append(Difference(.deleted, path))
             return old.isDirectory ? Descent(old: true, new: false) : nil
         case (let old?, let new?):

@@ -220,6 +220,8 @@ private struct Run {
             }
             return .directory
         case S_IFREG:
+            // An empty -wal or -shm that a snapshot added beside a closed database is none.
+            if target == nil && SQLiteCompanion.isPlaceholder(name, source) { return .done }
             let key = DirectoryCursor.Identity(source)
             if source.st_nlink > 1, let first = restoredInodes[key],
                try link(first, to: targetDir, name, existing: target) {

@@ -193,6 +193,7 @@ extension SnapshotEngine {
             if previous >= 0 {
                 defer { close(previous) }
                 try metadata.apply(to: previous, made: 0o700)
+                try Seal.apply(previous)
             }
             metadata = nextMetadata
         }
@@ -203,7 +204,10 @@ extension SnapshotEngine {
         try syscall(fstat(source.file, &opened))
         guard fstatat(live, components.last!, &found, AT_SYMLINK_NOFOLLOW) == 0,
               found.st_dev == opened.st_dev, found.st_ino == opened.st_ino else { return nil }
-        if made >= 0 { try metadata.apply(to: made, made: 0o700) }
+        if made >= 0 {
+            try metadata.apply(to: made, made: 0o700)
+            try Seal.apply(made)
+        }
         try rootMetadata.apply(to: top, made: 0o700)
         return placed
     }

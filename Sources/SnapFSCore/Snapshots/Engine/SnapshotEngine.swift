@@ -300,6 +300,12 @@ public final class SnapshotEngine: Sendable {
         do throws(Errno) {
             try catalog.writeMetadata(metadata, durable: false)
             try syscall(renameat(directory, building, directory, metadata.name))
+            if strategy != .btrfs {
+                // A btrfs snapshot is a read-only subvolume already.
+                let top = try syscall(snapfs_openat(directory, metadata.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+                defer { close(top) }
+                try Seal.apply(top)
+            }
         } catch {
             _ = try? TreeRemover.remove(parent: directory, name: building)
             throw SnapshotFailure(error, "\(what) could not be put in place: \(error)")

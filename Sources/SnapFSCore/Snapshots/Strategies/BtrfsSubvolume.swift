@@ -79,6 +79,7 @@ public enum BtrfsSubvolume {
                 try TreeRemover.remove(parent: fd, name: excluded)
                 removed = true
             }
+            try SQLiteCompanion.addToTree(fd, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0)
             if removed {
                 var times = (sourceStatus.st_atim, sourceStatus.st_mtim)
                 _ = try withUnsafePointer(to: &times) { (times) throws(Errno) in

@@ -21,6 +21,12 @@ final class CloneDirectory: @unchecked Sendable {
     var target: Int32 = -1
     var status = stat()
     var attributes: [(name: [CChar], value: [UInt8])] = []
+    /// WAL-mode SQLite databases found by the listing (NUL-terminated names): they get empty
+    /// `-wal` and `-shm` beside them if the source has none (see ``SQLiteCompanion``).
+    /// Written only by the thread that lists the directory.
+    var walDatabases: [[CChar]] = []
+    /// Rollback journals copied into this directory (see ``HotJournal``); same thread.
+    var journals: [[CChar]] = []
 
     /// Holders of `source`: the directory's own listing, and each child not yet opened
     /// (a child opens itself relative to its parent's descriptors).
@@ -98,6 +104,8 @@ final class CloneDirectory: @unchecked Sendable {
         _ = try withUnsafePointer(to: &times) { (times) throws(Errno) in
             try syscall(futimens(target, UnsafeRawPointer(times).assumingMemoryBound(to: timespec.self)))
         }
+        // The top is sealed once it has its name (an immutable directory cannot be renamed).
+        if parent != nil || !isLinkOrigin { try Seal.apply(target) }
     }
 
     func closeDescriptors() {

@@ -51,6 +51,7 @@ final class CloneWorker {
                     if top && run.isExcludedAtTop(name) { return }
                     try cloneEntry(name, type: type, in: directory, status: nil)
                 }
+                try SQLiteCompanion.addMissing(for: directory)
             } catch {
                 run.fail(error)
             }
@@ -94,11 +95,20 @@ final class CloneWorker {
         if run.method == .hardlink {
             var status = known ?? stat()
             if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
-            // Objects in ``CloneRun/copyInstead`` fall through to the copy below.
-            if run.copyInstead.isEmpty || !run.copyInstead.contains(BackingKey(status)) {
+            // Objects in ``CloneRun/copyInstead`` fall through to the copy below, and so do
+            // SQLite's -wal, -shm and -journal files: the snapshot's own copies can be made
+            // immutable, and a reader of the snapshot never shares them with the live database.
+            if (run.copyInstead.isEmpty || !run.copyInstead.contains(BackingKey(status))) && !SQLiteCompanion.isCompanionName(name) {
                 try syscall(linkat(directory.source, name, directory.target, name, 0))
                 statistics.files += 1
                 statistics.bytes += Int64(status.st_size)
+                if SQLiteCompanion.mayBeDatabase(status) {
+                    let fd = snapfs_openat(directory.source, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | run.noAccessTime, 0)
+                    if fd >= 0 {
+                        if SQLiteCompanion.isWALDatabase(fd) { directory.walDatabases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
+                        close(fd)
+                    }
+                }
                 return
             }
         }
@@ -114,6 +124,9 @@ final class CloneWorker {
         }
         statistics.files += 1
         statistics.bytes += Int64(status.st_size)
+        if SQLiteCompanion.mayBeDatabase(status) && SQLiteCompanion.isWALDatabase(source) {
+            directory.walDatabases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+        }
 
         var origin: HardLinkOrigin?
         if status.st_nlink > 1 && directory.isLinkOrigin {
@@ -137,6 +150,11 @@ final class CloneWorker {
                 try copyContents(from: source, to: target, status: status)
             }
             try applyFileMetadata(status, from: source, to: target)
+            if SQLiteCompanion.isJournalName(name) {
+                directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+            } else if SQLiteCompanion.isCompanionName(name) {
+                try Seal.apply(target)
+            }
             origin?.state.store(HardLinkOrigin.made, ordering: .releasing)
         } catch {
             origin?.state.store(HardLinkOrigin.failed, ordering: .releasing)
@@ -328,6 +346,7 @@ final class CloneWorker {
                 level.directory.source = source.fd
                 level.directory.target = target.fd
                 defer { level.directory.source = -1; level.directory.target = -1 }
+                try SQLiteCompanion.addMissing(for: level.directory)
                 try level.directory.applyMetadata()
                 if !levels.isEmpty {
                     try source.ascend()

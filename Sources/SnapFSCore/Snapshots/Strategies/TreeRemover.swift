@@ -22,6 +22,7 @@ public enum TreeRemover {
         if onBtrfs && status.st_ino == SNAPFS_BTRFS_FIRST_FREE_OBJECTID {
             return try BtrfsSubvolume.delete(parent: parent, entry: name)
         }
+        try Seal.remove(cursor.fd)
         try removeContents(of: cursor, onBtrfs: onBtrfs)
         try unlink(name, in: parent, flags: AT_REMOVEDIR)
     }
@@ -45,6 +46,7 @@ public enum TreeRemover {
                     continue
                 }
                 try cursor.descend(bytes)
+                try Seal.remove(cursor.fd)
                 stack.append(Level(name: child))
                 try stack[stack.count - 1].scan(cursor.fd, buffer)
                 continue
@@ -65,6 +67,15 @@ public enum TreeRemover {
     /// snapshot's directories when we are not root).
     private static func unlink(_ name: UnsafePointer<CChar>, in directory: Int32, flags: Int32) throws(Errno) {
         if unlinkat(directory, name, flags) == 0 { return }
+        if errno == EPERM {
+            // A sealed snapshot (see ``Seal``): the entry or its directory is immutable.
+            let failure = Errno.current
+            let entry = (try? Seal.remove(name, in: directory)) ?? false
+            let parent = (try? Seal.remove(directory)) ?? false
+            guard entry || parent else { throw failure }
+            try syscall(unlinkat(directory, name, flags))
+            return
+        }
         guard errno == EACCES else { throw .current }
         try syscall(fchmod(directory, 0o700))
         try syscall(unlinkat(directory, name, flags))

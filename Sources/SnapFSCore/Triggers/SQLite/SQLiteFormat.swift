@@ -1,5 +1,5 @@
 /// The few facts of SQLite's on-disk format that commit detection needs (the file-format
-/// document and `pager.c` / `wal.c`; see shared/SQLITE.md). Every parser here takes bytes
+/// document and `pager.c` / `wal.c`; written down in docs/sqlite.md). Every parser here takes bytes
 /// that anybody may have written: it checks lengths and ranges and never traps.
 public enum SQLiteFormat {
     /// `"SQLite format 3\0"`, the first 16 bytes of every database file.

@@ -1,0 +1,154 @@
+import CLinux
+import Glibc
+import SystemPackage
+
+/// Empty `-wal` and `-shm` files beside the WAL-mode databases of a tree snapshot.
+///
+/// A WAL-mode database whose last connection has closed has neither file, and SQLite, even
+/// opening it read-only, must then create its `-shm`: in a snapshot, which nobody may write,
+/// the open fails ("unable to open database file"). With an empty `-wal` and an empty `-shm`
+/// present, a read-only connection needs to write nothing: the log is empty, so the database
+/// file alone is the committed state, and a `-shm` it cannot write makes SQLite keep its
+/// index in private memory. So every snapshot built file by file gives each WAL-mode
+/// database (header bytes 18 and 19 equal to 2) that lacks them an empty `-wal` and `-shm`,
+/// with the database's owner, group, permission bits (read and write only) and times. The
+/// database's own bytes are never changed (with hard links they are the live file's).
+/// `diff` and `restore` treat an empty `-wal` or `-shm` the same as none.
+enum SQLiteCompanion {
+    static let suffixes = ["-wal", "-shm"]
+
+    /// Whether `name` is SQLite's `-wal`, `-shm` or `-journal` file of some database.
+    static func isCompanionName(_ name: UnsafePointer<CChar>) -> Bool {
+        let length = strlen(name)
+        for suffix in ["-wal", "-shm", "-journal"] where length > suffix.utf8.count {
+            if strcmp(name + (length - suffix.utf8.count), suffix) == 0 { return true }
+        }
+        return false
+    }
+
+    /// Whether `name` (raw bytes) is an empty `-wal` or `-shm` that stands for none.
+    static func isPlaceholder(_ name: [UInt8], _ status: stat) -> Bool {
+        status.st_mode & S_IFMT == S_IFREG && status.st_size == 0 && suffixes.contains { name.count > $0.utf8.count && name.suffix($0.utf8.count).elementsEqual($0.utf8) }
+    }
+
+    /// A cheap first look: a database is whole pages of at least 512 bytes.
+    static func mayBeDatabase(_ status: stat) -> Bool {
+        status.st_size >= 512 && status.st_size % 512 == 0
+    }
+
+    /// Whether the file open at `fd` starts with a SQLite header in WAL mode.
+    static func isWALDatabase(_ fd: Int32) -> Bool {
+        var header = [UInt8](repeating: 0, count: 20)
+        let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, 20, 0) }
+        guard n == 20 else { return false }
+        return header[0..<16].elementsEqual("SQLite format 3\0".utf8) && header[18] == 2 && header[19] == 2
+    }
+
+    /// Adds the missing companions of the WAL databases found in `directory`'s listing (its
+    /// target is open).
+    static func addMissing(for directory: CloneDirectory) throws(Errno) {
+        try addMissing(in: directory.target, databases: directory.walDatabases)
+        directory.walDatabases.removeAll()
+        // Journals: a hot one is played back into the snapshot's database and removed;
+        // any other is sealed with the rest.
+        for journal in directory.journals where try !HotJournal.rollBack(in: directory.target, journal: journal) {
+            let fd = snapfs_openat(directory.target, journal, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var status = stat()
+            if fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 1 { try Seal.apply(fd) }
+        }
+        directory.journals.removeAll()
+    }
+
+    /// Whether `name` is a rollback journal's name (`NAME-journal`).
+    static func isJournalName(_ name: UnsafePointer<CChar>) -> Bool {
+        let length = strlen(name)
+        return length > 8 && strcmp(name + (length - 8), "-journal") == 0
+    }
+
+    /// Adds an empty `-wal` and `-shm` beside each of `databases` (NUL-terminated names in
+    /// `dir`) that lacks them; returns whether it added any.
+    @discardableResult
+    static func addMissing(in dir: Int32, databases: [[CChar]], seal: Bool = true) throws(Errno) -> Bool {
+        var added = false
+        for database in databases {
+            var status = stat()
+            guard fstatat(dir, database, &status, AT_SYMLINK_NOFOLLOW) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
+            for suffix in suffixes {
+                let name = Array(database.dropLast()) + suffix.utf8CString
+                var existing = stat()
+                if fstatat(dir, name, &existing, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+                let fd = snapfs_openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                if fd < 0 {
+                    if errno == EEXIST { continue }
+                    throw .current
+                }
+                defer { close(fd) }
+                added = true
+                try syscall(fchown(fd, status.st_uid, status.st_gid))
+                try syscall(fchmod(fd, status.st_mode & 0o666))
+                var times = [status.st_atim, status.st_mtim]
+                try syscall(futimens(fd, &times))
+                if seal { try Seal.apply(fd) }
+            }
+        }
+        return added
+    }
+
+    /// Gives every WAL database of the tree at `root` its missing companions, keeping each
+    /// directory's times: for a btrfs snapshot, which is taken whole by the filesystem and
+    /// so is not listed file by file as the other strategies' are. Walks with a cursor (one
+    /// descriptor, no recursion); opens only files whose size could be a database's.
+    static func addToTree(_ root: Int32, noAccessTime: Int32) throws(Errno) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+        defer { buffer.deallocate() }
+        let cursor = try DirectoryCursor(at: root)
+        var levels = [try visit(cursor, buffer, noAccessTime)]
+        while !levels.isEmpty {
+            if let child = levels[levels.count - 1].popLast() {
+                try cursor.descend(child)
+                levels.append(try visit(cursor, buffer, noAccessTime))
+                continue
+            }
+            levels.removeLast()
+            if !levels.isEmpty { try cursor.ascend() }
+        }
+    }
+
+    /// Adds the companions in the directory at `cursor`; returns its subdirectories.
+    private static func visit(_ cursor: DirectoryCursor, _ buffer: UnsafeMutableRawBufferPointer,
+                              _ noAccessTime: Int32) throws(Errno) -> [[UInt8]] {
+        var subdirectories: [[UInt8]] = []
+        var databases: [[CChar]] = []
+        var journals: [[CChar]] = []
+        let dir = cursor.fd
+        try DirectoryEntries.forEach(in: dir, buffer: buffer) { (name, type) throws(Errno) in
+            var kind = type
+            var status = stat()
+            if kind == DirectoryEntries.Kind.unknown || kind == DirectoryEntries.Kind.regular {
+                try syscall(fstatat(dir, name, &status, AT_SYMLINK_NOFOLLOW))
+                kind = DirectoryEntries.Kind.of(mode: status.st_mode)
+            }
+            if kind == DirectoryEntries.Kind.directory {
+                subdirectories.append(Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name))))
+            } else if kind == DirectoryEntries.Kind.regular && isJournalName(name) {
+                journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+            } else if kind == DirectoryEntries.Kind.regular && mayBeDatabase(status) {
+                let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | noAccessTime, 0)
+                if fd >= 0 {
+                    if isWALDatabase(fd) { databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
+                    close(fd)
+                }
+            }
+        }
+        var changed = false
+        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal) { changed = true }
+        // A btrfs snapshot is made a read-only subvolume next: no flags needed.
+        if try addMissing(in: dir, databases: databases, seal: false) || changed {
+            var times = [cursor.status.st_atim, cursor.status.st_mtim]
+            try syscall(futimens(dir, &times))
+        }
+        return subdirectories
+    }
+}

@@ -83,7 +83,7 @@ struct HotJournalTests {
 
     @Test func laterSegmentsStartAtTheNextSectorAndPagesPastTheOriginalSizeAreSkipped() throws {
         var journal = header(count: 1, nonce: 5, originalPages: 2) + record(page: 1, fill: 0x11, nonce: 5)
-        journal += [UInt8](repeating: 0, count: 1024 - journal.count)  // pad to the next 512-byte sector
+        journal += [UInt8](repeating: 0, count: 1536 - journal.count)  // pad to the next 512-byte sector
         journal += header(count: 2, nonce: 6, originalPages: 2) + record(page: 2, fill: 0x22, nonce: 6) + record(page: 3, fill: 0x33, nonce: 6)
         let result = try play(journal, pages: 3)
         #expect(result.count == 2 * Self.pageSize)

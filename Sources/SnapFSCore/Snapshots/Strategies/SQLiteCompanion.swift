@@ -103,7 +103,8 @@ enum SQLiteCompanion {
     static func addToTree(_ root: Int32, noAccessTime: Int32) throws(Errno) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
-        let cursor = try DirectoryCursor(at: root)
+        // O_NOATIME: listing the snapshot must not change its directories' access times.
+        let cursor = try DirectoryCursor(at: root, extraFlags: noAccessTime)
         var levels = [try visit(cursor, buffer, noAccessTime)]
         while !levels.isEmpty {
             if let child = levels[levels.count - 1].popLast() {

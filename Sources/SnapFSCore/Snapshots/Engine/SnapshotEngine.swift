@@ -339,7 +339,12 @@ public final class SnapshotEngine: Sendable {
 
     private func remove(_ name: String) throws(SnapshotFailure) {
         do throws(Errno) {
-            try TreeRemover.remove(parent: catalog.directoryFD, name: name)
+            // Out of the list first, in one step: journals commit in order, so a crash
+            // midway leaves a `.building-` leftover (removed at mount), never a listed
+            // snapshot with part of its files gone.
+            let hidden = SnapshotCatalog.buildingPrefix + name
+            try syscall(renameat(catalog.directoryFD, name, catalog.directoryFD, hidden))
+            try TreeRemover.remove(parent: catalog.directoryFD, name: hidden)
         } catch {
             throw SnapshotFailure(error, "cannot remove snapshot \(name): \(error)")
         }

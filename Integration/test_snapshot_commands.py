@@ -103,7 +103,7 @@ def test_list_table_and_json(snapfs_mount):
     b = take(m)
 
     rows = table(snapfs("list", m.mnt, check=0).stdout)
-    assert rows[0] == ["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD"]
+    assert rows[0] == ["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]
     assert [r[0] for r in rows[1:]] == [a, b]
     ra = rows[1]
     assert ra[1].startswith(f"{a[0:4]}-{a[4:6]}-{a[6:8]} {a[9:11]}:{a[11:13]}:{a[13:15]}")
@@ -114,11 +114,13 @@ def test_list_table_and_json(snapfs_mount):
     assert re.match(r"^\d+(\.\d)? (B|KiB|MiB|GiB)$", ra[5]), ra[5]
     assert ra[6] in ("hardlink", "reflink", "btrfs", "copy")
     assert ra[7] == "no"
+    assert ra[8] == "yes"  # taken explicitly: durable when `snapfs snapshot` returned
 
     meta = list_json(m.mnt)
     assert [x["name"] for x in meta] == [a, b]
     x = meta[0]
-    assert set(x) == METADATA_KEYS
+    assert set(x) == METADATA_KEYS | {"durable"}
+    assert x["durable"] is True
     assert x["format"] == 1
     assert x["label"] == "nightly" and meta[1]["label"] is None
     assert x["trigger"] == {"kind": "command", "detail": None}
@@ -135,7 +137,8 @@ def test_list_table_and_json(snapfs_mount):
     assert [r[0] for r in table(snapfs("list", m.backing, check=0).stdout)[1:]] == [a, b]
     # The metadata files are where the spec says.
     on_disk = json.loads((m.backing / ".snapshots" / ".meta" / f"{a}.json").read_text())
-    assert on_disk == meta[0]
+    # The same, less what list adds (durable: not stored, it changes after the snapshot).
+    assert "durable" not in on_disk and on_disk == {k: v for k, v in meta[0].items() if k != "durable"}
 
 
 def test_status(snapfs_mount):

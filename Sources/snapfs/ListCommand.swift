@@ -7,7 +7,7 @@ struct ListCommand: ParsableCommand {
         commandName: "list",
         abstract: "List the snapshots of a snapfs mount or of a backing directory.",
         discussion: """
-        Works on a mount, or on a backing directory without snapfs running. The table shows NAME, TIME (UTC), TRIGGER (for a SQLite commit: sqlite:DATABASE#SEQUENCE), LABEL, FILES, SIZE, STRATEGY and HELD, oldest first; `?` marks what a snapshot without readable metadata cannot tell. --json prints a JSON array of the snapshots' metadata objects (for a snapshot without metadata: what its name tells, with trigger kind and strategy "unknown").
+        Works on a mount, or on a backing directory without snapfs running. The table shows NAME, TIME (UTC), TRIGGER (for a SQLite commit: sqlite:DATABASE#SEQUENCE), LABEL, FILES, SIZE, STRATEGY, HELD and DURABLE (no: published less than a batch delay ago, and not yet synced to the disk; a crash before then removes it), oldest first; `?` marks what a snapshot without readable metadata cannot tell. --json prints a JSON array of the snapshots' metadata objects (for a snapshot without metadata: what its name tells, with trigger kind and strategy "unknown"), each with "durable".
 
         \(ExitStatus.help)
         """
@@ -22,10 +22,10 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         let entries = try Self.entries(at: path)
         if json {
-            print(String(decoding: SnapshotMetadata.encoded(entries.map(\.metadataOrReconstructed)), as: UTF8.self), terminator: "")
+            print(String(decoding: SnapshotMetadata.encoded(entries.map(\.listed)), as: UTF8.self), terminator: "")
             return
         }
-        var rows = [["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD"]]
+        var rows = [["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]]
         for entry in entries {
             let metadata = entry.metadata
             rows.append([
@@ -37,6 +37,7 @@ struct ListCommand: ParsableCommand {
                 metadata.map { Format.size($0.bytes) } ?? "?",
                 metadata?.strategy ?? "?",
                 entry.held ? "yes" : "no",
+                entry.durable ? "yes" : "no",
             ])
         }
         print(Format.table(rows), terminator: "")

@@ -228,6 +228,7 @@ struct MountCommand: ParsableCommand {
         core.startCacheFlusher()
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
+        engine?.logStartNotes()
         let ending = session.serve()
         // Commits still waiting for their interval get their snapshot now.
         core.snapshotDueSQLiteCommits(all: true)
@@ -237,6 +238,8 @@ struct MountCommand: ParsableCommand {
             logger.critical("unmounted with data that could not be written back: \(error.message)")
             lost = true
         }
+        // Every snapshot durable before the daemon goes (the next mount would remove the others).
+        do throws(SnapshotFailure) { try engine?.makeDurable() } catch { logger.critical("at unmount: \(error.message)") }
         if let pidFile { unlink(pidFile) }
         switch ending {
         case .unmounted:

@@ -122,4 +122,14 @@ import Testing
         #expect(MountOptions([]).fuseOptions(backing: "/b", asRoot: true).contains("allow_other"))
         #expect(!MountOptions(["noallow_other"]).fuseOptions(backing: "/b", asRoot: true).contains("allow_other"))
     }
+
+    @Test func durableDelayIsADurationUpToAnHour() {
+        #expect(MountOptions([]).snapshots.durableDelayMs == 1000)
+        #expect(MountOptions(["durable_delay=200ms"]).snapshots.durableDelayMs == 200)
+        #expect(MountOptions(["durable_delay=0"]).snapshots.durableDelayMs == 0)
+        #expect(MountOptions(["durable_delay=1h"]).snapshots.durableDelayMs == 3_600_000)
+        #expect(MountOptions(["durable_delay=2h"]).problems.count == 1)
+        #expect(MountOptions(["durable_delay=soon"]).problems.count == 1)
+        #expect(MountOptions(["durable_delay=1s"]).passed.isEmpty)
+    }
 }

@@ -78,7 +78,7 @@ public struct MountOptions: Sendable, Equatable {
     private var keepCommitsGiven = false
 
     static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
-                                            "keep_commits", "every", "min_free"]
+                                            "keep_commits", "every", "min_free", "durable_delay"]
 
     private mutating func parseSnapshotOption(_ option: String) {
         let key = String(option.prefix { $0 != "=" })
@@ -103,6 +103,12 @@ public struct MountOptions: Sendable, Equatable {
                 snapshots.intervalMs = ms
             } else {
                 problems.append("every=\(value) is not a duration of at least 1s (like 30s, 15m, 1h, 1d)")
+            }
+        case "durable_delay":
+            if let ms = value == "0" ? 0 : Self.parseDuration(value), ms <= 3_600_000 {
+                snapshots.durableDelayMs = ms
+            } else {
+                problems.append("durable_delay=\(value) is not a duration of at most 1h (like 0, 200ms, 1s, 5m)")
             }
         default:
             guard let count = Int(value), count >= 0 else {

@@ -8,10 +8,14 @@ public struct SnapshotEntry: Equatable, Sendable {
     /// The content of `.meta/NAME.json`, or nil if it is missing or unreadable; the snapshot
     /// still lists, with what its name tells.
     public let metadata: SnapshotMetadata?
+    /// On the disk for sure (see ``DurabilityMarker``); false for a snapshot published less
+    /// than a batch delay ago, which a power cut may leave incomplete.
+    public let durable: Bool
 
-    public init(name: SnapshotName, metadata: SnapshotMetadata?) {
+    public init(name: SnapshotName, metadata: SnapshotMetadata?, durable: Bool = true) {
         self.name = name
         self.metadata = metadata
+        self.durable = durable
     }
 
     /// Protected from pruning; a snapshot without metadata is not held.
@@ -22,6 +26,13 @@ public struct SnapshotEntry: Equatable, Sendable {
     public var metadataOrReconstructed: SnapshotMetadata {
         metadata ?? SnapshotMetadata(name: name, trigger: Trigger(kind: .unknown), strategy: "unknown")
     }
+
+    /// ``metadataOrReconstructed`` with ``SnapshotMetadata/durable`` set, for `list --json`.
+    public var listed: SnapshotMetadata {
+        var listed = metadataOrReconstructed
+        listed.durable = durable
+        return listed
+    }
 }
 
 /// The snapshots of one backing directory: the `.snapshots` directory read as the backing
@@ -30,6 +41,7 @@ public struct SnapshotEntry: Equatable, Sendable {
 /// ```
 /// .snapshots/NAME/              a snapshot's tree
 /// .snapshots/.meta/NAME.json    its metadata
+/// .snapshots/.meta/durable      the newest durable snapshot (``DurabilityMarker``)
 /// .snapshots/.building-NAME/    a snapshot under construction, or a crash's leftover
 /// ```
 /// Entries whose names do not parse as ``SnapshotName``, or that are not directories, are
@@ -69,10 +81,12 @@ public final class SnapshotCatalog: Sendable {
     public func list() throws(Errno) -> [SnapshotEntry] {
         let metadataFD = openMetadataDirectory(create: false)
         defer { if metadataFD >= 0 { close(metadataFD) } }
+        let marker = DurabilityMarker.read(metadataFD: metadataFD)
         var entries: [SnapshotEntry] = []
         for raw in try DirectoryNames.utf8Names(in: directoryFD) {
             guard let name = SnapshotName(parsing: raw), isDirectory(raw) else { continue }
-            entries.append(SnapshotEntry(name: name, metadata: readMetadata(raw, metadataFD: metadataFD)))
+            entries.append(SnapshotEntry(name: name, metadata: readMetadata(raw, metadataFD: metadataFD),
+                                         durable: marker.covers(name)))
         }
         return entries.sorted { $0.name < $1.name }
     }
@@ -82,7 +96,8 @@ public final class SnapshotCatalog: Sendable {
         guard let parsed = SnapshotName(parsing: name), isDirectory(name) else { return nil }
         let metadataFD = openMetadataDirectory(create: false)
         defer { if metadataFD >= 0 { close(metadataFD) } }
-        return SnapshotEntry(name: parsed, metadata: readMetadata(name, metadataFD: metadataFD))
+        return SnapshotEntry(name: parsed, metadata: readMetadata(name, metadataFD: metadataFD),
+                             durable: DurabilityMarker.read(metadataFD: metadataFD).covers(parsed))
     }
 
     /// The newest snapshot, or nil if there is none.
@@ -115,6 +130,16 @@ public final class SnapshotCatalog: Sendable {
             .filter { $0.hasPrefix(Self.buildingPrefix) }
             .map { String($0.dropFirst(Self.buildingPrefix.count)) }
             .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    }
+
+    /// Takes the snapshot `name` out of the list in one step: renamed to
+    /// `.building-NAME`, which the next mount removes should a crash leave it. Its top is
+    /// unsealed first (an immutable directory cannot be renamed). Returns the new name.
+    func hide(_ name: String) throws(Errno) -> String {
+        let hidden = Self.buildingPrefix + name
+        _ = try name.withCName { (cName) throws(Errno) in try Seal.remove(cName, in: directoryFD) }
+        try syscall(renameat(directoryFD, name, directoryFD, hidden))
+        return hidden
     }
 
     // MARK: Helpers

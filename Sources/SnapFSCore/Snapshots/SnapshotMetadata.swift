@@ -110,6 +110,9 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     /// Protected from pruning (`snapfs hold`).
     public var held: Bool
     public var sqlite: SQLiteCommitInfo?
+    /// Not stored: set by `list --json` (whether the snapshot is on the disk for sure, see
+    /// ``SnapshotEntry/durable``); nil in the metadata file.
+    public var durable: Bool?
 
     /// Metadata for the snapshot `name`; `time` and `label` come from the name.
     public init(name: SnapshotName, trigger: Trigger, strategy: String, scope: Scope = .tree,
@@ -132,7 +135,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case format, name, time, label, trigger, strategy, scope, paths, files, directories, bytes, durationMs, held, sqlite
+        case format, name, time, label, trigger, strategy, scope, paths, files, directories, bytes, durationMs, held, sqlite, durable
     }
 
     public init(from decoder: any Decoder) throws {
@@ -172,6 +175,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         try c.encode(durationMs, forKey: .durationMs)
         try c.encode(held, forKey: .held)
         try c.encode(sqlite, forKey: .sqlite)
+        try c.encodeIfPresent(durable, forKey: .durable)
     }
 
     /// The name of the metadata file of the snapshot `name` inside `.snapshots/.meta`.

@@ -70,10 +70,16 @@ extension SnapshotEngine {
     private func perform(_ command: ControlCommand) throws(SnapshotFailure) -> String {
         switch command {
         case let .snapshot(label, force, trigger):
-            switch try take(label: label, trigger: trigger, force: force) {
-            case let .created(metadata): return "ok snapshot \(metadata.name)"
-            case let .unchanged(newest): return "ok unchanged \(newest)"
+            let outcome = try take(label: label, trigger: trigger, force: force)
+            let (answer, name) = switch outcome {
+            case let .created(metadata): ("ok snapshot \(metadata.name)", metadata.name)
+            case let .unchanged(newest): ("ok unchanged \(newest)", newest)
             }
+            // Asked for explicitly: durable (with every snapshot before it) before the answer.
+            do throws(SnapshotFailure) { try makeDurable() } catch {
+                throw SnapshotFailure(error.errno, "snapshot \(name) is taken, but \(error.message)")
+            }
+            return answer
         case .prune:
             return "ok pruned \(try prune().count)"
         case let .delete(name):

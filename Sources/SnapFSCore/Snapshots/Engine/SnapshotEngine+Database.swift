@@ -88,6 +88,8 @@ extension SnapshotEngine {
         try lastName.withLock { (last: inout SnapshotName?) throws(SnapshotFailure) -> SnapshotName in
             if last == nil { last = newest ?? (try? catalog.newest())?.name }
             if let newest, let current = last, newest > current { last = newest }
+            // After the newest durable one too, if newer ones were removed at mount.
+            if let floor = durability.floor, last.map({ floor > $0 }) ?? true { last = floor }
             do throws(SnapshotNameError) {
                 let name = try SnapshotName.next(after: last, nowMs: Self.wallClockMs(), label: label)
                 last = name

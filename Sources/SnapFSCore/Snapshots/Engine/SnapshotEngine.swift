@@ -15,6 +15,9 @@ public struct SnapshotOptions: Sendable, Equatable {
     public var intervalMs: Int64?
     /// The free space snapshots always leave (``SpaceFloor``).
     public var minFree: SpaceFloor = .default
+    /// How long a published snapshot may wait to be made durable, so that one `syncfs`
+    /// covers many (milliseconds; see ``SnapshotDurability``).
+    public var durableDelayMs: Int64 = 1000
 
     public init() {}
 }
@@ -67,6 +70,10 @@ public final class SnapshotEngine: Sendable {
     let belowFloor = Atomic<Bool>(false)
     /// Snapshots since the retention rules were last applied (see ``pruneIsDue()``).
     let sinceLastPrune = Atomic<Int>(0)
+    /// Makes published snapshots durable in batches.
+    let durability: SnapshotDurability
+    /// What the start found of an earlier run (see ``logStartNotes()``).
+    let startNotes: [String]
 
     final class Links: @unchecked Sendable {
         weak var fileSystem: SnapFileSystem?
@@ -104,20 +111,32 @@ public final class SnapshotEngine: Sendable {
         let root = snapfs_openat(AT_FDCWD, backingPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         guard root >= 0 else { throw SnapshotFailure(Errno.current, "cannot open the backing directory \(backingPath)") }
         backingFD = root
+        let durableThrough: SnapshotName?
+        var notes: [String] = []
         do throws(SnapshotFailure) {
             catalog = try Self.openCatalog(in: root, logger: logger)
             try Self.cleanUpAfterCrash(catalog, logger: logger)
+            durableThrough = try SnapshotDurability.recover(catalog, notes: &notes)
         } catch {
             close(root)
             throw error
         }
         if let store = try? FileStatus.of(catalog.directoryFD) { state.store.withLock { $0 = BackingKey(store) } }
+        durability = SnapshotDurability(syncFD: catalog.directoryFD, catalog: catalog, durable: durableThrough,
+                                        delayMs: options.durableDelayMs, logger: logger)
+        startNotes = notes
         let existing = (try? catalog.list()) ?? []
         let sharing = strategy == .hardlink || existing.contains { $0.metadata?.strategy == SnapshotStrategy.hardlink.rawValue }
         state.sharesObjects.store(sharing, ordering: .releasing)
     }
 
     deinit { close(backingFD) }
+
+    /// Logs what the start found of an earlier run (snapshots removed as not durable, an
+    /// old store): called once the daemon's log goes to its log file.
+    public func logStartNotes() {
+        for note in startNotes { logger.notice("\(note)") }
+    }
 
     /// Connects the engine to the filesystem it snapshots and to the kernel.
     public func attach(to fileSystem: SnapFileSystem, kernel: (any KernelLink)?) {
@@ -246,6 +265,14 @@ public final class SnapshotEngine: Sendable {
         return outcome
     }
 
+    /// Makes every snapshot published so far durable now (one `syncfs`, then the marker):
+    /// for snapshots asked for explicitly, and at unmount.
+    public func makeDurable() throws(SnapshotFailure) {
+        do throws(Errno) { try durability.sync() } catch {
+            throw SnapshotFailure(error, "the snapshots could not be made durable: syncfs or the durability marker failed: \(error)")
+        }
+    }
+
     /// Writes everything written through the mount so far to the backing directory: the
     /// kernel's dirty pages to the daemon, then the page cache (for `snapfs unmount`).
     public func flush() throws(SnapshotFailure) {
@@ -294,7 +321,8 @@ public final class SnapshotEngine: Sendable {
     }
 
     /// Writes the metadata and renames the finished `building` to the snapshot's name (the
-    /// moment it appears); on failure removes what was built.
+    /// moment it appears); on failure removes what was built. Nothing is synced here: the
+    /// durability thread makes it durable with the next batch.
     func putInPlace(_ metadata: SnapshotMetadata, building: String, what: String) throws(SnapshotFailure) {
         let directory = catalog.directoryFD
         do throws(Errno) {
@@ -302,14 +330,15 @@ public final class SnapshotEngine: Sendable {
             try syscall(renameat(directory, building, directory, metadata.name))
             if strategy != .btrfs {
                 // A btrfs snapshot is a read-only subvolume already.
-                let top = try syscall(snapfs_openat(directory, metadata.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-                defer { close(top) }
-                try Seal.apply(top)
+                let top = snapfs_openat(directory, metadata.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+                if top < 0 || (try? Seal.apply(top)) == nil { logger.warning("could not seal snapshot \(metadata.name): \(Errno.current)") }
+                if top >= 0 { close(top) }
             }
         } catch {
             _ = try? TreeRemover.remove(parent: directory, name: building)
             throw SnapshotFailure(error, "\(what) could not be put in place: \(error)")
         }
+        if let name = SnapshotName(parsing: metadata.name) { durability.published(name) }
     }
 
     /// The kernel may remember that a name did not exist in `.snapshots`.
@@ -404,6 +433,8 @@ public final class SnapshotEngine: Sendable {
 
     /// Protects a snapshot from pruning and deletion, or stops protecting it.
     public func setHeld(_ held: Bool, _ name: String) throws(SnapshotFailure) {
+        // A snapshot worth holding is worth having after a crash.
+        if held, let parsed = SnapshotName(parsing: name), !durability.covers(parsed) { try makeDurable() }
         try serial.withLock { (_: inout Void) throws(SnapshotFailure) in
             guard catalog.find(name) != nil else { throw SnapshotFailure(.noSuchFileOrDirectory, "no snapshot named \(name)") }
             do throws(Errno) { _ = try catalog.setHeld(held, name: name) } catch {
@@ -414,7 +445,10 @@ public final class SnapshotEngine: Sendable {
 
     private func remove(_ name: String) throws(SnapshotFailure) {
         do throws(Errno) {
-            try TreeRemover.remove(parent: catalog.directoryFD, name: name)
+            // Out of the list first, in one step: journals commit in order, so a crash
+            // midway leaves a `.building-` leftover (removed at mount), never a listed
+            // snapshot with part of its files gone.
+            try TreeRemover.remove(parent: catalog.directoryFD, name: catalog.hide(name))
         } catch {
             throw SnapshotFailure(error, "cannot remove snapshot \(name): \(error)")
         }
@@ -435,6 +469,7 @@ public final class SnapshotEngine: Sendable {
             "snapshots: \(entries.count)",
             "newest: \(entries.last?.name.description ?? "-")",
             "held: \(entries.filter(\.held).count)",
+            "pending-durable: \(entries.filter { !durability.covers($0.name) }.count)",
             "changed: \(state.changed ? "yes" : "no")",
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }

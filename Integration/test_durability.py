@@ -92,7 +92,7 @@ def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount
     with LoopFS(workdir, "xfs") as loop:
         backing = loop.dir / "data"
         backing.mkdir()
-        m = make_mount(options=["strategy=reflink"], backing=backing)
+        m = make_mount(options=["strategy=reflink", "keep_commits=0"], backing=backing)
         final = {"delete.db": 100, "wal.db": 100}
         commit_rows(m, "delete.db", 1, 51)
         commit_rows(m, "wal.db", 1, 51)
@@ -118,7 +118,7 @@ def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount
         r = _run("mount", loop.device, str(loop.dir))
         assert r.returncode == 0, r.stderr
 
-        m2 = make_mount(options=["strategy=reflink"], backing=backing)
+        m2 = make_mount(options=["strategy=reflink", "keep_commits=0"], backing=backing)
         try:
             after = verify_all(m2.mnt, final)
             names = {d["name"] for d in listed(m2.mnt)}

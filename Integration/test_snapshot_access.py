@@ -195,7 +195,7 @@ def test_an_open_store_made_before_is_made_private_at_mount(make_mount, workdir,
     st = os.stat(backing / ".snapshots")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 0, 0)
     meta = os.stat(backing / ".snapshots" / ".meta")
-    assert (stat.S_IMODE(meta.st_mode), meta.st_uid) == (0o755, 0)
+    assert (stat.S_IMODE(meta.st_mode), meta.st_uid) == (0o711, 0)
     assert users.alice.run(["touch", snapshot / "tmp" / "after"]).returncode != 0
     # The old snapshot still browses through the mount.
     r = users.alice.run(["ls", m.mnt / ".snapshots" / snapshot.name / "tmp"])
@@ -269,3 +269,37 @@ def test_swapping_a_directory_on_the_path_for_a_symlink_during_commits(make_moun
         st = os.stat(d, follow_symlinks=False)
         assert stat.S_ISDIR(st.st_mode) and st.st_uid == alice.uid and stat.S_IMODE(st.st_mode) == 0o711, name
         assert reads(alice, m.mnt / ".snapshots" / name / "alice/d/app.db") != "999"
+
+
+def test_other_users_see_no_database_paths_in_list(make_mount, users):
+    """Metadata that names a database (or the files of a snapshot) is root's: bob's `snapfs
+    list` shows root everything, alice the snapshots without bob's paths; metadata of tree
+    snapshots stays readable by all. An old store's readable metadata is made so at mount."""
+    m = make_mount()
+    os.chmod(m.mnt, 0o755)
+    user_dir(m.mnt / "bob", users.bob, 0o700)
+    commit_as(users.bob, m.mnt / "bob" / "secret-plans.db", 1)
+    (m.mnt / "f").write_text("x")
+    from conftest import SNAPFS
+    tree = subprocess.run([SNAPFS, "snapshot", m.mnt, "--force"], capture_output=True, text=True).stdout.strip()
+    root = subprocess.run([SNAPFS, "list", m.mnt], capture_output=True, text=True)
+    assert root.returncode == 0 and "secret-plans.db" in root.stdout
+    alice = users.alice.run([SNAPFS, "list", m.mnt])
+    assert alice.returncode == 0, alice.stderr
+    assert "secret-plans.db" not in alice.stdout and tree in alice.stdout
+    row = [line for line in alice.stdout.splitlines() if line.startswith(tree)][0]
+    assert "command" in row  # the tree snapshot's own metadata is readable
+    alice_json = users.alice.run([SNAPFS, "list", m.mnt, "--json"])
+    assert alice_json.returncode == 0 and "secret-plans" not in alice_json.stdout
+    r = users.alice.run(["ls", m.mnt / ".snapshots" / ".meta"])
+    assert r.returncode != 0
+    # At the next mount, metadata made readable by hand (as earlier versions wrote it) is root's again.
+    meta = m.backing / ".snapshots" / ".meta"
+    private = [p for p in meta.glob("*.json") if "secret-plans" in p.read_text()]
+    assert private and all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in private)
+    for p in private:
+        os.chmod(p, 0o644)
+    m.stop()
+    m2 = make_mount(backing=m.backing, name="again")
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in private)
+    m2.stop()

@@ -52,7 +52,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
 DEFAULT_WORK = Path("/var/tmp/snapfs-bench")
-ALL_TARGETS = ["native", "snapfs", "snapfs-uring", "bindfs", "passthrough_ll"]
+ALL_TARGETS = ["native", "snapfs", "snapfs-uring", "snapfs-base", "bindfs", "passthrough_ll"]
 DEFAULT_TARGETS = ["native", "snapfs", "bindfs"]
 MiB = 1 << 20
 
@@ -640,6 +640,11 @@ class SnapfsUringTarget(SnapfsTarget):
     name = "snapfs-uring"
 
 
+class SnapfsBaseTarget(SnapfsTarget):
+    """Another snapfs build (--baseline-bin), with the same arguments: an A/B in one run."""
+    name = "snapfs-base"
+
+
 class BindfsTarget(FuseTarget):
     name = "bindfs"
 
@@ -807,6 +812,8 @@ def render(report):
         head.append("snapfs/passthrough_ll")
     if "snapfs" in targets and "snapfs-uring" in targets:
         head.append("snapfs-uring/snapfs")
+    if "snapfs" in targets and "snapfs-base" in targets:
+        head.append("snapfs/snapfs-base")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     for m in report["metrics"]:
@@ -821,6 +828,8 @@ def render(report):
             row.append(ratio(med.get("snapfs"), med.get("passthrough_ll")))
         if "snapfs-uring/snapfs" in head:
             row.append(ratio(med.get("snapfs-uring"), med.get("snapfs")))
+        if "snapfs/snapfs-base" in head:
+            row.append(ratio(med.get("snapfs"), med.get("snapfs-base")))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
@@ -1308,6 +1317,8 @@ def parse_args(argv):
     p.add_argument("--snapfs-args", default="--sqlite detect",
                    help='extra arguments to `snapfs mount` (default: "--sqlite detect"), e.g. "-o writeback_cache"')
     p.add_argument("--snapfs-bin", default=DEFAULT_SNAPFS, help="default $SNAPFS_BIN or .build/release/snapfs")
+    p.add_argument("--baseline-bin", help="another snapfs build for the snapfs-base target "
+                   "(e.g. --targets native,snapfs,snapfs-base --baseline-bin OLD/.build/release/snapfs)")
     p.add_argument("--size", help="sequential file size (default 1G, --quick 64M)")
     p.add_argument("--rand-size", help="random I/O file size (default 256M, --quick 64M)")
     p.add_argument("--rand-cap", type=int, default=60, help="time cap of each random I/O job, s (default 60)")
@@ -1449,6 +1460,10 @@ def main(argv):
                     t = SnapfsTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args)
                 elif name == "snapfs-uring":
                     t = SnapfsUringTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args + ["-o", "uring"])
+                elif name == "snapfs-base":
+                    if not cfg.baseline_bin:
+                        raise SystemExit("the snapfs-base target needs --baseline-bin PATH")
+                    t = SnapfsBaseTarget(rep_root, cfg.baseline_bin, cfg.snapfs_args)
                 elif name == "passthrough_ll":
                     t = PassthroughLLTarget(rep_root)
                 else:

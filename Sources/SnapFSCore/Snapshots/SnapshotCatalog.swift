@@ -51,6 +51,9 @@ public final class SnapshotCatalog: Sendable {
     public static let directoryName = ".snapshots"
     /// The directory of metadata files inside ``directoryName``.
     public static let metadataDirectoryName = ".meta"
+    /// Everyone may read a snapshot's metadata by name (unless it names paths, see
+    /// ``SnapshotMetadata/fileMode``); nobody but root may list the directory.
+    public static let metadataDirectoryMode: mode_t = 0o711
     /// The prefix of a snapshot tree under construction.
     public static let buildingPrefix = ".building-"
 
@@ -151,10 +154,11 @@ public final class SnapshotCatalog: Sendable {
 
     /// `.meta` opened for reading, or -1 (with errno set) if it cannot be.
     private func openMetadataDirectory(create: Bool) -> Int32 {
-        let flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW
+        // Readers reach files by name only (`.meta` is 0711 for other users): O_PATH.
+        let flags = (create ? O_RDONLY : SNAPFS_O_PATH) | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW
         let fd = snapfs_openat(directoryFD, Self.metadataDirectoryName, flags, 0)
         if fd >= 0 || !create || errno != ENOENT { return fd }
-        if mkdirat(directoryFD, Self.metadataDirectoryName, 0o755) != 0 && errno != EEXIST { return -1 }
+        if mkdirat(directoryFD, Self.metadataDirectoryName, Self.metadataDirectoryMode) != 0 && errno != EEXIST { return -1 }
         return snapfs_openat(directoryFD, Self.metadataDirectoryName, flags, 0)
     }
 

@@ -181,6 +181,14 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     /// The name of the metadata file of the snapshot `name` inside `.snapshots/.meta`.
     public static func fileName(for name: String) -> String { name + ".json" }
 
+    /// Whether the metadata names paths inside the tree (a database's, or a snapshot of some
+    /// files): a user may not learn those from it, any more than from a directory they cannot
+    /// list. Such metadata is root's (0600); `snapfs list` shows other users `?` for it.
+    public var namesPaths: Bool { sqlite != nil || scope == .files }
+
+    /// The mode of this metadata's file in `.meta` (which is 0711: reachable by name only).
+    public var fileMode: mode_t { namesPaths ? 0o600 : 0o644 }
+
     // MARK: JSON
 
     private static func encoder() -> JSONEncoder {
@@ -219,8 +227,9 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         // Unique per writer, so concurrent writers never share a temporary file; the leading
         // dot keeps it from ever parsing as metadata of a snapshot.
         let temporary = ".\(finalName).tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-        let fd = snapfs_openat(directoryFD, temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let fd = snapfs_openat(directoryFD, temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, fileMode)
         if fd < 0 { throw Errno.current }
+        _ = fchmod(fd, fileMode)  // whatever the umask left
         var closed = false
         do {
             let bytes = encoded()

@@ -160,16 +160,31 @@ public final class SnapshotEngine: Sendable {
         }
         do throws(Errno) {
             try restrict(fd, mode: storeMode, logger: logger, what: ReservedName.snapshots)
-            if mkdirat(fd, SnapshotCatalog.metadataDirectoryName, 0o755) != 0 && errno != EEXIST { throw .current }
-            // Read through the mount by `snapfs list`; written only by the daemon.
+            if mkdirat(fd, SnapshotCatalog.metadataDirectoryName, SnapshotCatalog.metadataDirectoryMode) != 0 && errno != EEXIST { throw .current }
+            // Read through the mount by `snapfs list`, file by file (0711: no listing);
+            // written only by the daemon.
             let meta = try syscall(snapfs_openat(fd, SnapshotCatalog.metadataDirectoryName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
             defer { close(meta) }
-            try restrict(meta, mode: 0o755, logger: logger, what: ReservedName.snapshots + "/" + SnapshotCatalog.metadataDirectoryName)
+            try restrict(meta, mode: SnapshotCatalog.metadataDirectoryMode, logger: logger,
+                         what: ReservedName.snapshots + "/" + SnapshotCatalog.metadataDirectoryName)
+            Self.restrictMetadataFiles(in: meta)
         } catch {
             close(fd)
             throw SnapshotFailure(error, "cannot make \(ReservedName.snapshots) in the backing directory private: \(error)")
         }
         return SnapshotCatalog(directoryFD: fd)
+    }
+
+    /// Metadata that names paths becomes root's (a store made by an earlier version had all
+    /// of it readable by everyone); the rest readable by all. In `.meta`, which only the
+    /// daemon writes.
+    static func restrictMetadataFiles(in meta: Int32) {
+        for file in (try? DirectoryNames.utf8Names(in: meta)) ?? [] where file.hasSuffix(".json") && !file.hasPrefix(".") {
+            guard let metadata = try? SnapshotMetadata.read(named: String(file.dropLast(5)), from: meta) else { continue }
+            var st = stat()
+            guard fstatat(meta, file, &st, AT_SYMLINK_NOFOLLOW) == 0, st.isRegular, st.st_mode & 0o777 != metadata.fileMode else { continue }
+            fchmodat(meta, file, metadata.fileMode, 0)
+        }
     }
 
     /// The mode of `BACKING/.snapshots`: the daemon's user (root) alone.

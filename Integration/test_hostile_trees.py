@@ -54,30 +54,25 @@ import os, sys, time
 directory, target, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 end = time.time() + seconds
 n = 0
-while time.time() < end:
-    for name in os.listdir(directory):
-        if name.startswith(".snapfs-restore-") or name.startswith(".swap"):
-            continue
-        tmp = os.path.join(directory, f".swap{n}")
-        n += 1
+
+def swap(name):
+    global n
+    tmp = os.path.join(directory, f".swap{n}")
+    n += 1
+    try:
+        os.symlink(target, tmp)
+        os.rename(tmp, os.path.join(directory, name))
+    except OSError:
         try:
-            os.symlink(target, tmp)
-            os.rename(tmp, os.path.join(directory, name))
+            os.unlink(tmp)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    # Also swap the files restore is just making, under their temporary names.
+            pass
+
+while time.time() < end:
+    # Every file, and the files restore is just making under their temporary names.
     for name in os.listdir(directory):
-        if name.startswith(".snapfs-restore-"):
-            tmp = os.path.join(directory, f".swap{n}")
-            n += 1
-            try:
-                os.symlink(target, tmp)
-                os.rename(tmp, os.path.join(directory, name))
-            except OSError:
-                pass
+        if not name.startswith(".swap"):
+            swap(name)
 """
 
 

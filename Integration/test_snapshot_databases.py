@@ -261,3 +261,47 @@ def test_snapshots_can_still_be_deleted_and_pruned(make_mount):
     assert "i" in r.stdout.split()[0], r.stdout
     snapfs("delete", mount.mnt, names[-1])
     assert not (mount.backing / ".snapshots" / names[-1]).exists()
+
+
+MID_TRANSACTION_COPY = r"""
+import os, shutil, sqlite3, sys
+src, dst = sys.argv[1], sys.argv[2]
+c = sqlite3.connect(src, isolation_level=None)
+c.execute("PRAGMA journal_mode=delete")
+c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v)")
+c.execute("INSERT INTO t(v) VALUES (1)")
+c.execute("PRAGMA cache_size=2")
+c.execute("BEGIN")
+for _ in range(300):
+    c.execute("INSERT INTO t(v) VALUES (randomblob(3000))")
+# What a snapshot of an earlier snapfs could hold: the database mid-transaction and its hot journal.
+shutil.copy(src, dst)
+shutil.copy(src + "-journal", dst + "-journal")
+c.execute("ROLLBACK")
+c.close()
+"""
+
+
+def test_a_store_made_by_an_earlier_snapfs_is_brought_up_to_date(make_mount, workdir, users):
+    """A store as earlier versions left it: snapshots unsealed, a closed WAL database without
+    -wal/-shm, a database mid-transaction with its hot journal, no format file. At mount every
+    database in it opens read-only for another user, and the snapshot is sealed."""
+    backing = workdir / "backing"
+    snap = backing / ".snapshots" / "20250101T000000.000Z"
+    (snap / "data").mkdir(parents=True)
+    (backing / ".snapshots" / ".meta").mkdir()
+    for d in (backing / ".snapshots", snap, snap / "data"):
+        os.chmod(d, 0o755)
+    create(snap / "data" / "closed.db", "wal", rows=4)
+    subprocess.run(["python3", "-c", MID_TRANSACTION_COPY, str(workdir / "live.db"), str(snap / "data" / "mid.db")], check=True)
+    os.chmod(snap / "data" / "mid.db", 0o644)
+    assert not (snap / "data" / "closed.db-shm").exists()
+    m = make_mount(backing=backing)
+    os.chmod(workdir, 0o755)
+    view = m.mnt / ".snapshots" / snap.name / "data"
+    assert read_as(users.alice, view / "closed.db") == ("ok", 4)
+    assert read_as(users.alice, view / "mid.db") == ("ok", 1)
+    assert not (snap / "data" / "mid.db-journal").exists()
+    r = subprocess.run(["lsattr", "-d", str(snap), str(snap / "data")], capture_output=True, text=True)
+    assert all("i" in line.split()[0] for line in r.stdout.splitlines()), r.stdout
+    assert (backing / ".snapshots" / ".meta" / "format").read_text().strip() == "2"

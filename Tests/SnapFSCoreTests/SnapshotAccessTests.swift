@@ -100,7 +100,7 @@ import Testing
         let store = try #require(status(dir.path + "/.snapshots"))
         #expect(store.st_mode & 0o7777 == 0o700 && store.st_uid == geteuid() && store.st_gid == getegid())
         let meta = try #require(status(dir.path + "/.snapshots/.meta"))
-        #expect(meta.st_mode & 0o7777 == 0o755 && meta.st_uid == geteuid())
+        #expect(meta.st_mode & 0o7777 == SnapshotCatalog.metadataDirectoryMode && meta.st_uid == geteuid())
         let fresh = TemporaryDirectory()
         defer { fresh.remove() }
         _ = try makeEngine(fresh)

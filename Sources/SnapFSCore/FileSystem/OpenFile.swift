@@ -12,7 +12,7 @@ public final class OpenFile: Sendable {
     /// dirty data there already), and its close does not reach the daemon: a file just
     /// created through the mount (see `SnapFileSystem.writesThroughWhenCreated`).
     public let writesThrough: Bool
-    /// How the kernel serves it (see `SnapFileSystem+Passthrough`).
+    /// How the kernel serves it (see `Passthrough.swift`).
     public let passthrough: PassthroughMode
     /// Called when the last open file of a passthrough inode goes.
     private let passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)?

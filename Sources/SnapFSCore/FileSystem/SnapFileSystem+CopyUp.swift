@@ -59,7 +59,7 @@ extension SnapFileSystem {
 
     /// Whether no snapshot shares `inode`'s backing object, as far as snapfs knows; marks it
     /// so. No link at all: not in any snapshot. One link that is its live name: likewise.
-    /// In passthrough mode: snapshots copy the object (see SnapFileSystem+Passthrough).
+    /// In passthrough mode: snapshots copy the object (see Passthrough.swift).
     func ownsBackingObject(_ inode: Inode) -> Bool {
         let generation = snapshotState.currentGeneration
         if !snapshotState.sharesBackingObjects || inode.privateGeneration.load(ordering: .acquiring) >= generation {

@@ -266,7 +266,7 @@ extension SnapFileSystem {
         }
     }
 
-    /// The database's size as its header says, when that is valid (SQLITE.md: a non-zero
+    /// The database's size as its header says, when that is valid (docs/sqlite.md: a non-zero
     /// page count, and the change counter equal to version-valid-for).
     private func committedSize(of database: OpenDatabase) -> Int64? {
         let header: SQLiteDatabaseHeader = database.header

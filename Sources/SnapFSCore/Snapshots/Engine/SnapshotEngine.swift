@@ -117,6 +117,7 @@ public final class SnapshotEngine: Sendable {
             catalog = try Self.openCatalog(in: root, logger: logger)
             try Self.cleanUpAfterCrash(catalog, logger: logger)
             durableThrough = try SnapshotDurability.recover(catalog, notes: &notes)
+            if let note = try StoreMigration.run(catalog, logger: logger) { notes.append(note) }
         } catch {
             close(root)
             throw error

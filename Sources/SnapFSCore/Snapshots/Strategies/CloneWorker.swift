@@ -124,7 +124,8 @@ final class CloneWorker {
         }
         statistics.files += 1
         statistics.bytes += Int64(status.st_size)
-        if SQLiteCompanion.mayBeDatabase(status) && SQLiteCompanion.isWALDatabase(source) {
+        let kind = SQLiteCompanion.mayBeDatabase(status) ? SQLiteCompanion.databaseKind(source) : .none
+        if kind == .wal {
             directory.walDatabases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
         }
 
@@ -152,7 +153,9 @@ final class CloneWorker {
             try applyFileMetadata(status, from: source, to: target)
             if SQLiteCompanion.isJournalName(name) {
                 directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
-            } else if SQLiteCompanion.isCompanionName(name) {
+            } else if origin == nil && (SQLiteCompanion.isCompanionName(name) || kind != .none) {
+                // A database of the snapshot's own is sealed too: with its journal mode set to
+                // OFF, a connection could write it without any companion file.
                 try Seal.apply(target)
             }
             origin?.state.store(HardLinkOrigin.made, ordering: .releasing)

@@ -30,7 +30,7 @@ enum HotJournal {
     /// Whether `journal` (a NUL-terminated name in `dir`) is a hot journal; if so rolls the
     /// database it belongs to back and removes the journal. Returns whether it did.
     @discardableResult
-    static func rollBack(in dir: Int32, journal: [CChar]) throws(Errno) -> Bool {
+    static func rollBack(in dir: Int32, journal: [CChar], seal: Bool = true) throws(Errno) -> Bool {
         let journalName = Array(journal.dropLast())
         let suffix = Array("-journal".utf8CString.dropLast())
         guard journalName.count > suffix.count, journalName.suffix(suffix.count).elementsEqual(suffix) else { return false }
@@ -46,11 +46,14 @@ enum HotJournal {
         guard fstatat(dir, database, &databaseStatus, AT_SYMLINK_NOFOLLOW) == 0,
               databaseStatus.st_mode & S_IFMT == S_IFREG else { return false }
         if databaseStatus.st_size > 0 {
+            // A database of the snapshot's own may be sealed already (see ``Seal``).
+            if databaseStatus.st_nlink <= 1 { _ = try Seal.remove(database, in: dir) }
             let output = try privateCopy(database, in: dir, status: databaseStatus)
             defer { close(output) }
             try play(input, size: Int64(journalStatus.st_size), into: output)
             var times = [databaseStatus.st_atim, databaseStatus.st_mtim]
             try syscall(futimens(output, &times))
+            if seal { try Seal.apply(output) }
         }
         try syscall(unlinkat(dir, journal, 0))
         return true
@@ -59,7 +62,7 @@ enum HotJournal {
     /// The database `name` in `dir` open for writing, as a file of the snapshot's own: a
     /// file with other links (the live one's, with hard links) is copied and the copy
     /// renamed over it, with the same owner, mode, attributes and times.
-    private static func privateCopy(_ name: [CChar], in dir: Int32, status: stat) throws(Errno) -> Int32 {
+    static func privateCopy(_ name: [CChar], in dir: Int32, status: stat) throws(Errno) -> Int32 {
         if status.st_nlink <= 1 {
             return try syscall(snapfs_openat(dir, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0))
         }

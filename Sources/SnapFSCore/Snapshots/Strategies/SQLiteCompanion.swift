@@ -37,11 +37,16 @@ enum SQLiteCompanion {
     }
 
     /// Whether the file open at `fd` starts with a SQLite header in WAL mode.
-    static func isWALDatabase(_ fd: Int32) -> Bool {
+    static func isWALDatabase(_ fd: Int32) -> Bool { databaseKind(fd) == .wal }
+
+    enum Kind { case none, rollback, wal }
+
+    /// What the file open at `fd` is: a SQLite database in rollback or WAL mode, or neither.
+    static func databaseKind(_ fd: Int32) -> Kind {
         var header = [UInt8](repeating: 0, count: 20)
         let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, 20, 0) }
-        guard n == 20 else { return false }
-        return header[0..<16].elementsEqual("SQLite format 3\0".utf8) && header[18] == 2 && header[19] == 2
+        guard n == 20, header[0..<16].elementsEqual("SQLite format 3\0".utf8) else { return .none }
+        return header[18] == 2 && header[19] == 2 ? .wal : .rollback
     }
 
     /// Adds the missing companions of the WAL databases found in `directory`'s listing (its
@@ -144,7 +149,7 @@ enum SQLiteCompanion {
             }
         }
         var changed = false
-        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal) { changed = true }
+        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal, seal: false) { changed = true }
         // A btrfs snapshot is made a read-only subvolume next: no flags needed.
         if try addMissing(in: dir, databases: databases, seal: false) || changed {
             var times = [cursor.status.st_atim, cursor.status.st_mtim]

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 import passthrough_ll
+from trees import remove_tree as remove_sealed_tree
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -1599,7 +1600,7 @@ def remove_tree(path):
     if busy:
         log(f"WARNING: not removing {path}: still mounted: {', '.join(busy)}")
         return
-    shutil.rmtree(path, ignore_errors=True)
+    remove_sealed_tree(path)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import passthrough_ll
+from trees import remove_tree
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
@@ -116,7 +117,7 @@ class Target:
         return self.backing if self.kind == "native" else self.mnt
 
     def setup(self, template):
-        shutil.rmtree(self.backing, ignore_errors=True)
+        remove_tree(self.backing)
         self.backing.mkdir(parents=True)
         shutil.copyfile(template, self.backing / "bench.db")
         if self.kind == "snapfs":
@@ -146,7 +147,7 @@ class Target:
                         break
                     time.sleep(0.05)
                 self.pid = None
-        shutil.rmtree(self.backing, ignore_errors=True)
+        remove_tree(self.backing)
 
 
 def measure(target, template, mode, seconds, max_tx):
@@ -240,7 +241,7 @@ def main(argv):
                     entry["rates"].append(rate)
                     entry["lat"] += lat
                     entry["snap_ms"] += snaps
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base)
 
     print(f"\nSQLite commits, {megabytes} MB database, one 200-byte INSERT per transaction, synchronous=FULL, "
           f"median of {reps} × {seconds:g} s\n")

@@ -75,11 +75,7 @@ extension SnapshotEngine {
         }
         logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
         announce(metadata.name)
-        if pruneIsDue() {
-            do throws(SnapshotFailure) { _ = try prune(alreadySerial: alreadySerial) } catch {
-                logger.error("pruning after \(metadata.name) failed: \(error.message)")
-            }
-        }
+        pruneIfDue(after: metadata.name, alreadySerial: alreadySerial)
         return metadata
     }
 

@@ -124,7 +124,7 @@ import Testing
     }
 
     @Test func durableDelayIsADurationUpToAnHour() {
-        #expect(MountOptions([]).snapshots.durableDelayMs == 1000)
+        #expect(MountOptions([]).snapshots.durableDelayMs == 5000)
         #expect(MountOptions(["durable_delay=200ms"]).snapshots.durableDelayMs == 200)
         #expect(MountOptions(["durable_delay=0"]).snapshots.durableDelayMs == 0)
         #expect(MountOptions(["durable_delay=1h"]).snapshots.durableDelayMs == 3_600_000)

@@ -261,14 +261,14 @@ public final class SnapshotEngine: Sendable {
             if let kernel = links.kernel, let fileSystem = links.fileSystem {
                 kernel.pushDirtyPages(of: fileSystem.inodes.openForWriting().filter { $0 != excluding })
             }
-            return try state.gate.frozen { () throws(SnapshotFailure) -> SnapshotOutcome in
+            let frozen = try state.gate.frozen { () throws(SnapshotFailure) -> Frozen in
                 let newest = try? catalog.newest()
                 if options.skipUnchanged && !force && !state.changed, let newest {
-                    return .unchanged(newest: newest.name.description)
+                    return .unchanged(newest.name.description)
                 }
                 var sqlite: SQLiteCommitInfo?
                 if let atCommit {
-                    guard let info = atCommit() else { return .unchanged(newest: newest?.name.description ?? "-") }
+                    guard let info = atCommit() else { return .unchanged(newest?.name.description ?? "-") }
                     sqlite = info
                 }
                 // Everything written before the trigger is in the page cache or the backing
@@ -278,9 +278,14 @@ public final class SnapshotEngine: Sendable {
                 }
                 try makeRoom(bytes: strategy == .copy ? newest?.metadata?.bytes ?? 0 : 0,
                              inodes: Self.inodeEstimate(strategy, newest?.metadata), database: sqlite?.database)
-                let metadata = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
+                let built = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
-                return .created(metadata)
+                return .built(built)
+            }
+            switch frozen {
+            case .unchanged(let newest): return .unchanged(newest: newest)
+            // The snapshot's content is fixed: the rest goes on with the writers let through.
+            case .built(let built): return .created(try publish(built))
             }
         }
         if case let .created(metadata) = outcome {
@@ -310,9 +315,22 @@ public final class SnapshotEngine: Sendable {
         }
     }
 
+    /// What the frozen gate gave: no snapshot needed, or one built and not yet published.
+    private enum Frozen {
+        case unchanged(String)
+        case built(Built)
+    }
+
+    /// A snapshot whose content is fixed, under its building name.
+    private struct Built {
+        var metadata: SnapshotMetadata
+        let building: String
+        let started: Double
+    }
+
     /// Builds the snapshot; inside the frozen gate.
     private func build(label: String?, trigger: Trigger, after newest: SnapshotName?,
-                       sqlite: SQLiteCommitInfo? = nil) throws(SnapshotFailure) -> SnapshotMetadata {
+                       sqlite: SQLiteCommitInfo? = nil) throws(SnapshotFailure) -> Built {
         let started = Self.monotonicMilliseconds()
         let name = try nextName(after: newest, label: label)
         let building = SnapshotCatalog.buildingPrefix + name.description
@@ -321,8 +339,9 @@ public final class SnapshotEngine: Sendable {
         do throws(Errno) {
             switch strategy {
             case .btrfs:
-                try BtrfsSubvolume.snapshotTree(source: backingFD, into: directory, name: building,
-                                                excludeAtTop: [ReservedName.snapshots])
+                // Finished (companions, read-only) by `publish`, outside the gate.
+                try BtrfsSubvolume.takeTree(source: backingFD, into: directory, name: building,
+                                            excludeAtTop: [ReservedName.snapshots])
             case .reflink, .hardlink, .copy:
                 let method: CloneMethod = strategy == .reflink ? .reflink : strategy == .hardlink ? .hardlink : .copy
                 // Inside the frozen gate: no passthrough starts or joins meanwhile.
@@ -338,11 +357,34 @@ public final class SnapshotEngine: Sendable {
             // Every regular file may now share its object with the snapshot.
             state.generation.wrappingAdd(1, ordering: .acquiringAndReleasing)
         }
-        var metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue,
+        let metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue,
                                         files: statistics.files + statistics.symlinks + statistics.specials,
                                         directories: statistics.directories, bytes: statistics.bytes, sqlite: sqlite)
-        metadata.durationMs = ((Self.monotonicMilliseconds() - started) * 1000).rounded() / 1000
-        try putInPlace(metadata, building: building, what: "the snapshot")
+        return Built(metadata: metadata, building: building, started: started)
+    }
+
+    /// Finishes a built snapshot and publishes it; after the gate (still serial), so that
+    /// the walk that finds its WAL databases (reading the first bytes of every file whose
+    /// size could be a database's) never holds a writer. Then a btrfs snapshot is made
+    /// read-only; the other strategies' databases are sealed with their directories.
+    private func publish(_ built: Built) throws(SnapshotFailure) -> SnapshotMetadata {
+        var metadata = built.metadata
+        do throws(Errno) {
+            if strategy == .btrfs {
+                try BtrfsSubvolume.finishTree(in: catalog.directoryFD, name: built.building)
+            } else {
+                let top = try built.building.withCName { (name) throws(Errno) in
+                    try syscall(snapfs_openat(catalog.directoryFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+                }
+                defer { close(top) }
+                try SQLiteCompanion.addToTree(top, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0, seal: true)
+            }
+        } catch {
+            _ = try? TreeRemover.remove(parent: catalog.directoryFD, name: built.building)
+            throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
+        }
+        metadata.durationMs = ((Self.monotonicMilliseconds() - built.started) * 1000).rounded() / 1000
+        try putInPlace(metadata, building: built.building, what: "the snapshot")
         return metadata
     }
 

@@ -61,13 +61,20 @@ public enum BtrfsSubvolume {
     /// source root's times, then made read-only; on error it is deleted.
     public static func snapshotTree(source: Int32, into parent: Int32, name: String,
                                     excludeAtTop: Set<String>) throws(Errno) {
+        try takeTree(source: source, into: parent, name: name, excludeAtTop: excludeAtTop)
+        try finishTree(in: parent, name: name)
+    }
+
+    /// The first part of ``snapshotTree(source:into:name:excludeAtTop:)``: the writable
+    /// snapshot, trimmed, with the source root's times (what must happen while the source
+    /// holds still). On error it is deleted.
+    public static func takeTree(source: Int32, into parent: Int32, name: String,
+                                excludeAtTop: Set<String>) throws(Errno) {
         var sourceStatus = stat()
         try syscall(fstat(source, &sourceStatus))
         try snapshot(source: source, into: parent, name: name, readOnly: false)
         do throws(Errno) {
-            let fd = try name.withCName { (name) throws(Errno) in
-                try syscall(snapfs_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-            }
+            let fd = try open(name, in: parent)
             defer { close(fd) }
             var removed = false
             for excluded in excludeAtTop.sorted() {
@@ -79,17 +86,41 @@ public enum BtrfsSubvolume {
                 try TreeRemover.remove(parent: fd, name: excluded)
                 removed = true
             }
-            try SQLiteCompanion.addToTree(fd, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0)
             if removed {
                 var times = (sourceStatus.st_atim, sourceStatus.st_mtim)
                 _ = try withUnsafePointer(to: &times) { (times) throws(Errno) in
                     try syscall(futimens(fd, UnsafeRawPointer(times).assumingMemoryBound(to: timespec.self)))
                 }
             }
+        } catch {
+            try? delete(parent: parent, name: name)
+            throw error
+        }
+    }
+
+    /// The second part: SQLite companions for its WAL databases (see ``SQLiteCompanion``),
+    /// then read-only. Needs no quiet source (the snapshot is its own). On error it is deleted.
+    public static func finishTree(in parent: Int32, name: String) throws(Errno) {
+        do throws(Errno) {
+            let fd = try open(name, in: parent)
+            defer { close(fd) }
+            var rootStatus = stat()
+            try syscall(fstat(fd, &rootStatus))
+            try SQLiteCompanion.addToTree(fd, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0)
+            var times = (rootStatus.st_atim, rootStatus.st_mtim)
+            _ = try withUnsafePointer(to: &times) { (times) throws(Errno) in
+                try syscall(futimens(fd, UnsafeRawPointer(times).assumingMemoryBound(to: timespec.self)))
+            }
             try setReadOnly(fd)
         } catch {
             try? delete(parent: parent, name: name)
             throw error
+        }
+    }
+
+    private static func open(_ name: String, in parent: Int32) throws(Errno) -> Int32 {
+        try name.withCName { (name) throws(Errno) in
+            try syscall(snapfs_openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | (geteuid() == 0 ? SNAPFS_O_NOATIME : 0), 0))
         }
     }
 }

@@ -21,10 +21,6 @@ final class CloneDirectory: @unchecked Sendable {
     var target: Int32 = -1
     var status = stat()
     var attributes: [(name: [CChar], value: [UInt8])] = []
-    /// WAL-mode SQLite databases found by the listing (NUL-terminated names): they get empty
-    /// `-wal` and `-shm` beside them if the source has none (see ``SQLiteCompanion``).
-    /// Written only by the thread that lists the directory.
-    var walDatabases: [[CChar]] = []
     /// Rollback journals copied into this directory (see ``HotJournal``); same thread.
     var journals: [[CChar]] = []
 

@@ -51,7 +51,7 @@ final class CloneWorker {
                     if top && run.isExcludedAtTop(name) { return }
                     try cloneEntry(name, type: type, in: directory, status: nil)
                 }
-                try SQLiteCompanion.addMissing(for: directory)
+                try SQLiteCompanion.playBackJournals(of: directory)
             } catch {
                 run.fail(error)
             }
@@ -102,13 +102,6 @@ final class CloneWorker {
                 try syscall(linkat(directory.source, name, directory.target, name, 0))
                 statistics.files += 1
                 statistics.bytes += Int64(status.st_size)
-                if SQLiteCompanion.mayBeDatabase(status) {
-                    let fd = snapfs_openat(directory.source, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | run.noAccessTime, 0)
-                    if fd >= 0 {
-                        if SQLiteCompanion.isWALDatabase(fd) { directory.walDatabases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
-                        close(fd)
-                    }
-                }
                 return
             }
         }
@@ -124,10 +117,6 @@ final class CloneWorker {
         }
         statistics.files += 1
         statistics.bytes += Int64(status.st_size)
-        let kind = SQLiteCompanion.mayBeDatabase(status) ? SQLiteCompanion.databaseKind(source) : .none
-        if kind == .wal {
-            directory.walDatabases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
-        }
 
         var origin: HardLinkOrigin?
         if status.st_nlink > 1 && directory.isLinkOrigin {
@@ -153,9 +142,7 @@ final class CloneWorker {
             try applyFileMetadata(status, from: source, to: target)
             if SQLiteCompanion.isJournalName(name) {
                 directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
-            } else if origin == nil && (SQLiteCompanion.isCompanionName(name) || kind != .none) {
-                // A database of the snapshot's own is sealed too: with its journal mode set to
-                // OFF, a connection could write it without any companion file.
+            } else if origin == nil && SQLiteCompanion.isCompanionName(name) {
                 try Seal.apply(target)
             }
             origin?.state.store(HardLinkOrigin.made, ordering: .releasing)
@@ -349,7 +336,7 @@ final class CloneWorker {
                 level.directory.source = source.fd
                 level.directory.target = target.fd
                 defer { level.directory.source = -1; level.directory.target = -1 }
-                try SQLiteCompanion.addMissing(for: level.directory)
+                try SQLiteCompanion.playBackJournals(of: level.directory)
                 try level.directory.applyMetadata()
                 if !levels.isEmpty {
                     try source.ascend()

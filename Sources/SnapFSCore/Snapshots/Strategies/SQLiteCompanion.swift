@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import Synchronization
 import SystemPackage
 
 /// Empty `-wal` and `-shm` files beside the WAL-mode databases of a tree snapshot.
@@ -16,6 +17,26 @@ import SystemPackage
 /// `diff` and `restore` treat an empty `-wal` or `-shm` the same as none.
 enum SQLiteCompanion {
     static let suffixes = ["-wal", "-shm"]
+
+    /// Files already found not to be databases, by inode number, size and modification
+    /// time. A hard-link snapshot holds the same inodes as the one before for every file
+    /// that did not change (a change through the mount copies the file up to a new inode
+    /// first), and a btrfs snapshot the same inode numbers (on a device of its own, so the
+    /// device is left out), so a walk reads only the files that changed. Not the change
+    /// time: each hard link made moves it. At most `notDatabasesLimit` entries (then it
+    /// starts over). A file made to look the same (number, size and time to the nanosecond)
+    /// would only miss its companions.
+    struct FileIdentity: Hashable {
+        let inode: UInt64, size: Int64, modified: Int64
+
+        init(_ status: stat) {
+            inode = UInt64(status.st_ino)
+            size = Int64(status.st_size)
+            modified = Int64(status.st_mtim.tv_sec) * 1_000_000_000 + Int64(status.st_mtim.tv_nsec)
+        }
+    }
+    static let notDatabases = Mutex<Set<FileIdentity>>([])
+    static let notDatabasesLimit = 1_000_000
 
     /// Whether `name` is SQLite's `-wal`, `-shm` or `-journal` file of some database.
     static func isCompanionName(_ name: UnsafePointer<CChar>) -> Bool {
@@ -49,13 +70,9 @@ enum SQLiteCompanion {
         return header[18] == 2 && header[19] == 2 ? .wal : .rollback
     }
 
-    /// Adds the missing companions of the WAL databases found in `directory`'s listing (its
-    /// target is open).
-    static func addMissing(for directory: CloneDirectory) throws(Errno) {
-        try addMissing(in: directory.target, databases: directory.walDatabases)
-        directory.walDatabases.removeAll()
-        // Journals: a hot one is played back into the snapshot's database and removed;
-        // any other is sealed with the rest.
+    /// The journals copied into `directory` (its target is open): a hot one is played back
+    /// into the snapshot's database and removed; any other is sealed with the rest.
+    static func playBackJournals(of directory: CloneDirectory) throws(Errno) {
         for journal in directory.journals where try !HotJournal.rollBack(in: directory.target, journal: journal) {
             let fd = snapfs_openat(directory.target, journal, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
             guard fd >= 0 else { continue }
@@ -105,16 +122,16 @@ enum SQLiteCompanion {
     /// directory's times: for a btrfs snapshot, which is taken whole by the filesystem and
     /// so is not listed file by file as the other strategies' are. Walks with a cursor (one
     /// descriptor, no recursion); opens only files whose size could be a database's.
-    static func addToTree(_ root: Int32, noAccessTime: Int32) throws(Errno) {
+    static func addToTree(_ root: Int32, noAccessTime: Int32, seal: Bool = false) throws(Errno) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
         // O_NOATIME: listing the snapshot must not change its directories' access times.
         let cursor = try DirectoryCursor(at: root, extraFlags: noAccessTime)
-        var levels = [try visit(cursor, buffer, noAccessTime)]
+        var levels = [try visit(cursor, buffer, noAccessTime, seal)]
         while !levels.isEmpty {
             if let child = levels[levels.count - 1].popLast() {
                 try cursor.descend(child)
-                levels.append(try visit(cursor, buffer, noAccessTime))
+                levels.append(try visit(cursor, buffer, noAccessTime, seal))
                 continue
             }
             levels.removeLast()
@@ -124,7 +141,7 @@ enum SQLiteCompanion {
 
     /// Adds the companions in the directory at `cursor`; returns its subdirectories.
     private static func visit(_ cursor: DirectoryCursor, _ buffer: UnsafeMutableRawBufferPointer,
-                              _ noAccessTime: Int32) throws(Errno) -> [[UInt8]] {
+                              _ noAccessTime: Int32, _ seal: Bool) throws(Errno) -> [[UInt8]] {
         var subdirectories: [[UInt8]] = []
         var databases: [[CChar]] = []
         var journals: [[CChar]] = []
@@ -141,20 +158,35 @@ enum SQLiteCompanion {
             } else if kind == DirectoryEntries.Kind.regular && isJournalName(name) {
                 journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
             } else if kind == DirectoryEntries.Kind.regular && mayBeDatabase(status) {
+                let identity = FileIdentity(status)
+                if notDatabases.withLock({ $0.contains(identity) }) { return }
                 let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | noAccessTime, 0)
                 if fd >= 0 {
-                    if isWALDatabase(fd) { databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
-                    close(fd)
+                    defer { close(fd) }
+                    let kind = databaseKind(fd)
+                    if kind == .none {
+                        notDatabases.withLock {
+                            if $0.count >= notDatabasesLimit { $0.removeAll() }
+                            $0.insert(identity)
+                        }
+                    }
+                    if kind == .wal { databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
+                    // A database of the snapshot's own is sealed too: with its journal mode
+                    // set to OFF, a connection could write it without any companion file.
+                    if seal && kind != .none && status.st_nlink == 1 { try Seal.apply(fd) }
                 }
             }
         }
+        guard !journals.isEmpty || !databases.isEmpty else { return subdirectories }
+        // A sealed directory is opened up for the change and sealed again.
+        let wasSealed = seal ? try Seal.remove(dir) : false
         var changed = false
-        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal, seal: false) { changed = true }
-        // A btrfs snapshot is made a read-only subvolume next: no flags needed.
-        if try addMissing(in: dir, databases: databases, seal: false) || changed {
+        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal, seal: seal) { changed = true }
+        if try addMissing(in: dir, databases: databases, seal: seal) || changed {
             var times = [cursor.status.st_atim, cursor.status.st_mtim]
             try syscall(futimens(dir, &times))
         }
+        if wasSealed { try Seal.apply(dir) }
         return subdirectories
     }
 }

@@ -285,7 +285,11 @@ public final class SnapshotEngine: Sendable {
             switch frozen {
             case .unchanged(let newest): return .unchanged(newest: newest)
             // The snapshot's content is fixed: the rest goes on with the writers let through.
-            case .built(let built): return .created(try publish(built))
+            case .built(let built):
+                do throws(SnapshotFailure) { return .created(try publish(built)) } catch {
+                    state.changedSinceSnapshot.store(true, ordering: .relaxed)  // nothing was taken
+                    throw error
+                }
             }
         }
         if case let .created(metadata) = outcome {

@@ -85,6 +85,25 @@ public final class DirectoryCursor {
         status = st
     }
 
+    /// Walks every directory below the current one, depth first, and the current one:
+    /// `enter` runs with the cursor in a directory and returns the names of the
+    /// subdirectories to go into; `leave` runs when everything below it is done. The
+    /// cursor ends where it started.
+    public func walk(enter: (DirectoryCursor) throws(Errno) -> [[UInt8]],
+                     leave: (DirectoryCursor) throws(Errno) -> Void = { _ in }) throws(Errno) {
+        var levels = [try enter(self)]
+        while !levels.isEmpty {
+            if let child = levels[levels.count - 1].popLast() {
+                try descend(child)
+                levels.append(try enter(self))
+                continue
+            }
+            levels.removeLast()
+            try leave(self)
+            if !levels.isEmpty { try ascend() }
+        }
+    }
+
     /// Refreshes `status` (after changing the directory's metadata).
     public func refreshStatus() throws(Errno) {
         var st = stat()

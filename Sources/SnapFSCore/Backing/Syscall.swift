@@ -42,6 +42,26 @@ public func readWholeFile(_ path: String) -> [UInt8]? {
     return readToEnd(fd)
 }
 
+/// Replaces the file `name` in the directory `dir` with `bytes`, durably and atomically:
+/// written to `temporary` and synced, renamed over `name`, then the directory synced (small
+/// records of the daemon's own, in a directory only it writes).
+func replaceDurably(_ name: String, in dir: Int32, with bytes: [UInt8], temporary: String) throws(Errno) {
+    let fd = try syscall(snapfs_openat(dir, temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644))
+    do throws(Errno) {
+        var offset = 0
+        while offset < bytes.count {
+            offset += try syscallRetrying { bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) } }
+        }
+        try syscallRetrying { fsync(fd) }
+    } catch {
+        close(fd)
+        throw error
+    }
+    close(fd)
+    try syscall(renameat(dir, temporary, dir, name))
+    try syscallRetrying { fsync(dir) }
+}
+
 extension Errno {
     /// The errno of the last failed call.
     static var current: Errno { Errno(rawValue: errno) }

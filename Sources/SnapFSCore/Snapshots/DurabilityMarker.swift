@@ -48,20 +48,7 @@ public enum DurabilityMarker {
 
     /// Replaces the marker in `metadataFD` (an open directory) with `name`, durably.
     public static func write(_ name: SnapshotName?, metadataFD: Int32) throws(Errno) {
-        let bytes = Array(((name?.description ?? "-") + "\n").utf8)
-        let fd = try syscall(snapfs_openat(metadataFD, temporaryName, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644))
-        do throws(Errno) {
-            var offset = 0
-            while offset < bytes.count {
-                offset += try syscallRetrying { bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) } }
-            }
-            try syscallRetrying { fsync(fd) }
-        } catch {
-            close(fd)
-            throw error
-        }
-        close(fd)
-        try syscall(renameat(metadataFD, temporaryName, metadataFD, fileName))
-        try syscallRetrying { fsync(metadataFD) }
+        try replaceDurably(fileName, in: metadataFD, with: Array(((name?.description ?? "-") + "\n").utf8),
+                           temporary: temporaryName)
     }
 }

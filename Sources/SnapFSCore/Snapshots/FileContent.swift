@@ -45,7 +45,7 @@ public enum FileContent {
     }
 
     /// Reads until `buffer` is full or the file ends; returns the byte count.
-    private static func readFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: off_t) throws(Errno) -> Int {
+    static func readFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: off_t) throws(Errno) -> Int {
         var total = 0
         while total < buffer.count {
             let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + total, $0.count - total, offset + off_t(total)) }

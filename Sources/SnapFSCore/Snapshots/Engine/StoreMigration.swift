@@ -64,18 +64,9 @@ enum StoreMigration {
     private static func sealTree(_ top: Int32, noAccessTime: Int32) throws(Errno) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
-        let cursor = try DirectoryCursor(at: top, extraFlags: noAccessTime)
-        var levels = [try sealEntries(cursor, buffer)]
-        while !levels.isEmpty {
-            if let child = levels[levels.count - 1].popLast() {
-                try cursor.descend(child)
-                levels.append(try sealEntries(cursor, buffer))
-                continue
-            }
-            levels.removeLast()
-            try Seal.apply(cursor.fd)
-            if !levels.isEmpty { try cursor.ascend() }
-        }
+        try DirectoryCursor(at: top, extraFlags: noAccessTime).walk(
+            enter: { (cursor) throws(Errno) in try sealEntries(cursor, buffer) },
+            leave: { (cursor) throws(Errno) in try Seal.apply(cursor.fd) })
     }
 
     /// Seals the companion files of the directory at `cursor`; returns its subdirectories.
@@ -131,21 +122,11 @@ enum StoreMigration {
         let fd = snapfs_openat(meta, formatFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0)
         if fd < 0 { return 1 }
         defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 16)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-        guard n > 0 else { return 1 }
-        let digits = buffer[0..<n].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        let digits = readToEnd(fd).prefix(16).prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
         return Int(String(decoding: digits, as: UTF8.self)) ?? 1
     }
 
     static func writeFormat(in meta: Int32) throws(Errno) {
-        let temporary = ".\(formatFile).tmp-\(getpid())"
-        let fd = try syscall(snapfs_openat(meta, temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644))
-        let text = Array("\(currentFormat)\n".utf8)
-        let written = text.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-        let synced = fsync(fd)
-        close(fd)
-        guard written == text.count, synced == 0 else { throw .current }
-        try syscall(renameat(meta, temporary, meta, formatFile))
+        try replaceDurably(formatFile, in: meta, with: Array("\(currentFormat)\n".utf8), temporary: ".\(formatFile).tmp")
     }
 }

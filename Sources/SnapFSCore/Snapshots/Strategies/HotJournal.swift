@@ -71,17 +71,7 @@ enum HotJournal {
         let temporary = Array(".snapfs-rollback-\(UInt32.random(in: 0...UInt32.max))".utf8CString)
         let copy = try syscall(snapfs_openat(dir, temporary, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
         do throws(Errno) {
-            var buffer = [UInt8](repeating: 0, count: 1 << 20)
-            var offset: Int64 = 0
-            while true {
-                let n = try syscallRetrying { buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress!, $0.count, off_t(offset)) } }
-                if n == 0 { break }
-                var done = 0
-                while done < n {
-                    done += try syscallRetrying { buffer.withUnsafeBytes { pwrite(copy, $0.baseAddress! + done, n - done, off_t(offset) + off_t(done)) } }
-                }
-                offset += Int64(n)
-            }
+            try FileCopy.copyData(from: source, to: copy, size: Int64(status.st_size))
             try syscall(fchown(copy, status.st_uid, status.st_gid))
             let buffers = ExtendedAttributes()
             defer { buffers.deallocate() }
@@ -150,14 +140,8 @@ enum HotJournal {
         }
     }
 
+    /// Whether `buffer` could be filled from `offset` (a shorter read: the end of the file).
     private static func readFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: Int64) -> Bool {
-        var total = 0
-        while total < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + total, $0.count - total, off_t(offset) + off_t(total)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return false }
-            total += n
-        }
-        return true
+        (try? FileContent.readFully(fd, &buffer, at: off_t(offset))) == buffer.count
     }
 }

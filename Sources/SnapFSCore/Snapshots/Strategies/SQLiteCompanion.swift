@@ -40,11 +40,16 @@ enum SQLiteCompanion {
 
     /// Whether `name` is SQLite's `-wal`, `-shm` or `-journal` file of some database.
     static func isCompanionName(_ name: UnsafePointer<CChar>) -> Bool {
-        let length = strlen(name)
-        for suffix in ["-wal", "-shm", "-journal"] where length > suffix.utf8.count {
-            if strcmp(name + (length - suffix.utf8.count), suffix) == 0 { return true }
-        }
-        return false
+        ["-wal", "-shm", "-journal"].contains { hasSuffix(name, $0) }
+    }
+
+    /// Whether `name` is a rollback journal's name (`NAME-journal`).
+    static func isJournalName(_ name: UnsafePointer<CChar>) -> Bool { hasSuffix(name, "-journal") }
+
+    /// Whether `name` is longer than `suffix` and ends with it.
+    private static func hasSuffix(_ name: UnsafePointer<CChar>, _ suffix: String) -> Bool {
+        let length = strlen(name), count = suffix.utf8.count
+        return length > count && strcmp(name + (length - count), suffix) == 0
     }
 
     /// Whether `name` (raw bytes) is an empty `-wal` or `-shm` that stands for none.
@@ -83,11 +88,6 @@ enum SQLiteCompanion {
         directory.journals.removeAll()
     }
 
-    /// Whether `name` is a rollback journal's name (`NAME-journal`).
-    static func isJournalName(_ name: UnsafePointer<CChar>) -> Bool {
-        let length = strlen(name)
-        return length > 8 && strcmp(name + (length - 8), "-journal") == 0
-    }
 
     /// Adds an empty `-wal` and `-shm` beside each of `databases` (NUL-terminated names in
     /// `dir`) that lacks them; returns whether it added any.
@@ -126,16 +126,8 @@ enum SQLiteCompanion {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
         // O_NOATIME: listing the snapshot must not change its directories' access times.
-        let cursor = try DirectoryCursor(at: root, extraFlags: noAccessTime)
-        var levels = [try visit(cursor, buffer, noAccessTime, seal)]
-        while !levels.isEmpty {
-            if let child = levels[levels.count - 1].popLast() {
-                try cursor.descend(child)
-                levels.append(try visit(cursor, buffer, noAccessTime, seal))
-                continue
-            }
-            levels.removeLast()
-            if !levels.isEmpty { try cursor.ascend() }
+        try DirectoryCursor(at: root, extraFlags: noAccessTime).walk { (cursor) throws(Errno) in
+            try visit(cursor, buffer, noAccessTime, seal)
         }
     }
 

@@ -120,7 +120,7 @@ extension FUSEOperations {
         fi.pointee.noflush = core.closeNeedsDaemon(file) ? 0 : 1
         switch file.passthrough {
         case .none:
-            fi.pointee.keep_cache = 1
+            fi.pointee.keep_cache = file.dropsKernelPages ? 0 : 1
             if core.writesBypassKernelCache(file) { fi.pointee.direct_io = 1 }
         case let .reads(id):
             fi.pointee.keep_cache = 0

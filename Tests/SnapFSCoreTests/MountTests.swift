@@ -117,6 +117,17 @@ import Testing
         #expect(fuse.filter { $0 == "allow_other" }.count == 1)
     }
 
+    @Test func kernelWritebackCacheByDefaultAndUringWithout() {
+        #expect(MountOptions([]).writebackCache)
+        #expect(!MountOptions(["no_writeback_cache"]).writebackCache)
+        #expect(MountOptions(["no_writeback_cache", "writeback_cache"]).writebackCache)
+        let ring = MountOptions(["uring"])
+        #expect(ring.uring && !ring.writebackCache && ring.problems.isEmpty)
+        let both = MountOptions(["uring", "writeback_cache"])
+        #expect(both.problems.contains { $0.contains("uring and writeback_cache") })
+        #expect(MountOptions(["uring", "no_writeback_cache"]).problems.isEmpty)
+    }
+
     @Test func allowOtherOnlyForRootUnlessRefused() {
         #expect(!MountOptions([]).fuseOptions(backing: "/b", asRoot: false).contains("allow_other"))
         #expect(MountOptions([]).fuseOptions(backing: "/b", asRoot: true).contains("allow_other"))

@@ -362,6 +362,43 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         #expect(backing.content(2) == [1])
     }
 
+    @Test func refusedWritesAreHeldWhileThereIsRoomAndWrittenOnceSpaceReturns() throws {
+        // The kernel's write-back: what reaches the cache was acknowledged long ago, so a
+        // full disk must not make the cache refuse it while it has room.
+        let backing = FakeBackingStore()
+        let cache = PageCache(.init(capacity: 32 * pageSize, dirtyLimit: 4 * pageSize, holdsRefusedWrites: true))
+        backing.update { $0.writeError = .noSpace }
+        var model = FileModel()
+        // Small writes past the dirty limit, and a large page-aligned one that would go through.
+        let small = pattern(10 * pageSize, seed: 21)
+        for page in 0..<10 {
+            let chunk = Array(small[page * pageSize..<(page + 1) * pageSize])
+            #expect(try cache.write(1, chunk, at: page * pageSize, backing: backing) == pageSize)
+        }
+        model.write(small, at: 0)
+        let large = pattern(16 * pageSize, seed: 22)
+        #expect(large.count >= PageCache.writeThroughMinimum)
+        #expect(try cache.write(1, large, at: 10 * pageSize, backing: backing) == large.count)
+        model.write(large, at: 10 * pageSize)
+        #expect(cache.statistics.dirtyBytes == 26 * pageSize)
+        #expect(try cache.content(1, backing: backing) == model.bytes)
+        // fsync reports the full disk; nothing is dropped.
+        #expect(throws: Errno.noSpace) { try cache.fsync(1, dataOnly: true, backing: backing) }
+        // Room runs out: then, and only then, a write is refused.
+        let more = pattern(7 * pageSize, seed: 23)
+        #expect(throws: Errno.noSpace) {
+            for page in 0..<7 {
+                let chunk = Array(more[page * pageSize..<(page + 1) * pageSize])
+                _ = try cache.write(2, chunk, at: page * pageSize, backing: backing)
+            }
+        }
+        #expect(cache.statistics.cachedBytes <= 32 * pageSize)
+        // Space is back: everything held reaches the file.
+        backing.update { $0.writeError = nil }
+        try cache.fsync(1, dataOnly: true, backing: backing)
+        #expect(backing.content(1) == Array(small + large))
+    }
+
     @Test func shortWritesAreRetried() throws {
         let backing = FakeBackingStore()
         backing.update { $0.shortWrite = 1000 }

@@ -43,11 +43,20 @@ public final class PageCache: Sendable {
         public var dirtyLimit: Int
         /// Largest single backing write of coalesced dirty pages; at least one page.
         public var maxWriteBack: Int
+        /// Whether a write the backing file refuses (a full disk, a quota) is still taken
+        /// while the cache has room: past the dirty limit, and instead of a large write's
+        /// write-through. For writes that are the kernel's write-back (its write-back cache
+        /// acknowledged them to the application long before): a refused one would be lost,
+        /// while one held here waits, dirty, for space, and its failure is reported by
+        /// fsync and close as any other.
+        public var holdsRefusedWrites: Bool
 
-        public init(capacity: Int = 256 << 20, dirtyLimit: Int? = nil, maxWriteBack: Int = 1 << 20) {
+        public init(capacity: Int = 256 << 20, dirtyLimit: Int? = nil, maxWriteBack: Int = 1 << 20,
+                    holdsRefusedWrites: Bool = false) {
             self.capacity = capacity
             self.dirtyLimit = dirtyLimit ?? capacity / 2
             self.maxWriteBack = maxWriteBack
+            self.holdsRefusedWrites = holdsRefusedWrites
         }
     }
 
@@ -96,10 +105,26 @@ public final class PageCache: Sendable {
                       backing: some CacheBackingStore) throws(Errno) -> Int {
         precondition(offset >= 0)
         let data = CallerBuffer(data)
+        let holding = configuration.holdsRefusedWrites
+        var taken = 0
         if data.value.count >= Self.writeThroughMinimum, offset % Int64(Self.pageSize) == 0, data.value.count % Self.pageSize == 0 {
-            return try writeThrough(file, data.value, at: offset, backing: backing)
+            do throws(Errno) {
+                taken = try writeThrough(file, data.value, at: offset, backing: backing)
+            } catch where holding {
+                taken = 0
+            }
+            // Refused part-way (a full disk): the rest is buffered, if the cache holds refused writes.
+            if taken == data.value.count || !holding { return taken }
         }
-        return try table.withLock { (table) throws(Errno) -> Int in try table.write(file, data.value, at: offset, backing: backing) }
+        let rest = CallerBuffer(UnsafeRawBufferPointer(rebasing: data.value[taken...]))
+        do throws(Errno) {
+            return taken + (try table.withLock { (table) throws(Errno) -> Int in
+                try table.write(file, rest.value, at: offset + Int64(taken), backing: backing, holding: holding)
+            })
+        } catch {
+            if taken > 0 { return taken }
+            throw error
+        }
     }
 
     /// A write that goes straight to the backing file unless the cache holds dirty data of

@@ -280,14 +280,19 @@ struct PageTable: ~Copyable {
 
     /// Buffers `data` at `offset`. Returns the bytes taken, fewer than `data.count` only
     /// when room for the rest could not be made (the write-back error is thrown instead if
-    /// nothing was taken).
+    /// nothing was taken). `holding`: a writer over the dirty limit whose write-back fails
+    /// is still taken while there is room (see ``PageCache/Configuration/holdsRefusedWrites``).
     mutating func write(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
-                        backing: some CacheBackingStore) throws(Errno) -> Int {
+                        backing: some CacheBackingStore, holding: Bool = false) throws(Errno) -> Int {
         guard data.count > 0 else { return 0 }
         // Back-pressure: a writer finding the dirty limit exceeded (write-back failed
-        // earlier) must get it under the limit first, or fail.
+        // earlier) must get it under the limit first, or fail — unless it is held.
         if dirtyPages > dirtyLimitPages {
-            try writeBackUnderLimit(backing: backing)
+            if holding {
+                try? writeBackUnderLimit(backing: backing)
+            } else {
+                try writeBackUnderLimit(backing: backing)
+            }
         }
         let p = Self.p
         let end = offset + Int64(data.count)

@@ -14,20 +14,28 @@ public final class OpenFile: Sendable {
     public let writesThrough: Bool
     /// How the kernel serves it (see `Passthrough.swift`).
     public let passthrough: PassthroughMode
+    /// Its I/O bypasses the kernel's page cache (direct I/O), as every open file of the
+    /// inode does (see `SnapFileSystem.writesBypassKernelCache`).
+    public let kernelDirect: Bool
+    /// The kernel must drop the inode's cached pages at this open (they may predate
+    /// writes made with direct I/O).
+    public let dropsKernelPages: Bool
     /// Called when the last open file of a passthrough inode goes.
     private let passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)?
     /// The open counted against its user's bound (see ``HandleLedger``), given back with it.
     private let charge: HandleCharge?
 
     init(inode: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
-         offer: (() -> Int32?)? = nil,
+         offer: (() -> Int32?)? = nil, direct: (() -> Bool)? = nil,
          passthroughEnded: (@Sendable (Inode, Inode.PassthroughState) -> Void)? = nil,
          charge: HandleCharge? = nil) {
         self.inode = inode
         self.fd = fd
         self.flags = flags
-        let mode = inode.opened(fd: fd, flags: flags, offer: offer)
+        let (mode, kernelDirect, drops) = inode.opened(fd: fd, flags: flags, offer: offer, direct: direct)
         self.passthrough = mode
+        self.kernelDirect = kernelDirect
+        self.dropsKernelPages = drops
         // In passthrough mode, writes must be in the backing file when they return.
         self.writesThrough = writesThrough || mode != .none
         self.passthroughEnded = passthroughEnded

@@ -61,16 +61,29 @@ extension SnapFileSystem {
     }
 
     /// Whether `file` is opened with direct I/O, past the kernel's page cache: SQLite
-    /// journals and WALs. Their writes are commit points, seen (and snapshotted) inside the
-    /// application's write, so with the kernel's write-back cache they must not wait in
-    /// the kernel; and without it, direct I/O makes each write one request (the kernel
-    /// splits a cached write that ends inside a page it does not hold: a WAL frame's page
-    /// took two requests) and spares the `security.capability` lookup cached writes make
-    /// after every attribute refresh. Reads lose nothing: SQLite reads these files only to
-    /// recover and to checkpoint, and the kernel held few of their pages (frames do not
+    /// journals and WALs, and (see ``bypassesKernelCacheWhenFirstOpened(_:flags:)``) the
+    /// files of an inode first opened for writing while the backing filesystem was short
+    /// of space. Journals and WALs: their writes are commit points, seen (and snapshotted)
+    /// inside the application's write, so with the kernel's write-back cache they must not
+    /// wait in the kernel; and without it, direct I/O makes each write one request (the
+    /// kernel splits a cached write that ends inside a page it does not hold: a WAL frame's
+    /// page took two requests) and spares the `security.capability` lookup cached writes
+    /// make after every attribute refresh. Reads lose nothing: SQLite reads these files only
+    /// to recover and to checkpoint, and the kernel held few of their pages (frames do not
     /// start on page boundaries).
     public func writesBypassKernelCache(_ file: OpenFile) -> Bool {
-        file.inode.sqliteRole.load(ordering: .relaxed) != 0
+        file.kernelDirect || file.inode.sqliteRole.load(ordering: .relaxed) != 0
+    }
+
+    /// Chosen when the first file of `node` is opened, for all its open files: with the
+    /// kernel's write-back cache, a write is acknowledged before it reaches snapfs, so on a
+    /// full disk the application would learn of the failure only at fsync or close (and
+    /// the kernel drops the pages snapfs's cache could not take). Where that could happen
+    /// soon — less free space than snapfs's cache plus the kernel's dirty pages of a mount
+    /// could hold, ``SpaceWatch/reserve`` — files opened for writing are served with
+    /// direct I/O: each `write()` comes to snapfs and fails with ENOSPC itself, as on ext4.
+    func bypassesKernelCacheWhenFirstOpened(_ node: Inode, flags: Int32) -> Bool {
+        options.kernelWritebackCache && flags & O_ACCMODE != O_RDONLY && node.isRegularFile && space.isShort()
     }
 
     /// A write into the cache; returns the bytes taken.

@@ -47,6 +47,7 @@ extension SnapFileSystem {
     func openFile(_ node: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
                   offer: (() -> Int32?)? = nil, charge: HandleCharge? = nil) -> OpenFile {
         OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThrough, offer: offer,
+                 direct: { [unowned self] in self.bypassesKernelCacheWhenFirstOpened(node, flags: flags) },
                  passthroughEnded: { [weak self] node, ended in self?.passthroughEnded(node, ended) },
                  charge: charge)
     }

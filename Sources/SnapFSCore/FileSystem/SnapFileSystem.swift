@@ -29,6 +29,8 @@ public final class SnapFileSystem: Sendable {
     /// snapfs's page cache of regular files' data (nil: off; see SnapFileSystem+Cache).
     public let cache: PageCache?
     let cacheStore: InodeCacheStore
+    /// Whether the backing filesystem is short of space for the kernel's write-back cache.
+    let space: SpaceWatch
     /// Open files and directories held for each user, bounded per user.
     public let handles: HandleLedger
 
@@ -66,8 +68,18 @@ public final class SnapFileSystem: Sendable {
         self.proc = try ProcSelfFD()
         self.rootPath = proc.target(of: rootFD) ?? backingPath
         self.sqlite = SQLiteCommitDetector(options: options.readOnly ? SQLiteOptions.disabled : options.sqlite)
-        self.cache = options.cache.configuration.map { PageCache($0) }
+        // With the kernel's write-back cache, a write reaching snapfs was acknowledged to
+        // the application already: the cache holds what the backing file refuses.
+        var cachePolicy = options.cache
+        cachePolicy.holdsRefusedWrites = options.kernelWritebackCache
+        self.cache = cachePolicy.configuration.map { PageCache($0) }
         self.cacheStore = InodeCacheStore(inodes: inodes, proc: proc)
+        let root = inodes.root
+        self.space = SpaceWatch(reserve: SpaceWatch.reserve(cacheBytes: cachePolicy.isEnabled ? cachePolicy.size : 0)) {
+            var fs = statvfs()
+            let ok = (try? root.withFD { (fd) throws(Errno) -> Bool in fstatvfs(fd, &fs) == 0 }) ?? false
+            return ok ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
+        }
         self.options = options
         self.observer = observer
         self.logger = logger

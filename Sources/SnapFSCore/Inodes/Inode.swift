@@ -71,6 +71,13 @@ public final class Inode: Sendable {
         /// Read/write descriptors of the files open on this inode, with their open flags,
         /// so that a copy-up can move them to the new backing object.
         var openFiles: [Int32: Int32] = [:]
+        /// Whether the open files bypass the kernel's page cache (direct I/O), chosen by
+        /// the first of them and kept until the last is closed: the kernel keeps a direct
+        /// open coherent with a cached one of the same inode only in part.
+        var kernelDirect = false
+        /// Files were open with direct I/O since a cached open last dropped the kernel's
+        /// pages: those pages may be stale, so the next cached open drops them again.
+        var kernelPagesStale = false
         /// Borrowers in ``withFD(_:)`` right now; the descriptor is not closed while > 0.
         var pins = 0
         /// While `fd` is closed and a file is open on the inode, borrowers get that file's
@@ -248,8 +255,29 @@ public final class Inode: Sendable {
     /// comes to the daemon). The first open starts passthrough mode only if no other file is
     /// open on the inode (a file the kernel caches would make it refuse) and `offer`
     /// registers the backing file with the kernel.
-    func opened(fd: Int32, flags: Int32, offer: (() -> Int32?)? = nil) -> PassthroughMode {
+    /// `direct` chooses, for the first open file, whether the inode's files bypass the
+    /// kernel's page cache until the last one closes (``Slot/kernelDirect``); also returned:
+    /// whether this open must drop the kernel's cached pages (the first cached open after
+    /// direct ones).
+    func opened(fd: Int32, flags: Int32, offer: (() -> Int32?)? = nil,
+                direct: (() -> Bool)? = nil) -> (PassthroughMode, kernelDirect: Bool, dropsKernelPages: Bool) {
         slot.withLock { slot in
+            var drops = false
+            if slot.openFiles.isEmpty && slot.passthrough == nil {
+                slot.kernelDirect = direct?() ?? false
+                if slot.kernelDirect {
+                    slot.kernelPagesStale = true
+                } else {
+                    drops = slot.kernelPagesStale
+                    slot.kernelPagesStale = false
+                }
+            }
+            return (opened(&slot, fd: fd, flags: flags, offer: offer), slot.kernelDirect, drops)
+        }
+    }
+
+    private func opened(_ slot: inout Slot, fd: Int32, flags: Int32, offer: (() -> Int32?)?) -> PassthroughMode {
+        do {
             defer {
                 slot.openFiles[fd] = flags
                 pool?.handleOpened()

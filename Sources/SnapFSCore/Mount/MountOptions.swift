@@ -1,10 +1,14 @@
 /// The `-o` options of `snapfs mount`, split into snapfs's own and those for libfuse.
 public struct MountOptions: Sendable, Equatable {
     public var allowNonEmpty = false
-    /// The kernel's write-back cache (`writeback_cache`; off by default).
-    public var writebackCache = false
-    /// FUSE passthrough of files opened read-only (`passthrough`, on by default; needs root
-    /// and Linux ≥ 6.9, and is off with the kernel's write-back cache).
+    /// The kernel's write-back cache (`writeback_cache`, the default; `no_writeback_cache`
+    /// turns it off, and so does `uring` unless `writeback_cache` is given too, which is an
+    /// error). The kernel then batches small writes into pages and sends them at write-back
+    /// (docs/performance.md, "Choosing the default").
+    public var writebackCache = true
+    /// FUSE passthrough of files opened read-only and of DELETE-mode journals (`passthrough`,
+    /// on by default; needs root and Linux ≥ 6.9). The kernel allows it only on a connection
+    /// without the write-back cache, so it works with `no_writeback_cache` (or `uring`).
     public var passthrough = true
     /// Requests over io_uring, per-CPU queues (`uring`, off by default; Linux ≥ 6.14).
     public var uring = false
@@ -34,8 +38,8 @@ public struct MountOptions: Sendable, Equatable {
         for option in options where !option.isEmpty {
             switch option {
             case "nonempty": allowNonEmpty = true
-            case "writeback_cache": writebackCache = true
-            case "no_writeback_cache": writebackCache = false
+            case "writeback_cache": writebackCacheGiven = true
+            case "no_writeback_cache": writebackCacheGiven = false
             case "passthrough": passthrough = true
             case "nopassthrough", "no_passthrough": passthrough = false
             case "uring": uring = true
@@ -68,6 +72,13 @@ public struct MountOptions: Sendable, Equatable {
             }
         }
         problems += cache.problems
+        // FUSE over io_uring serves the mode without the kernel's cache, where every small
+        // write is a request: that is the round trip it shortens.
+        switch (writebackCacheGiven, uring) {
+        case (true?, true): problems.append("uring and writeback_cache cannot be combined: uring serves mounts without the kernel's write-back cache (use one, or no_writeback_cache,uring)")
+        case (let given?, _): writebackCache = given
+        case (nil, let ring): writebackCache = !ring
+        }
         // Any user can make commits: with no rule given, their snapshots are still bounded.
         if snapshots.retention.isEmpty && !keepCommitsGiven {
             snapshots.retention.keepCommits = RetentionPolicy.defaultKeepCommits
@@ -76,6 +87,8 @@ public struct MountOptions: Sendable, Equatable {
 
     /// `keep_commits=` was given (0 then means: no bound).
     private var keepCommitsGiven = false
+    /// `writeback_cache` (true) or `no_writeback_cache` (false) was given; the last one counts.
+    private var writebackCacheGiven: Bool?
 
     static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
                                             "keep_commits", "every", "min_free", "durable_delay"]

@@ -21,6 +21,9 @@ def build(out):
     return str(out)
 
 
-def command(exe, backing, mountpoint, foreground=False):
-    """The mount command: kernel caches on (cache=always)."""
-    return [exe, *(["-f"] if foreground else []), "-o", f"source={backing},cache=always", str(mountpoint)]
+def command(exe, backing, mountpoint, foreground=False, writeback=False):
+    """The mount command: kernel caches on (cache=always); with `writeback`, also the
+    kernel's write-back cache (the example's `-o writeback`: small writes are gathered in
+    the kernel's page cache and sent in large requests)."""
+    options = f"source={backing},cache=always" + (",writeback" if writeback else "")
+    return [exe, *(["-f"] if foreground else []), "-o", options, str(mountpoint)]

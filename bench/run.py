@@ -1,32 +1,52 @@
 #!/usr/bin/env python3
-"""snapfs benchmark: the same workloads on native ext4, on snapfs and on bindfs.
+"""snapfs benchmark: the same workloads on native ext4, on snapfs and on the FUSE
+passthrough peers (bindfs, libfuse's passthrough_ll with and without the kernel's
+write-back cache).
 
     python3 bench/run.py                 # full run: 1 GiB files, 3 repetitions
     python3 bench/run.py --quick         # smoke run, about a minute
     python3 bench/run.py --only seqwrite-1m,smallfiles --targets native,snapfs
+    python3 bench/run.py --targets native,snapfs,snapfs-alt --only sqlite-mixed   # two snapfs modes
     python3 bench/run.py --list          # the workloads and what they measure
     python3 bench/run.py --snapshots     # snapshot time vs cp -al / cp --reflink / btrfs snapshot (ext4, XFS, btrfs)
 
 Must run as root (it drops the page cache and mounts FUSE file systems). Needs fio,
-a C compiler (for bench/smallfiles.c, built into a scratch dir at run time), bindfs
-for the bindfs target and the snapfs binary (SNAPFS_BIN, default
-.build/release/snapfs) for the snapfs target.
+a C compiler (for bench/smallfiles.c and libfuse's passthrough_ll example, built into a
+scratch dir at run time from libfuse3-dev's copy), bindfs for the bindfs target and the
+snapfs binary (SNAPFS_BIN, default .build/release/snapfs) for the snapfs targets.
+
+Targets (--targets; the default is native, snapfs, bindfs, passthrough_ll,
+passthrough_ll-wb, so every run measures snapfs against every FUSE passthrough peer):
+
+    native             a plain directory on the backing file system
+    snapfs             snapfs mount --sqlite detect (--snapfs-args)
+    snapfs-alt         the same with --alt-args appended (default -o no_writeback_cache)
+    snapfs-uring       the same with -o uring appended
+    snapfs-base        another build (--baseline-bin) with --snapfs-args
+    bindfs             Debian's bindfs (libfuse 2)
+    passthrough_ll     libfuse's example, -o cache=always
+    passthrough_ll-wb  the same with -o writeback (the kernel's write-back cache)
 
 Every target gets fresh directories on the same file system under
-/var/tmp/snapfs-bench/ (--work-dir): `native` is a plain directory, `snapfs` and
-`bindfs` are FUSE mounts over their own backing directory. Each repetition mounts
-snapfs and bindfs afresh, runs every workload on every target in turn (native,
-snapfs, bindfs, native, snapfs, ...: machine drift hits all targets alike), records
-each daemon's peak RSS (VmHWM) just before unmounting, and removes its directories.
-Before every measurement the harness runs sync and drops the page cache, dentries and
-inodes (echo 3 > /proc/sys/vm/drop_caches), so each target starts cold and no target
-pays for another's writeback. The report gives the median over the repetitions.
+/var/tmp/snapfs-bench/ (--work-dir): `native` is a plain directory, the others are FUSE
+mounts over their own backing directory. Each repetition mounts every FUSE target
+afresh, runs every workload on every target in turn (native, snapfs, bindfs, native,
+snapfs, ...: machine drift hits all targets alike), records each daemon's peak RSS
+(VmHWM) just before unmounting, and removes its directories. Before every measurement
+the harness runs sync and drops the page cache, dentries and inodes (echo 3 >
+/proc/sys/vm/drop_caches), so each target starts cold and no target pays for another's
+writeback. The report gives the median over the repetitions, each snapfs target against
+native and against the best peer, the targets of issue 20 as pass/fail, and for the
+snapfs targets the requests per operation: each workload reads the daemon's request
+counters (the `requests:` line of `snapfs status`) around its timed part.
 
 Results go to bench/out/results-<timestamp>.json and .md (--json PATH to choose).
 
 Adding a workload: subclass Workload, give it a name, a description and its metrics
-(Metric(name, unit, higher_is_better)), implement prepare() (untimed set-up, runs
-before the cache drop) and run() (returns {metric name: value}), optionally
+(Metric(name, unit, higher_is_better, per)), implement prepare() (untimed set-up, runs
+before the cache drop) and run() (returns {metric name: value}; on a snapfs target,
+ctx.control is its control file, and run() may call ctx.note_requests(metric, ops,
+counts) with the requests the metric's ops made, see request_counts.py), optionally
 cleanup(), and decorate the class with @register. Workloads run in registration
 order; a workload may rely on files an earlier one left (and must create them in
 prepare() if they are missing, so that --only works).
@@ -47,14 +67,20 @@ import time
 from pathlib import Path
 
 import passthrough_ll
+import request_counts
+import sqlite_mixed
 from trees import remove_tree as remove_sealed_tree
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
 DEFAULT_WORK = Path("/var/tmp/snapfs-bench")
-ALL_TARGETS = ["native", "snapfs", "snapfs-uring", "snapfs-base", "bindfs", "passthrough_ll"]
-DEFAULT_TARGETS = ["native", "snapfs", "bindfs"]
+ALL_TARGETS = ["native", "snapfs", "snapfs-alt", "snapfs-uring", "snapfs-base", "bindfs", "passthrough_ll",
+               "passthrough_ll-wb"]
+DEFAULT_TARGETS = ["native", "snapfs", "bindfs", "passthrough_ll", "passthrough_ll-wb"]
+SNAPFS_TARGETS = ["snapfs", "snapfs-alt", "snapfs-uring", "snapfs-base"]
+# The FUSE passthroughs snapfs must be ahead of ("≥ 1.0 × the best peer" passes at 0.95 ×).
+PEERS = ["bindfs", "passthrough_ll", "passthrough_ll-wb"]
 MiB = 1 << 20
 
 
@@ -95,6 +121,23 @@ class Context:
         self.scratch = scratch
         self.can_drop = os.geteuid() == 0
         self.helpers = {}
+        # Set by the harness for each measurement: the control file of a snapfs target
+        # (None elsewhere), and the requests the workload noted.
+        self.control = None
+        self.requests = {}
+
+    def note_requests(self, metric, ops, counts):
+        """The requests (a {kind: count} dict, or None) that `ops` operations of `metric` made."""
+        if counts is not None and ops:
+            self.requests[metric] = {"ops": ops, "counts": counts}
+
+    def counted(self, metric, what, ops_of):
+        """Runs what() with the request counters read around it; ops_of(result) says how
+        many operations it made. Returns what()'s result."""
+        with request_counts.Around(self.control) as around:
+            result = what()
+        self.note_requests(metric, ops_of(result), around.counts)
+        return result
 
     def drop_caches(self):
         os.sync()
@@ -155,8 +198,9 @@ class Context:
 # ---------------------------------------------------------------------------------------
 
 class Metric:
-    def __init__(self, name, unit, higher_is_better=True):
-        self.name, self.unit, self.higher_is_better = name, unit, higher_is_better
+    def __init__(self, name, unit, higher_is_better=True, per=None):
+        """per: what requests are counted per (write(), file, transaction ...)."""
+        self.name, self.unit, self.higher_is_better, self.per = name, unit, higher_is_better, per
 
 
 class Workload:
@@ -190,7 +234,7 @@ class SeqWrite(Workload):
 
     @property
     def metrics(self):
-        return [Metric(self.name, "MiB/s")]
+        return [Metric(self.name, "MiB/s", per="write()")]
 
     def file(self, d):
         return d / ("seq.dat" if self.keep else f"seq-{self.bs}.dat")
@@ -199,8 +243,9 @@ class SeqWrite(Workload):
         self.file(d).unlink(missing_ok=True)
 
     def run(self, ctx, d):
-        job = ctx.fio(self.name, self.file(d), "write", self.bs, ctx.cfg.seq_size,
-                      ["--end_fsync=1"])
+        job = ctx.counted(self.name, lambda: ctx.fio(self.name, self.file(d), "write", self.bs, ctx.cfg.seq_size,
+                                                     ["--end_fsync=1"]),
+                          lambda job: job["write"]["total_ios"])
         return {self.name: job["write"]["bw_bytes"] / MiB}
 
     def cleanup(self, ctx, d):
@@ -229,13 +274,14 @@ class SeqRead(Workload):
 
     @property
     def metrics(self):
-        return [Metric(self.name, "MiB/s")]
+        return [Metric(self.name, "MiB/s", per="read()")]
 
     def prepare(self, ctx, d):
         ctx.ensure_file(d / "seq.dat", ctx.cfg.seq_size)
 
     def run(self, ctx, d):
-        job = ctx.fio(self.name, d / "seq.dat", "read", self.bs, ctx.cfg.seq_size)
+        job = ctx.counted(self.name, lambda: ctx.fio(self.name, d / "seq.dat", "read", self.bs, ctx.cfg.seq_size),
+                          lambda job: job["read"]["total_ios"])
         return {self.name: job["read"]["bw_bytes"] / MiB}
 
 
@@ -259,7 +305,7 @@ class RandIO(Workload):
 
     @property
     def metrics(self):
-        return [Metric(self.name, "IOPS")]
+        return [Metric(self.name, "IOPS", per="read()" if self.rw == "randread" else "write()")]
 
     def prepare(self, ctx, d):
         ctx.ensure_file(d / "rand.dat", ctx.cfg.rand_size)
@@ -268,9 +314,10 @@ class RandIO(Workload):
         extra = [f"--runtime={ctx.cfg.rand_cap}"]
         if self.rw == "randwrite":
             extra.append("--end_fsync=1")
-        job = ctx.fio(self.name, d / "rand.dat", self.rw, "4k", ctx.cfg.rand_size, extra)
-        side = job["read" if self.rw == "randread" else "write"]
-        return {self.name: side["iops"]}
+        side_name = "read" if self.rw == "randread" else "write"
+        job = ctx.counted(self.name, lambda: ctx.fio(self.name, d / "rand.dat", self.rw, "4k", ctx.cfg.rand_size, extra),
+                          lambda job: job[side_name]["total_ios"])
+        return {self.name: job[side_name]["iops"]}
 
 
 @register
@@ -295,9 +342,9 @@ class SmallFiles(Workload):
     description = ("C helper (bench/smallfiles.c): create+write 4 KiB+close SMALL_FILES files "
                    "spread over SMALL_DIRS subdirectories; then stat() them all STAT_PASSES times "
                    "(warm: right after creation, no cache drop); then unlink them all. "
-                   "sync between phases, untimed")
-    metrics = [Metric("smallfiles-create", "files/s"), Metric("smallfiles-stat", "files/s"),
-               Metric("smallfiles-delete", "files/s")]
+                   "sync between phases, untimed (the requests of each phase are counted after its sync)")
+    metrics = [Metric("smallfiles-create", "files/s", per="file"), Metric("smallfiles-stat", "files/s", per="stat()"),
+               Metric("smallfiles-delete", "files/s", per="file")]
 
     def prepare(self, ctx, d):
         ctx.helper("smallfiles")
@@ -309,9 +356,16 @@ class SmallFiles(Workload):
     def run(self, ctx, d):
         cfg = ctx.cfg
         out = ctx.run([str(ctx.helper("smallfiles")), str(d / "small"), str(cfg.small_files),
-                       str(cfg.small_dirs), str(cfg.stat_passes)], 900, "smallfiles")
+                       str(cfg.small_dirs), str(cfg.stat_passes), str(ctx.control or "-")], 900, "smallfiles")
         r = json.loads(out)
         n = r["files"]
+        seen = r.get("requests")
+        if seen:
+            # Read twice before the create phase, then after each phase (and its sync).
+            first, second, *ends = seen
+            ops = {"smallfiles-create": n, "smallfiles-stat": n * r["stat_passes"], "smallfiles-delete": n}
+            for metric, before, end in zip(ops, [second] + ends, ends):
+                ctx.note_requests(metric, ops[metric], request_counts.between(first, second, before, end))
         return {"smallfiles-create": n / r["create_s"],
                 "smallfiles-stat": n * r["stat_passes"] / r["stat_s"],
                 "smallfiles-delete": n / r["delete_s"]}
@@ -325,7 +379,7 @@ class SQLiteTx(Workload):
 
     @property
     def metrics(self):
-        return [Metric(self.name, "tx/s")]
+        return [Metric(self.name, "tx/s", per="transaction")]
 
     def db(self, d):
         return d / f"bench-{self.mode}.db"
@@ -337,9 +391,11 @@ class SQLiteTx(Workload):
     def run(self, ctx, d):
         cfg = ctx.cfg
         out = ctx.run([sys.executable, str(Path(__file__).resolve()), "--_sqlite-worker",
-                       str(self.db(d)), self.mode, str(cfg.sqlite_tx), str(cfg.sqlite_seconds)],
+                       str(self.db(d)), self.mode, str(cfg.sqlite_tx), str(cfg.sqlite_seconds),
+                       str(ctx.control or "-")],
                       cfg.sqlite_seconds + 300, self.name)
         r = json.loads(out)
+        ctx.note_requests(self.name, r["tx"], r.get("requests"))
         return {self.name: r["tx"] / r["seconds"]}
 
     cleanup = prepare
@@ -362,11 +418,54 @@ class SQLiteWAL(SQLiteTx):
 
 
 @register
+class SQLiteMixed(Workload):
+    name = "sqlite-mixed"
+    description = ("python sqlite3, a mixed application workload (bench/sqlite_mixed.py): tables "
+                   "users(id, email UNIQUE, name, score) and events(id, user_id indexed, kind, payload, ts indexed), "
+                   f"seeded untimed with {sqlite_mixed.USERS} users and {sqlite_mixed.EVENTS} events; then one "
+                   "statement per transaction (autocommit), a fixed-seed mix: "
+                   + ", ".join(f"{op} {w}%" for op, w in sqlite_mixed.MIX)
+                   + f"; {sqlite_mixed.WARMUP} untimed, then MIXED_SECONDS s timed; checks row counts and the sum "
+                   "of scores against its own books, and PRAGMA integrity_check. One metric per --mixed-settings "
+                   "entry (JOURNAL-SYNCHRONOUS; the page cache is dropped before each)")
+    settings = ["wal-normal"]   # set from --mixed-settings
+
+    @property
+    def metrics(self):
+        return [Metric(f"sqlite-mixed-{s}", "tx/s", per="transaction") for s in self.settings]
+
+    def dbs(self, d):
+        return [d / f"mixed-{s}.db" for s in self.settings]
+
+    def prepare(self, ctx, d):
+        for db in self.dbs(d):
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+
+    def run(self, ctx, d):
+        cfg = ctx.cfg
+        out = {}
+        for i, (setting, db) in enumerate(zip(self.settings, self.dbs(d))):
+            if i:
+                ctx.drop_caches()
+            metric = f"sqlite-mixed-{setting}"
+            text = ctx.run([sys.executable, str(BENCH / "sqlite_mixed.py"), str(db), setting,
+                            str(cfg.mixed_seconds), str(ctx.control or "-")],
+                           cfg.mixed_seconds + 300, metric)
+            r = json.loads(text)
+            ctx.note_requests(metric, r["tx"], r.get("requests"))
+            out[metric] = r["tx"] / r["seconds"]
+        return out
+
+    cleanup = prepare
+
+
+@register
 class LogAppend(Workload):
     name = "log-append"
     description = ("APPEND_COUNT appends of 128 bytes to one log file opened with O_APPEND "
                    "(the pattern of loggers and databases' logs), fsync at the end (included)")
-    metrics = [Metric("log-append", "appends/s")]
+    metrics = [Metric("log-append", "appends/s", per="append")]
 
     def log(self, d):
         return d / "app.log"
@@ -376,30 +475,45 @@ class LogAppend(Workload):
 
     def run(self, ctx, d):
         out = ctx.run([sys.executable, str(Path(__file__).resolve()), "--_append-worker",
-                       str(self.log(d)), str(ctx.cfg.append_count)], 900, self.name)
+                       str(self.log(d)), str(ctx.cfg.append_count), str(ctx.control or "-")], 900, self.name)
         r = json.loads(out)
+        ctx.note_requests(self.name, r["appends"], r.get("requests"))
         return {self.name: r["appends"] / r["seconds"]}
 
     cleanup = prepare
 
 
-def append_worker(path, count):
+def read_counters(control):
+    """In a worker: the control file's request counters, two readings back to back (see
+    request_counts.py); None when not on a snapfs target."""
+    if control == "-":
+        return None
+    return request_counts.read_line(control), request_counts.read_line(control)
+
+
+def counted_since(control, before):
+    return None if before is None else request_counts.work(*before, request_counts.read_line(control))
+
+
+def append_worker(path, count, control):
     """Runs in a child process: small O_APPEND writes, then fsync; checks the size."""
-    line = (os.urandom(63).hex() + "\n").encode()[:128]
+    line = (os.urandom(64).hex()[:127] + "\n").encode()   # 128 bytes: 32 to a page, none straddles two
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    before = read_counters(control)
     start = time.perf_counter()
     for _ in range(count):
         os.write(fd, line)
     os.fsync(fd)
     elapsed = time.perf_counter() - start
+    requests = counted_since(control, before)
     size = os.fstat(fd).st_size
     os.close(fd)
     if size != count * len(line):
         raise SystemExit(f"log size {size}, expected {count * len(line)}")
-    print(json.dumps({"appends": count, "seconds": elapsed}))
+    print(json.dumps({"appends": count, "seconds": elapsed, "requests": requests}))
 
 
-def sqlite_worker(db, mode, count, seconds):
+def sqlite_worker(db, mode, count, seconds, control):
     """Runs in a child process (so that a hung mount can be timed out)."""
     import sqlite3
     con = sqlite3.connect(db, isolation_level=None)
@@ -417,6 +531,7 @@ def sqlite_worker(db, mode, count, seconds):
 
     for i in range(10):
         tx(i)
+    before = read_counters(control)
     n = 0
     start = time.perf_counter()
     deadline = start + seconds
@@ -426,11 +541,12 @@ def sqlite_worker(db, mode, count, seconds):
         if time.perf_counter() >= deadline:
             break
     elapsed = time.perf_counter() - start
+    requests = counted_since(control, before)
     total = con.execute("SELECT count(*) FROM t").fetchone()[0]
     con.close()
     if total != n + 10:
         raise SystemExit(f"expected {n + 10} rows, found {total}")
-    print(json.dumps({"tx": n, "seconds": elapsed}))
+    print(json.dumps({"tx": n, "seconds": elapsed, "requests": requests}))
 
 
 # ---------------------------------------------------------------------------------------
@@ -636,6 +752,12 @@ class SnapfsTarget(FuseTarget):
         return [[self.binary, "unmount", str(self.mnt)]]
 
 
+class SnapfsAltTarget(SnapfsTarget):
+    """snapfs with --alt-args appended (default -o no_writeback_cache): a second mode beside
+    the default one in the same run."""
+    name = "snapfs-alt"
+
+
 class SnapfsUringTarget(SnapfsTarget):
     """snapfs with -o uring (requests over io_uring), beside plain snapfs in the same run."""
     name = "snapfs-uring"
@@ -683,20 +805,33 @@ class PassthroughLLTarget(BindfsTarget):
     """libfuse's passthrough_ll example: forwards each request with the kernel's caches on
     (cache=always), no default_permissions, no snapshots, no write cache."""
     name = "passthrough_ll"
+    writeback = False
+    # It keeps a descriptor open for every inode the kernel knows: the full smallfiles
+    # workload needs more than 20,000. Root with CAP_SYS_RESOURCE may raise its hard limit
+    # (up to fs.nr_open); otherwise it gets the hard limit, and a run past it fails there
+    # (the report says so, and the best peer is then taken from the others).
+    DESCRIPTORS = 1 << 18
 
     def before_exec(self):
-        # It keeps a descriptor open for every inode the kernel knows: as many as it may
-        # (at the hard limit, 20,000 here, the smallfiles workload still runs out).
         import resource
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, self.DESCRIPTORS),) * 2)
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def command(self):
         try:
             exe = passthrough_ll.build(self.root / "passthrough_ll")
         except RuntimeError as e:
             raise BenchError(str(e))
-        return passthrough_ll.command(exe, self.backing, self.mnt, foreground=True)
+        return passthrough_ll.command(exe, self.backing, self.mnt, foreground=True, writeback=self.writeback)
+
+
+class PassthroughLLWritebackTarget(PassthroughLLTarget):
+    """passthrough_ll with the kernel's write-back cache (-o writeback) as well."""
+    name = "passthrough_ll-wb"
+    writeback = True
 
 
 # ---------------------------------------------------------------------------------------
@@ -790,49 +925,116 @@ def spread(values):
     return f"{(max(values) - min(values)) / med * 100:.0f}%" if med else "—"
 
 
+TARGET_COMMANDS = {
+    "native": "a plain directory on the backing file system",
+    "bindfs": "`bindfs BACKING MNT` (Debian's bindfs on libfuse 2)",
+    "passthrough_ll": "`passthrough_ll -o source=BACKING,cache=always MNT` (libfuse 3's example, built from libfuse3-dev)",
+    "passthrough_ll-wb": "`passthrough_ll -o source=BACKING,cache=always,writeback MNT` (the same with the kernel's write-back cache)",
+}
+
+
+def snapfs_arguments(cfg, t):
+    """The arguments a snapfs target adds to `snapfs mount BACKING MNT`."""
+    args = list(cfg["snapfs_args"])
+    if t == "snapfs-alt":
+        args += cfg.get("alt_args", [])
+    elif t == "snapfs-uring":
+        args += ["-o", "uring"]
+    return args
+
+
+def label(cfg, t):
+    """A target's name in the tables; snapfs-alt shows what it adds."""
+    if t == "snapfs-alt":
+        return f"snapfs-alt (`{shlex.join(cfg.get('alt_args', []))}`)"
+    return t
+
+
+def number(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def goodness(value, reference, higher_is_better):
+    """value against reference as a ratio where above 1 is better, or None."""
+    a, b = number(value), number(reference)
+    if a is None or b is None or not a or not b:
+        return None
+    return a / b if higher_is_better else b / a
+
+
+def best_peer(med, targets, higher_is_better):
+    """(name, median) of the best FUSE passthrough peer in the run, or (None, None)."""
+    found = [(t, med[t]) for t in PEERS if t in targets and number(med.get(t)) is not None]
+    if not found:
+        return None, None
+    return (max if higher_is_better else min)(found, key=lambda x: x[1])
+
+
+# Issue 20's targets for the snapfs targets, from the medians: (what, metrics, against, at least).
+TARGET_RULES = [
+    ("≥ 0.8 × native", ["seqwrite-4k", "log-append"], "native", 0.8),
+    ("≥ 0.9 × native", ["seqread-1m", "seqread-4k", "randread-4k"], "native", 0.9),
+    ("≥ 0.25 × native", ["sqlite-mixed-wal-normal"], "native", 0.25),
+    ("≥ 1.0 × the best peer (passes at 0.95)", None, "best peer", 0.95),
+]
+
+
 def render(report):
     cfg = report["config"]
     targets = cfg["targets"]
+    snapfs_targets = [t for t in targets if t in SNAPFS_TARGETS]
     lines = [f"# snapfs benchmark, {report['started']}", ""]
     lines += ["Command:", "", "```", report["command"], "```", ""]
     lines += ["Machine:", ""] + [f"- {k}: {v}" for k, v in report["machine"].items()] + [""]
     lines += [f"Parameters: sequential file {human_size(cfg['seq_size'])}, random file "
               f"{human_size(cfg['rand_size'])} (cap {cfg['rand_cap']} s), {cfg['small_files']} small files "
               f"in {cfg['small_dirs']} dirs ({cfg['stat_passes']} stat passes), SQLite up to "
-              f"{cfg['sqlite_tx']} tx / {cfg['sqlite_seconds']} s per mode, {cfg['runs']} run(s), "
-              f"snapfs args: `{shlex.join(cfg['snapfs_args']) or '(none)'}`. "
+              f"{cfg['sqlite_tx']} tx / {cfg['sqlite_seconds']} s per mode, sqlite-mixed "
+              f"{', '.join(cfg.get('mixed_settings', []))} for {cfg.get('mixed_seconds')} s each, {cfg['runs']} run(s). "
               f"Page cache dropped before every measurement: {'yes' if report['dropped_caches'] else 'NO (not root)'}.",
               ""]
+    lines += ["Targets:", ""]
+    for t in targets:
+        if t in SNAPFS_TARGETS:
+            binary = "the --baseline-bin build: " if t == "snapfs-base" else ""
+            lines.append(f"- {t}: {binary}`snapfs mount BACKING MNT {shlex.join(snapfs_arguments(cfg, t))}`")
+        else:
+            lines.append(f"- {t}: {TARGET_COMMANDS.get(t, t)}")
+    lines.append("")
+
     lines += [f"## Results (median of {cfg['runs']} run(s); ↑ = higher is better)", ""]
-    head = ["workload", "unit"] + targets
-    if "snapfs" in targets and "native" in targets:
-        head.append("snapfs/native")
-    if "snapfs" in targets and "bindfs" in targets:
-        head.append("snapfs/bindfs")
-    if "snapfs" in targets and "passthrough_ll" in targets:
-        head.append("snapfs/passthrough_ll")
+    # Ratio columns: (header, function of the medians and the metric).
+    columns = []
+    for t in snapfs_targets:
+        if t != "snapfs-base" and "native" in targets:
+            columns.append((f"{t}/native", lambda med, m, t=t: ratio(med.get(t), med.get("native"))))
+    if "snapfs" in targets:
+        for peer in ("bindfs", "passthrough_ll"):
+            if peer in targets:
+                columns.append((f"snapfs/{peer}", lambda med, m, p=peer: ratio(med.get("snapfs"), med.get(p))))
+    peers = [t for t in PEERS if t in targets]
+    if peers and snapfs_targets:
+        columns.append(("best peer", lambda med, m: best_peer(med, targets, m["higher_is_better"])[0] or "—"))
+        for t in snapfs_targets:
+            if t != "snapfs-base":
+                columns.append((f"{t}/best peer",
+                                lambda med, m, t=t: ratio(med.get(t), best_peer(med, targets, m["higher_is_better"])[1])))
     if "snapfs" in targets and "snapfs-uring" in targets:
-        head.append("snapfs-uring/snapfs")
+        columns.append(("snapfs-uring/snapfs", lambda med, m: ratio(med.get("snapfs-uring"), med.get("snapfs"))))
     if "snapfs" in targets and "snapfs-base" in targets:
-        head.append("snapfs/snapfs-base")
+        columns.append(("snapfs/snapfs-base", lambda med, m: ratio(med.get("snapfs"), med.get("snapfs-base"))))
+    head = ["workload", "unit"] + [label(cfg, t) for t in targets] + [h for h, _ in columns]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     for m in report["metrics"]:
         med = report["medians"].get(m["name"], {})
         row = [m["name"], m["unit"] + (" ↑" if m["higher_is_better"] else " ↓")]
         row += [fmt(med.get(t)) for t in targets]
-        if "snapfs/native" in head:
-            row.append(ratio(med.get("snapfs"), med.get("native")))
-        if "snapfs/bindfs" in head:
-            row.append(ratio(med.get("snapfs"), med.get("bindfs")))
-        if "snapfs/passthrough_ll" in head:
-            row.append(ratio(med.get("snapfs"), med.get("passthrough_ll")))
-        if "snapfs-uring/snapfs" in head:
-            row.append(ratio(med.get("snapfs-uring"), med.get("snapfs")))
-        if "snapfs/snapfs-base" in head:
-            row.append(ratio(med.get("snapfs"), med.get("snapfs-base")))
+        row += [f(med, m) for _, f in columns]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines += render_targets(report, snapfs_targets)
+    lines += render_requests(report, snapfs_targets)
 
     fuse = [t for t in targets if t != "native"]
     if fuse:
@@ -851,7 +1053,7 @@ def render(report):
                     cells.append(f"{rec['peak_rss_kib'] / 1024:.1f} MiB")
                 else:
                     cells.append("?")
-            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(cfg, t)} | " + " | ".join(cells) + " |")
         lines.append("")
 
     lines += ["## Every run", "", "| workload | target | " +
@@ -872,6 +1074,90 @@ def render(report):
         lines += ["## Errors", ""] + [f"- {e}" for e in report["errors"]] + [""]
     lines.append(f"Total time: {report['elapsed_s'] / 60:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def render_targets(report, snapfs_targets):
+    """Issue 20's targets, pass or fail from the medians, for each snapfs target."""
+    cfg = report["config"]
+    targets = cfg["targets"]
+    subjects = [t for t in snapfs_targets if t != "snapfs-base"]
+    if not subjects:
+        return []
+    rows = []
+    for what, names, against, least in TARGET_RULES:
+        for m in report["metrics"]:
+            if names is not None and m["name"] not in names:
+                continue
+            med = report["medians"].get(m["name"], {})
+            if against == "native":
+                if "native" not in targets:
+                    continue
+                reference = med.get("native")
+            else:
+                peer, reference = best_peer(med, targets, m["higher_is_better"])
+                if peer is None:
+                    continue
+            cells = []
+            for t in subjects:
+                g = goodness(med.get(t), reference, m["higher_is_better"])
+                cells.append("—" if g is None else f"{g:.2f} {'pass' if g >= least else '**fail**'}")
+            rows.append((what, m["name"], cells))
+    if not rows:
+        return []
+    lines = ["## Targets (issue 20; from the medians above)", ""]
+    if cfg["runs"] < 5:
+        lines += [f"Only {cfg['runs']} run(s): indicative; a pass or fail wants at least 5 interleaved runs.", ""]
+    lines.append("| target | workload | " + " | ".join(label(cfg, t) for t in subjects) + " |")
+    lines.append("|---|---|" + "---:|" * len(subjects))
+    for what, name, cells in rows:
+        lines.append(f"| {what} | {name} | " + " | ".join(cells) + " |")
+    met = [sum(1 for _, _, cells in rows if cells[i].endswith(" pass")) for i in range(len(subjects))]
+    lines.append("")
+    lines.append("Met: " + ", ".join(f"{label(cfg, t)} {met[i]} of {len(rows)}" for i, t in enumerate(subjects)) + ".")
+    lines.append("")
+    return lines
+
+
+def requests_per_op(report, metric, target):
+    """Median over the runs of {kind: requests per operation}, or None."""
+    runs = []
+    for sample in report["samples"]:
+        if sample["target"] == target and metric in sample.get("requests", {}):
+            r = sample["requests"][metric]
+            runs.append({k: v / r["ops"] for k, v in r["counts"].items()})
+    if not runs:
+        return None
+    kinds = set().union(*runs)
+    return {k: statistics.median([r.get(k, 0) for r in runs]) for k in kinds}
+
+
+def render_requests(report, snapfs_targets):
+    """Requests per operation on the snapfs targets: the total, then the main kinds."""
+    cfg = report["config"]
+    table = []
+    for m in report["metrics"]:
+        cells = []
+        for t in snapfs_targets:
+            per = requests_per_op(report, m["name"], t)
+            if per is None:
+                cells.append("—")
+                continue
+            kinds = sorted(((v, k) for k, v in per.items() if k != "total" and v >= 0.005), reverse=True)[:5]
+            shown = ", ".join(f"{k} {v:.2f}" for v, k in kinds)
+            cells.append(f"**{per.get('total', 0):.2f}**" + (f" ({shown})" if shown else ""))
+        if any(c != "—" for c in cells):
+            table.append(f"| {m['name']} | {m.get('per') or 'operation'} | " + " | ".join(cells) + " |")
+    if not table:
+        return []
+    lines = ["## Requests per operation (snapfs targets; median of the runs)", "",
+             "From the daemon's request counters (the `requests:` line of `snapfs status`), read around each "
+             "workload's timed part: by the harness around fio (so fio's own open, close and fsync are in), "
+             "and by the workers and bench/smallfiles.c themselves around their timed loop or phase (after its "
+             "sync). The cost of reading the counters is measured and taken off. The total, then the kinds of "
+             "at least 0.005 per operation (at most five).", ""]
+    lines.append("| workload | per | " + " | ".join(label(cfg, t) for t in snapfs_targets) + " |")
+    lines.append("|---|---|" + "---|" * len(snapfs_targets))
+    return lines + table + [""]
 
 
 # ---------------------------------------------------------------------------------------
@@ -1309,14 +1595,23 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, help="repetitions (default 3, --quick 1)")
     p.add_argument("--only", help="comma-separated workload names (see --list)")
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                   help="default native,snapfs,bindfs; also snapfs-uring (snapfs with -o uring) and "
-                        "passthrough_ll: libfuse's C example, nothing but forwarding, built from "
-                        "libfuse3-dev (the floor of a FUSE passthrough)")
+                   help=f"default {','.join(DEFAULT_TARGETS)} (passthrough_ll: libfuse's C example, nothing "
+                        "but forwarding, built from libfuse3-dev, with -o cache=always; passthrough_ll-wb: the "
+                        "same with -o writeback); also snapfs-alt (snapfs with --alt-args appended), "
+                        "snapfs-uring (with -o uring appended) and snapfs-base (--baseline-bin)")
     p.add_argument("--json", help="where to write the JSON results (the .md goes next to it)")
     # The passthrough workloads measure snapfs with SQLite commit detection on but no
     # snapshot per commit; bench/sqlite_commits.py measures the commit snapshots.
     p.add_argument("--snapfs-args", default="--sqlite detect",
                    help='extra arguments to `snapfs mount` (default: "--sqlite detect"), e.g. "-o writeback_cache"')
+    p.add_argument("--alt-args", default="-o no_writeback_cache",
+                   help='arguments the snapfs-alt target adds after --snapfs-args (default: "-o no_writeback_cache")')
+    p.add_argument("--mixed-settings", default="wal-normal",
+                   help="settings of sqlite-mixed, comma-separated JOURNAL-SYNCHRONOUS (journal wal, delete, "
+                        "truncate or persist; synchronous off, normal, full or extra), one metric each "
+                        "(sqlite-mixed-SETTING); default wal-normal, e.g. wal-normal,wal-full,delete-full")
+    p.add_argument("--mixed-seconds", type=float,
+                   help="timed seconds of each sqlite-mixed setting (default --sqlite-seconds, --quick 2)")
     p.add_argument("--snapfs-bin", default=DEFAULT_SNAPFS, help="default $SNAPFS_BIN or .build/release/snapfs")
     p.add_argument("--baseline-bin", help="another snapfs build for the snapfs-base target "
                    "(e.g. --targets native,snapfs,snapfs-base --baseline-bin OLD/.build/release/snapfs)")
@@ -1330,8 +1625,8 @@ def parse_args(argv):
     p.add_argument("--sqlite-seconds", type=float, default=5.0, help="max seconds per SQLite mode (default 5)")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK), help=f"scratch root (default {DEFAULT_WORK})")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
-    p.add_argument("--_sqlite-worker", nargs=4, help=argparse.SUPPRESS, dest="sqlite_worker")
-    p.add_argument("--_append-worker", nargs=2, help=argparse.SUPPRESS, dest="append_worker")
+    p.add_argument("--_sqlite-worker", nargs=5, help=argparse.SUPPRESS, dest="sqlite_worker")
+    p.add_argument("--_append-worker", nargs=3, help=argparse.SUPPRESS, dest="append_worker")
     p.add_argument("--append-count", type=int, help="appends in log-append (default 200000, --quick 20000)")
     p.add_argument("--snapshots", action="store_true",
                    help="run the snapshot benchmark instead of the workloads: snapshot time of a tree on ext4 "
@@ -1367,7 +1662,18 @@ def parse_args(argv):
     cfg.small_files = cfg.small_files or (2000 if q else 20000)
     cfg.sqlite_tx = cfg.sqlite_tx or (300 if q else 20000)
     cfg.append_count = cfg.append_count or (20000 if q else 200000)
+    cfg.mixed_seconds = cfg.mixed_seconds or (2.0 if q else cfg.sqlite_seconds)
+    try:
+        cfg.mixed_settings = [x.strip().lower() for x in cfg.mixed_settings.split(",") if x.strip()]
+        for x in cfg.mixed_settings:
+            sqlite_mixed.parse_setting(x)
+    except ValueError as e:
+        p.error(f"--mixed-settings: {e}")
+    if not cfg.mixed_settings or len(set(cfg.mixed_settings)) != len(cfg.mixed_settings):
+        p.error("--mixed-settings: give one or more distinct settings")
+    SQLiteMixed.settings = cfg.mixed_settings
     cfg.snapfs_args = shlex.split(cfg.snapfs_args)
+    cfg.alt_args = shlex.split(cfg.alt_args)
     cfg.targets = [t.strip() for t in cfg.targets.split(",") if t.strip()]
     bad = [t for t in cfg.targets if t not in ALL_TARGETS]
     if bad or not cfg.targets:
@@ -1390,12 +1696,12 @@ def parse_args(argv):
 def main(argv):
     cfg = parse_args(argv)
     if cfg.sqlite_worker:
-        db, mode, count, seconds = cfg.sqlite_worker
-        sqlite_worker(db, mode, int(count), float(seconds))
+        db, mode, count, seconds, control = cfg.sqlite_worker
+        sqlite_worker(db, mode, int(count), float(seconds), control)
         return 0
     if cfg.append_worker:
-        path, count = cfg.append_worker
-        append_worker(path, int(count))
+        path, count, control = cfg.append_worker
+        append_worker(path, int(count), control)
         return 0
     if cfg.stall_writer:
         stall_writer(*cfg.stall_writer)
@@ -1435,11 +1741,12 @@ def main(argv):
                    "small_files": cfg.small_files, "small_dirs": cfg.small_dirs,
                    "stat_passes": cfg.stat_passes, "sqlite_tx": cfg.sqlite_tx,
                    "sqlite_seconds": cfg.sqlite_seconds, "append_count": cfg.append_count, "snapfs_args": cfg.snapfs_args,
-                   "quick": cfg.quick},
+                   "alt_args": cfg.alt_args, "mixed_settings": cfg.mixed_settings,
+                   "mixed_seconds": cfg.mixed_seconds, "quick": cfg.quick},
         "dropped_caches": ctx.can_drop,
         "workloads": [{"name": w.name, "description": w.description,
                        "metrics": [m.name for m in w.metrics]} for w in cfg.workloads],
-        "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better}
+        "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better, "per": m.per}
                     for m in metrics],
         "values": {m.name: {t: [] for t in cfg.targets} for m in metrics},
         "samples": [], "mounts": [], "errors": [], "medians": {},
@@ -1459,6 +1766,8 @@ def main(argv):
                     t = NativeTarget(rep_root)
                 elif name == "snapfs":
                     t = SnapfsTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args)
+                elif name == "snapfs-alt":
+                    t = SnapfsAltTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args + cfg.alt_args)
                 elif name == "snapfs-uring":
                     t = SnapfsUringTarget(rep_root, cfg.snapfs_bin, cfg.snapfs_args + ["-o", "uring"])
                 elif name == "snapfs-base":
@@ -1467,6 +1776,8 @@ def main(argv):
                     t = SnapfsBaseTarget(rep_root, cfg.baseline_bin, cfg.snapfs_args)
                 elif name == "passthrough_ll":
                     t = PassthroughLLTarget(rep_root)
+                elif name == "passthrough_ll-wb":
+                    t = PassthroughLLWritebackTarget(rep_root)
                 else:
                     t = BindfsTarget(rep_root)
                 live.append(t)
@@ -1488,11 +1799,15 @@ def main(argv):
                         continue
                     t0 = time.time()
                     sample = {"run": run, "target": t.name, "workload": w.name}
+                    ctx.control = t.mnt / ".snapfs-control" if t.name in SNAPFS_TARGETS else None
+                    ctx.requests = {}
                     try:
                         w.prepare(ctx, d)
                         ctx.drop_caches()
                         result = w.run(ctx, d)
                         sample["metrics"] = result
+                        if ctx.requests:
+                            sample["requests"] = ctx.requests
                         for m in w.metrics:
                             report["values"][m.name][t.name].append(result[m.name])
                         w.cleanup(ctx, d)
@@ -1511,7 +1826,10 @@ def main(argv):
                     report["samples"].append(sample)
                     if "metrics" in sample:
                         shown = ", ".join(f"{k} {fmt(v)}" for k, v in sample["metrics"].items())
-                        log(f"run {run}: {w.name:14} {t.name:7} {shown}  ({sample['seconds']:.1f} s)")
+                        per_op = ", ".join(f"{r['counts'].get('total', 0) / r['ops']:.2f}"
+                                           for r in sample.get("requests", {}).values())
+                        log(f"run {run}: {w.name:14} {t.name:7} {shown}  ({sample['seconds']:.1f} s)"
+                            + (f", requests/op {per_op}" if per_op else ""))
             for t in live:
                 if t.name == "native":
                     continue

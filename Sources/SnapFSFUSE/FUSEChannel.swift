@@ -62,12 +62,14 @@ enum FUSEChannel {
                 errno = EINTR
                 return -1
             }
+            let bridge = userdata.map { Unmanaged<FUSEBridge>.fromOpaque($0).takeUnretainedValue() }
             var count = Glibc.read(fd, buffer, length)
+            if count >= 40, let buffer { FUSEChannel.countRequest(buffer, bridge) }
             // Requests libfuse does not know are answered here; then read the next one.
             while count >= 40, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSETmpfile.opcode {
-                let bridge = userdata.map { Unmanaged<FUSEBridge>.fromOpaque($0).takeUnretainedValue() }
                 FUSETmpfile.serve(UnsafeRawBufferPointer(start: buffer, count: count), fd: fd, bridge: bridge)
                 count = Glibc.read(fd, buffer, length)
+                if count >= 40 { FUSEChannel.countRequest(buffer, bridge) }
             }
             if count >= 56, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSEChannel.fuseInit {
                 FUSEChannel.noteInit(UnsafeRawBufferPointer(start: buffer, count: count))
@@ -94,6 +96,13 @@ enum FUSEChannel {
             return snapfs_splice(fdIn, offIn, fdOut, offOut, length, flags)
         }
         return fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0
+    }
+
+    /// Counts a request just read (its opcode is at offset 4 of the fuse_in_header), for
+    /// `status`: every request comes through here or through a ring (``FUSERing``).
+    @inline(__always)
+    static func countRequest(_ request: UnsafeRawPointer, _ bridge: FUSEBridge?) {
+        bridge?.core.requests.count(opcode: request.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
     }
 
     /// The INIT request: fuse_in_header (40 bytes: len, opcode, unique …), then

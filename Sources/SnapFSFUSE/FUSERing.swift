@@ -42,6 +42,7 @@ final class FUSERing: @unchecked Sendable {
         let created = snapfs_uring_create(fuse_session_fd(session), Self.entriesPerQueue, { context, request, length in
             guard let context, let request else { return }
             let ring = Unmanaged<Context>.fromOpaque(context).takeUnretainedValue()
+            if length >= 40 { FUSEChannel.countRequest(request, ring.bridge) }
             if request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSETmpfile.opcode {
                 FUSETmpfile.serve(UnsafeRawBufferPointer(start: request, count: length), fd: ring.fd, bridge: ring.bridge)
                 return

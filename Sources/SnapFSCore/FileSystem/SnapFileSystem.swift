@@ -33,6 +33,8 @@ public final class SnapFileSystem: Sendable {
     let space: SpaceWatch
     /// Open files and directories held for each user, bounded per user.
     public let handles: HandleLedger
+    /// Requests the kernel sent, by kind (counted by the FUSE layer; shown in `status`).
+    public let requests = RequestCounts()
 
     final class EngineLink: @unchecked Sendable {
         weak var engine: SnapshotEngine?

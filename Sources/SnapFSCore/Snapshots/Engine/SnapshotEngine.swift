@@ -579,7 +579,7 @@ public final class SnapshotEngine: Sendable {
         lines.append("min-free: \(options.minFree)")
         lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
-        return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() + $0.descriptorStatusLines() } ?? [])
+        return lines + (links.fileSystem.map { $0.sqlite.statusLines() + $0.cacheStatusLines() + $0.descriptorStatusLines() + [$0.requests.statusLine()] } ?? [])
     }
 
     // MARK: timer

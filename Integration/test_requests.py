@@ -1,0 +1,74 @@
+"""The daemon's request counters through a real mount: `snapfs status` has one
+`requests: total=N kind=N ...` line, and N direct-I/O writes and N fsyncs move the `write`
+and `fsync` counts by at least N, over /dev/fuse and over io_uring alike. O_TMPFILE, which
+snapfs answers itself before libfuse sees it, is counted too."""
+
+import mmap
+import os
+import re
+
+import pytest
+
+from conftest import wait_until
+from test_cache import status
+from test_passthrough import log_text
+from test_uring import uring_parameter  # noqa: F401 (a fixture)
+
+BLOCK = 4096
+
+
+def requests(m):
+    """The counters of `snapfs status`, as a dict (`total` and each kind shown)."""
+    line = status(m)["requests"]
+    assert re.fullmatch(r"total=\d+( [a-z_]+=\d+)*", line), line
+    counts = {k: int(v) for k, v in (part.split("=") for part in line.split())}
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total"), line
+    return counts
+
+
+def delta(before, after, kind):
+    return after.get(kind, 0) - before.get(kind, 0)
+
+
+def writes_and_fsyncs(path, n):
+    """N aligned 4 KiB writes with O_DIRECT (each one request, whatever the kernel's cache
+    mode), each followed by an fsync."""
+    buf = mmap.mmap(-1, BLOCK)    # page-aligned, as O_DIRECT wants
+    buf.write(b"r" * BLOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+    try:
+        for i in range(n):
+            assert os.pwrite(fd, buf, i * BLOCK) == BLOCK
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_counts(m):
+    n = 200
+    before = requests(m)
+    writes_and_fsyncs(m.mnt / "direct.dat", n)
+    fd = os.open(m.mnt, os.O_TMPFILE | os.O_RDWR, 0o600)
+    os.close(fd)
+    after = requests(m)
+    assert delta(before, after, "write") >= n
+    assert delta(before, after, "fsync") >= n
+    assert delta(before, after, "tmpfile") == 1
+    assert delta(before, after, "total") >= 2 * n + 1
+    assert (m.backing / "direct.dat").stat().st_size == n * BLOCK
+    # Nothing done, nothing counted but the status reads themselves (open, read, release…).
+    again = requests(m)
+    assert delta(after, again, "write") == 0 and delta(after, again, "fsync") == 0
+
+
+def test_status_counts_requests(make_mount):
+    m = make_mount()
+    counts = requests(m)
+    assert counts.get("init") == 1     # the first request of every connection
+    check_counts(m)
+
+
+def test_requests_over_io_uring_are_counted(make_mount, uring_parameter):  # noqa: F811
+    m = make_mount(options=["uring"])
+    assert wait_until(lambda: re.search(r"io_uring: \d+ queues, \d+ entries each", log_text(m)), timeout=5)
+    check_counts(m)

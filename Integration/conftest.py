@@ -113,7 +113,14 @@ def workdir():
 
 
 @pytest.fixture
-def make_mount(workdir):
+def mount_defaults():
+    """-o options every make_mount mount gets first; a test module overrides this fixture
+    to run all its mounts in another mode (e.g. no_writeback_cache)."""
+    return ()
+
+
+@pytest.fixture
+def make_mount(workdir, mount_defaults):
     """Factory: make_mount(options=(), extra_args=(), backing=None) -> started Mount."""
     snapfs_available()
     mounts = []
@@ -123,7 +130,7 @@ def make_mount(workdir):
         m = workdir / name
         b.mkdir(exist_ok=True)
         m.mkdir(exist_ok=True)
-        mount = Mount(b, m, options, extra_args).start()
+        mount = Mount(b, m, [*mount_defaults, *options], extra_args).start()
         mounts.append(mount)
         return mount
 

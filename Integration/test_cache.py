@@ -1,5 +1,5 @@
 """snapfs's page cache through a real mount: a snapshot holds data still waiting in the
-cache (and, with -o writeback_cache, in the kernel's), fsync and close write it back,
+cache (and, by default, in the kernel's write-back cache), fsync and close write it back,
 O_APPEND writers of one file do not overwrite each other, the statistics are shown by
 `snapfs status`, the daemon's memory stays within the cache size while gigabytes go
 through, and `kill -9` of the daemon loses nothing that was fsync'd and leaves no byte
@@ -34,7 +34,7 @@ def peak_rss_kib(pid):
     raise AssertionError("no VmHWM")
 
 
-@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["cache", "cache+kernel_writeback"])
+@pytest.mark.parametrize("options", [("no_writeback_cache",), ()], ids=["cache", "cache+kernel_writeback"])
 def test_a_snapshot_holds_writes_still_in_the_cache(make_mount, options):
     m = make_mount(options=options, extra_args=["--strategy", "copy"])
     (m.mnt / "log").touch()   # reopened: a file's creating descriptor writes through
@@ -95,7 +95,8 @@ def test_appending_processes_do_not_overwrite_each_other(make_mount):
 
 
 def test_status_shows_the_cache_and_a_tiny_cache_writes_back_under_pressure(make_mount):
-    m = make_mount(extra_args=["--cache-size", "256K", "--dirty-limit", "64K"])
+    # snapfs's own cache at work: without the kernel's, every write reaches it at once.
+    m = make_mount(options=["no_writeback_cache"], extra_args=["--cache-size", "256K", "--dirty-limit", "64K"])
     data = os.urandom(4 * MIB)
     (m.mnt / "f").touch()
     fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -119,7 +120,7 @@ def test_status_shows_the_cache_and_a_tiny_cache_writes_back_under_pressure(make
 def test_a_new_file_is_written_through_until_reopened(make_mount):
     # The descriptor that creates a file writes through (its close then needs no request);
     # a reopened one is buffered; reads see both.
-    m = make_mount()
+    m = make_mount(options=["no_writeback_cache"])   # a write reaches snapfs when made
     path = m.mnt / "new"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -145,7 +146,7 @@ def test_a_new_file_is_written_through_until_reopened(make_mount):
 
 
 def test_dirty_data_is_written_back_after_the_dirty_age(make_mount):
-    m = make_mount(extra_args=["--dirty-age", "300ms"])
+    m = make_mount(options=["no_writeback_cache"], extra_args=["--dirty-age", "300ms"])
     (m.mnt / "f").touch()
     fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -239,7 +240,7 @@ def test_kill_9_keeps_every_fsynced_byte_and_invents_none(make_mount):
                 assert got in history[n][i], f"{n}[{i}] = {got}, never written there"
 
 
-@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["cache", "cache+kernel_writeback"])
+@pytest.mark.parametrize("options", [("no_writeback_cache",), ()], ids=["cache", "cache+kernel_writeback"])
 def test_sigterm_writes_back_data_of_files_still_open(make_mount, options):
     m = make_mount(options=options)
     fd = os.open(m.mnt / "open", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -265,7 +266,7 @@ def test_commit_snapshots_are_exact_with_kernel_writeback_and_synchronous_off(ma
     be in the kernel's write-back cache; each commit snapshot must still hold exactly the
     transactions up to it."""
     import sqlite3
-    m = make_mount(options=("writeback_cache",))
+    m = make_mount()   # the default: the kernel's write-back cache
     c = sqlite3.connect(m.mnt / "app.db", isolation_level=None)
     c.execute(f"pragma journal_mode={mode}")
     c.execute("pragma synchronous=OFF")

@@ -292,7 +292,7 @@ def check_records(data, label):
     assert next_seq == [RECORDS] * APPENDERS, f"{label}: records per writer {next_seq}"
 
 
-@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["default", "writeback_cache"])
+@pytest.mark.parametrize("options", [(), ("no_writeback_cache",)], ids=["default", "no_writeback_cache"])
 def test_c_concurrent_o_append(make_mount, options):
     m = make_mount(options=options)
     path = m.mnt / "log"

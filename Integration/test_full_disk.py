@@ -4,7 +4,8 @@ freed. The backing filesystem is a small ext4 image on a loop device made by the
 
 Run with the page cache off (every write reaches the backing file before it returns)
 and with a small cache (acknowledged data may wait in the cache; it must survive the
-failed write-backs and reach the file once there is room)."""
+failed write-backs and reach the file once there is room); with and without the kernel's
+write-back cache; and with a file the kernel caches when the disk fills under it."""
 
 import errno
 import os
@@ -19,19 +20,34 @@ from conftest import IN_CI, SNAPFS, is_mounted, wait_until
 CHUNK = bytes(range(256)) * 240
 
 
-@pytest.fixture
-def small_fs(workdir):
+def loop_ext4(workdir, size_mib):
     image = workdir / "fs.img"
     root = workdir / "fs"
     root.mkdir()
     with open(image, "wb") as f:
-        f.truncate(48 << 20)
+        f.truncate(size_mib << 20)
     r = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
     if r.returncode != 0:
         (pytest.fail if IN_CI else pytest.skip)(f"mkfs.ext4 failed: {r.stderr.strip()}")
     r = subprocess.run(["mount", "-o", "loop", str(image), str(root)], capture_output=True, text=True)
     if r.returncode != 0:
         (pytest.fail if IN_CI else pytest.skip)(f"cannot loop-mount an ext4 image: {r.stderr.strip()}")
+    return root
+
+
+@pytest.fixture
+def small_fs(workdir):
+    root = loop_ext4(workdir, 48)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+@pytest.fixture
+def roomy_fs(workdir):
+    """More free space than snapfs keeps in reserve for a cache of 8 MiB (136 MiB)."""
+    root = loop_ext4(workdir, 320)
     try:
         yield root
     finally:
@@ -68,13 +84,17 @@ def fill(path):
     return acknowledged, failed, synced
 
 
+# With the kernel's write-back cache (the default), a file first opened while the disk is
+# short of space is written with direct I/O, so these writes reach snapfs as they are made;
+# without it (no_writeback_cache) they always do.
+@pytest.mark.parametrize("options", [(), ("no_writeback_cache",)], ids=["kernel-cache", "no-kernel-cache"])
 @pytest.mark.parametrize("cache", ["0", "32M"])
-def test_enospc_is_reported_and_nothing_acknowledged_is_lost(small_fs, make_mount, cache):
+def test_enospc_is_reported_and_nothing_acknowledged_is_lost(small_fs, make_mount, cache, options):
     data = small_fs / "data"
     data.mkdir()
     # Room to free later: 20 MiB written to the backing directory directly.
     (data / "reserve").write_bytes(b"r" * (20 << 20))
-    m = make_mount(backing=data, extra_args=["--cache-size", cache])
+    m = make_mount(backing=data, options=options, extra_args=["--cache-size", cache])
     path = m.mnt / "filler"
     acknowledged, failed, synced = fill(path)
     assert failed == errno.ENOSPC, f"expected ENOSPC from write, got {failed!r} after {acknowledged} bytes"
@@ -121,3 +141,70 @@ def test_enospc_is_reported_and_nothing_acknowledged_is_lost(small_fs, make_moun
     assert m.alive()
     m.stop()
     assert "could not be written back" not in m.log_file.read_text()
+
+
+def test_a_disk_that_fills_under_the_kernels_cache(roomy_fs, make_mount):
+    """A file opened while there is room is cached by the kernel: its writes are
+    acknowledged before they reach snapfs, so the full disk shows at fsync and close (as on
+    any filesystem with write-back caching, NFS for one). snapfs holds in its own cache what
+    the backing file refuses, as long as it has room; what the kernel could not hand over
+    is reported, never replaced by other bytes. Once the disk is short, new files are
+    written with direct I/O and write() itself fails with ENOSPC."""
+    data = roomy_fs / "data"
+    data.mkdir()
+    (data / "reserve").write_bytes(b"r" * (64 << 20))
+    st = os.statvfs(data)
+    assert st.f_bavail * st.f_frsize > (136 << 20) + (32 << 20), "the image leaves too little room for this test"
+    m = make_mount(backing=data, extra_args=["--cache-size", "8M"])
+    chunk = 1 << 20
+    total = 320   # MiB: more than the disk holds
+    block = lambda i: bytes([i % 251 + 1]) * chunk
+    fd = os.open(m.mnt / "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    refused_at_write = None
+    try:
+        for i in range(total):
+            try:
+                os.write(fd, block(i))
+            except OSError as e:
+                refused_at_write = e.errno
+                break
+        with pytest.raises(OSError) as e:
+            os.fsync(fd)
+        assert e.value.errno == errno.ENOSPC
+    finally:
+        try:
+            os.close(fd)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    assert refused_at_write in (None, errno.ENOSPC)
+    assert m.alive()
+    # Short of space now: a new file's write fails at once.
+    with pytest.raises(OSError) as e:
+        with open(m.mnt / "late", "wb") as f:
+            for _ in range(64):
+                f.write(b"l" * chunk)
+                f.flush()
+    assert e.value.errno == errno.ENOSPC
+    # Room again: what snapfs held reaches the file; every block is what was written there,
+    # or a hole where the kernel had to drop it — never other bytes.
+    os.unlink(m.mnt / "reserve")
+    if (m.mnt / "late").exists():
+        os.unlink(m.mnt / "late")
+    assert wait_until(lambda: os.statvfs(m.backing).f_bavail * os.statvfs(m.backing).f_frsize > 64 << 20, timeout=10)
+    fd = os.open(m.mnt / "big", os.O_WRONLY)
+    os.fsync(fd)
+    os.close(fd)
+    intact = 0
+    page = 4096
+    with open(m.backing / "big", "rb") as f:
+        for i in range(total):
+            got = f.read(chunk)
+            if not got:
+                break
+            for at in range(0, len(got), page):
+                piece = got[at:at + page]
+                assert piece in (block(i)[:len(piece)], bytes(len(piece))), f"page {at // page} of MiB {i} holds other bytes"
+                intact += piece == block(i)[:len(piece)]
+    assert intact * page >= 64 << 20, f"only {intact} pages reached the disk"
+    assert m.alive()
+    m.stop()

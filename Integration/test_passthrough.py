@@ -4,7 +4,8 @@ daemon); every open that joins it (a writer, a second reader) sees the same data
 including truncation and mmap writes; a snapshot taken while it is open still holds the
 data of its trigger with every strategy (with hard links: a copy, since the kernel's open
 file could not follow a copy-up); a file a hard-link snapshot shares is not passed
-through; `-o nopassthrough` turns it off."""
+through; `-o nopassthrough` turns it off. Every mount here is made with
+`-o no_writeback_cache`: the kernel allows passthrough only without its write-back cache."""
 
 import mmap
 import os
@@ -15,6 +16,12 @@ import pytest
 
 from conftest import SNAPFS, wait_until
 from test_snapshots import snapshot, strategy_mount  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def mount_defaults():
+    """Every mount here: the kernel allows passthrough only without its write-back cache."""
+    return ("no_writeback_cache",)
 
 
 def log_text(m):

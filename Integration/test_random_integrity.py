@@ -542,14 +542,16 @@ def seed_and_steps(fixed=None):
 
 
 MOUNTS = {
-    # No page cache: every acknowledged change is in the backing directory at once.
-    "write_through": ((), ("--cache-size", "0")),
+    # The default: the kernel's write-back cache in front of snapfs's.
     "default": ((), ()),
+    "kernel_cache_tiny_cache": ((), ("--cache-size", "64K")),
+    # Without the kernel's cache every write reaches snapfs when it is made.
+    # No page cache either: every acknowledged change is in the backing directory at once.
+    "write_through": (("no_writeback_cache",), ("--cache-size", "0")),
+    "no_kernel_cache": (("no_writeback_cache",), ()),
     # 16 pages, 4 of them dirty at most: eviction and back-pressure at almost every step.
-    "tiny_cache": ((), ("--cache-size", "64K", "--dirty-limit", "16K")),
-    "large_cache": ((), ("--cache-size", "1G", "--dirty-age", "1h")),
-    "writeback_cache": (("writeback_cache",), ()),
-    "writeback_cache_tiny_cache": (("writeback_cache",), ("--cache-size", "64K")),
+    "tiny_cache": (("no_writeback_cache",), ("--cache-size", "64K", "--dirty-limit", "16K")),
+    "large_cache": (("no_writeback_cache",), ("--cache-size", "1G", "--dirty-age", "1h")),
 }
 
 

@@ -77,7 +77,7 @@ def run_as_alice(users, jobs):
     return while_open
 
 
-@pytest.mark.parametrize("options", [(), ("writeback_cache",)], ids=["default", "writeback_cache"])
+@pytest.mark.parametrize("options", [(), ("no_writeback_cache",)], ids=["default", "no_writeback_cache"])
 def test_a_write_clears_set_id_bits_as_on_ext4(make_mount, users, workdir, options):
     """Each operation as alice on each kind of file, on ext4 and through the mount: the
     modes must be the same, seen after the writer closed the file (when the kernel last

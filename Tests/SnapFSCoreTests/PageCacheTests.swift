@@ -124,8 +124,8 @@ let pageSize = PageCache.pageSize
 
 extension PageCache {
     @discardableResult
-    func write(_ file: UInt64, _ bytes: [UInt8], at offset: Int, backing: FakeBackingStore) throws -> Int {
-        try bytes.withUnsafeBytes { data in try write(file, data, at: Int64(offset), backing: backing) }
+    func write(_ file: UInt64, _ bytes: [UInt8], at offset: Int, backing: FakeBackingStore, holding: Bool = false) throws -> Int {
+        try bytes.withUnsafeBytes { data in try write(file, data, at: Int64(offset), backing: backing, holding: holding) }
     }
 
     @discardableResult
@@ -366,19 +366,19 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         // The kernel's write-back: what reaches the cache was acknowledged long ago, so a
         // full disk must not make the cache refuse it while it has room.
         let backing = FakeBackingStore()
-        let cache = PageCache(.init(capacity: 32 * pageSize, dirtyLimit: 4 * pageSize, holdsRefusedWrites: true))
+        let cache = PageCache(.init(capacity: 32 * pageSize, dirtyLimit: 4 * pageSize))
         backing.update { $0.writeError = .noSpace }
         var model = FileModel()
         // Small writes past the dirty limit, and a large page-aligned one that would go through.
         let small = pattern(10 * pageSize, seed: 21)
         for page in 0..<10 {
             let chunk = Array(small[page * pageSize..<(page + 1) * pageSize])
-            #expect(try cache.write(1, chunk, at: page * pageSize, backing: backing) == pageSize)
+            #expect(try cache.write(1, chunk, at: page * pageSize, backing: backing, holding: true) == pageSize)
         }
         model.write(small, at: 0)
         let large = pattern(16 * pageSize, seed: 22)
         #expect(large.count >= PageCache.writeThroughMinimum)
-        #expect(try cache.write(1, large, at: 10 * pageSize, backing: backing) == large.count)
+        #expect(try cache.write(1, large, at: 10 * pageSize, backing: backing, holding: true) == large.count)
         model.write(large, at: 10 * pageSize)
         #expect(cache.statistics.dirtyBytes == 26 * pageSize)
         #expect(try cache.content(1, backing: backing) == model.bytes)
@@ -389,7 +389,7 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         #expect(throws: Errno.noSpace) {
             for page in 0..<7 {
                 let chunk = Array(more[page * pageSize..<(page + 1) * pageSize])
-                _ = try cache.write(2, chunk, at: page * pageSize, backing: backing)
+                _ = try cache.write(2, chunk, at: page * pageSize, backing: backing, holding: true)
             }
         }
         #expect(cache.statistics.cachedBytes <= 32 * pageSize)

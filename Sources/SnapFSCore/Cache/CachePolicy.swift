@@ -28,13 +28,8 @@ public struct CachePolicy: Sendable, Equatable {
         guard isEnabled else { return nil }
         let size = size / PageCache.pageSize * PageCache.pageSize
         let limit = min(size, dirtyLimit ?? size / 2)
-        return PageCache.Configuration(capacity: size, dirtyLimit: limit, maxWriteBack: min(1 << 20, size),
-                                       holdsRefusedWrites: holdsRefusedWrites)
+        return PageCache.Configuration(capacity: size, dirtyLimit: limit, maxWriteBack: min(1 << 20, size))
     }
-
-    /// Whether the cache takes writes the backing file refuses while it has room (set with
-    /// the kernel's write-back cache: see ``PageCache/Configuration/holdsRefusedWrites``).
-    public var holdsRefusedWrites = false
 
     /// What is wrong with the sizes, one sentence each.
     public var problems: [String] {

@@ -43,20 +43,11 @@ public final class PageCache: Sendable {
         public var dirtyLimit: Int
         /// Largest single backing write of coalesced dirty pages; at least one page.
         public var maxWriteBack: Int
-        /// Whether a write the backing file refuses (a full disk, a quota) is still taken
-        /// while the cache has room: past the dirty limit, and instead of a large write's
-        /// write-through. For writes that are the kernel's write-back (its write-back cache
-        /// acknowledged them to the application long before): a refused one would be lost,
-        /// while one held here waits, dirty, for space, and its failure is reported by
-        /// fsync and close as any other.
-        public var holdsRefusedWrites: Bool
 
-        public init(capacity: Int = 256 << 20, dirtyLimit: Int? = nil, maxWriteBack: Int = 1 << 20,
-                    holdsRefusedWrites: Bool = false) {
+        public init(capacity: Int = 256 << 20, dirtyLimit: Int? = nil, maxWriteBack: Int = 1 << 20) {
             self.capacity = capacity
             self.dirtyLimit = dirtyLimit ?? capacity / 2
             self.maxWriteBack = maxWriteBack
-            self.holdsRefusedWrites = holdsRefusedWrites
         }
     }
 
@@ -101,11 +92,17 @@ public final class PageCache: Sendable {
     ///
     /// Writes of one file must not overlap each other while they run (the kernel holds the
     /// inode's lock across a buffered write, so they do not).
+    ///
+    /// `holding`: a write the backing file refuses (a full disk, a quota) is still taken
+    /// while the cache has room — past the dirty limit, and instead of a large write's
+    /// write-through. For writes that are the kernel's write-back (its write-back cache
+    /// acknowledged them to the application long before): a refused one would be lost,
+    /// while one held here waits, dirty, for space, and its failure is reported by fsync
+    /// and close as any other.
     public func write(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
-                      backing: some CacheBackingStore) throws(Errno) -> Int {
+                      backing: some CacheBackingStore, holding: Bool = false) throws(Errno) -> Int {
         precondition(offset >= 0)
         let data = CallerBuffer(data)
-        let holding = configuration.holdsRefusedWrites
         var taken = 0
         if data.value.count >= Self.writeThroughMinimum, offset % Int64(Self.pageSize) == 0, data.value.count % Self.pageSize == 0 {
             do throws(Errno) {

@@ -281,7 +281,7 @@ struct PageTable: ~Copyable {
     /// Buffers `data` at `offset`. Returns the bytes taken, fewer than `data.count` only
     /// when room for the rest could not be made (the write-back error is thrown instead if
     /// nothing was taken). `holding`: a writer over the dirty limit whose write-back fails
-    /// is still taken while there is room (see ``PageCache/Configuration/holdsRefusedWrites``).
+    /// is still taken while there is room (see ``PageCache/write(_:_:at:backing:holding:)``).
     mutating func write(_ file: UInt64, _ data: UnsafeRawBufferPointer, at offset: Int64,
                         backing: some CacheBackingStore, holding: Bool = false) throws(Errno) -> Int {
         guard data.count > 0 else { return 0 }

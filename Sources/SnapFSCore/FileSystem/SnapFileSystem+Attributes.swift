@@ -85,6 +85,7 @@ extension SnapFileSystem {
         // Dirty data written back later must not move the times set now.
         if let cache = cacheHolding(node) { try cache.writeBack(node.id, backing: cacheStore) }
         if modification != nil { node.cachedWriteTime.store(0, ordering: .relaxed) }
+        defer { if modification != nil { rememberKernelModificationTime(node) } }
         var times = (spec(access), spec(modification))
         _ = try withUnsafePointer(to: &times) { pointer throws(Errno) in
             try pointer.withMemoryRebound(to: timespec.self, capacity: 2) { ts throws(Errno) in
@@ -104,6 +105,25 @@ extension SnapFileSystem {
                 }
             }
         }
+    }
+
+    /// With the kernel's write-back cache, the modification time just set on a regular file
+    /// is the kernel's own (or the application's): remembered, to be put back after the
+    /// write-back at fsync and close (see ``Inode/kernelModificationTime``).
+    private func rememberKernelModificationTime(_ node: Inode) {
+        guard options.kernelWritebackCache, node.isRegularFile, !node.inSnapshotView,
+              let st = try? node.withFD({ (fd) throws(Errno) in try FileStatus.of(fd) }) else { return }
+        node.kernelModificationTime.store(Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
+                                          ordering: .relaxed)
+    }
+
+    /// After the write-back at fsync or close: the kernel's modification time again.
+    func restoreKernelModificationTime(_ file: OpenFile) {
+        let ns = file.inode.kernelModificationTime.load(ordering: .relaxed)
+        guard ns != 0, file.flags & O_ACCMODE != O_RDONLY else { return }
+        var times = [timespec(tv_sec: 0, tv_nsec: SNAPFS_UTIME_OMIT),
+                     timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))]
+        _ = futimens(file.fd, &times)
     }
 
     public func statfs(_ inode: UInt64) throws(Errno) -> statvfs {

@@ -98,7 +98,10 @@ extension SnapFileSystem {
         } else if file.writesThrough {
             taken = try cache.writeThroughUnlessDirty(node.id, data, at: offset, backing: cacheStore)
         } else {
-            taken = try cache.write(node.id, data, at: offset, backing: cacheStore)
+            // With the kernel's write-back cache, a write to a file it caches is its
+            // write-back, acknowledged to the application already: held if refused.
+            let holding = options.kernelWritebackCache && !writesBypassKernelCache(file)
+            taken = try cache.write(node.id, data, at: offset, backing: cacheStore, holding: holding)
         }
         node.cachedWriteTime.store(Self.realtimeNanoseconds(), ordering: .relaxed)
         if file.flags & O_DSYNC != 0 {

@@ -150,6 +150,7 @@ extension SnapFileSystem {
     public func flush(_ file: OpenFile) throws(Errno) {
         checkKernelWrittenJournal(file)
         try cachedFlush(file)
+        restoreKernelModificationTime(file)
     }
 
     /// The last descriptor of an open file is gone.
@@ -160,6 +161,7 @@ extension SnapFileSystem {
     public func fsync(_ file: OpenFile, dataOnly: Bool) throws(Errno) {
         if let cache = cacheHolding(file.inode) {
             try cache.fsync(file.inode.id, dataOnly: dataOnly, backing: cacheStore)
+            restoreKernelModificationTime(file)
             return
         }
         try syscallRetrying { dataOnly ? fdatasync(file.fd) : Glibc.fsync(file.fd) }
@@ -197,6 +199,10 @@ extension SnapFileSystem {
 
     /// lseek(2) for SEEK_DATA / SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself).
     public func lseek(_ file: OpenFile, offset: Int64, whence: Int32) throws(Errno) -> Int64 {
+        // Where the data is depends on every write: the kernel's cached ones come first
+        // (it does not write them back before asking, as it does for fallocate and
+        // copy_file_range), then snapfs's.
+        if options.kernelWritebackCache { kernelLink.kernel?.pushDirtyPages(of: [file.inode.id]) }
         _ = try writeBackBeforeDirectChange(file.inode)
         return Int64(try syscall(Glibc.lseek(file.fd, off_t(offset), whence)))
     }

@@ -120,7 +120,11 @@ extension SnapFileSystem {
                 }
             }
             inodes.reference(node)
-            return Entry(inode: node.id, attributes: try attributes(of: node))
+            let entry = Entry(inode: node.id, attributes: try attributes(of: node))
+            // An O_TMPFILE file getting its first name: that name is its own, and a later
+            // write may copy it up (with hard-link snapshots) into that place.
+            if snapshotState.sharesBackingObjects && entry.attributes.st_nlink == 1 { node.remember(name: name, in: dir) }
+            return entry
         }
     }
 

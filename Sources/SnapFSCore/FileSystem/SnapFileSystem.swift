@@ -70,10 +70,7 @@ public final class SnapFileSystem: Sendable {
         self.proc = try ProcSelfFD()
         self.rootPath = proc.target(of: rootFD) ?? backingPath
         self.sqlite = SQLiteCommitDetector(options: options.readOnly ? SQLiteOptions.disabled : options.sqlite)
-        // With the kernel's write-back cache, a write reaching snapfs was acknowledged to
-        // the application already: the cache holds what the backing file refuses.
-        var cachePolicy = options.cache
-        cachePolicy.holdsRefusedWrites = options.kernelWritebackCache
+        let cachePolicy = options.cache
         self.cache = cachePolicy.configuration.map { PageCache($0) }
         self.cacheStore = InodeCacheStore(inodes: inodes, proc: proc)
         let root = inodes.root

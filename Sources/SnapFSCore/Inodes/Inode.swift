@@ -52,6 +52,14 @@ public final class Inode: Sendable {
     /// When a write last went into the page cache (ns since the epoch; 0: none since the
     /// last explicit time change): the modification time until write-back moves it on.
     let cachedWriteTime = Atomic<Int64>(0)
+    /// With the kernel's write-back cache: the modification time the kernel (or the
+    /// application) last set (ns since the epoch; 0: none). The kernel keeps a regular
+    /// file's times itself and hands them over by setattr just before its fsync and close
+    /// requests; the data it wrote may reach snapfs after that setattr (its page
+    /// write-back is not ordered with it), and reaches the backing file at that fsync or
+    /// close. So there, after writing back, snapfs puts this time back: the backing file,
+    /// and every snapshot of it, shows the time the application saw.
+    let kernelModificationTime = Atomic<Int64>(0)
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
     /// A rollback-mode database snapshotted by cloning: where it was written since its

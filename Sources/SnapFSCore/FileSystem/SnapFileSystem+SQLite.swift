@@ -159,28 +159,47 @@ extension SnapFileSystem {
     /// takes the snapshot. `serving`: the inode whose request is being served (its kernel
     /// pages must not be pushed from inside that request). Never throws: the commit itself
     /// has happened; a snapshot that fails is logged and counted.
+    ///
+    /// What the snapshot costs the request, from the decision on, is noted for the policy
+    /// (``SQLiteOptions/MinInterval/auto``), and so is a copy-up that the transaction paid
+    /// because of the previous snapshot.
     func sqliteCommitted(_ commit: SQLiteCommit, serving: UInt64?) {
         do throws(Errno) {
             pushKernelPagesOfDatabase(commit, serving: serving)
             if commit.mode == .wal {
                 // The database file does not change at a WAL commit: it is opened only to be snapshotted.
                 guard let path = try walDatabasePath(commit) else { return }
-                let decision = sqlite.decide(commit, path: path, fingerprint: nil, nowMs: SnapshotEngine.monotonicMs())
-                guard decision == .snapshot, let engine, let database = try openDatabase(commit) else { return }
+                let decided = SnapshotEngine.monotonicUs()
+                let decision = sqlite.decide(commit, path: path, fingerprint: nil, nowUs: decided)
+                guard decision == .snapshot, let engine else { return }
+                defer { sqlite.noteCost(SnapshotEngine.monotonicUs() - decided, of: path) }
+                guard let database = try openDatabase(commit) else { return }
                 try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
                 return
             }
             guard let database = try openDatabase(commit) else { return }
             let st = database.status
             let fingerprint = [Int64(database.header.changeCounter), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_size)]
-            let decision = sqlite.decide(commit, path: database.path,
-                                         fingerprint: fingerprint, nowMs: SnapshotEngine.monotonicMs())
+            noteCopyUpCost(of: database)
+            let decided = SnapshotEngine.monotonicUs()
+            let decision = sqlite.decide(commit, path: database.path, fingerprint: fingerprint, nowUs: decided)
             guard decision == .snapshot, let engine else { return }
+            defer { sqlite.noteCost(SnapshotEngine.monotonicUs() - decided, of: database.path) }
             try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
         } catch {
             sqlite.failures.add(1, ordering: .relaxed)
             logger.error("snapshot at a SQLite commit failed: \(error)")
         }
+    }
+
+    /// With hard links, the transaction just committed may have paid for the previous
+    /// snapshot: its first write copied the database up. That time is part of what the
+    /// snapshot cost the application.
+    private func noteCopyUpCost(of database: OpenDatabase) {
+        guard case .auto = sqlite.options.minInterval, snapshotState.sharesBackingObjects,
+              let node = liveInode(of: BackingKey(database.status)) else { return }
+        let us = node.copyUpCostUs.exchange(0, ordering: .relaxed)
+        if us > 0 { sqlite.noteCost(us, of: database.path) }
     }
 
     /// The backing object of the regular file `name` in `dir` (one fstatat, not following a
@@ -329,18 +348,24 @@ extension SnapFileSystem {
     // MARK: the interval
 
     /// Snapshots the commits whose `--sqlite-min-interval` ran out with no later commit, at
-    /// their database's newest committed state, with every change held back meanwhile.
-    /// Runs on the flusher thread.
+    /// their database's newest committed state, with every change held back meanwhile
+    /// (which is what they cost the application, noted for `auto`). Runs on the interval
+    /// thread, and at unmount (`all`).
     public func snapshotDueSQLiteCommits(all: Bool = false) {
         guard let engine else { return }
-        for commit in sqlite.dueCommits(nowMs: all ? .max : SnapshotEngine.monotonicMs()) {
+        for commit in sqlite.dueCommits(nowUs: all ? .max : SnapshotEngine.monotonicUs()) {
+            let started = SnapshotEngine.monotonicUs()
+            var path: String?
+            defer { if let path { sqlite.noteCost(SnapshotEngine.monotonicUs() - started, of: path) } }
             do {
                 if sqlite.options.scope == .tree {
                     var failure: Errno?
                     _ = try engine.take(label: nil, trigger: Trigger(kind: .sqlite, detail: "\(commit.mode.rawValue) commit, after the interval"),
                                         force: true, atCommit: { () -> SQLiteCommitInfo? in
                         do throws(Errno) {
-                            return try self.quietState(of: commit)?.info
+                            let state = try self.quietState(of: commit)
+                            path = state?.database.path
+                            return state?.info
                         } catch {
                             failure = error
                             return nil
@@ -351,6 +376,7 @@ extension SnapFileSystem {
                 } else {
                     try engine.whileFrozen { () throws(Errno) in
                         guard let (current, database, _) = try quietState(of: commit) else { return }
+                        path = database.path
                         try snapshot(current, of: database, engine: engine, serving: nil, quiet: true)
                     }
                 }
@@ -364,16 +390,13 @@ extension SnapFileSystem {
         }
     }
 
-    /// Starts the thread that takes the snapshots `--sqlite-min-interval` postponed.
+    /// Starts the thread that takes the snapshots `--sqlite-min-interval` postponed, each
+    /// when it is due (it sleeps while none waits).
     public func startSQLiteFlusher() {
-        guard sqlite.options.mode == .snapshot, sqlite.options.minIntervalMs > 0 else { return }
-        // Often enough that the last snapshot follows the interval closely.
-        let tick = max(10, min(sqlite.options.minIntervalMs / 4, 250))
-        BackgroundThread.start {
-            while true {
-                BackgroundThread.sleep(milliseconds: tick)
-                if self.sqlite.hasPending { self.snapshotDueSQLiteCommits() }
-            }
+        guard sqlite.defersCommits else { return }
+        sqlite.dueTimer.start {
+            self.snapshotDueSQLiteCommits()
+            return self.sqlite.nextDueUs
         }
     }
 

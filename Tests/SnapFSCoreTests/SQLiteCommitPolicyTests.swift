@@ -72,9 +72,11 @@ import Testing
         #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 10_000_000) == .snapshot)
         #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 10_300_000) == .deferred)
         #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 10_600_000) == .deferred)
-        #expect(detector.nextDueUs == 11_000_000)
-        #expect(detector.dueCommits(nowUs: 10_900_000).isEmpty)
-        #expect(detector.dueCommits(nowUs: 11_000_000).count == 1)
+        // Handed over when the interval and the grace for a later commit have passed.
+        let grace = SQLiteCommitDetector.trailingGraceUs
+        #expect(detector.nextDueUs == 11_000_000 + grace)
+        #expect(detector.dueCommits(nowUs: 11_000_000 + grace - 1).isEmpty)
+        #expect(detector.dueCommits(nowUs: 11_000_000 + grace).count == 1)
         #expect(detector.dueCommits(nowUs: 12_500_000).isEmpty)   // handed over once
         #expect(!detector.hasPending)
         #expect(detector.nextDueUs == nil)
@@ -138,7 +140,7 @@ import Testing
         detector.noteCost(100, of: "db")
         detector.noteCost(700_000, of: "db")   // at the next commit, before its decision
         #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 1_500_000) == .deferred)
-        #expect(detector.nextDueUs == 2_100_300)
+        #expect(detector.nextDueUs == 2_100_300 + SQLiteCommitDetector.trailingGraceUs)
         #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 2_100_300) == .snapshot)
         // The new snapshot's cost starts from nothing: once cheap, the floor again.
         detector.noteCost(100, of: "db")
@@ -158,12 +160,33 @@ import Testing
             #expect(detector.decide(last, path: "db", fingerprint: nil, nowUs: taken.last! + cost + 1) == .deferred)
             let due = try #require(detector.nextDueUs)
             let interval = detector.intervalUs(afterCost: cost)
-            #expect(due == taken.last! + interval)
+            #expect(due == taken.last! + interval + SQLiteCommitDetector.trailingGraceUs)
             #expect(detector.dueCommits(nowUs: due - 1).isEmpty)
             let handed = detector.dueCommits(nowUs: due)
-            #expect(handed.count == 1 && handed[0].mode == .truncate)
+            #expect(handed.count == 1 && handed[0].commit.mode == .truncate && handed[0].path == "db")
             #expect(!detector.hasPending && detector.nextDueUs == nil)
         }
+    }
+
+    @Test func aTransactionUnderWayLeavesTheSnapshotToItsCommit() throws {
+        // The handed-over commit found the database mid-transaction: the commit that ends
+        // it is snapshotted at once; if none comes, the handed-over one is due again soon.
+        let detector = detector(.auto, strategy: .hardlink)
+        let c = try commit()
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 0) == .snapshot)
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 100) == .deferred)
+        let handed = detector.dueCommits(nowUs: 2_000_000)
+        #expect(handed.count == 1)
+        detector.notYet(handed[0].commit, path: "db", nowUs: 2_000_000)
+        #expect(detector.nextDueUs == 2_000_000 + SQLiteCommitDetector.retryUs)
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 2_000_100) == .snapshot)
+        #expect(!detector.hasPending)
+        // No commit came: the one handed over is handed over again.
+        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 2_000_200) == .deferred)
+        let again = detector.dueCommits(nowUs: 4_000_000)
+        detector.notYet(again[0].commit, path: "db", nowUs: 4_000_000)
+        #expect(detector.dueCommits(nowUs: 4_000_000 + SQLiteCommitDetector.retryUs - 1).isEmpty)
+        #expect(detector.dueCommits(nowUs: 4_000_000 + SQLiteCommitDetector.retryUs).count == 1)
     }
 
     @Test func theDatabasesArePacedApart() throws {

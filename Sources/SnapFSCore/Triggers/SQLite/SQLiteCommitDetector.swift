@@ -113,6 +113,8 @@ public final class SQLiteCommitDetector: Sendable {
     public let snapshots = Atomic<Int>(0)
     /// Commits left to a later snapshot by the interval.
     public let deferred = Atomic<Int>(0)
+    /// Commits handed over by ``dueCommits(nowUs:)`` whose snapshot is still being taken.
+    public let handedOver = Atomic<Int>(0)
     public let failures = Atomic<Int>(0)
     /// `auto`: the floor of the interval, in microseconds, set from the strategy once the
     /// engine knows it (``useStrategy(_:)``); until then the floor of a full copy.
@@ -326,10 +328,16 @@ public final class SQLiteCommitDetector: Sendable {
             record.pending = commit
             let due = record.lastSnapshotUs.addingReportingOverflow(interval)
             record.dueUs = due.overflow ? .max : due.partialValue
-            dueUs = record.dueUs
+            dueUs = record.dueUs.addingReportingOverflow(Self.trailingGraceUs).overflow ? .max : record.dueUs + Self.trailingGraceUs
             deferred.add(1, ordering: .relaxed)
             return .deferred
         }
+    }
+
+    /// A commit handed over by ``dueCommits(nowUs:)`` is done with (snapshotted, failed, or
+    /// put back by ``notYet(_:path:nowUs:)``).
+    public func handOverDone() {
+        handedOver.subtract(1, ordering: .relaxed)
     }
 
     /// The last snapshot of the database at `path` cost the application `us` more
@@ -370,14 +378,25 @@ public final class SQLiteCommitDetector: Sendable {
         databases.withLock { $0[path]?.commits ?? 0 }
     }
 
-    /// The commits whose interval has run out without a later commit taking them; they
-    /// are handed over once (and count as snapshotted now).
-    public func dueCommits(nowUs: Int64) -> [SQLiteCommit] {
+    /// How long after its interval a deferred commit waits for a later commit to take the
+    /// snapshot (at that commit, as the policy prefers) before it is taken without one.
+    /// While commits flow, the next comes sooner; once they stop, this is added to the
+    /// recovery point.
+    public static let trailingGraceUs: Int64 = 10_000
+    /// How soon a deferred commit found with a transaction under way is looked at again.
+    public static let retryUs: Int64 = 50_000
+
+    /// The commits whose interval (and grace) has run out without a later commit taking
+    /// them, with their database's path; they are handed over once (and count as
+    /// snapshotted now).
+    public func dueCommits(nowUs: Int64) -> [(path: String, commit: SQLiteCommit)] {
         databases.withLock { table in
-            var due: [SQLiteCommit] = []
+            var due: [(path: String, commit: SQLiteCommit)] = []
             for (key, record) in table {
-                guard let pending = record.pending, record.dueUs <= nowUs else { continue }
-                due.append(pending)
+                guard let pending = record.pending, record.dueUs <= nowUs.subtractingReportingOverflow(Self.trailingGraceUs).partialValue
+                      || nowUs == .max else { continue }
+                due.append((key, pending))
+                handedOver.add(1, ordering: .relaxed)
                 table[key]!.pending = nil
                 table[key]!.lastSnapshotUs = nowUs
                 table[key]!.costUs = 0
@@ -386,14 +405,33 @@ public final class SQLiteCommitDetector: Sendable {
         }
     }
 
+    /// A commit handed over by ``dueCommits(nowUs:)`` found a transaction under way: the
+    /// commit that ends it is snapshotted at once, and should none come (a rollback, a
+    /// writer gone) `commit` is looked at again at `retryUs`.
+    public func notYet(_ commit: SQLiteCommit, path: String, nowUs: Int64) {
+        let retry = nowUs.addingReportingOverflow(Self.retryUs).overflow ? Int64.max : nowUs + Self.retryUs
+        let waiting = databases.withLock { table in
+            guard table[path] != nil else { return false }
+            table[path]!.lastSnapshotUs = .min
+            if table[path]!.pending == nil {
+                table[path]!.pending = commit
+                table[path]!.dueUs = retry - Self.trailingGraceUs
+            }
+            return true
+        }
+        if waiting { dueTimer.schedule(atUs: retry) }
+    }
+
     /// Whether any commit waits for its interval to end.
     public var hasPending: Bool {
         databases.withLock { table in table.values.contains { $0.pending != nil } }
     }
 
-    /// When the first commit waiting for its interval is due (monotonic microseconds).
+    /// When the first commit waiting for its interval is to be handed over (monotonic
+    /// microseconds): its due time and the grace.
     public var nextDueUs: Int64? {
-        databases.withLock { table in table.values.lazy.filter { $0.pending != nil }.map(\.dueUs).min() }
+        let due = databases.withLock { table in table.values.lazy.filter { $0.pending != nil }.map(\.dueUs).min() }
+        return due.map { $0.addingReportingOverflow(Self.trailingGraceUs).overflow ? .max : $0 + Self.trailingGraceUs }
     }
 
     /// `key: value` lines for the control file and `snapfs status`.
@@ -412,8 +450,9 @@ public final class SQLiteCommitDetector: Sendable {
     }
 
     /// The policy in force, and across the databases (never named: the status is for
-    /// every user, and a database's path is root's) how many there are, how many wait for
-    /// a last snapshot, and the longest interval in force now.
+    /// every user, and a database's path is root's) how many there are, how many commits
+    /// wait for a last snapshot (or are being snapshotted after their interval), and the
+    /// longest interval in force now.
     private func policyLines() -> [String] {
         var lines: [String]
         switch options.minInterval {
@@ -430,7 +469,7 @@ public final class SQLiteCommitDetector: Sendable {
              table.values.lazy.filter { $0.lastSnapshotUs != .min }.map { self.intervalUs(afterCost: $0.costUs) }.max())
         }
         lines.append("sqlite-databases: \(count)")
-        lines.append("sqlite-pending: \(pending)")
+        lines.append("sqlite-pending: \(pending + handedOver.load(ordering: .relaxed))")
         if let longest { lines.append("sqlite-interval-now: \(longest / 1000)ms") }
         return lines
     }

@@ -1,4 +1,6 @@
 @testable import SnapFSCore
+import Glibc
+import Synchronization
 import Testing
 
 /// Which commits get a snapshot: the detector's `decide`, with times and snapshot costs
@@ -94,29 +96,32 @@ import Testing
     }
 
     @Test func autoSnapshotsEveryCommitWhileSnapshotsAreCheap() throws {
-        // Reflinks: no floor. Commits 50 ms apart, snapshots costing 2 ms: each gets one.
+        // Reflinks: a floor of 100 ms. Commits 120 ms apart, snapshots costing 2 ms: each
+        // gets one.
         let detector = detector(.auto, strategy: .reflink)
         let c = try commit()
-        let run = commits(detector, c, every: 50_000, for: 5_000_000, costUs: 2000)
-        #expect(run.count > 90 && run.snapshotted.count == run.count)
+        let run = commits(detector, c, every: 120_000, for: 6_000_000, costUs: 2000)
+        #expect(run.count > 40 && run.snapshotted.count == run.count)
         #expect(detector.deferred.load(ordering: .relaxed) == 0)
-        // Commits 7 ms apart still each get one (the interval is 3 × 2 ms).
+        // Commits 7 ms apart: one snapshot per 100 ms, at the first commit after it.
         let fast = self.detector(.auto, strategy: .btrfs)
-        let fastRun = commits(fast, c, every: 7000, for: 900_000, costUs: 2000)
-        #expect(fastRun.count == 100 && fastRun.snapshotted.count == 100)
+        let taken = commits(fast, c, every: 7000, for: 1_000_000, costUs: 2000).snapshotted
+        let gaps = zip(taken.dropFirst(), taken).map { $0 - $1 }
+        #expect(taken.count == 10)
+        #expect(gaps.allSatisfy { $0 >= 100_000 && $0 < 109_000 }, "\(gaps)")
     }
 
     @Test func autoThrottlesWhenSnapshotsCostMore() throws {
-        // Reflinks, commits every 1 ms, snapshots costing 10 ms: one snapshot per 30 ms,
-        // so the application spends about a third of its time in snapshots.
+        // Reflinks, commits every 1 ms, snapshots costing 50 ms: one snapshot per 150 ms
+        // (above the floor), so the application spends about a third of its time in them.
         let detector = detector(.auto, strategy: .reflink)
         let c = try commit()
-        let taken = commits(detector, c, every: 1000, for: 3_000_000, costUs: 10_000).snapshotted
+        let taken = commits(detector, c, every: 1000, for: 6_000_000, costUs: 50_000).snapshotted
         let gaps = zip(taken.dropFirst(), taken).map { $0 - $1 }
-        #expect(gaps.allSatisfy { $0 >= 30_000 && $0 <= 31_000 }, "\(gaps)")
-        let spent = Double(taken.count * 10_000) / 3_000_000
+        #expect(gaps.allSatisfy { $0 >= 150_000 && $0 <= 151_000 }, "\(gaps)")
+        let spent = Double(taken.count * 50_000) / 6_000_000
         #expect(spent > 0.3 && spent < 0.36, "\(spent)")
-        #expect(detector.deferred.load(ordering: .relaxed) > 1500)
+        #expect(detector.deferred.load(ordering: .relaxed) > 3500)
     }
 
     @Test func autoKeepsTheFloorWhereSnapshotsCopy() throws {
@@ -206,7 +211,7 @@ import Testing
 
     @Test func statusShowsThePolicyInForce() {
         #expect(detector(.auto, strategy: .hardlink).statusLines().contains("sqlite-min-interval: auto (at least 1000ms, and 3× the last snapshot's cost)"))
-        #expect(detector(.auto, strategy: .btrfs).statusLines().contains("sqlite-min-interval: auto (at least 0ms, and 3× the last snapshot's cost)"))
+        #expect(detector(.auto, strategy: .btrfs).statusLines().contains("sqlite-min-interval: auto (at least 100ms, and 3× the last snapshot's cost)"))
         #expect(detector(.fixed(0)).statusLines().contains("sqlite-min-interval: 0 (every commit)"))
         #expect(detector(.fixed(1500)).statusLines().contains("sqlite-min-interval: 1500ms"))
     }
@@ -224,5 +229,35 @@ import Testing
         #expect(detector.decide(try commit(), path: "data/app.db", fingerprint: nil, nowUs: 0) == .ignore)
         #expect(detector.commits.load(ordering: .relaxed) == 1)
         #expect(!detector.defersCommits)
+    }
+}
+
+/// The thread that takes the snapshots left to the interval: it runs its body at the
+/// deadlines asked for, and at the one the body returns, and sleeps otherwise.
+@Suite struct DeadlineThreadTests {
+    @Test func runsAtTheDeadlinesAskedForAndReturned() throws {
+        let thread = DeadlineThread()
+        let runs = Mutex<[Int64]>([])
+        // Asked for before the thread starts: kept.
+        thread.schedule(atUs: DeadlineThread.monotonicUs() + 5000)
+        thread.start {
+            let count = runs.withLock { list in
+                list.append(DeadlineThread.monotonicUs())
+                return list.count
+            }
+            // The first run asks for one more, 20 ms on.
+            return count == 1 ? DeadlineThread.monotonicUs() + 20_000 : nil
+        }
+        let deadline = DeadlineThread.monotonicUs() + 5_000_000
+        while runs.withLock({ $0.count }) < 2 && DeadlineThread.monotonicUs() < deadline { usleep(1000) }
+        let seen = runs.withLock { $0 }
+        #expect(seen.count == 2)
+        #expect(seen.count < 2 || seen[1] - seen[0] >= 20_000)
+        // Nothing asked for: it sleeps.
+        usleep(100_000)
+        #expect(runs.withLock { $0.count } == 2)
+        thread.schedule(atUs: 0)   // a deadline already past: at once
+        while runs.withLock({ $0.count }) < 3 && DeadlineThread.monotonicUs() < deadline + 5_000_000 { usleep(1000) }
+        #expect(runs.withLock { $0.count } == 3)
     }
 }

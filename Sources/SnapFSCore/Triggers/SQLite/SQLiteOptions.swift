@@ -50,13 +50,18 @@ public struct SQLiteOptions: Sendable, Equatable {
     public static let idleFactor: Int64 = 2
 
     /// `auto`: the shortest interval between two snapshots of one database, by strategy.
-    /// None where a snapshot clones the file (its cost is the blocks the last transactions
-    /// wrote: small, whatever the size of the database); a second where it copies the
-    /// whole file (`copy`, and `hardlink`, whose live file is copied up at the next write
-    /// after each snapshot), as Litestream's default sync interval is a second.
+    /// A snapshot costs the application more than its build at the commit: the metadata it
+    /// adds, which the application's next `fsync` commits with its own; the removal of the
+    /// oldest snapshot once retention's bound is reached; write-back. None of that is
+    /// attributable to one snapshot, so the floor bounds it (docs/performance.md has the
+    /// measurements). Where a snapshot clones the file, a tenth of a second: at 3 ms
+    /// (three times a clone's cost) the busy benchmark ran at 0.1–0.4 × detection only,
+    /// at 100 ms close to it. Where it copies the whole file (`copy`, and `hardlink`, whose
+    /// live file is copied up at the next write after each snapshot), a second, as
+    /// Litestream's default sync interval is a second.
     public static func autoFloorMs(for strategy: SnapshotStrategy) -> Int64 {
         switch strategy {
-        case .reflink, .btrfs: 0
+        case .reflink, .btrfs: 100
         case .hardlink, .copy: 1000
         }
     }

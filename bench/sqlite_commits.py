@@ -332,63 +332,68 @@ def main(argv):
     log(f"filling a {megabytes} MB database")
     make_database(template, megabytes)
     results = {}
-    with LoopImage(base, max(1024, megabytes * 12), "xfs") as xfs, LoopImage(base, max(1024, megabytes * 12), "btrfs") as btrfs:
-        ext4 = base / "ext4"
-        ext4.mkdir(exist_ok=True)
-        # The hardlink strategy copies the database up at the commit after each snapshot:
-        # bounded by keep-last so that the run's disk use stays bounded too.
-        targets = [
-            Target("native-ext4", "ext4", ext4, "native"),
-            Target("snapfs-detect", "ext4", ext4, "snapfs", ["--sqlite", "detect"]),
-            Target("snapfs-default", "ext4", ext4, "snapfs"),
-            Target("snapfs-every-hardlink", "ext4", ext4, "snapfs",
-                   ["--strategy", "hardlink", "--sqlite-min-interval", "0", "--keep-last", "20"]),
-            Target("snapfs-interval-1s", "ext4", ext4, "snapfs", ["--sqlite-min-interval", "1s"]),
-            Target("bindfs", "ext4", ext4, "bindfs"),
-            Target("passthrough_ll", "ext4", ext4, "passthrough_ll"),
-            Target("native-xfs", "xfs", xfs.dir, "native"),
-            Target("snapfs-xfs-detect", "xfs", xfs.dir, "snapfs", ["--sqlite", "detect"]),
-            Target("snapfs-xfs-default", "xfs", xfs.dir, "snapfs"),
-            Target("snapfs-every-reflink", "xfs", xfs.dir, "snapfs", ["--strategy", "reflink", "--sqlite-min-interval", "0"]),
-            Target("snapfs-xfs-interval-1s", "xfs", xfs.dir, "snapfs", ["--strategy", "reflink", "--sqlite-min-interval", "1s"]),
-            Target("native-btrfs", "btrfs", btrfs.dir, "native"),
-            Target("snapfs-btrfs-detect", "btrfs", btrfs.dir, "snapfs", ["--sqlite", "detect"]),
-            Target("snapfs-btrfs-default", "btrfs", btrfs.dir, "snapfs"),
-            Target("snapfs-every-btrfs", "btrfs", btrfs.dir, "snapfs", ["--strategy", "btrfs", "--sqlite-min-interval", "0"]),
-        ]
-        if a.uring:
-            targets += [Target(t.name + "-uring", t.fs, t.base, t.kind, t.args + ["-o", "uring"])
-                        for t in targets if t.kind == "snapfs"]
-        if a.baseline:
-            targets += [Target(t.name + "-baseline", t.fs, t.base, t.kind, t.args, binary=a.baseline)
-                        for t in targets if t.kind == "snapfs"]
-        if a.only:
-            wanted = set(a.only.split(","))
-            targets = [t for t in targets if t.name in wanted or t.name.startswith("native")]
-        for t in targets:
-            if t.kind == "passthrough_ll":
-                try:
-                    t.binary = passthrough_ll.build(base / "passthrough_ll")
-                except RuntimeError as e:
-                    raise SystemExit(str(e))
-        for rep in range(reps):
-            for mode in a.modes.split(","):
-                for t in targets:
-                    log(f"rep {rep + 1}/{reps} {mode:6} {t.name}")
-                    m = measure(t, template, mode, seconds, 1_000_000, a.verify)
-                    entry = results.setdefault((mode, t.name), {"rates": [], "lat": [], "snap_ms": [], "fs": t.fs, "count": 0,
-                                                                "commits": 0, "failures": 0, "final_ms": [], "gap_ms": [],
-                                                                "checked": 0, "good": 0, "rss_mb": [], "snapshots": t.snapshots})
-                    entry["count"] += m["count"]
-                    entry["rates"].append(m["rate"])
-                    entry["lat"] += m["lat"]
-                    entry["snap_ms"] += m["snap_ms"]
-                    for key in ("commits", "failures", "checked", "good"):
-                        entry[key] += m.get(key, 0)
-                    for key in ("final_ms", "gap_ms", "rss_mb"):
-                        if key in m:
-                            entry[key].append(m[key])
-    remove_tree(base)
+    try:
+        with LoopImage(base, max(1024, megabytes * 12), "xfs") as xfs, LoopImage(base, max(1024, megabytes * 12), "btrfs") as btrfs:
+            ext4 = base / "ext4"
+            ext4.mkdir(exist_ok=True)
+            # The hardlink strategy copies the database up at the commit after each snapshot:
+            # bounded by keep-last so that the run's disk use stays bounded too.
+            targets = [
+                Target("native-ext4", "ext4", ext4, "native"),
+                Target("snapfs-detect", "ext4", ext4, "snapfs", ["--sqlite", "detect"]),
+                Target("snapfs-default", "ext4", ext4, "snapfs"),
+                Target("snapfs-every-hardlink", "ext4", ext4, "snapfs",
+                       ["--strategy", "hardlink", "--sqlite-min-interval", "0", "--keep-last", "20"]),
+                Target("snapfs-interval-1s", "ext4", ext4, "snapfs", ["--sqlite-min-interval", "1s"]),
+                Target("bindfs", "ext4", ext4, "bindfs"),
+                Target("passthrough_ll", "ext4", ext4, "passthrough_ll"),
+                Target("native-xfs", "xfs", xfs.dir, "native"),
+                Target("snapfs-xfs-detect", "xfs", xfs.dir, "snapfs", ["--sqlite", "detect"]),
+                Target("snapfs-xfs-default", "xfs", xfs.dir, "snapfs"),
+                Target("snapfs-every-reflink", "xfs", xfs.dir, "snapfs", ["--strategy", "reflink", "--sqlite-min-interval", "0"]),
+                Target("snapfs-xfs-interval-1s", "xfs", xfs.dir, "snapfs", ["--strategy", "reflink", "--sqlite-min-interval", "1s"]),
+                Target("native-btrfs", "btrfs", btrfs.dir, "native"),
+                Target("snapfs-btrfs-detect", "btrfs", btrfs.dir, "snapfs", ["--sqlite", "detect"]),
+                Target("snapfs-btrfs-default", "btrfs", btrfs.dir, "snapfs"),
+                Target("snapfs-every-btrfs", "btrfs", btrfs.dir, "snapfs", ["--strategy", "btrfs", "--sqlite-min-interval", "0"]),
+            ]
+            if a.uring:
+                targets += [Target(t.name + "-uring", t.fs, t.base, t.kind, t.args + ["-o", "uring"])
+                            for t in targets if t.kind == "snapfs"]
+            if a.baseline:
+                targets += [Target(t.name + "-baseline", t.fs, t.base, t.kind, t.args, binary=a.baseline)
+                            for t in targets if t.kind == "snapfs"]
+            if a.only:
+                wanted = set(a.only.split(","))
+                targets = [t for t in targets if t.name in wanted or t.name.startswith("native")]
+            for t in targets:
+                if t.kind == "passthrough_ll":
+                    try:
+                        t.binary = passthrough_ll.build(base / "passthrough_ll")
+                    except RuntimeError as e:
+                        raise SystemExit(str(e))
+            for rep in range(reps):
+                for mode in a.modes.split(","):
+                    for t in targets:
+                        log(f"rep {rep + 1}/{reps} {mode:6} {t.name}")
+                        m = measure(t, template, mode, seconds, 1_000_000, a.verify)
+                        extra = (f", {m['count']} snapshots of {m['commits']} commits, final state after {m['final_ms']:.0f} ms, "
+                                 f"{m['good']}/{m['checked']} checked ok" if t.snapshots else "")
+                        log(f"  {m['rate']:,.0f} tx/s, p99 {pct(m['lat'], 0.99) * 1000:.2f} ms{extra}")
+                        entry = results.setdefault((mode, t.name), {"rates": [], "lat": [], "snap_ms": [], "fs": t.fs, "count": 0,
+                                                                    "commits": 0, "failures": 0, "final_ms": [], "gap_ms": [],
+                                                                    "checked": 0, "good": 0, "rss_mb": [], "snapshots": t.snapshots})
+                        entry["count"] += m["count"]
+                        entry["rates"].append(m["rate"])
+                        entry["lat"] += m["lat"]
+                        entry["snap_ms"] += m["snap_ms"]
+                        for key in ("commits", "failures", "checked", "good"):
+                            entry[key] += m.get(key, 0)
+                        for key in ("final_ms", "gap_ms", "rss_mb"):
+                            if key in m:
+                                entry[key].append(m[key])
+    finally:
+        remove_tree(base)
 
     print(f"\nSQLite commits, {megabytes} MB database, one 200-byte INSERT per transaction, synchronous=FULL, "
           f"median of {reps} × {seconds:g} s\n")

@@ -7,7 +7,9 @@ transactions committed up to it; rollbacks, failed statements and a writer kille
 mid-transaction give none; two writers, a long reader during checkpoints, a 100 MB
 transaction, schema changes and VACUUM; files that only look like journals or WALs;
 the policy options (detect, min interval with a last snapshot, globs, tree scope); the
-reflink strategy on an XFS image."""
+default policy (auto: a burst on hard links makes far fewer snapshots than commits and ends
+on the final state; slow commits on XFS each get one); the reflink strategy on an XFS image.
+Tests of what each commit's snapshot holds mount with a snapshot at every commit."""
 
 import json
 import os

@@ -422,11 +422,6 @@ public final class SQLiteCommitDetector: Sendable {
         if waiting { dueTimer.schedule(atUs: retry) }
     }
 
-    /// Whether any commit waits for its interval to end.
-    public var hasPending: Bool {
-        databases.withLock { table in table.values.contains { $0.pending != nil } }
-    }
-
     /// When the first commit waiting for its interval is to be handed over (monotonic
     /// microseconds): its due time and the grace.
     public var nextDueUs: Int64? {

@@ -7,7 +7,7 @@ public struct SQLiteOptions: Sendable, Equatable {
         case off
         /// Recognise and count commits, take no snapshots.
         case detect
-        /// A snapshot at commits (every one, or as `minIntervalMs` allows).
+        /// Snapshots at commits, as `minInterval` allows.
         case snapshot
     }
 

@@ -13,6 +13,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
+# Mount arguments for a snapshot at every commit: the default policy (`auto`) may cover
+# several commits with one snapshot, and tests of what each commit's snapshot holds need one each.
+EVERY_COMMIT = ["--sqlite-min-interval", "0"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

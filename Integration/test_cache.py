@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import SNAPFS, wait_until, is_mounted
+from conftest import EVERY_COMMIT, SNAPFS, wait_until, is_mounted
 from test_snapshots import snapshot
 
 KIB = 1024
@@ -266,7 +266,7 @@ def test_commit_snapshots_are_exact_with_kernel_writeback_and_synchronous_off(ma
     be in the kernel's write-back cache; each commit snapshot must still hold exactly the
     transactions up to it."""
     import sqlite3
-    m = make_mount()   # the default: the kernel's write-back cache
+    m = make_mount(extra_args=EVERY_COMMIT)   # the default: the kernel's write-back cache
     c = sqlite3.connect(m.mnt / "app.db", isolation_level=None)
     c.execute(f"pragma journal_mode={mode}")
     c.execute("pragma synchronous=OFF")

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import SNAPFS, is_mounted, wait_until
+from conftest import EVERY_COMMIT, SNAPFS, is_mounted, wait_until
 from test_snapshots import LoopFS, _run, snapshot
 
 CONTROL = ".snapfs-control"
@@ -92,7 +92,7 @@ def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount
     with LoopFS(workdir, "xfs") as loop:
         backing = loop.dir / "data"
         backing.mkdir()
-        m = make_mount(options=["strategy=reflink", "keep_commits=0"], backing=backing)
+        m = make_mount(options=["strategy=reflink", "keep_commits=0"], extra_args=EVERY_COMMIT, backing=backing)
         final = {"delete.db": 100, "wal.db": 100}
         commit_rows(m, "delete.db", 1, 51)
         commit_rows(m, "wal.db", 1, 51)
@@ -118,7 +118,7 @@ def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount
         r = _run("mount", loop.device, str(loop.dir))
         assert r.returncode == 0, r.stderr
 
-        m2 = make_mount(options=["strategy=reflink", "keep_commits=0"], backing=backing)
+        m2 = make_mount(options=["strategy=reflink", "keep_commits=0"], extra_args=EVERY_COMMIT, backing=backing)
         try:
             after = verify_all(m2.mnt, final)
             names = {d["name"] for d in listed(m2.mnt)}
@@ -138,7 +138,7 @@ def test_list_and_status_show_what_is_not_yet_durable(make_mount):
     """With a long batch delay, commit snapshots wait to be made durable, and list and
     status say so; an explicit snapshot makes everything durable before it returns, and
     so does a clean unmount."""
-    m = make_mount(options=["durable_delay=1h"])
+    m = make_mount(options=["durable_delay=1h"], extra_args=EVERY_COMMIT)
     commit_rows(m, "delete.db", 1, 4)
     pending = [d for d in listed(m.mnt) if d.get("sqlite")]
     assert len(pending) == 4 and not any(d["durable"] for d in pending)

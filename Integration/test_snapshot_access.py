@@ -13,6 +13,8 @@ import subprocess
 
 import pytest
 
+from conftest import EVERY_COMMIT
+
 WRITE_DB = """
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -59,7 +61,7 @@ def setfacl(*args):
 
 @pytest.mark.parametrize("depth", [0, 3], ids=["in-home", "three-below"])
 def test_a_database_in_a_private_directory_stays_private_in_its_snapshots(make_mount, users, depth):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     alice, bob = users.alice, users.bob
     (m.mnt / "home").mkdir()
     user_dir(m.mnt / "home" / "bob", bob, 0o700)
@@ -85,7 +87,7 @@ def test_a_database_in_a_private_directory_stays_private_in_its_snapshots(make_m
 
 
 def test_acls_on_the_path_grant_and_deny_in_snapshots_as_they_do_live(make_mount, users):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     alice, bob = users.alice, users.bob
     (m.mnt / "home").mkdir()
     # Granted: bob's private directory, opened to alice alone by an ACL.
@@ -110,7 +112,7 @@ def test_acls_on_the_path_grant_and_deny_in_snapshots_as_they_do_live(make_mount
 
 def test_a_directory_mode_changed_between_two_commits(make_mount, users):
     """Each snapshot keeps the modes of its own moment, as ZFS snapshots do."""
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     alice, bob = users.alice, users.bob
     user_dir(m.mnt / "bob", bob, 0o755)
     commit_as(bob, m.mnt / "bob/app.db", 1)
@@ -125,7 +127,7 @@ def test_a_directory_mode_changed_between_two_commits(make_mount, users):
 
 
 def test_a_tree_snapshot_keeps_the_modes_of_parent_directories(make_mount, users):
-    m = make_mount(extra_args=["--sqlite-scope", "tree"])
+    m = make_mount(extra_args=["--sqlite-scope", "tree", *EVERY_COMMIT])
     alice, bob = users.alice, users.bob
     (m.mnt / "home").mkdir()
     user_dir(m.mnt / "home" / "bob", bob, 0o700)
@@ -205,7 +207,7 @@ def test_an_open_store_made_before_is_made_private_at_mount(make_mount, workdir,
 def test_a_database_reached_through_a_symlink_keeps_its_real_directories(make_mount, users):
     """Bob opens his database through a symlink in an open directory: the snapshot holds it
     at its real path, under his private directory."""
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     alice, bob = users.alice, users.bob
     user_dir(m.mnt / "bob", bob, 0o700)
     user_dir(m.mnt / "bob" / "priv", bob, 0o755)
@@ -251,7 +253,7 @@ def test_swapping_a_directory_on_the_path_for_a_symlink_during_commits(make_moun
     """Alice commits her database while her other process swaps its directory for a symlink
     to bob's private directory (which holds a database of the same name): no snapshot ever
     holds bob's directory or data, and every snapshot made keeps alice's directories."""
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     alice, bob = users.alice, users.bob
     user_dir(m.mnt / "bob", bob, 0o700)
     commit_as(bob, m.mnt / "bob/app.db", 999)
@@ -275,7 +277,7 @@ def test_other_users_see_no_database_paths_in_list(make_mount, users):
     """Metadata that names a database (or the files of a snapshot) is root's: bob's `snapfs
     list` shows root everything, alice the snapshots without bob's paths; metadata of tree
     snapshots stays readable by all. An old store's readable metadata is made so at mount."""
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     os.chmod(m.mnt, 0o755)
     user_dir(m.mnt / "bob", users.bob, 0o700)
     commit_as(users.bob, m.mnt / "bob" / "secret-plans.db", 1)

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import SNAPFS
+from conftest import EVERY_COMMIT, SNAPFS
 from test_snapshots import LoopFS
 
 MODES = ["delete", "truncate", "persist", "wal"]
@@ -123,7 +123,7 @@ def place(workdir, make_mount):
     loops = []
 
     def factory(strategy, extra_args=()):
-        args = ["--strategy", strategy, *extra_args]
+        args = ["--strategy", strategy, *EVERY_COMMIT, *extra_args]
         if strategy in ("hardlink", "copy"):
             return make_mount(extra_args=args)
         loop = LoopFS(workdir, "xfs" if strategy == "reflink" else "btrfs").__enter__()

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import IN_CI, SNAPFS
+from conftest import EVERY_COMMIT, IN_CI, SNAPFS
 
 # Fills the database to about 4 MiB, then commits `count` small updates; after each commit
 # prints the bytes left to unprivileged users on the backing filesystem.
@@ -84,7 +84,7 @@ def bob_commits(m, users, count):
 def test_commit_snapshots_stop_at_the_free_space_floor(ext4, make_mount, users):
     backing = ext4 / "data"
     backing.mkdir()
-    m = make_mount(backing=backing, extra_args=["--strategy", "copy"])
+    m = make_mount(backing=backing, extra_args=["--strategy", "copy", *EVERY_COMMIT])
     floor = floor_bytes(backing)
     left = bob_commits(m, users, 25)
     assert min(left) >= floor - SLACK, f"free space fell to {min(left)} bytes, below the floor {floor}"
@@ -114,7 +114,7 @@ def test_the_retention_rules_make_room_before_a_snapshot_is_skipped(ext4, make_m
     # only once the oldest, which the rules let go, is gone.
     s = os.statvfs(backing)
     reserve = s.f_bavail * s.f_frsize - int(3.5 * size)
-    m = make_mount(backing=backing, extra_args=["--strategy", "copy", "--keep-commits", "3",
+    m = make_mount(backing=backing, extra_args=["--strategy", "copy", *EVERY_COMMIT, "--keep-commits", "3",
                                                 "--min-free", str(reserve)])
     left = bob_commits(m, users, 12)
     assert min(left) >= reserve - SLACK

@@ -7,7 +7,9 @@ transactions committed up to it; rollbacks, failed statements and a writer kille
 mid-transaction give none; two writers, a long reader during checkpoints, a 100 MB
 transaction, schema changes and VACUUM; files that only look like journals or WALs;
 the policy options (detect, min interval with a last snapshot, globs, tree scope); the
-reflink strategy on an XFS image."""
+default policy (auto: a burst on hard links makes far fewer snapshots than commits and ends
+on the final state; slow commits on XFS each get one); the reflink strategy on an XFS image.
+Tests of what each commit's snapshot holds mount with a snapshot at every commit."""
 
 import json
 import os
@@ -22,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import SNAPFS
+from conftest import EVERY_COMMIT, SNAPFS, wait_until
 from test_snapshots import LoopFS, snapshot
 
 CONTROL = ".snapfs-control"
@@ -93,7 +95,7 @@ def snapshot_path(m, d):
 @pytest.mark.parametrize("exclusive", [False, True], ids=["normal", "exclusive"])
 @pytest.mark.parametrize("mode", MODES)
 def test_each_commit_is_one_exact_snapshot(make_mount, mode, exclusive):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     (m.mnt / "data").mkdir()
     db = m.mnt / "data" / "app.db"
     c = connect(db, mode, exclusive)
@@ -132,7 +134,7 @@ def test_each_commit_is_one_exact_snapshot(make_mount, mode, exclusive):
 
 
 def test_plain_sqlite3_cli_opens_a_wal_snapshot(make_mount):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "w.db"
     subprocess.run(["sqlite3", str(db), "PRAGMA journal_mode=WAL; CREATE TABLE t(n); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);"],
                    check=True, capture_output=True)
@@ -166,7 +168,7 @@ for i in range(first, first + count):
 
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 def test_two_processes_writing_one_database(make_mount, mode):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "shared.db"
     c = connect(db, mode)
     c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, who INTEGER)")
@@ -189,7 +191,7 @@ def test_two_processes_writing_one_database(make_mount, mode):
 
 
 def test_long_reader_during_checkpoints(make_mount):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "r.db"
     w = connect(db, "wal")
     w.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
@@ -230,7 +232,7 @@ sys.stdin.readline()
 
 @pytest.mark.parametrize("mode", MODES)
 def test_writer_killed_mid_transaction(make_mount, mode):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "k.db"
     c = connect(db, mode)
     c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
@@ -254,7 +256,7 @@ def test_writer_killed_mid_transaction(make_mount, mode):
 
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 def test_large_transaction(make_mount, mode):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "big.db"
     c = connect(db, mode)
     c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
@@ -273,7 +275,7 @@ def test_large_transaction(make_mount, mode):
 
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 def test_schema_changes_and_vacuum(make_mount, mode):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "s.db"
     c = connect(db, mode)
     c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
@@ -294,7 +296,7 @@ def test_schema_changes_and_vacuum(make_mount, mode):
 
 
 def test_page_size_and_mode_switches(make_mount):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     db = m.mnt / "p.db"
     c = sqlite3.connect(str(db), isolation_level=None)
     c.execute("PRAGMA page_size=65536")
@@ -322,7 +324,7 @@ def test_a_journal_the_kernel_writes_still_ends_seen(make_mount, switch, synchro
     header, which the daemon no longer sees; TRUNCATE truncates it) still gets exactly
     one snapshot per commit, holding that commit, also with synchronous=OFF (no fsync).
     Passthrough needs a mount without the kernel's write-back cache."""
-    m = make_mount(options=["no_writeback_cache"])
+    m = make_mount(options=["no_writeback_cache"], extra_args=EVERY_COMMIT)
     db = m.mnt / "k.db"
     c = sqlite3.connect(str(db), isolation_level=None)
     c.execute(f"PRAGMA synchronous={synchronous}")
@@ -362,7 +364,7 @@ def test_a_tree_snapshot_taken_mid_transaction_holds_the_last_commit(make_mount,
     no journal: snapfs played the journal back into the snapshot's own copy. It opens
     read-only for any user, and neither the live database nor the rest of the transaction
     changes it."""
-    m = make_mount(options=options)
+    m = make_mount(options=options, extra_args=EVERY_COMMIT)
     os.chmod(m.mnt, 0o755)
     db = m.mnt / "j.db"
     c = sqlite3.connect(str(db), isolation_level=None)
@@ -399,7 +401,7 @@ def test_a_tree_snapshot_taken_mid_transaction_holds_the_last_commit(make_mount,
 # ---------------------------------------------------------------- hostile files
 
 def test_files_that_only_look_like_journals(make_mount):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     rng = random.Random(5)
     magic = bytes.fromhex("d9d505f920a163d7")
     wal_magic = bytes.fromhex("377f0682002dd8c0")
@@ -444,7 +446,7 @@ def test_journal_and_wal_names_work_like_any_file(make_mount, kernel_writeback):
     # snapfs opens -journal and -wal files with direct I/O; a program that is not SQLite
     # must still be able to map them (shared and private), append and read back.
     import mmap
-    m = make_mount(options=[] if kernel_writeback else ["no_writeback_cache"])
+    m = make_mount(extra_args=EVERY_COMMIT, options=[] if kernel_writeback else ["no_writeback_cache"])
     for name in ["notes-journal", "notes-wal"]:
         path = m.mnt / name
         path.write_bytes(b"a" * 8192)
@@ -511,6 +513,88 @@ def test_min_interval_keeps_commit_boundaries_and_the_final_state(make_mount, mo
     assert int(status(m.mnt)["sqlite-deferred"]) > 0
 
 
+def committed_rows(path):
+    """A snapshot's values of `t.n` in order (None before `t` was made), after checking
+    that it opens read-only and is whole."""
+    c = open_snapshot(path)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 't'").fetchone():
+            return None
+        return [r[0] for r in c.execute("SELECT n FROM t ORDER BY n")]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_the_default_policy_paces_hard_link_snapshots_and_keeps_the_final_state(make_mount, mode):
+    """The default mount on ext4 (hard links: a snapshot costs a copy of the database) under
+    a burst of commits: far fewer snapshots than commits, each a committed prefix, and once
+    the commits stop the newest snapshot holds the final committed state."""
+    m = make_mount()
+    st = status(m.mnt)
+    if st["strategy"] != "hardlink":
+        pytest.skip(f"the test directory is not on a filesystem without reflinks ({st['strategy']})")
+    assert st["sqlite-min-interval"].startswith("auto (at least 1000ms")
+    c = connect(m.mnt / "burst.db", mode)
+    try:
+        c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+        c.execute("CREATE TABLE fill(b BLOB)")
+        c.execute("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 2000) "
+                  "INSERT INTO fill SELECT randomblob(4000) FROM s")
+        n = 0
+        started = time.time()
+        while n < 400 or time.time() - started < 1.5:
+            n += 1
+            c.execute("INSERT INTO t VALUES (?, randomblob(100))", (n,))
+    finally:
+        c.close()
+    assert wait_until(lambda: status(m.mnt)["sqlite-pending"] == "0", timeout=15)
+    st = status(m.mnt)
+    commits = int(st["sqlite-commits"])
+    snapshots = int(st["sqlite-snapshots"])
+    assert commits >= n + 3
+    assert 2 <= snapshots <= commits // 10, (snapshots, commits)
+    assert int(st["sqlite-deferred"]) > 0 and st["sqlite-failures"] == "0"
+    snaps = sqlite_snapshots(m, "burst.db")
+    assert len(snaps) == snapshots
+    rows = [r for r in (committed_rows(snapshot_path(m, d)) for d in snaps) if r is not None]
+    for r in rows:
+        assert r == list(range(1, len(r) + 1)), "not a committed prefix"
+    assert rows[-1] == list(range(1, n + 1)), "the newest snapshot is not the final state"
+    assert cli(snapshot_path(m, snaps[-1]), "PRAGMA integrity_check") == "ok"
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_the_default_policy_snapshots_every_slow_commit_with_reflinks(workdir, make_mount, mode):
+    """The default mount on XFS with reflinks: a snapshot costs a clone, and the policy's
+    floor there is 100 ms, so commits that come 150 ms apart each get their own snapshot."""
+    with LoopFS(workdir, "xfs") as loop:
+        backing = loop.dir / "data"
+        backing.mkdir()
+        m = make_mount(backing=backing)
+        try:
+            st = status(m.mnt)
+            assert st["strategy"] == "reflink"
+            assert st["sqlite-min-interval"].startswith("auto (at least 100ms")
+            c = connect(m.mnt / "slow.db", mode)
+            n_tx = 25
+            try:
+                c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+                for i in range(1, n_tx + 1):
+                    time.sleep(0.15)
+                    c.execute("INSERT INTO t VALUES (?, randomblob(300))", (i,))
+            finally:
+                c.close()
+            assert wait_until(lambda: status(m.mnt)["sqlite-pending"] == "0", timeout=10)
+            held = [committed_rows(snapshot_path(m, d)) for d in sqlite_snapshots(m, "slow.db")]
+            # One snapshot per commit: from the empty table to each insert.
+            assert [len(r) for r in held if r is not None] == list(range(0, n_tx + 1)), held
+            assert status(m.mnt)["sqlite-failures"] == "0"
+        finally:
+            m.stop()
+
+
 def test_include_and_exclude_globs(make_mount):
     m = make_mount(extra_args=["--sqlite-include", "keep/*", "--sqlite-exclude", "*.tmp.db"])
     for rel in ("keep/a.db", "keep/b.tmp.db", "other/c.db"):
@@ -521,7 +605,7 @@ def test_include_and_exclude_globs(make_mount):
 
 
 def test_tree_scope_snapshots_the_whole_tree(make_mount):
-    m = make_mount(extra_args=["--sqlite-scope", "tree"])
+    m = make_mount(extra_args=["--sqlite-scope", "tree", *EVERY_COMMIT])
     (m.mnt / "notes.txt").write_text("beside the database")
     db = m.mnt / "t.db"
     c = connect(db, "delete")
@@ -546,7 +630,7 @@ def test_bad_sqlite_options_are_refused(workdir):
 
 
 def test_list_and_versions_show_database_snapshots(make_mount):
-    m = make_mount()
+    m = make_mount(extra_args=EVERY_COMMIT)
     subprocess.run(["sqlite3", str(m.mnt / "v.db"), "CREATE TABLE t(n); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);"], check=True)
     r = subprocess.run([SNAPFS, "list", str(m.mnt)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -571,7 +655,7 @@ def test_a_cloned_rollback_snapshot_is_the_file_at_its_commit(workdir, make_moun
         # --strategy btrfs needs the root of a subvolume: the image's top level.
         backing = loop.dir / "data" if strategy == "reflink" else loop.dir
         backing.mkdir(exist_ok=True)
-        m = make_mount(options=[f"strategy={strategy}"], backing=backing)
+        m = make_mount(extra_args=EVERY_COMMIT, options=[f"strategy={strategy}"], backing=backing)
         c = connect(m.mnt / "r.db", mode)
         try:
             c.execute("PRAGMA cache_size=8")
@@ -629,7 +713,7 @@ def test_a_reflink_snapshot_keeps_the_pages_just_written_unshared(workdir, make_
     with LoopFS(workdir, "xfs") as loop:
         backing = loop.dir / "data"
         backing.mkdir()
-        m = make_mount(options=["strategy=reflink"], backing=backing)
+        m = make_mount(extra_args=EVERY_COMMIT, options=["strategy=reflink"], backing=backing)
         c = connect(m.mnt / "h.db", "delete")
         try:
             c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v BLOB)")
@@ -660,7 +744,7 @@ def test_commit_snapshots_with_reflinks_on_xfs(workdir, make_mount, mode):
     with LoopFS(workdir, "xfs") as loop:
         backing = loop.dir / "data"
         backing.mkdir()
-        m = make_mount(options=["strategy=reflink"], backing=backing)
+        m = make_mount(extra_args=EVERY_COMMIT, options=["strategy=reflink"], backing=backing)
         try:
             c = connect(m.mnt / "x.db", mode)
             c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v TEXT)")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import wait_until
+from conftest import EVERY_COMMIT, wait_until
 from test_passthrough import log_text
 from test_sqlite import connect, max_n, snapshot_path, sqlite_snapshots, status
 
@@ -80,7 +80,7 @@ def test_file_operations_go_through_the_rings(make_mount, uring_parameter):
 
 
 def test_sqlite_commit_snapshots_over_the_rings(make_mount, uring_parameter):
-    m = make_mount(options=["uring"])
+    m = make_mount(options=["uring"], extra_args=EVERY_COMMIT)
     for mode in ("delete", "wal"):
         db = m.mnt / f"{mode}.db"
         c = connect(db, mode)

@@ -33,12 +33,15 @@ rm "$mnt/notes/numbers.txt"
 echo "new" > "$mnt/notes/new.txt"
 "$snapfs" diff "$mnt" "$first"
 
-echo "== three SQLite transactions (WAL mode): each commit is a snapshot of app.db"
+echo "== three SQLite transactions (WAL mode): snapshots of app.db at its commits"
+echo "   (by default paced by what a snapshot costs: commits close together share the next"
+echo "   snapshot, and the final state always gets one; --sqlite-min-interval 0: every commit)"
 sqlite3 "$mnt/app.db" "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS visits(id INTEGER PRIMARY KEY, at TEXT);" >/dev/null
 for i in 1 2 3; do sqlite3 "$mnt/app.db" "INSERT INTO visits(at) VALUES (datetime('now'))"; done
+for _ in $(seq 50); do "$snapfs" status "$mnt" | grep -q '^sqlite-pending: 0$' && break; sleep 0.1; done
 "$snapfs" list "$mnt"
 
-echo "== each database snapshot opens read-only with plain sqlite3 and holds its commit's rows"
+echo "== each database snapshot opens read-only with plain sqlite3 and holds a commit's rows"
 for snap in $("$snapfs" list "$mnt" --json | python3 -c 'import json,sys; [print(d["name"]) for d in json.load(sys.stdin) if d.get("sqlite")]'); do
     echo "$snap: $(sqlite3 "$mnt/.snapshots/$snap/app.db" 'SELECT count(*) FROM sqlite_master WHERE name = "visits"') table, $(sqlite3 "$mnt/.snapshots/$snap/app.db" 'SELECT count(*) FROM visits' 2>/dev/null || echo 0) rows"
 done

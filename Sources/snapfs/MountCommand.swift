@@ -75,7 +75,7 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("What a commit snapshot holds: database (the database file alone, the default) or tree (-o sqlite_scope=…).", valueName: "SCOPE"))
     var sqliteScope: String?
 
-    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("At most one commit snapshot per database per interval, e.g. 1s; the final state follows once commits stop (-o sqlite_min_interval=…; 0: every commit).", valueName: "DURATION"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("How often a database's commits get a snapshot: auto (the default: snapshots take at most a third of the application's time, and come at most every 100 ms where they clone the file: reflink, btrfs; every second where they copy it: hardlink, copy), at most one per DURATION (e.g. 1s), or 0: every commit. Always at a commit; the final state follows once commits stop (-o sqlite_min_interval=…).", valueName: "auto|DURATION"))
     var sqliteMinInterval: String?
 
     @Option(name: .long, help: ArgumentHelp("Only databases whose path (relative to the root) or name matches the glob (repeatable; -o sqlite_include=…).", valueName: "GLOB"))

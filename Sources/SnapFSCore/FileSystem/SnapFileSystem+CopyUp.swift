@@ -23,6 +23,8 @@ extension SnapFileSystem {
     }
 
     private func copyUp(_ inode: Inode, keepingData: Bool) throws(Errno) {
+        let started = SnapshotEngine.monotonicUs()
+        defer { inode.copyUpCostUs.add(SnapshotEngine.monotonicUs() - started, ordering: .relaxed) }
         try snapshotState.copyUpLock.withLock { (_: inout Void) throws(Errno) in
             let generation = snapshotState.currentGeneration
             let st = try backingAttributes(of: inode)

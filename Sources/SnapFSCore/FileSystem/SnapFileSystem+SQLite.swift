@@ -159,28 +159,47 @@ extension SnapFileSystem {
     /// takes the snapshot. `serving`: the inode whose request is being served (its kernel
     /// pages must not be pushed from inside that request). Never throws: the commit itself
     /// has happened; a snapshot that fails is logged and counted.
+    ///
+    /// What the snapshot costs the request, from the decision on, is noted for the policy
+    /// (``SQLiteOptions/MinInterval/auto``), and so is a copy-up that the transaction paid
+    /// because of the previous snapshot.
     func sqliteCommitted(_ commit: SQLiteCommit, serving: UInt64?) {
         do throws(Errno) {
             pushKernelPagesOfDatabase(commit, serving: serving)
             if commit.mode == .wal {
                 // The database file does not change at a WAL commit: it is opened only to be snapshotted.
                 guard let path = try walDatabasePath(commit) else { return }
-                let decision = sqlite.decide(commit, path: path, fingerprint: nil, nowMs: SnapshotEngine.monotonicMs())
-                guard decision == .snapshot, let engine, let database = try openDatabase(commit) else { return }
+                let decided = SnapshotEngine.monotonicUs()
+                let decision = sqlite.decide(commit, path: path, fingerprint: nil, nowUs: decided)
+                guard decision == .snapshot, let engine else { return }
+                defer { sqlite.noteCost(SnapshotEngine.monotonicUs() - decided, of: path) }
+                guard let database = try openDatabase(commit) else { return }
                 try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
                 return
             }
             guard let database = try openDatabase(commit) else { return }
             let st = database.status
             let fingerprint = [Int64(database.header.changeCounter), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_size)]
-            let decision = sqlite.decide(commit, path: database.path,
-                                         fingerprint: fingerprint, nowMs: SnapshotEngine.monotonicMs())
+            noteCopyUpCost(of: database)
+            let decided = SnapshotEngine.monotonicUs()
+            let decision = sqlite.decide(commit, path: database.path, fingerprint: fingerprint, nowUs: decided)
             guard decision == .snapshot, let engine else { return }
+            defer { sqlite.noteCost(SnapshotEngine.monotonicUs() - decided, of: database.path) }
             try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
         } catch {
             sqlite.failures.add(1, ordering: .relaxed)
             logger.error("snapshot at a SQLite commit failed: \(error)")
         }
+    }
+
+    /// With hard links, the transaction just committed may have paid for the previous
+    /// snapshot: its first write copied the database up. That time is part of what the
+    /// snapshot cost the application.
+    private func noteCopyUpCost(of database: OpenDatabase) {
+        guard case .auto = sqlite.options.minInterval, snapshotState.sharesBackingObjects,
+              let node = liveInode(of: BackingKey(database.status)) else { return }
+        let us = node.copyUpCostUs.exchange(0, ordering: .relaxed)
+        if us > 0 { sqlite.noteCost(us, of: database.path) }
     }
 
     /// The backing object of the regular file `name` in `dir` (one fstatat, not following a
@@ -220,7 +239,7 @@ extension SnapFileSystem {
             var bytes = [UInt8](repeating: 0, count: SQLiteFormat.databaseHeaderSize)
             let n = bytes.withUnsafeMutableBytes { DescriptorReader(fd: fd).read(into: $0, at: 0) }
             guard fstat(fd, &database.status) == 0, database.status.isRegular, n == bytes.count,
-                  let header = SQLiteDatabaseHeader(bytes), commit.mode != .wal || walFD >= 0 else { return nil }
+                  let header = SQLiteDatabaseHeader(bytes), commit.walLog == nil || walFD >= 0 else { return nil }
             database.header = header
             database.path = relativePath(of: commit.location.directory, dirFD, name: commit.location.name)
             return database
@@ -329,18 +348,26 @@ extension SnapFileSystem {
     // MARK: the interval
 
     /// Snapshots the commits whose `--sqlite-min-interval` ran out with no later commit, at
-    /// their database's newest committed state, with every change held back meanwhile.
-    /// Runs on the flusher thread.
+    /// their database's newest committed state, with every change held back meanwhile
+    /// (which is what they cost the application, noted for `auto`). Runs on the interval
+    /// thread, and at unmount (`all`). A database found in the middle of a transaction is
+    /// left to the commit that ends it (``SQLiteCommitDetector/notYet(_:path:nowUs:)``).
     public func snapshotDueSQLiteCommits(all: Bool = false) {
         guard let engine else { return }
-        for commit in sqlite.dueCommits(nowMs: all ? .max : SnapshotEngine.monotonicMs()) {
+        for (path, commit) in sqlite.dueCommits(nowUs: all ? .max : SnapshotEngine.monotonicUs()) {
+            let started = SnapshotEngine.monotonicUs()
+            defer {
+                sqlite.noteCost(SnapshotEngine.monotonicUs() - started, of: path)
+                sqlite.handOverDone()
+            }
             do {
                 if sqlite.options.scope == .tree {
                     var failure: Errno?
                     _ = try engine.take(label: nil, trigger: Trigger(kind: .sqlite, detail: "\(commit.mode.rawValue) commit, after the interval"),
                                         force: true, atCommit: { () -> SQLiteCommitInfo? in
                         do throws(Errno) {
-                            return try self.quietState(of: commit)?.info
+                            var underWay = false
+                            return try self.quietState(of: commit, underWay: &underWay)?.info
                         } catch {
                             failure = error
                             return nil
@@ -349,10 +376,12 @@ extension SnapFileSystem {
                     if let failure { throw failure }
                     sqlite.snapshots.add(1, ordering: .relaxed)
                 } else {
+                    var underWay = false
                     try engine.whileFrozen { () throws(Errno) in
-                        guard let (current, database, _) = try quietState(of: commit) else { return }
+                        guard let (current, database, _) = try quietState(of: commit, underWay: &underWay) else { return }
                         try snapshot(current, of: database, engine: engine, serving: nil, quiet: true)
                     }
+                    if underWay && !all { sqlite.notYet(commit, path: path, nowUs: SnapshotEngine.monotonicUs()) }
                 }
             } catch let error as SnapshotFailure {
                 sqlite.failures.add(1, ordering: .relaxed)
@@ -364,29 +393,34 @@ extension SnapFileSystem {
         }
     }
 
-    /// Starts the thread that takes the snapshots `--sqlite-min-interval` postponed.
+    /// Starts the thread that takes the snapshots `--sqlite-min-interval` postponed, each
+    /// when it is due (it sleeps while none waits).
     public func startSQLiteFlusher() {
-        guard sqlite.options.mode == .snapshot, sqlite.options.minIntervalMs > 0 else { return }
-        // Often enough that the last snapshot follows the interval closely.
-        let tick = max(10, min(sqlite.options.minIntervalMs / 4, 250))
-        BackgroundThread.start {
-            while true {
-                BackgroundThread.sleep(milliseconds: tick)
-                if self.sqlite.hasPending { self.snapshotDueSQLiteCommits() }
-            }
+        guard sqlite.defersCommits else { return }
+        sqlite.dueTimer.start {
+            self.snapshotDueSQLiteCommits()
+            return self.sqlite.nextDueUs
         }
     }
 
     /// With changes held back: the database's newest committed state, or nil when a
-    /// transaction is under way (a hot journal; its commit will come).
-    private func quietState(of pending: SQLiteCommit) throws(Errno) -> (commit: SQLiteCommit, database: OpenDatabase, info: SQLiteCommitInfo)? {
+    /// transaction is under way (a hot journal, and `underWay` set: its commit will come)
+    /// or the database is gone.
+    private func quietState(of pending: SQLiteCommit, underWay: inout Bool) throws(Errno) -> (commit: SQLiteCommit, database: OpenDatabase, info: SQLiteCommitInfo)? {
         var commit = pending
         if commit.mode == .wal {
-            // Frames after the newest commit are not committed; the log's state is.
-            guard let key = commit.walKey, let log = sqlite.walLog(key) else { return nil }
-            commit.walLog = log
-            commit.wal = WALCommit(frame: log.committedFrames, databasePages: log.committedDatabasePages,
-                                   checkpointSequence: log.header?.checkpointSequence ?? 0)
+            if let key = commit.walKey, let log = sqlite.walLog(key) {
+                // Frames after the newest commit are not committed; the log's state is.
+                commit.walLog = log
+                commit.wal = WALCommit(frame: log.committedFrames, databasePages: log.committedDatabasePages,
+                                       checkpointSequence: log.header?.checkpointSequence ?? 0)
+            } else {
+                // The log holds no committed frame: it was checkpointed whole and then reset,
+                // truncated, or removed (as the last connection's close does). The database
+                // file alone is the committed state; a transaction under way writes only the log.
+                commit.walLog = nil
+                commit.wal = nil
+            }
         } else {
             let hot = try commit.location.directory.withFD { (dirFD) throws(Errno) -> Bool in
                 let journal = Self.openForReading(commit.location.name + Array("-journal".utf8), in: dirFD)
@@ -394,7 +428,10 @@ extension SnapFileSystem {
                 defer { close(journal) }
                 return Self.isHotJournal(journal)
             }
-            if hot { return nil }
+            if hot {
+                underWay = true
+                return nil
+            }
         }
         guard let database = try openDatabase(commit) else { return nil }
         return (commit, database, commitInfo(commit, database))
@@ -403,7 +440,7 @@ extension SnapFileSystem {
     /// The metadata of a commit snapshot.
     private func commitInfo(_ commit: SQLiteCommit, _ database: OpenDatabase) -> SQLiteCommitInfo {
         let header: SQLiteDatabaseHeader = database.header
-        let sequence = commit.wal == nil ? Int64(header.changeCounter) : sqlite.commitCount(of: database.path)
+        let sequence = commit.mode != .wal ? Int64(header.changeCounter) : sqlite.commitCount(of: database.path)
         let size = commit.wal.map { Int64($0.databasePages) * Int64(header.pageSize) } ?? Int64(database.status.st_size)
         return SQLiteCommitInfo(database: database.path, journalMode: commit.mode.rawValue, sequence: sequence,
                                 size: size, walFrame: commit.wal.map { Int64($0.frame) })

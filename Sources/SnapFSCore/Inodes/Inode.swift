@@ -44,6 +44,9 @@ public final class Inode: Sendable {
     /// object (0 before): the first object's number, so the file does not seem replaced
     /// (SQLite, for one, stops writing a database whose path names another inode number).
     let reportedInode = Atomic<UInt64>(0)
+    /// Microseconds spent copying this file up since the SQLite policy last took them: for
+    /// a database, part of what its previous commit snapshot cost the application.
+    let copyUpCostUs = Atomic<Int64>(0)
     /// A journal the kernel writes directly: the hot header it was last seen with
     /// (`1 << 32 | nonce`), or 0 (not seen hot since its last transaction ended).
     let journalHeader = Atomic<UInt64>(0)

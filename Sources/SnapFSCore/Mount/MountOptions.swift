@@ -180,12 +180,14 @@ public struct MountOptions: Sendable, Equatable {
                 problems.append("sqlite_scope=\(value) is not one of database, tree")
             }
         case "sqlite_min_interval":
-            if value == "0" {
-                sqlite.minIntervalMs = 0
+            if value == "auto" {
+                sqlite.minInterval = .auto
+            } else if value == "0" {
+                sqlite.minInterval = .fixed(0)
             } else if let ms = Self.parseDuration(value) {
-                sqlite.minIntervalMs = ms
+                sqlite.minInterval = .fixed(ms)
             } else {
-                problems.append("sqlite_min_interval=\(value) is not a duration (like 500ms, 1s, 5m, or 0)")
+                problems.append("sqlite_min_interval=\(value) is not auto or a duration (like 500ms, 1s, 5m, or 0)")
             }
         case "sqlite_include", "sqlite_exclude":
             if value.isEmpty {

@@ -156,6 +156,7 @@ public final class SnapshotEngine: Sendable {
         links.fileSystem = fileSystem
         links.kernel = kernel
         fileSystem.engineLink.engine = self
+        fileSystem.sqlite.useStrategy(strategy)
     }
 
     /// Opens `.snapshots`, creating it private: only the daemon's user (root) may reach the
@@ -620,4 +621,6 @@ public final class SnapshotEngine: Sendable {
         clock_gettime(CLOCK_MONOTONIC, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
+
+    static func monotonicUs() -> Int64 { DeadlineThread.monotonicUs() }
 }

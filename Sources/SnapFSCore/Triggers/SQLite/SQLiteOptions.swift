@@ -7,7 +7,7 @@ public struct SQLiteOptions: Sendable, Equatable {
         case off
         /// Recognise and count commits, take no snapshots.
         case detect
-        /// A snapshot at commits (every one, or as `minIntervalMs` allows).
+        /// Snapshots at commits, as `minInterval` allows.
         case snapshot
     }
 
@@ -20,17 +20,51 @@ public struct SQLiteOptions: Sendable, Equatable {
         case tree
     }
 
+    /// How often a database's commits get a snapshot (`sqlite_min_interval=`). Whatever
+    /// the interval, a snapshot is always taken at a commit; the commits in between are
+    /// covered by the next snapshot, and once commits stop, a last snapshot of the final
+    /// committed state follows at the end of the interval.
+    public enum MinInterval: Sendable, Equatable {
+        /// Paced per database by what its snapshots cost the application (the default):
+        /// the next snapshot once `idleFactor` times the last one's cost has passed since
+        /// it, and not before the strategy's floor (``autoFloorMs(for:)``). A snapshot at
+        /// every commit while commits come slower than that; never more than a third of
+        /// the application's time in snapshots, however large the database.
+        case auto
+        /// At most one snapshot per database per this many milliseconds (0: every commit).
+        case fixed(Int64)
+    }
+
     public var mode: Mode = .snapshot
     public var scope: Scope = .database
-    /// At most one snapshot per database per interval (0: every commit). Commits in
-    /// between are covered by the next snapshot, and once commits stop, a last snapshot
-    /// of the final committed state follows at the end of the interval.
-    public var minIntervalMs: Int64 = 0
+    public var minInterval: MinInterval = .auto
     /// Globs (fnmatch, `*` crossing `/`) over database paths relative to the root; empty: all.
     public var include: [String] = []
     public var exclude: [String] = []
 
     public init() {}
+
+    /// `auto`: the application's own time after a snapshot before the next, as a multiple
+    /// of what that snapshot cost it (k). A snapshot then takes at most 1/(k+1) of the
+    /// application's time: a third.
+    public static let idleFactor: Int64 = 2
+
+    /// `auto`: the shortest interval between two snapshots of one database, by strategy.
+    /// A snapshot costs the application more than its build at the commit: the metadata it
+    /// adds, which the application's next `fsync` commits with its own; the removal of the
+    /// oldest snapshot once retention's bound is reached; write-back. None of that is
+    /// attributable to one snapshot, so the floor bounds it (docs/performance.md has the
+    /// measurements). Where a snapshot clones the file, a tenth of a second: at 3 ms
+    /// (three times a clone's cost) the busy benchmark ran at 0.1–0.4 × detection only,
+    /// at 100 ms close to it. Where it copies the whole file (`copy`, and `hardlink`, whose
+    /// live file is copied up at the next write after each snapshot), a second, as
+    /// Litestream's default sync interval is a second.
+    public static func autoFloorMs(for strategy: SnapshotStrategy) -> Int64 {
+        switch strategy {
+        case .reflink, .btrfs: 100
+        case .hardlink, .copy: 1000
+        }
+    }
 
     /// Detection off.
     public static var disabled: SQLiteOptions {

@@ -1104,7 +1104,7 @@ def render_targets(report, snapfs_targets):
             rows.append((what, m["name"], cells))
     if not rows:
         return []
-    lines = ["## Targets (issue 20; from the medians above)", ""]
+    lines = ["## Targets (from the medians above)", ""]
     if cfg["runs"] < 5:
         lines += [f"Only {cfg['runs']} run(s): indicative; a pass or fail wants at least 5 interleaved runs.", ""]
     lines.append("| target | workload | " + " | ".join(label(cfg, t) for t in subjects) + " |")

@@ -104,6 +104,7 @@ def test_status_shows_the_cache_and_a_tiny_cache_writes_back_under_pressure(make
         for off in range(0, len(data), 4 * KIB):
             os.pwrite(fd, data[off:off + 4 * KIB], off)
         s = status(m)
+        assert s["kernel-cache"].startswith("none (every write a request")
         assert s["cache"].startswith("262144 bytes, dirty limit 65536")
         # Back-pressure kept the dirty data near the limit and wrote the rest back.
         assert int(s["cache dirty"]) <= 64 * KIB + 4 * KIB

@@ -156,6 +156,9 @@ def test_a_disk_that_fills_under_the_kernels_cache(roomy_fs, make_mount):
     st = os.statvfs(data)
     assert st.f_bavail * st.f_frsize > (136 << 20) + (32 << 20), "the image leaves too little room for this test"
     m = make_mount(backing=data, extra_args=["--cache-size", "8M"])
+    r = subprocess.run([SNAPFS, "status", str(m.mnt)], capture_output=True, text=True, timeout=30)
+    line = next(l for l in r.stdout.splitlines() if l.startswith("kernel-cache: "))
+    assert line.startswith("kernel-cache: write-back") and str((8 << 20) + (128 << 20)) in line, line
     chunk = 1 << 20
     total = 320   # MiB: more than the disk holds
     block = lambda i: bytes([i % 251 + 1]) * chunk

@@ -210,9 +210,14 @@ extension SnapFileSystem {
 
     /// `key: value` lines for `snapfs status`.
     public func cacheStatusLines() -> [String] {
-        guard let cache else { return ["cache: off"] }
+        // In front of snapfs's cache: the kernel's (the default), or none, with passthrough.
+        let kernel = options.kernelWritebackCache
+            ? "kernel-cache: write-back (direct I/O for files opened while the backing filesystem has less than \(space.reserve) bytes free)"
+            : "kernel-cache: none (every write a request; passthrough \(options.kernelPassthrough ? "on" : "off"))"
+        guard let cache else { return [kernel, "cache: off"] }
         let s = cache.statistics
         return [
+            kernel,
             "cache: \(options.cache.size) bytes, dirty limit \(cache.configuration.dirtyLimit), dirty age \(options.cache.dirtyAgeMs) ms",
             "cache dirty: \(s.dirtyBytes)",
             "cache cached: \(s.cachedBytes)",

@@ -4,10 +4,12 @@ public struct FileSystemOptions: Sendable {
     /// Refuse every change with EROFS.
     public var readOnly = false
     /// The kernel batches small writes in its own page cache (FUSE write-back caching).
+    /// Off here; on for `snapfs mount` unless `-o no_writeback_cache` (``MountOptions``).
     public var kernelWritebackCache = false
     /// The kernel reads files opened read-only straight from the backing file (FUSE
-    /// passthrough), when the FUSE layer attaches it. On for `snapfs mount` unless
-    /// `-o nopassthrough` or kernel write-back caching.
+    /// passthrough), when the FUSE layer attaches it. On for `snapfs mount` with
+    /// `-o no_writeback_cache`, unless `-o nopassthrough` (the kernel allows it only
+    /// without its write-back cache).
     public var kernelPassthrough = false
     /// The kernel enforces POSIX ACLs (and leaves the umask to snapfs). Off with -o noacl.
     public var posixACL = true

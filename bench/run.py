@@ -36,7 +36,7 @@ snapfs, ...: machine drift hits all targets alike), records each daemon's peak R
 the harness runs sync and drops the page cache, dentries and inodes (echo 3 >
 /proc/sys/vm/drop_caches), so each target starts cold and no target pays for another's
 writeback. The report gives the median over the repetitions, each snapfs target against
-native and against the best peer, the targets of issue 20 as pass/fail, and for the
+native and against the best peer, the speed targets as pass/fail, and for the
 snapfs targets the requests per operation: each workload reads the daemon's request
 counters (the `requests:` line of `snapfs status`) around its timed part.
 

@@ -35,23 +35,24 @@ def loop_ext4(workdir, size_mib):
     return root
 
 
-@pytest.fixture
-def small_fs(workdir):
-    root = loop_ext4(workdir, 48)
+def mounted_ext4(workdir, size_mib):
+    """A fixture's body: a loop ext4 of `size_mib`, unmounted when the test is done."""
+    root = loop_ext4(workdir, size_mib)
     try:
         yield root
     finally:
         subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(workdir):
+    yield from mounted_ext4(workdir, 48)
 
 
 @pytest.fixture
 def roomy_fs(workdir):
     """More free space than snapfs keeps in reserve for a cache of 8 MiB (136 MiB)."""
-    root = loop_ext4(workdir, 320)
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+    yield from mounted_ext4(workdir, 320)
 
 
 def expected(n):

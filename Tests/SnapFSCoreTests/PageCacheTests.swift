@@ -370,11 +370,15 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         backing.update { $0.writeError = .noSpace }
         var model = FileModel()
         // Small writes past the dirty limit, and a large page-aligned one that would go through.
-        let small = pattern(10 * pageSize, seed: 21)
-        for page in 0..<10 {
-            let chunk = Array(small[page * pageSize..<(page + 1) * pageSize])
-            #expect(try cache.write(1, chunk, at: page * pageSize, backing: backing, holding: true) == pageSize)
+        // One page per write, as the kernel's write-back of a page; each is taken whole.
+        func writeByPage(_ file: UInt64, _ bytes: [UInt8]) throws {
+            for at in stride(from: 0, to: bytes.count, by: pageSize) {
+                let page = Array(bytes[at..<at + pageSize])
+                #expect(try cache.write(file, page, at: at, backing: backing, holding: true) == pageSize)
+            }
         }
+        let small = pattern(10 * pageSize, seed: 21)
+        try writeByPage(1, small)
         model.write(small, at: 0)
         let large = pattern(16 * pageSize, seed: 22)
         #expect(large.count >= PageCache.writeThroughMinimum)
@@ -386,12 +390,7 @@ func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         #expect(throws: Errno.noSpace) { try cache.fsync(1, dataOnly: true, backing: backing) }
         // Room runs out: then, and only then, a write is refused.
         let more = pattern(7 * pageSize, seed: 23)
-        #expect(throws: Errno.noSpace) {
-            for page in 0..<7 {
-                let chunk = Array(more[page * pageSize..<(page + 1) * pageSize])
-                _ = try cache.write(2, chunk, at: page * pageSize, backing: backing, holding: true)
-            }
-        }
+        #expect(throws: Errno.noSpace) { try writeByPage(2, more) }
         #expect(cache.statistics.cachedBytes <= 32 * pageSize)
         // Space is back: everything held reaches the file.
         backing.update { $0.writeError = nil }

@@ -238,17 +238,17 @@ import Testing
         let thread = DeadlineThread()
         let runs = Mutex<[Int64]>([])
         // Asked for before the thread starts: kept.
-        thread.schedule(atUs: DeadlineThread.monotonicUs() + 5000)
+        thread.schedule(atUs: MonotonicClock.microseconds() + 5000)
         thread.start {
             let count = runs.withLock { list in
-                list.append(DeadlineThread.monotonicUs())
+                list.append(MonotonicClock.microseconds())
                 return list.count
             }
             // The first run asks for one more, 20 ms on.
-            return count == 1 ? DeadlineThread.monotonicUs() + 20_000 : nil
+            return count == 1 ? MonotonicClock.microseconds() + 20_000 : nil
         }
-        let deadline = DeadlineThread.monotonicUs() + 5_000_000
-        while runs.withLock({ $0.count }) < 2 && DeadlineThread.monotonicUs() < deadline { usleep(1000) }
+        let deadline = MonotonicClock.microseconds() + 5_000_000
+        while runs.withLock({ $0.count }) < 2 && MonotonicClock.microseconds() < deadline { usleep(1000) }
         let seen = runs.withLock { $0 }
         #expect(seen.count == 2)
         #expect(seen.count < 2 || seen[1] - seen[0] >= 20_000)
@@ -256,7 +256,7 @@ import Testing
         usleep(100_000)
         #expect(runs.withLock { $0.count } == 2)
         thread.schedule(atUs: 0)   // a deadline already past: at once
-        while runs.withLock({ $0.count }) < 3 && DeadlineThread.monotonicUs() < deadline + 5_000_000 { usleep(1000) }
+        while runs.withLock({ $0.count }) < 3 && MonotonicClock.microseconds() < deadline + 5_000_000 { usleep(1000) }
         #expect(runs.withLock { $0.count } == 3)
     }
 }

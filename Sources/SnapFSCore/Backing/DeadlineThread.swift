@@ -15,11 +15,7 @@ final class DeadlineThread: @unchecked Sendable {
 
     init() {
         pthread_mutex_init(mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(condition, &attributes)
-        pthread_condattr_destroy(&attributes)
+        MonotonicClock.initialize(condition)
     }
 
     /// Starts the thread with what it runs; deadlines asked for before are kept.
@@ -45,7 +41,7 @@ final class DeadlineThread: @unchecked Sendable {
     private func loop() {
         pthread_mutex_lock(mutex)
         while true {
-            let now = Self.monotonicUs()
+            let now = MonotonicClock.microseconds()
             if deadline > now {
                 if deadline == .max {
                     pthread_cond_wait(condition, mutex)
@@ -62,12 +58,5 @@ final class DeadlineThread: @unchecked Sendable {
             pthread_mutex_lock(mutex)
             if let next, next < deadline { deadline = next }
         }
-    }
-
-    /// The monotonic clock in microseconds.
-    static func monotonicUs() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
     }
 }

@@ -70,11 +70,10 @@ public final class SnapFileSystem: Sendable {
         self.proc = try ProcSelfFD()
         self.rootPath = proc.target(of: rootFD) ?? backingPath
         self.sqlite = SQLiteCommitDetector(options: options.readOnly ? SQLiteOptions.disabled : options.sqlite)
-        let cachePolicy = options.cache
-        self.cache = cachePolicy.configuration.map { PageCache($0) }
+        self.cache = options.cache.configuration.map { PageCache($0) }
         self.cacheStore = InodeCacheStore(inodes: inodes, proc: proc)
         let root = inodes.root
-        self.space = SpaceWatch(reserve: SpaceWatch.reserve(cacheBytes: cachePolicy.isEnabled ? cachePolicy.size : 0)) {
+        self.space = SpaceWatch(reserve: SpaceWatch.reserve(cacheBytes: options.cache.size)) {
             var fs = statvfs()
             let ok = (try? root.withFD { (fd) throws(Errno) -> Bool in fstatvfs(fd, &fs) == 0 }) ?? false
             return ok ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil

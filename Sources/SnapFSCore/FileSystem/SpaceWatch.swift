@@ -12,10 +12,10 @@ final class SpaceWatch: Sendable {
     /// for margin.
     let reserve: Int64
     private let free: @Sendable () -> Int64?
-    /// The last answer, and when it was taken (CLOCK_MONOTONIC ns; 0: never).
+    /// The last answer, and when it was taken (monotonic µs; 0: never).
     private let checked = Atomic<Int64>(0)
     private let short = Atomic<Bool>(false)
-    static let refreshNanoseconds: Int64 = 250_000_000
+    static let refreshMicroseconds: Int64 = 250_000
 
     /// `free`: the bytes an unprivileged user could still allocate (nil if unknown).
     init(reserve: Int64, free: @escaping @Sendable () -> Int64?) {
@@ -27,15 +27,13 @@ final class SpaceWatch: Sendable {
     static func reserve(cacheBytes: Int) -> Int64 { Int64(cacheBytes) + 128 << 20 }
 
     func isShort() -> Bool {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let nanoseconds = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+        let now = MonotonicClock.microseconds()
         let last = checked.load(ordering: .acquiring)
-        if last != 0 && nanoseconds - last < Self.refreshNanoseconds { return short.load(ordering: .relaxed) }
+        if last != 0 && now - last < Self.refreshMicroseconds { return short.load(ordering: .relaxed) }
         // Unknown counts as plenty: the cached path is the one that works everywhere.
         let answer = free().map { $0 < reserve } ?? false
         short.store(answer, ordering: .relaxed)
-        checked.store(nanoseconds, ordering: .releasing)
+        checked.store(now, ordering: .releasing)
         return answer
     }
 }

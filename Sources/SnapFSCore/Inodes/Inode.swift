@@ -288,21 +288,19 @@ public final class Inode: Sendable {
     }
 
     private func opened(_ slot: inout Slot, fd: Int32, flags: Int32, offer: (() -> Int32?)?) -> PassthroughMode {
-        do {
-            defer {
-                slot.openFiles[fd] = flags
-                pool?.handleOpened()
-            }
-            if var state = slot.passthrough {
-                state.handles += 1
-                if offer == nil && flags & O_ACCMODE != O_RDONLY { state.writerJoined = true }
-                slot.passthrough = state
-                return offer == nil ? .directIO(id: state.id) : .reads(id: state.id)
-            }
-            guard let offer, slot.openFiles.isEmpty, let id = offer() else { return .none }
-            slot.passthrough = PassthroughState(id: id, key: slot.key, handles: 1, writerJoined: false)
-            return .reads(id: id)
+        defer {
+            slot.openFiles[fd] = flags
+            pool?.handleOpened()
         }
+        if var state = slot.passthrough {
+            state.handles += 1
+            if offer == nil && flags & O_ACCMODE != O_RDONLY { state.writerJoined = true }
+            slot.passthrough = state
+            return offer == nil ? .directIO(id: state.id) : .reads(id: state.id)
+        }
+        guard let offer, slot.openFiles.isEmpty, let id = offer() else { return .none }
+        slot.passthrough = PassthroughState(id: id, key: slot.key, handles: 1, writerJoined: false)
+        return .reads(id: id)
     }
 
     /// Whether the kernel reads this inode's backing file directly (passthrough mode).

@@ -53,11 +53,7 @@ final class SnapshotDurability: @unchecked Sendable {
         floor = durable
         published = durable
         pthread_mutex_init(mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(condition, &attributes)
-        pthread_condattr_destroy(&attributes)
+        MonotonicClock.initialize(condition)
     }
 
     deinit {

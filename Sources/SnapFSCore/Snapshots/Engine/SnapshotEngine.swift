@@ -616,11 +616,7 @@ public final class SnapshotEngine: Sendable {
         return Double(now.tv_sec) * 1000 + Double(now.tv_nsec) / 1_000_000
     }
 
-    static func monotonicMs() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-    }
+    static func monotonicMs() -> Int64 { MonotonicClock.microseconds() / 1000 }
 
-    static func monotonicUs() -> Int64 { DeadlineThread.monotonicUs() }
+    static func monotonicUs() -> Int64 { MonotonicClock.microseconds() }
 }

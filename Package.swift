@@ -1,6 +1,20 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+// The modules, each depending only on those below it (checked by scripts/check-layers.py;
+// docs/architecture.md explains the layers):
+//
+//   snapfs            the commands
+//   SnapFSDaemon      options, mount plan, the composition root of a mount, exit codes
+//   SnapFSFUSE        the kernel side: FUSE channel, ring, session, dispatch by node kind
+//   SnapFSCore        the filesystem: every operation, decided at one mutation gate
+//   SnapFSSnapshots   taking, building, listing, diffing, restoring and pruning snapshots
+//   SnapFSSQLite      SQLite's on-disk formats, commit detection and its policy
+//   SnapFSCache       the page cache of written data
+//   SnapFSBacking     syscalls, descriptors, threads and clocks
+let system = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+
 let package = Package(
     name: "snapfs",
     products: [
@@ -10,7 +24,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // libfuse3 through pkg-config; the shim header wraps libfuse's macros.
@@ -21,43 +34,34 @@ let package = Package(
         ),
         // Linux syscalls that Glibc's Swift overlay does not expose (variadic or _GNU_SOURCE-only).
         .target(name: "CLinux"),
+        .target(name: "SnapFSBacking", dependencies: ["CLinux", system]),
+        .target(name: "SnapFSCache", dependencies: ["SnapFSBacking", system]),
+        .target(name: "SnapFSSQLite", dependencies: ["SnapFSBacking", system]),
+        .target(name: "SnapFSSnapshots", dependencies: ["SnapFSSQLite", "SnapFSBacking", "CLinux", system, logging]),
         .target(
             name: "SnapFSCore",
-            dependencies: [
-                "CLinux",
-                .product(name: "SystemPackage", package: "swift-system"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Collections", package: "swift-collections"),
-            ]
+            dependencies: ["SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache", "SnapFSBacking", "CLinux", system, logging]
         ),
         .target(
             name: "SnapFSFUSE",
-            dependencies: [
-                "CFUSE",
-                "CLinux",
-                "SnapFSCore",
-                .product(name: "SystemPackage", package: "swift-system"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
+            dependencies: ["SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CFUSE", "CLinux", system, logging]
+        ),
+        .target(
+            name: "SnapFSDaemon",
+            dependencies: ["SnapFSFUSE", "SnapFSCore", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
+                           "SnapFSBacking", "CLinux", system, logging]
         ),
         .executableTarget(
             name: "snapfs",
             dependencies: [
-                "SnapFSCore",
-                "SnapFSFUSE",
-                "CLinux",
+                "SnapFSDaemon", "SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CLinux", system, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "SystemPackage", package: "swift-system"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "SnapFSCoreTests",
-            dependencies: [
-                "SnapFSCore",
-                "CLinux",
-                .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            dependencies: ["SnapFSDaemon", "SnapFSCore", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
+                           "SnapFSBacking", "CLinux", system]
         ),
     ]
 )

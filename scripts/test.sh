@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="/opt/swift/usr/bin:$PATH"
 
+echo "== module layers (scripts/check-layers.py)"
+python3 scripts/check-layers.py
+
 echo "== unit tests (swift test)"
 swift test
 

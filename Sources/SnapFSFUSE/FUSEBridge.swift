@@ -1,6 +1,7 @@
 import CFUSE
 import Glibc
 import Logging
+import SnapFSBacking
 import SnapFSCore
 import SystemPackage
 

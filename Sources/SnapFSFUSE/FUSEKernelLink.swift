@@ -1,6 +1,7 @@
 import CFUSE
 import CLinux
 import Glibc
+import SnapFSBacking
 import SnapFSCore
 
 /// What the snapshot engine asks of the kernel, through the mounted session.

@@ -1,5 +1,6 @@
 import CFUSE
 import Glibc
+import SnapFSBacking
 import SnapFSCore
 import SystemPackage
 

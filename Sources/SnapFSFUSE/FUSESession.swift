@@ -1,6 +1,7 @@
 import CFUSE
 import Glibc
 import Logging
+import SnapFSBacking
 import SnapFSCore
 
 /// Mounts a ``SnapFileSystem`` with libfuse's low-level API and serves it on libfuse's
@@ -35,7 +36,7 @@ public final class FUSESession {
     private let bridge: FUSEBridge
     private var session: OpaquePointer?
     /// The snapshot engine's way into the kernel; valid once ``mount()`` succeeded.
-    public private(set) var kernelLink: (any KernelLink)?
+    private var kernelLink: (any KernelLink)?
     private var arguments: [UnsafeMutablePointer<CChar>?] = []
     /// Whether to set up io_uring queues (asked for, and the kernel allows it).
     private var ringAllowed = false

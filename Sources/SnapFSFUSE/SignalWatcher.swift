@@ -1,6 +1,7 @@
 import CFUSE
 import CLinux
 import Glibc
+import SnapFSBacking
 import SnapFSCore
 import Synchronization
 

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import SnapFSDaemon
 
 /// A client of the control file `MOUNT/.snapfs-control`: one command per `write()`, then the
 /// outcome and the status read back from offset 0 of the same open file.

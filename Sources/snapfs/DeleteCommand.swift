@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import SnapFSDaemon
 
 struct DeleteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,7 @@
 import ArgumentParser
 import SnapFSCore
+import SnapFSDaemon
+import SnapFSSnapshots
 
 struct DiffCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

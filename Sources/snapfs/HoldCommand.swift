@@ -1,4 +1,5 @@
 import ArgumentParser
+import SnapFSDaemon
 
 struct HoldCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

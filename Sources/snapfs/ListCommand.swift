@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import SnapFSCore
+import SnapFSDaemon
+import SnapFSSnapshots
 
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

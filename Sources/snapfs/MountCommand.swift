@@ -1,9 +1,6 @@
 import ArgumentParser
-import CLinux
 import Glibc
-import Logging
-import SnapFSCore
-import SnapFSFUSE
+import SnapFSDaemon
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -135,144 +132,8 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
-        let mountOptions = MountOptions(allOptions)
-        if let problem = mountOptions.problems.first { fail(problem, code: 64) }
-        if readyFd == nil && !foreground {
-            try Daemon.spawnAndWait(self)
-            return
-        }
-        if readyFd != nil { _ = setsid() }
-        let plan: MountPlan
-        do {
-            plan = try MountPlan.validate(backing: backing, mountpoint: mountpoint,
-                                          allowNonEmpty: mountOptions.allowNonEmpty)
-        } catch {
-            reportFailure(code: error.exitCode, message: error.message)
-        }
-        serve(plan, mountOptions)
-    }
-
-    private func serve(_ plan: MountPlan, _ mountOptions: MountOptions) -> Never {
-        Daemon.prepareProcess()
-        let level: Logger.Level = debug || mountOptions.debug ? .debug : .notice
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "snapfs")
-        var fsOptions = FileSystemOptions()
-        fsOptions.readOnly = mountOptions.readOnly
-        fsOptions.kernelWritebackCache = mountOptions.writebackCache
-        fsOptions.kernelPassthrough = mountOptions.passthrough && !mountOptions.writebackCache
-        fsOptions.posixACL = mountOptions.posixACL
-        fsOptions.sqlite = mountOptions.sqlite
-        fsOptions.cache = mountOptions.cache
-        fsOptions.handleLimits = mountOptions.handleLimits(descriptorLimit: SnapFileSystem.descriptorLimit())
-        // Held until the process ends (the kernel drops it then, whatever kills the daemon).
-        do {
-            _ = Unmanaged.passRetained(try BackingLock.acquire(backing: plan.backing))
-        } catch {
-            reportFailure(code: error.exitCode, message: error.message)
-        }
-        let snapshotState = SnapshotState()
-        let core: SnapFileSystem
-        do {
-            core = try SnapFileSystem(backingPath: plan.backing, options: fsOptions, logger: logger,
-                                      snapshotState: snapshotState)
-        } catch {
-            reportFailure(code: 16, message: "cannot open backing directory \(plan.backing): \(error)")
-        }
-        // Checked before mounting; `.snapshots` is made once the mount succeeded, so a
-        // mount that fails leaves the backing directory as it was.
-        var snapshotOptions = mountOptions.snapshots
-        do {
-            snapshotOptions.strategy = try SnapshotEngine.chooseStrategy(backingPath: plan.backing, forced: snapshotOptions.strategy)
-        } catch {
-            reportFailure(code: error.errno == .notSupported ? 64 : 16, message: error.message)
-        }
-        var configuration = FUSESession.Configuration(
-            mountpoint: plan.mountpoint,
-            fuseOptions: mountOptions.fuseOptions(backing: plan.backing, asRoot: geteuid() == 0))
-        configuration.debug = level == .debug
-        configuration.ring = mountOptions.uring && !mountOptions.writebackCache
-        let session = FUSESession(core: core, configuration: configuration, logger: logger)
-        do {
-            try session.mount()
-        } catch {
-            switch error {
-            case .badOptions(let complaint):
-                reportFailure(code: 64, message: "bad mount options \(options.joined(separator: ",")): \(complaint.isEmpty ? "rejected by libfuse" : complaint)")
-            case .mountFailed(let complaint):
-                reportFailure(code: 16, message: "the kernel refused the mount of \(plan.mountpoint): \(complaint.isEmpty ? "unknown reason" : complaint)")
-            }
-        }
-        if let pidFile {
-            let text = "\(getpid())\n"
-            let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd >= 0 { _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }; close(fd) }
-        }
-        // A read-only mount changes nothing, so it has nothing to snapshot (and no control file).
-        var engine: SnapshotEngine?
-        if !mountOptions.readOnly {
-            do {
-                engine = try SnapshotEngine(backingPath: plan.backing, state: snapshotState, options: snapshotOptions, logger: logger)
-            } catch {
-                session.unmount()
-                reportFailure(code: 16, message: error.message)
-            }
-        }
-        engine?.attach(to: core, kernel: session.kernelLink)
-        engine?.startTimer()
-        if engine != nil { core.startSQLiteFlusher() }
-        core.startCacheFlusher()
-        reportReady()
-        logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
-        engine?.logStartNotes()
-        let ending = session.serve()
-        // Commits still waiting for their interval get their snapshot now.
-        core.snapshotDueSQLiteCommits(all: true)
-        // Normally nothing is left (close writes back); what is left is what failed.
-        var lost = false
-        do throws(CacheWriteBackFailure) { try core.writeBackCache() } catch {
-            logger.critical("unmounted with data that could not be written back: \(error.message)")
-            lost = true
-        }
-        // Every snapshot durable before the daemon goes (the next mount would remove the others).
-        do throws(SnapshotFailure) { try engine?.makeDurable() } catch { logger.critical("at unmount: \(error.message)") }
-        if let pidFile { unlink(pidFile) }
-        switch ending {
-        case .unmounted:
-            logger.notice("unmounted \(plan.mountpoint)")
-            Glibc.exit(lost ? 18 : 0)
-        case .signal(let signal):
-            logger.notice("unmounted \(plan.mountpoint) on signal \(signal)")
-            Glibc.exit(lost ? 18 : 0)
-        case .failed(let result):
-            logger.error("the request loop failed (\(result)); unmounted \(plan.mountpoint)")
-            Glibc.exit(16)
-        }
-    }
-
-    /// Tells the waiting parent that the mount is ready, and detaches from its terminal.
-    private func reportReady() {
-        guard let readyFd else {
-            if let logFile { Daemon.redirectStandardError(to: logFile) }
-            return
-        }
-        Daemon.detachOutput(logFile: logFile)
-        Daemon.send("0\n", to: readyFd)
-        close(readyFd)
-    }
-
-    /// Tells the waiting parent (or the terminal, in the foreground) why the mount failed, and exits.
-    private func reportFailure(code: Int32, message: String) -> Never {
-        if let readyFd {
-            Daemon.send("\(code)\t\(message)\n", to: readyFd)
-        } else {
-            FileHandleStandardError.write("snapfs: \(message)\n")
-        }
-        Glibc.exit(code)
+        try Daemon.mount(MountRequest(backing: backing, mountpoint: mountpoint, options: allOptions,
+                                      foreground: foreground, debug: debug, pidFile: pidFile,
+                                      logFile: logFile, readyFD: readyFd))
     }
 }
-

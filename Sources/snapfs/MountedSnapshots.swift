@@ -1,5 +1,7 @@
 import Glibc
 import SnapFSCore
+import SnapFSDaemon
+import SnapFSSnapshots
 import SystemPackage
 
 /// A snapfs mount seen from the command line: its control file, its `.snapshots`, and the

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SnapFSCore
+import SnapFSDaemon
 
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

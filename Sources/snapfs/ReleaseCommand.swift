@@ -1,4 +1,5 @@
 import ArgumentParser
+import SnapFSDaemon
 
 struct ReleaseCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

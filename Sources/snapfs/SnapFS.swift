@@ -1,4 +1,6 @@
 import ArgumentParser
+import Glibc
+import SnapFSDaemon
 
 /// The `snapfs` command. With no subcommand it mounts, so that `mount -t fuse.snapfs`
 /// (which runs `snapfs BACKING MOUNTPOINT -o OPTIONS`) works from /etc/fstab.
@@ -31,7 +33,7 @@ struct SnapFS: ParsableCommand {
                 .filter { !$0.isEmpty && !$0.hasPrefix("Usage:") && !$0.hasPrefix("See '") && !$0.hasPrefix("Help:") }
                 .joined(separator: "; ")
             FileHandleStandardError.write("snapfs: \(text) (see snapfs --help)\n")
-            Glibc.exit(64)
+            Glibc.exit(ExitStatus.usage)
         }
         do {
             var command = command
@@ -54,11 +56,7 @@ extension Substring {
     }
 }
 
-/// Failures the CLI reports as one sentence and a documented exit code.
-struct CLIFailure: Error {
-    let message: String
-    let code: Int32
-}
+typealias CLIFailure = CommandFailure
 
 extension ParsableCommand {
     /// Prints `snapfs: MESSAGE` on stderr and exits with `code`.
@@ -67,19 +65,3 @@ extension ParsableCommand {
         Self.exit(withError: ExitCode(code))
     }
 }
-
-enum FileHandleStandardError {
-    static func write(_ text: String) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(2, bytes.baseAddress! + offset, bytes.count - offset)
-                if n <= 0 { break }
-                offset += n
-            }
-        }
-    }
-}
-
-import Glibc

@@ -1,5 +1,7 @@
 import ArgumentParser
 import SnapFSCore
+import SnapFSDaemon
+import SnapFSSnapshots
 
 struct SnapshotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SnapFSDaemon
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

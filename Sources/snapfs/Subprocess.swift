@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSBacking
 
 /// Runs a program found on PATH and waits for it; returns its exit status (127 if it could not start).
 func runProgram(_ arguments: [String]) -> Int32 {

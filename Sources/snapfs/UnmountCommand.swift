@@ -2,6 +2,7 @@ import ArgumentParser
 import CLinux
 import Glibc
 import SnapFSCore
+import SnapFSDaemon
 
 struct UnmountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

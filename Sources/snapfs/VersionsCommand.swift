@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import SnapFSCore
+import SnapFSDaemon
+import SnapFSSnapshots
 import SystemPackage
 
 struct VersionsCommand: ParsableCommand {

@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// btrfs subvolume snapshots on a btrfs image made on a loop device by the test.
 @Suite struct BtrfsSubvolumeTests {

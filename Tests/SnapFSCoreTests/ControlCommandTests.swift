@@ -1,5 +1,6 @@
-import Testing
 @testable import SnapFSCore
+@testable import SnapFSSnapshots
+import Testing
 
 @Suite struct ControlCommandTests {
     func parse(_ text: String) throws(ControlCommand.ParseError) -> ControlCommand {

@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// Copy-up without a mount: a hard-link "snapshot" is made by linking a backing file into
 /// another directory and raising the generation, as the hard-link strategy does.

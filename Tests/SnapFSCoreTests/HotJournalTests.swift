@@ -1,8 +1,11 @@
 import CLinux
 import Glibc
+@testable import SnapFSBacking
+@testable import SnapFSCore
+@testable import SnapFSSQLite
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// HotJournal plays a rollback journal back the way SQLite's pager does for a hot journal.
 struct HotJournalTests {

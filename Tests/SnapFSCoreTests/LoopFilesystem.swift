@@ -1,5 +1,7 @@
 import Glibc
+@testable import SnapFSBacking
 import SnapFSCore
+@testable import SnapFSSnapshots
 import Testing
 
 /// A small XFS (reflink=1) or btrfs filesystem on a loop device, mounted in a temporary

@@ -1,6 +1,7 @@
 import Glibc
-import Testing
 @testable import SnapFSCore
+@testable import SnapFSDaemon
+import Testing
 
 @Suite struct MountPlanTests {
     func validate(_ backing: String, _ mountpoint: String, nonEmpty: Bool = false, table: String = "",

@@ -1,4 +1,5 @@
 @testable import SnapFSCore
+@testable import SnapFSSQLite
 import Testing
 
 /// The WAL tracker's reads served from the writes in hand must be the file's bytes.

@@ -1,9 +1,10 @@
 import Dispatch
 import Glibc
+@testable import SnapFSCache
+@testable import SnapFSCore
 import Synchronization
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// An in-memory backing store that counts calls and injects failures.
 final class FakeBackingStore: CacheBackingStore {

@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// The reflink cloner on an XFS image with reflink=1, made on a loop device by the test.
 @Suite struct ReflinkClonerTests {

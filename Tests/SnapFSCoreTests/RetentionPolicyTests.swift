@@ -1,5 +1,6 @@
-import Testing
 @testable import SnapFSCore
+@testable import SnapFSSnapshots
+import Testing
 
 private func ms(_ year: Int, _ month: Int, _ day: Int, _ hour: Int = 0, _ minute: Int = 0) -> Int64 {
     UTCTime(year: year, month: month, day: day, hour: hour, minute: minute, second: 0, millisecond: 0)!.milliseconds

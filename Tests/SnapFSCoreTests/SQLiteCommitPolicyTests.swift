@@ -1,5 +1,9 @@
-@testable import SnapFSCore
 import Glibc
+@testable import SnapFSBacking
+@testable import SnapFSCore
+@testable import SnapFSDaemon
+@testable import SnapFSSQLite
+@testable import SnapFSSnapshots
 import Synchronization
 import Testing
 
@@ -21,7 +25,7 @@ import Testing
         var options = SQLiteOptions()
         options.minInterval = interval
         let detector = SQLiteCommitDetector(options: options)
-        if let strategy { detector.useStrategy(strategy) }
+        if let strategy { detector.useAutoFloor(ms: strategy.commitSnapshotFloorMs) }
         return detector
     }
 

@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// A snapshot gives nobody access the live tree did not give: the directories on a
 /// database's path keep their owner, mode and ACLs, and the store is root's alone.

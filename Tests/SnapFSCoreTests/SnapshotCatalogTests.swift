@@ -1,7 +1,8 @@
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 @Suite struct SnapshotCatalogTests {
     static let sample = try! SnapshotName(timeMs: 1_795_605_753_456, label: "nightly")

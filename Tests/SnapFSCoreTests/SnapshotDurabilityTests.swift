@@ -1,7 +1,9 @@
 import Glibc
+@testable import SnapFSBacking
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// Durability of snapshots: the marker, the batch, explicit syncs and recovery at start.
 @Suite struct SnapshotDurabilityTests {
@@ -14,7 +16,7 @@ import Testing
         options.strategy = .copy
         options.durableDelayMs = delayMs
         let engine = try SnapshotEngine(backingPath: dir.path, state: state, options: options)
-        engine.attach(to: fs, kernel: nil)
+        fs.attach(engine)
         return (fs, engine)
     }
 

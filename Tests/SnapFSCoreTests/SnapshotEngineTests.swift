@@ -1,7 +1,8 @@
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// The engine with the core filesystem, without a mount (no kernel to push pages from).
 @Suite struct SnapshotEngineTests {
@@ -16,7 +17,7 @@ import Testing
         options.strategy = strategy
         options.retention = retention
         let engine = try SnapshotEngine(backingPath: dir.path, state: state, options: options)
-        engine.attach(to: fs, kernel: nil)
+        fs.attach(engine)
         return (fs, engine)
     }
 

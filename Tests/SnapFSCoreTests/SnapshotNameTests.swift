@@ -1,5 +1,6 @@
-import Testing
 @testable import SnapFSCore
+@testable import SnapFSSnapshots
+import Testing
 
 @Suite struct SnapshotNameTests {
     // 2026-11-25T11:22:33.456Z

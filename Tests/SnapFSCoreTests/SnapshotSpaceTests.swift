@@ -1,6 +1,8 @@
 import Glibc
-import Testing
 @testable import SnapFSCore
+@testable import SnapFSDaemon
+@testable import SnapFSSnapshots
+import Testing
 
 /// The bounds on what snapshots may take: the commit rule of retention and the free space floor.
 @Suite struct SnapshotSpaceTests {
@@ -54,7 +56,7 @@ import Testing
         let state = SnapshotState()
         let fs = try SnapFileSystem(backingPath: dir.path, snapshotState: state)
         let engine = try SnapshotEngine(backingPath: dir.path, state: state, options: options)
-        engine.attach(to: fs, kernel: nil)
+        fs.attach(engine)
         let failure = #expect(throws: SnapshotFailure.self) {
             try engine.take(label: nil, trigger: Trigger(kind: .control), force: true)
         }

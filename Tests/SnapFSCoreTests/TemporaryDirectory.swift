@@ -1,4 +1,5 @@
 import Glibc
+@testable import SnapFSBacking
 import SnapFSCore
 
 /// A fresh directory under /tmp, removed (with its contents) by `remove()`.

@@ -1,8 +1,10 @@
 import CLinux
 import Glibc
+@testable import SnapFSBacking
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// Shared checks of the cloner tests: a clone of the fixture must equal the fixture in
 /// every attribute of every entry, leave the source unchanged, count what it made, and

@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// The hard-link and copy cloners on the root filesystem (ext4 here), and their failures.
 @Suite struct TreeClonerTests {

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+@testable import SnapFSBacking
 import SnapFSCore
 
 /// Everything a snapshot must preserve about one entry, read without following symlinks

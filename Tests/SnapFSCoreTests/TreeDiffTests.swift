@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 /// Builds small trees under a temporary directory.
 struct TreeBuilder {

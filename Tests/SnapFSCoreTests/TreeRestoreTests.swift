@@ -1,8 +1,9 @@
 import CLinux
 import Glibc
+@testable import SnapFSCore
+@testable import SnapFSSnapshots
 import SystemPackage
 import Testing
-@testable import SnapFSCore
 
 @Suite struct TreeRestoreTests {
     func differences(_ a: String, _ b: String, excluded: [String] = []) throws -> [String] {

@@ -1,5 +1,7 @@
 import Glibc
+@testable import SnapFSBacking
 import SnapFSCore
+@testable import SnapFSSQLite
 import Testing
 
 /// A file in memory that the tracker reads through, written the way SQLite writes.

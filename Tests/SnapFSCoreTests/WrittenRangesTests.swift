@@ -1,5 +1,6 @@
-import Testing
 @testable import SnapFSCore
+@testable import SnapFSSnapshots
+import Testing
 
 @Suite struct WrittenRangesTests {
     func ranges(_ writes: [(Int64, Int64)]) -> WrittenRanges {

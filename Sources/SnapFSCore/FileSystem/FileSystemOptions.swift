@@ -1,4 +1,6 @@
 import CLinux
+import SnapFSCache
+import SnapFSSQLite
 /// Behaviour of a mounted ``SnapFileSystem`` that the user can choose.
 public struct FileSystemOptions: Sendable {
     /// Refuse every change with EROFS.

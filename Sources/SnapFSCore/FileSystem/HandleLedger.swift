@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSSnapshots
 import Synchronization
 import SystemPackage
 

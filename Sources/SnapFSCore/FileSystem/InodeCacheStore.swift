@@ -1,5 +1,7 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSCache
 import SystemPackage
 
 /// The page cache's view of the backing files: a cache key is a FUSE node id, and its

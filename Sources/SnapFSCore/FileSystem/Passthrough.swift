@@ -47,13 +47,9 @@ public enum PassthroughMode: Sendable, Equatable {
 /// It ends when the last of those files is released; if one could write (and so map the
 /// backing file shared, past the daemon), the page cache forgets the file's pages again.
 extension SnapFileSystem {
-    final class PassthroughLink: @unchecked Sendable {
-        var kernel: (any KernelPassthrough)?
-    }
-
     /// Attached by the FUSE layer once the mount is up (before any request is served).
     public func attachPassthrough(_ kernel: any KernelPassthrough) {
-        passthroughLink.kernel = kernel
+        passthroughKernel.attach(kernel)
     }
 
     /// With hard-link snapshots, the largest file that passes through (a snapshot taken
@@ -63,7 +59,7 @@ extension SnapFileSystem {
     /// What `OpenFile` offers the inode for a read-only open of `fd`: nil when the open may
     /// not read directly. Called inside the gate (so no snapshot is being built meanwhile).
     func passthroughOffer(for node: Inode, fd: Int32, flags: Int32) -> (() -> Int32?)? {
-        guard options.kernelPassthrough, let kernel = passthroughLink.kernel,
+        guard options.kernelPassthrough, let kernel = passthroughKernel.value,
               flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0, node.isRegularFile,
               node.sqliteRole.load(ordering: .relaxed) == 0 else { return nil }
         if node.inPassthroughMode { return { nil } }
@@ -73,7 +69,7 @@ extension SnapFileSystem {
     /// What `OpenFile` offers a SQLite journal just created (`fd` open for writing) that
     /// the kernel may write directly (see `SnapFileSystem+JournalPassthrough`).
     func passthroughOffer(forJournal node: Inode, fd: Int32) -> (() -> Int32?)? {
-        guard options.kernelPassthrough, let kernel = passthroughLink.kernel, node.isRegularFile,
+        guard options.kernelPassthrough, let kernel = passthroughKernel.value, node.isRegularFile,
               !node.inSnapshotView, !node.inPassthroughMode else { return nil }
         return passthroughStart(node, fd: fd, kernel: kernel)
     }
@@ -106,7 +102,7 @@ extension SnapFileSystem {
 
     /// The last open file of a passthrough inode is gone.
     func passthroughEnded(_ node: Inode, _ ended: Inode.PassthroughState) {
-        passthroughLink.kernel?.unregister(ended.id)
+        passthroughKernel.value?.unregister(ended.id)
         if !node.inSnapshotView {
             snapshotState.passthroughObjects.withLock { _ = $0.remove(ended.key) }
         }

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import SnapFSBacking
 
 /// Who made a request: the calling process's credentials as the kernel reports them.
 public struct RequestContext: Sendable {

@@ -1,5 +1,7 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSSQLite
 import SystemPackage
 
 /// getattr, setattr and statfs.

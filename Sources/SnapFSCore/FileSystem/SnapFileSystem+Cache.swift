@@ -1,5 +1,7 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSCache
 import SystemPackage
 
 /// snapfs's page cache on the data path of regular files.

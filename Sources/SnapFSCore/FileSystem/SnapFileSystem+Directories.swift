@@ -1,5 +1,7 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSSnapshots
 import SystemPackage
 
 /// Directory listing and directory sync.

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import SnapFSBacking
 import SystemPackage
 
 /// The four xattr operations, reached through `/proc/self/fd` (the xattr calls take no

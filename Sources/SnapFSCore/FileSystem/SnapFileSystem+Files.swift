@@ -1,5 +1,7 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSSQLite
 import SystemPackage
 
 /// Regular-file operations: open, create, read, write, sync, allocation, copy, seek.
@@ -39,7 +41,7 @@ extension SnapFileSystem {
         }
         if options.readOnly && flags & O_ACCMODE != O_RDONLY { throw Errno.readOnlyFileSystem }
         // Passthrough starts inside the gate, so that no snapshot is being built meanwhile.
-        if passthroughLink.kernel != nil { return try snapshotState.gate.pass(open) }
+        if passthroughKernel.value != nil { return try snapshotState.gate.pass(open) }
         return try open()
     }
 
@@ -69,7 +71,7 @@ extension SnapFileSystem {
                 let kernel = journalForKernel(node, fd: fd, name: name, in: dir, flags: flags)
                 let file = openFile(node, fd: fd, flags: flags, writesThrough: writesThroughWhenCreated(flags),
                                     offer: kernel?.offer, charge: charge)
-                if let kernel, file.kernelWrites { sqlite.linkJournal(file, toDatabase: kernel.database) }
+                if let kernel, file.kernelWrites { sqliteNodes.linkJournal(file, toDatabase: kernel.database); sqlite.journalsPassedThrough.add(1, ordering: .relaxed) }
                 return (entry, file)
             } catch {
                 close(fd)
@@ -202,7 +204,7 @@ extension SnapFileSystem {
         // Where the data is depends on every write: the kernel's cached ones come first
         // (it does not write them back before asking, as it does for fallocate and
         // copy_file_range), then snapfs's.
-        if options.kernelWritebackCache { kernelLink.kernel?.pushDirtyPages(of: [file.inode.id]) }
+        if options.kernelWritebackCache { kernel.value?.pushDirtyPages(of: [file.inode.id]) }
         _ = try writeBackBeforeDirectChange(file.inode)
         return Int64(try syscall(Glibc.lseek(file.fd, off_t(offset), whence)))
     }
@@ -221,7 +223,7 @@ extension SnapFileSystem {
         if st.st_mode & (S_ISUID | S_ISGID) != 0, !caller.holdsFileSetID {
             let mode = Self.modeAfterWrite(st.st_mode & 0o7777, fileGroup: st.st_gid, caller: caller)
             if mode != st.st_mode & 0o7777, fchmod(fd, mode) == 0 {
-                kernelLink.kernel?.invalidateAttributes(of: node.id)
+                kernel.value?.invalidateAttributes(of: node.id)
             }
         }
         // Capabilities only mean something on executables; skip the syscall otherwise.

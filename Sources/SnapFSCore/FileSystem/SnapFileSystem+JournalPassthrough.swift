@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSSQLite
 import SystemPackage
 
 /// Rollback journals the kernel writes itself (FUSE passthrough of a writable file).
@@ -80,7 +81,7 @@ extension SnapFileSystem {
     /// Before a write to a database whose journal the kernel writes.
     @inline(__always)
     func checkJournalBeforeDatabaseWrite(_ file: OpenFile) {
-        guard let journal = sqlite.kernelWrittenJournal(ofDatabase: file.inode.id),
+        guard let journal = sqliteNodes.kernelWrittenJournal(ofDatabase: file.inode.id),
               let commit = kernelWrittenJournalEnded(journal, nonceChange: true) else { return }
         sqliteCommitted(commit, serving: file.inode.id)
     }

@@ -1,12 +1,14 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSSnapshots
 import SystemPackage
 
 /// Operations on names: lookup, creation of non-regular objects, removal, rename, links.
 extension SnapFileSystem {
     /// Resolves `name` in `parent`, adding one kernel reference to the result.
     public func lookup(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
-        if parent == InodeTable.rootID && engine != nil && ReservedName.isControl(name) {
+        if parent == InodeTable.rootID && ReservedName.isControl(name) && engine != nil {
             return Entry(inode: ControlFile.nodeID, attributes: try controlAttributes(), uncached: true)
         }
         let dir = try inodes.inode(parent)
@@ -142,7 +144,7 @@ extension SnapFileSystem {
         try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, AT_REMOVEDIR)) }
         }
-        if sqlite.isActive { sqlite.namesChanged() }
+        if sqlite.isActive { sqliteNodes.namesChanged() }
     }
 
     /// rename(2) and renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
@@ -159,7 +161,7 @@ extension SnapFileSystem {
                     _ = try syscall(snapfs_renameat2(fromFD, name, toFD, newName, flags))
                 }
             }
-            if sqlite.isActive { sqlite.namesChanged() }
+            if sqlite.isActive { sqliteNodes.namesChanged() }
             if snapshotState.sharesBackingObjects {
                 rememberName(newName, in: to)
                 if flags & UInt32(SNAPFS_RENAME_EXCHANGE) != 0 { rememberName(name, in: from) }

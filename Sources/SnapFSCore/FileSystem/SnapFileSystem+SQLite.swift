@@ -1,5 +1,8 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSSQLite
+import SnapFSSnapshots
 import SystemPackage
 
 /// What an inode is to SQLite commit detection, known from its name.
@@ -218,9 +221,9 @@ extension SnapFileSystem {
     private func walDatabasePath(_ commit: SQLiteCommit) throws(Errno) -> String? {
         guard let walKey = commit.walKey else { return try openDatabase(commit)?.path }
         let location = commit.location
-        guard let current = try regularFileKey(location.name, in: location.directory) else { return nil }
+        guard let current = try regularFileKey(location.name, in: location.directoryInode) else { return nil }
         if sqlite.isKnownDatabase(current, ofLog: walKey, at: location) {
-            return try location.directory.withFD { (dirFD) throws(Errno) in relativePath(of: location.directory, dirFD, name: location.name) }
+            return try location.directoryInode.withFD { (dirFD) throws(Errno) in relativePath(of: location.directoryInode, dirFD, name: location.name) }
         }
         guard let database = try openDatabase(commit) else { return nil }
         sqlite.noteDatabase(.init(location: location, key: BackingKey(database.status)), ofLog: walKey)
@@ -229,7 +232,7 @@ extension SnapFileSystem {
 
     /// The database of `commit`, open, if it is one (a regular file with a valid header).
     private func openDatabase(_ commit: SQLiteCommit) throws(Errno) -> OpenDatabase? {
-        try commit.location.directory.withFD { (dirFD) throws(Errno) -> OpenDatabase? in
+        try commit.location.directoryInode.withFD { (dirFD) throws(Errno) -> OpenDatabase? in
             // No such file (or a symlink, a FIFO…): a journal without a database, not a commit.
             let fd = Self.openForReading(commit.location.name, in: dirFD)
             guard fd >= 0 else { return nil }
@@ -241,7 +244,7 @@ extension SnapFileSystem {
             guard fstat(fd, &database.status) == 0, database.status.isRegular, n == bytes.count,
                   let header = SQLiteDatabaseHeader(bytes), commit.walLog == nil || walFD >= 0 else { return nil }
             database.header = header
-            database.path = relativePath(of: commit.location.directory, dirFD, name: commit.location.name)
+            database.path = relativePath(of: commit.location.directoryInode, dirFD, name: commit.location.name)
             return database
         }
     }
@@ -299,8 +302,8 @@ extension SnapFileSystem {
     /// committed page from the log, which is written with direct I/O.)
     private func pushKernelPagesOfDatabase(_ commit: SQLiteCommit, serving: UInt64?) {
         guard options.kernelWritebackCache, commit.mode != .wal, sqlite.options.mode == .snapshot,
-              let kernel = engine?.links.kernel else { return }
-        let key = try? regularFileKey(commit.location.name, in: commit.location.directory)
+              let kernel = kernel.value else { return }
+        let key = try? regularFileKey(commit.location.name, in: commit.location.directoryInode)
         guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false), id != serving else { return }
         kernel.pushDirtyPages(of: [id])
     }
@@ -323,14 +326,14 @@ extension SnapFileSystem {
     /// directory's own path is remembered until a rename or rmdir.
     private func relativePath(of dir: Inode, _ dirFD: Int32, name: [UInt8]) -> String {
         let file = String(decoding: name, as: UTF8.self)
-        guard let directory = sqlite.directoryPath(of: dir) ?? directoryPath(of: dir, dirFD) else { return file }
+        guard let directory = sqliteNodes.directoryPath(of: dir) ?? directoryPath(of: dir, dirFD) else { return file }
         return directory.isEmpty ? file : directory + "/" + file
     }
 
     /// The path of the directory `dir` (open as `dirFD`) relative to the backing root ("" for
     /// the root), worked out from the descriptor and remembered; nil if it is not inside.
     private func directoryPath(of dir: Inode, _ dirFD: Int32) -> String? {
-        let generation = sqlite.namesGeneration.load(ordering: .acquiring)
+        let generation = sqliteNodes.namesGeneration.load(ordering: .acquiring)
         guard let target = proc.target(of: dirFD) else { return nil }
         let prefix = rootPath.hasSuffix("/") ? rootPath : rootPath + "/"
         let directory: String
@@ -341,7 +344,7 @@ extension SnapFileSystem {
         } else {
             return nil
         }
-        sqlite.noteDirectoryPath(directory, of: dir, generation: generation)
+        sqliteNodes.noteDirectoryPath(directory, of: dir, generation: generation)
         return directory
     }
 
@@ -422,7 +425,7 @@ extension SnapFileSystem {
                 commit.wal = nil
             }
         } else {
-            let hot = try commit.location.directory.withFD { (dirFD) throws(Errno) -> Bool in
+            let hot = try commit.location.directoryInode.withFD { (dirFD) throws(Errno) -> Bool in
                 let journal = Self.openForReading(commit.location.name + Array("-journal".utf8), in: dirFD)
                 guard journal >= 0 else { return false }
                 defer { close(journal) }

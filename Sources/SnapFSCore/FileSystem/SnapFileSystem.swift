@@ -1,6 +1,10 @@
 import CLinux
 import Glibc
 import Logging
+import SnapFSBacking
+import SnapFSCache
+import SnapFSSQLite
+import SnapFSSnapshots
 import SystemPackage
 
 /// The filesystem snapfs serves: every operation the kernel can ask for, carried out on
@@ -18,12 +22,14 @@ public final class SnapFileSystem: Sendable {
     let canChown: Bool
     /// The freeze gate, change tracking and copy-up generation shared with the snapshot engine.
     public let snapshotState: SnapshotState
-    /// The engine behind the control file, attached after both exist.
-    let engineLink = EngineLink()
+    /// The engine behind the control file, attached after both exist (``attach(_:)``).
+    let engineAttachment = Attachment<SnapshotEngine>()
     /// FUSE passthrough, attached by the FUSE layer when the kernel has it.
-    let passthroughLink = PassthroughLink()
+    let passthroughKernel = Attachment<any KernelPassthrough>()
     /// SQLite commit detection (see SnapFileSystem+SQLite).
     public let sqlite: SQLiteCommitDetector
+    /// The filesystem's side of commit detection: directory paths, journals the kernel writes.
+    let sqliteNodes = SQLiteNodes()
     /// The backing root as `/proc/self/fd` links show it, for paths relative to the root.
     let rootPath: String
     /// snapfs's page cache of regular files' data (nil: off; see SnapFileSystem+Cache).
@@ -36,24 +42,24 @@ public final class SnapFileSystem: Sendable {
     /// Requests the kernel sent, by kind (counted by the FUSE layer; shown in `status`).
     public let requests = RequestCounts()
 
-    final class EngineLink: @unchecked Sendable {
-        weak var engine: SnapshotEngine?
-    }
-
     /// The way back into the kernel, attached by the FUSE layer once the mount is up
     /// (before any request is served).
-    let kernelLink = KernelLinkHolder()
+    let kernel = Attachment<any KernelLink>()
 
-    final class KernelLinkHolder: @unchecked Sendable {
-        var kernel: (any KernelLink)?
-    }
-
-    public func attachKernel(_ kernel: any KernelLink) {
-        kernelLink.kernel = kernel
+    public func attachKernel(_ link: any KernelLink) {
+        kernel.attach(link)
     }
 
     /// The snapshot engine behind `.snapfs-control`, if one is attached.
-    public var engine: SnapshotEngine? { engineLink.engine }
+    public var engine: SnapshotEngine? { engineAttachment.value }
+
+    /// Makes `engine` take this filesystem's snapshots: the control file, the SQLite
+    /// commits and the engine's own flushes go through it from now on.
+    public func attach(_ engine: SnapshotEngine) {
+        engineAttachment.attach(engine)
+        engine.attach(self)
+        sqlite.useAutoFloor(ms: engine.strategy.commitSnapshotFloorMs)
+    }
 
     /// Opens the backing directory at `backingPath`.
     public init(backingPath: String, options: FileSystemOptions = FileSystemOptions(),

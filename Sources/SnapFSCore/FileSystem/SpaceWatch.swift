@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSBacking
 import Synchronization
 
 /// Whether the backing filesystem is short of space for what the kernel's write-back cache

@@ -1,22 +1,10 @@
 import CLinux
 import Glibc
+import SnapFSBacking
+import SnapFSCache
+import SnapFSSnapshots
 import Synchronization
 import SystemPackage
-
-/// Identity of an object in the backing filesystem.
-public struct BackingKey: Hashable, Sendable {
-    public let device: UInt64
-    public let inode: UInt64
-
-    public init(device: UInt64, inode: UInt64) {
-        self.device = device
-        self.inode = inode
-    }
-
-    public init(_ st: stat) {
-        self.init(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
-    }
-}
 
 /// A backing object the kernel knows by `id`, its FUSE node id.
 ///
@@ -456,14 +444,19 @@ final class DescriptorPool: Sendable {
     /// close idle `SNAPFS_O_PATH` descriptors, not run the process out of descriptors).
     private let handleCount = Atomic<Int>(0)
     private let sweeping = Atomic<Bool>(false)
-    /// The table whose inodes a sweep visits. Set once by ``InodeTable/init(rootFD:descriptorBudget:)``
-    /// before the table is shared, read afterwards. (Not a closure kept in a Mutex: reading a
-    /// function value back out of `Mutex.withLock` wraps it in one more reabstraction thunk
-    /// on every access — measured here: the chain grew until the daemon overflowed its stack.)
-    let owner = OwnerLink()
+    /// The table whose inodes a sweep visits, set by ``InodeTable/init(rootFD:descriptorBudget:)``
+    /// (held weakly: the table owns the pool). A reference, not a closure: reading a function
+    /// value back out of `Mutex.withLock` wraps it in one more reabstraction thunk on every
+    /// access — measured here: the chain grew until the daemon overflowed its stack.
+    private let owner = Mutex(WeakTable())
 
-    final class OwnerLink: @unchecked Sendable {
+    private struct WeakTable {
         weak var table: InodeTable?
+    }
+
+    /// Called once by the table that owns the pool.
+    func attach(to table: InodeTable) {
+        owner.withLock { $0.table = table }
     }
 
     /// A pool for the filesystem of `rootFD`, or nil when descriptors cannot be reopened by
@@ -548,7 +541,7 @@ final class DescriptorPool: Sendable {
     /// snapshot of the table, so no table lock is held while inodes are locked. Callers
     /// hold no inode lock.
     func sweep() {
-        guard let table = owner.table else { return }
+        guard let table = owner.withLock({ $0.table }) else { return }
         guard !sweeping.exchange(true, ordering: .acquiring) else { return }
         defer { sweeping.store(false, ordering: .releasing) }
         let target = pathBudget * 3 / 4

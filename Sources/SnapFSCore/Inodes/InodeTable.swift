@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import SnapFSBacking
 import Synchronization
 import SystemPackage
 
@@ -47,7 +48,7 @@ public final class InodeTable: Sendable {
             state.byID[Self.rootID] = Node(inode: root, lookups: 1)
             state.byKey[TableKey(backing: root.key, snapshotView: false)] = Self.rootID
         }
-        pool?.owner.table = self
+        pool?.attach(to: self)
     }
 
     /// The inode for a node id the kernel sent.

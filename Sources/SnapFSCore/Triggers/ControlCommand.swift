@@ -1,3 +1,4 @@
+import SnapFSSnapshots
 /// A command written to the control file (`MOUNT/.snapfs-control`), one per `write()`:
 ///
 ///     snapshot [--force] [--trigger=KIND[:DETAIL]] [LABEL]

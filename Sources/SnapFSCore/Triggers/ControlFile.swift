@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import SnapFSSnapshots
 import Synchronization
 import SystemPackage
 

@@ -1,0 +1,185 @@
+import CLinux
+import Glibc
+import SnapFSBacking
+import Synchronization
+import SystemPackage
+
+/// Empty `-wal` and `-shm` files beside the WAL-mode databases of a tree snapshot.
+///
+/// A WAL-mode database whose last connection has closed has neither file, and SQLite, even
+/// opening it read-only, must then create its `-shm`: in a snapshot, which nobody may write,
+/// the open fails ("unable to open database file"). With an empty `-wal` and an empty `-shm`
+/// present, a read-only connection needs to write nothing: the log is empty, so the database
+/// file alone is the committed state, and a `-shm` it cannot write makes SQLite keep its
+/// index in private memory. So every snapshot built file by file gives each WAL-mode
+/// database (header bytes 18 and 19 equal to 2) that lacks them an empty `-wal` and `-shm`,
+/// with the database's owner, group, permission bits (read and write only) and times. The
+/// database's own bytes are never changed (with hard links they are the live file's).
+/// `diff` and `restore` treat an empty `-wal` or `-shm` the same as none.
+enum SQLiteCompanion {
+    static let suffixes = ["-wal", "-shm"]
+
+    /// Files already found not to be databases, by inode number, size and modification
+    /// time. A hard-link snapshot holds the same inodes as the one before for every file
+    /// that did not change (a change through the mount copies the file up to a new inode
+    /// first), and a btrfs snapshot the same inode numbers (on a device of its own, so the
+    /// device is left out), so a walk reads only the files that changed. Not the change
+    /// time: each hard link made moves it. At most `notDatabasesLimit` entries (then it
+    /// starts over). A file made to look the same (number, size and time to the nanosecond)
+    /// would only miss its companions.
+    struct FileIdentity: Hashable {
+        let inode: UInt64, size: Int64, modified: Int64
+
+        init(_ status: stat) {
+            inode = UInt64(status.st_ino)
+            size = Int64(status.st_size)
+            modified = Int64(status.st_mtim.tv_sec) * 1_000_000_000 + Int64(status.st_mtim.tv_nsec)
+        }
+    }
+    static let notDatabases = Mutex<Set<FileIdentity>>([])
+    static let notDatabasesLimit = 1_000_000
+
+    /// Whether `name` is SQLite's `-wal`, `-shm` or `-journal` file of some database.
+    static func isCompanionName(_ name: UnsafePointer<CChar>) -> Bool {
+        ["-wal", "-shm", "-journal"].contains { hasSuffix(name, $0) }
+    }
+
+    /// Whether `name` is a rollback journal's name (`NAME-journal`).
+    static func isJournalName(_ name: UnsafePointer<CChar>) -> Bool { hasSuffix(name, "-journal") }
+
+    /// Whether `name` is longer than `suffix` and ends with it.
+    private static func hasSuffix(_ name: UnsafePointer<CChar>, _ suffix: String) -> Bool {
+        let length = strlen(name), count = suffix.utf8.count
+        return length > count && strcmp(name + (length - count), suffix) == 0
+    }
+
+    /// Whether `name` (raw bytes) is an empty `-wal` or `-shm` that stands for none.
+    static func isPlaceholder(_ name: [UInt8], _ status: stat) -> Bool {
+        status.st_mode & S_IFMT == S_IFREG && status.st_size == 0 && suffixes.contains { name.count > $0.utf8.count && name.suffix($0.utf8.count).elementsEqual($0.utf8) }
+    }
+
+    /// A cheap first look: a database is whole pages of at least 512 bytes.
+    static func mayBeDatabase(_ status: stat) -> Bool {
+        status.st_size >= 512 && status.st_size % 512 == 0
+    }
+
+    /// Whether the file open at `fd` starts with a SQLite header in WAL mode.
+    static func isWALDatabase(_ fd: Int32) -> Bool { databaseKind(fd) == .wal }
+
+    enum Kind { case none, rollback, wal }
+
+    /// What the file open at `fd` is: a SQLite database in rollback or WAL mode, or neither.
+    static func databaseKind(_ fd: Int32) -> Kind {
+        var header = [UInt8](repeating: 0, count: 20)
+        let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, 20, 0) }
+        guard n == 20, header[0..<16].elementsEqual("SQLite format 3\0".utf8) else { return .none }
+        return header[18] == 2 && header[19] == 2 ? .wal : .rollback
+    }
+
+    /// The journals copied into `directory` (its target is open): a hot one is played back
+    /// into the snapshot's database and removed; any other is sealed with the rest.
+    static func playBackJournals(of directory: CloneDirectory) throws(Errno) {
+        for journal in directory.journals where try !HotJournal.rollBack(in: directory.target, journal: journal) {
+            let fd = snapfs_openat(directory.target, journal, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var status = stat()
+            if fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 1 { try Seal.apply(fd) }
+        }
+        directory.journals.removeAll()
+    }
+
+
+    /// Adds an empty `-wal` and `-shm` beside each of `databases` (NUL-terminated names in
+    /// `dir`) that lacks them; returns whether it added any.
+    @discardableResult
+    static func addMissing(in dir: Int32, databases: [[CChar]], seal: Bool = true) throws(Errno) -> Bool {
+        var added = false
+        for database in databases {
+            var status = stat()
+            guard fstatat(dir, database, &status, AT_SYMLINK_NOFOLLOW) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
+            for suffix in suffixes {
+                let name = Array(database.dropLast()) + suffix.utf8CString
+                var existing = stat()
+                if fstatat(dir, name, &existing, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+                let fd = snapfs_openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                if fd < 0 {
+                    if errno == EEXIST { continue }
+                    throw .current
+                }
+                defer { close(fd) }
+                added = true
+                try syscall(fchown(fd, status.st_uid, status.st_gid))
+                try syscall(fchmod(fd, status.st_mode & 0o666))
+                var times = [status.st_atim, status.st_mtim]
+                try syscall(futimens(fd, &times))
+                if seal { try Seal.apply(fd) }
+            }
+        }
+        return added
+    }
+
+    /// Gives every WAL database of the tree at `root` its missing companions, keeping each
+    /// directory's times: for a btrfs snapshot, which is taken whole by the filesystem and
+    /// so is not listed file by file as the other strategies' are. Walks with a cursor (one
+    /// descriptor, no recursion); opens only files whose size could be a database's.
+    static func addToTree(_ root: Int32, noAccessTime: Int32, seal: Bool = false) throws(Errno) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+        defer { buffer.deallocate() }
+        // O_NOATIME: listing the snapshot must not change its directories' access times.
+        try DirectoryCursor(at: root, extraFlags: noAccessTime).walk { (cursor) throws(Errno) in
+            try visit(cursor, buffer, noAccessTime, seal)
+        }
+    }
+
+    /// Adds the companions in the directory at `cursor`; returns its subdirectories.
+    private static func visit(_ cursor: DirectoryCursor, _ buffer: UnsafeMutableRawBufferPointer,
+                              _ noAccessTime: Int32, _ seal: Bool) throws(Errno) -> [[UInt8]] {
+        var subdirectories: [[UInt8]] = []
+        var databases: [[CChar]] = []
+        var journals: [[CChar]] = []
+        let dir = cursor.fd
+        try DirectoryEntries.forEach(in: dir, buffer: buffer) { (name, type) throws(Errno) in
+            var kind = type
+            var status = stat()
+            if kind == DirectoryEntries.Kind.unknown || kind == DirectoryEntries.Kind.regular {
+                try syscall(fstatat(dir, name, &status, AT_SYMLINK_NOFOLLOW))
+                kind = DirectoryEntries.Kind.of(mode: status.st_mode)
+            }
+            if kind == DirectoryEntries.Kind.directory {
+                subdirectories.append(Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name))))
+            } else if kind == DirectoryEntries.Kind.regular && isJournalName(name) {
+                journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+            } else if kind == DirectoryEntries.Kind.regular && mayBeDatabase(status) {
+                let identity = FileIdentity(status)
+                if notDatabases.withLock({ $0.contains(identity) }) { return }
+                let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | noAccessTime, 0)
+                if fd >= 0 {
+                    defer { close(fd) }
+                    let kind = databaseKind(fd)
+                    if kind == .none {
+                        notDatabases.withLock {
+                            if $0.count >= notDatabasesLimit { $0.removeAll() }
+                            $0.insert(identity)
+                        }
+                    }
+                    if kind == .wal { databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
+                    // A database of the snapshot's own is sealed too: with its journal mode
+                    // set to OFF, a connection could write it without any companion file.
+                    if seal && kind != .none && status.st_nlink == 1 { try Seal.apply(fd) }
+                }
+            }
+        }
+        guard !journals.isEmpty || !databases.isEmpty else { return subdirectories }
+        // A sealed directory is opened up for the change and sealed again.
+        let wasSealed = seal ? try Seal.remove(dir) : false
+        var changed = false
+        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal, seal: seal) { changed = true }
+        if try addMissing(in: dir, databases: databases, seal: seal) || changed {
+            var times = [cursor.status.st_atim, cursor.status.st_mtim]
+            try syscall(futimens(dir, &times))
+        }
+        if wasSealed { try Seal.apply(dir) }
+        return subdirectories
+    }
+}

@@ -154,7 +154,8 @@ import Testing
         try fs.unlink(parent: root, name: "g")
         let seen = observer.seen.withLock { $0 }
         #expect(seen.count == 7)
-        #expect(seen[1].hasPrefix("writeData") && seen[1].contains("offset: 5") && seen[1].contains("length: 10"))
+        // The write, with its 10 bytes at offset 5.
+        #expect(seen[1].hasPrefix("write(") && seen[1].contains("offset: 5") && seen[1].contains("count: 10"))
         #expect(seen[2].hasPrefix("setAttributes"))
         #expect(seen.last!.hasPrefix("removeEntry"))
     }

@@ -25,9 +25,7 @@ extension SnapFileSystem {
             return try controlAttributes()
         }
         let node = try inodes.inode(inode)
-        var commit: SQLiteCommit?
-        defer { if let commit { sqliteCommitted(commit, serving: inode) } }
-        return try mutate(.setAttributes(inode: node)) { () throws(Errno) -> stat in
+        return try mutate(.setAttributes(inode: node, size: changes.size)) { () throws(Errno) -> stat in
             if let mode = changes.mode {
                 if node.isSymlink { throw Errno.notSupported }
                 try node.withFD { (fd) throws(Errno) in
@@ -43,11 +41,7 @@ extension SnapFileSystem {
                     _ = try syscall(fchownat(fd, "", uid, gid, SNAPFS_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
                 }
             }
-            if let size = changes.size {
-                let endsJournal = sqliteTruncationCommits(node, to: size)
-                try truncate(node, to: size, file: file, context: context)
-                commit = sqliteTruncated(node, to: size, endingJournal: endsJournal)
-            }
+            if let size = changes.size { try truncate(node, to: size, file: file, context: context) }
             if changes.accessTime != nil || changes.modificationTime != nil {
                 try setTimes(node, access: changes.accessTime, modification: changes.modificationTime, file: file)
             }

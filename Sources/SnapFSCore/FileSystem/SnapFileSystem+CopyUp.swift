@@ -122,4 +122,15 @@ extension SnapFileSystem {
             _ = try syscall(unlinkat(dirFD, temporary, 0))
         }
     }
+
+    /// After a rename: the inode the kernel holds for the object now at `name` (if any)
+    /// remembers that name, for a later copy-up.
+    func rememberName(_ name: UnsafePointer<CChar>, in dir: Inode) {
+        var st = stat()
+        let found = (try? dir.withFD { fd in fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 }) ?? false
+        guard found, st.fileType == S_IFREG,
+              let id = inodes.id(of: BackingKey(st), snapshotView: false),
+              let inode = try? inodes.inode(id) else { return }
+        inode.remember(name: name, in: dir)
+    }
 }

@@ -120,21 +120,18 @@ extension SnapFileSystem {
         return .file(fd: file.fd, offset: offset, length: size)
     }
 
-    /// Writes all of `data` at `offset`; returns the bytes written.
+    /// Writes all of `data` at `offset`; returns the bytes written. Where the data goes is
+    /// decided here: the page cache, or the backing file (a file the kernel reads directly,
+    /// a SQLite journal or WAL, a file written through).
     public func write(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64,
                       context: RequestContext) throws(Errno) -> Int {
-        var commit: SQLiteCommit?
-        defer { if let commit { sqliteCommitted(commit, serving: file.inode.id) } }
-        checkJournalBeforeDatabaseWrite(file)
-        return try mutate(.writeData(inode: file.inode, offset: offset, length: Int64(data.count))) { () throws(Errno) -> Int in
+        try mutate(.write(file: file, data: data, offset: offset)) { (notes: inout MutationNotes) throws(Errno) -> Int in
             dropPrivileges(file.fd, of: file.inode, caller: context)
             if let cache, caches(file.inode), !file.bypassesCache {
                 return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
                     try cachedWrite(cache, file, data, offset: offset)
                 }
             }
-            let role = file.inode.sqliteRole.load(ordering: .relaxed)
-            let persisting = role != 0 && sqliteWriteEndsJournal(file, data, offset: offset)
             var done = 0
             while done < data.count {
                 let n = try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
@@ -143,7 +140,7 @@ extension SnapFileSystem {
                 if n == 0 { break }
                 done += n
             }
-            if role != 0 { commit = sqliteWritten(file, UnsafeRawBufferPointer(rebasing: data[0..<done]), offset: offset, endingJournal: persisting) }
+            notes.writtenThrough = done
             return done
         }
     }

@@ -132,19 +132,16 @@ extension SnapFileSystem {
 
     public func unlink(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
-        let removal = sqliteRemoval(of: name, in: dir)
-        try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
+        try mutate(.removeEntry(parent: dir, name: name, directory: false)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, 0)) }
         }
-        if let removal { sqliteRemoved(removal, in: dir) }
     }
 
     public func rmdir(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
         let dir = try inodes.inode(parent)
-        try mutate(.removeEntry(parent: dir, name: name)) { () throws(Errno) in
+        try mutate(.removeEntry(parent: dir, name: name, directory: true)) { () throws(Errno) in
             try dir.withFD { (dirFD) throws(Errno) in _ = try syscall(unlinkat(dirFD, name, AT_REMOVEDIR)) }
         }
-        if sqlite.isActive { sqliteNodes.namesChanged() }
     }
 
     /// rename(2) and renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
@@ -155,29 +152,14 @@ extension SnapFileSystem {
         let from = try inodes.inode(parent)
         let to = try inodes.inode(newParent)
         if from.inSnapshotView != to.inSnapshotView { throw Errno.improperLink }
-        try mutate(.rename(from: from, name: name, to: to, newName: newName)) { () throws(Errno) in
+        let exchange = flags & UInt32(SNAPFS_RENAME_EXCHANGE) != 0
+        try mutate(.rename(from: from, name: name, to: to, newName: newName, exchange: exchange)) { () throws(Errno) in
             try from.withFD { (fromFD) throws(Errno) in
                 try to.withFD { (toFD) throws(Errno) in
                     _ = try syscall(snapfs_renameat2(fromFD, name, toFD, newName, flags))
                 }
             }
-            if sqlite.isActive { sqliteNodes.namesChanged() }
-            if snapshotState.sharesBackingObjects {
-                rememberName(newName, in: to)
-                if flags & UInt32(SNAPFS_RENAME_EXCHANGE) != 0 { rememberName(name, in: from) }
-            }
         }
-    }
-
-    /// After a rename: the inode the kernel holds for the object now at `name` (if any)
-    /// remembers that name, for a later copy-up.
-    private func rememberName(_ name: UnsafePointer<CChar>, in dir: Inode) {
-        var st = stat()
-        let found = (try? dir.withFD { fd in fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 }) ?? false
-        guard found, st.fileType == S_IFREG,
-              let id = inodes.id(of: BackingKey(st), snapshotView: false),
-              let inode = try? inodes.inode(id) else { return }
-        inode.remember(name: name, in: dir)
     }
 
     /// The permission bits a new object gets: the caller's umask applies, unless `dir` has

@@ -17,7 +17,8 @@ public final class SnapFileSystem: Sendable {
     public let inodes: InodeTable
     let proc: ProcSelfFD
     let logger: Logger
-    let observer: (any MutationObserver)?
+    /// The stages every change passes (``mutate(_:_:)``).
+    let pipeline: MutationPipeline
     /// Whether the daemon may give files away (it runs as root).
     let canChown: Bool
     /// The freeze gate, change tracking and copy-up generation shared with the snapshot engine.
@@ -85,65 +86,24 @@ public final class SnapFileSystem: Sendable {
             return ok ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
         }
         self.options = options
-        self.observer = observer
+        self.pipeline = MutationPipeline(readOnly: options.readOnly, observer: observer)
         self.logger = logger
         self.canChown = geteuid() == 0
         self.handles = HandleLedger(limits: options.handleLimits ?? .defaults(descriptorLimit: Self.descriptorLimit()))
         self.snapshotState = snapshotState
     }
 
-    /// The single gate every change passes through: refuses changes to a read-only mount,
-    /// to `.snapshots/` and to the reserved names; waits while a snapshot is taken; copies
-    /// up an object a snapshot shares; lets the observer (cache, trigger) act before the
-    /// backing store is touched.
+    /// The single gate every change passes through: each stage of ``pipeline`` acts before
+    /// and after the change (see ``MutationPipeline``); a snapshot being taken holds the
+    /// change back until it is done.
     @inline(__always) @discardableResult
-    func mutate<T>(_ mutation: Mutation, _ body: () throws(Errno) -> T) throws(Errno) -> T {
-        if options.readOnly { throw Errno.readOnlyFileSystem }
-        try checkNamespace(mutation)
-        return try snapshotState.gate.pass { () throws(Errno) -> T in
-            if let inode = mutation.changedInode {
-                if case .truncateOnOpen = mutation {
-                    try breakSharing(inode, keepingData: false)
-                } else {
-                    try breakSharing(inode, keepingData: true)
-                }
-            }
-            if let observer {
-                do {
-                    try observer.willMutate(mutation)
-                } catch let error as Errno {
-                    throw error
-                } catch {
-                    logger.error("mutation refused: \(error)")
-                    throw Errno.ioError
-                }
-            }
-            snapshotState.noteChange()
-            if case let .writeData(inode, offset, length) = mutation { inode.noteWrite(offset: offset, length: length) }
-            return try body()
-        }
+    func mutate<T>(_ mutation: Mutation, _ change: (inout MutationNotes) throws(Errno) -> T) throws(Errno) -> T {
+        try pipeline.run(mutation, in: self, change)
     }
 
-    /// Nothing under `.snapshots/` changes, and the reserved names at the root stay what they are.
-    @inline(__always)
-    private func checkNamespace(_ mutation: Mutation) throws(Errno) {
-        switch mutation {
-        case let .createEntry(parent, name):
-            if parent.inSnapshotView { throw Errno.readOnlyFileSystem }
-            if parent.id == InodeTable.rootID && ReservedName.isReserved(name) { throw Errno.fileExists }
-        case let .removeEntry(parent, name):
-            if parent.inSnapshotView { throw Errno.readOnlyFileSystem }
-            if parent.id == InodeTable.rootID && ReservedName.isReserved(name) { throw Errno.resourceBusy }
-        case let .rename(from, name, to, newName):
-            if from.inSnapshotView || to.inSnapshotView { throw Errno.readOnlyFileSystem }
-            if (from.id == InodeTable.rootID && ReservedName.isReserved(name))
-                || (to.id == InodeTable.rootID && ReservedName.isReserved(newName)) {
-                throw Errno.resourceBusy
-            }
-        case let .setAttributes(inode), let .writeData(inode, _, _), let .extendedAttributes(inode),
-             let .truncateOnOpen(inode):
-            if inode.inSnapshotView { throw Errno.readOnlyFileSystem }
-        }
+    @inline(__always) @discardableResult
+    func mutate<T>(_ mutation: Mutation, _ change: () throws(Errno) -> T) throws(Errno) -> T {
+        try pipeline.run(mutation, in: self) { (_: inout MutationNotes) throws(Errno) -> T in try change() }
     }
 
     /// Attributes as the kernel sees them. `st_ino` stays the backing inode number, so it

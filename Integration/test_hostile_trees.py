@@ -9,7 +9,7 @@ import stat
 import subprocess
 import time
 
-from conftest import SNAPFS
+from lib.common import SNAPFS
 
 TIMEOUT = 300
 

@@ -7,11 +7,11 @@ for each.
     users    unprivileged users the tests act as (`User`, `ensure_user`, `run_as_nobody`)
     libc     libc calls Python's os module lacks, through ctypes
     posix    file helpers of the POSIX conformance tests
-    control  the control file (`snapshot`, `status`) and `snapfs status`
-    snapshots, sqlite, cli   helpers of the snapshot, SQLite and command-line tests
-    programs/  child programs the tests run (as other users, or to be killed)
+    control  the control file (`snapshot`, `status`, the snapshots' metadata) and `snapfs status`
+    sqlite   SQLite connections and commit snapshots
+    cli      `run` and `Env` of the command-line tests
 
 The tests import it as `lib` (pytest puts Integration/ on sys.path, conftest.py being
-there). The benchmarks import it as `Integration.lib`: bench/lib/__init__.py puts the
+there). The benchmarks (bench/) import it as `Integration.lib`: bench/lib/__init__.py puts the
 repository's root on sys.path. So modules here import each other relatively, and only
 `common.cannot` needs pytest (imported when it is called)."""

@@ -157,6 +157,7 @@ def test_bad_cache_options_are_refused(workdir):
         assert not is_mounted(mnt)
 
 
+@pytest.mark.slow
 def test_memory_stays_within_the_cache_size_while_4_gib_go_through(make_mount):
     cache = 64 * MIB
     m = make_mount(extra_args=["--cache-size", "64M"])
@@ -182,6 +183,7 @@ def test_memory_stays_within_the_cache_size_while_4_gib_go_through(make_mount):
     os.unlink(m.mnt / "big")
 
 
+@pytest.mark.slow
 def test_kill_9_keeps_every_fsynced_byte_and_invents_none(make_mount):
     m = make_mount(extra_args=["--dirty-age", "1h"])
     rng = random.Random(int(time.time()))

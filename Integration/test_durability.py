@@ -77,6 +77,7 @@ def verify_all(mnt, final):
     return per_db
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.xfs
 def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount):

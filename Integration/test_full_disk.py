@@ -17,10 +17,10 @@ from lib.common import SNAPFS, wait_until
 from lib.loopfs import LoopFS
 from lib.mount import is_mounted
 
-# 60 KiB, recognisable content: small enough to be buffered by the cache (larger writes
-# of whole pages go straight to the backing file).
 pytestmark = pytest.mark.root   # loop ext4 images
 
+# 60 KiB, recognisable content: small enough to be buffered by the cache (larger writes
+# of whole pages go straight to the backing file).
 CHUNK = bytes(range(256)) * 240
 
 

@@ -542,6 +542,7 @@ MOUNTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(MOUNTS))
 def test_random_integrity(make_mount, kind):
     seed, steps = seed_and_steps(fixed=FIXED_SEEDS[list(MOUNTS).index(kind) % len(FIXED_SEEDS)])

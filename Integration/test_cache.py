@@ -13,25 +13,12 @@ import time
 
 import pytest
 
-from conftest import EVERY_COMMIT, SNAPFS, wait_until, is_mounted
-from test_snapshots import snapshot
+from lib.common import EVERY_COMMIT, SNAPFS, wait_until
+from lib.control import snapfs_status as status, snapshot
+from lib.mount import is_mounted, peak_rss_kib
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def status(m):
-    r = subprocess.run([SNAPFS, "status", str(m.mnt)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
-
-
-def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 @pytest.mark.parametrize("options", [("no_writeback_cache",), ()], ids=["cache", "cache+kernel_writeback"])
@@ -170,6 +157,7 @@ def test_bad_cache_options_are_refused(workdir):
         assert not is_mounted(mnt)
 
 
+@pytest.mark.slow
 def test_memory_stays_within_the_cache_size_while_4_gib_go_through(make_mount):
     cache = 64 * MIB
     m = make_mount(extra_args=["--cache-size", "64M"])
@@ -195,6 +183,7 @@ def test_memory_stays_within_the_cache_size_while_4_gib_go_through(make_mount):
     os.unlink(m.mnt / "big")
 
 
+@pytest.mark.slow
 def test_kill_9_keeps_every_fsynced_byte_and_invents_none(make_mount):
     m = make_mount(extra_args=["--dirty-age", "1h"])
     rng = random.Random(int(time.time()))

@@ -9,7 +9,6 @@ only snapfs processes whose command line names that directory are signalled."""
 
 import errno
 import os
-import pathlib
 import re
 import signal
 import stat
@@ -18,171 +17,13 @@ import time
 
 import pytest
 
-from conftest import SNAPFS, is_mounted, run_as_nobody, snapfs_available, wait_until
+from lib.cli import TIMEOUT, assert_one_snapfs_line, listing, run
+from lib.common import SNAPFS, wait_until
+from lib.mount import is_mounted, mount_records, mounts_under, pid_alive, proc_stat, snapfs_pids_naming
+from lib.users import NOBODY, run_as_nobody
 
-NOBODY = 65534
-TIMEOUT = 30
-
-
-# ---------------------------------------------------------------- helpers
-
-def run(args, timeout=TIMEOUT, **kw):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, **kw)
-
-
-def _unescape(field):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_records(path=None):
-    """(mountpoint, fstype, source, mount options, super options) of each mount in
-    /proc/self/mountinfo, optionally only those at `path`."""
-    records = []
-    want = os.path.realpath(path) if path is not None else None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            dash = fields.index("-")
-            rec = (_unescape(fields[4]), fields[dash + 1], _unescape(fields[dash + 2]),
-                   fields[5], fields[dash + 3] if dash + 3 < len(fields) else "")
-            if want is None or rec[0] == want:
-                records.append(rec)
-    return records
-
-
-def mounts_under(directory):
-    d = os.path.realpath(directory)
-    return [r for r in mount_records() if r[0] == d or r[0].startswith(d + "/")]
-
-
-def proc_stat(pid):
-    """(state, ppid, pgrp, session) of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return rest[0], int(rest[1]), int(rest[2]), int(rest[3])
-
-
-def alive(pid):
-    st = proc_stat(pid)
-    return st is not None and st[0] != "Z"
-
-
-def snapfs_pids_naming(directory):
-    """Pids of snapfs processes whose command line names a path inside `directory`."""
-    d = os.path.realpath(directory)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if not argv or os.path.basename(argv[0]) != "snapfs":
-            continue
-        if any(a == d or a.startswith(d + "/") for a in argv[1:]):
-            pids.append(int(entry))
-    return pids
-
-
-def assert_one_snapfs_line(stderr):
-    lines = stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("snapfs: "), \
-        f"expected exactly one stderr line starting with 'snapfs: ', got {stderr!r}"
-    return lines[0]
-
-
-def listing(path):
-    p = pathlib.Path(path)
-    if not p.exists():
-        return None
-    if not p.is_dir():
-        return ("file", p.read_bytes())
-    return sorted(os.listdir(p))
-
-
-class Env:
-    """A test's temporary directory, with everything it needs to clean up."""
-
-    def __init__(self, workdir):
-        self.dir = pathlib.Path(os.path.realpath(workdir))
-        self.children = []       # Popen objects this test started
-        self.daemon_pids = set()
-
-    def path(self, name):
-        return self.dir / name
-
-    def dirs(self, *names):
-        out = []
-        for name in names:
-            p = self.dir / name
-            p.mkdir(parents=True, exist_ok=True)
-            out.append(p)
-        return out
-
-    def mount(self, backing, mnt, *extra, tag=None):
-        """`snapfs mount BACKING MNT --pid-file --log-file EXTRA...`; returns (result, pid or None)."""
-        tag = tag or pathlib.Path(mnt).name
-        pid_file = self.dir / f"{tag}.pid"
-        log_file = self.dir / f"{tag}.log"
-        r = run([SNAPFS, "mount", backing, mnt, "--pid-file", pid_file, "--log-file", log_file, *extra])
-        pid = None
-        if r.returncode == 0 and pid_file.exists():
-            pid = int(pid_file.read_text().strip())
-            self.daemon_pids.add(pid)
-        return r, pid
-
-    def mounted(self, backing, mnt, *extra, tag=None):
-        r, pid = self.mount(backing, mnt, *extra, tag=tag)
-        assert r.returncode == 0, f"snapfs mount failed ({r.returncode}): {r.stderr}"
-        assert pid is not None, "snapfs mount did not write the pid file"
-        return pid
-
-    def popen(self, args, **kw):
-        p = subprocess.Popen([str(a) for a in args], **kw)
-        self.children.append(p)
-        return p
-
-    def cleanup(self):
-        for p in self.children:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        for rec in sorted(mounts_under(self.dir), key=lambda r: -len(r[0])):
-            if rec[1].startswith("fuse"):
-                subprocess.run(["fusermount3", "-u", "-z", rec[0]], capture_output=True, timeout=TIMEOUT)
-            else:
-                subprocess.run(["umount", "-l", rec[0]], capture_output=True, timeout=TIMEOUT)
-        pids = {p for p in self.daemon_pids if alive(p)} | set(snapfs_pids_naming(self.dir))
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for pid in pids:
-            if not wait_until(lambda: not alive(pid), timeout=5):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-@pytest.fixture
-def env(workdir):
-    snapfs_available()
-    e = Env(workdir)
-    try:
-        yield e
-    finally:
-        e.cleanup()
+# Its tests hide /dev/fuse, mount tmpfs, use mount(8) and fstab, and act as uid 65534.
+pytestmark = pytest.mark.root
 
 
 # ---------------------------------------------------------------- --version, --help
@@ -234,7 +75,7 @@ def test_mount_returns_when_ready_and_daemon_is_detached(env):
     assert (m / "after").read_text() == "written to backing after mount\n"
     assert elapsed < 10, elapsed
 
-    assert pid is not None and alive(pid), "daemon pid from --pid-file is not alive"
+    assert pid is not None and pid_alive(pid), "daemon pid from --pid-file is not alive"
     state, ppid, pgrp, session = proc_stat(pid)
     assert ppid != os.getpid(), "daemon is still a child of the test"
     assert session == pid, f"daemon is not a session leader (setsid): sid={session} pid={pid}"
@@ -261,7 +102,7 @@ def test_mount_with_relative_paths(env):
     assert "serving" in env.path("rel.log").read_text()
     assert run([SNAPFS, "unmount", "m"], cwd=env.dir).returncode == 0
     assert not is_mounted(m)
-    assert wait_until(lambda: not alive(pid), timeout=10)
+    assert wait_until(lambda: not pid_alive(pid), timeout=10)
 
 
 def test_mount_without_subcommand(env):
@@ -485,7 +326,7 @@ def test_unmount_flushes_and_stops_daemon(env):
     assert r.returncode == 0, r.stderr
     assert r.stderr == "" and r.stdout == ""
     assert not is_mounted(m)
-    assert wait_until(lambda: not alive(pid), timeout=10), "daemon did not exit after unmount"
+    assert wait_until(lambda: not pid_alive(pid), timeout=10), "daemon did not exit after unmount"
     assert (b / "data").read_text() == "x" * 100000
     assert (b / "sub" / "small").read_text() == "small"
     assert os.listdir(m) == []
@@ -530,7 +371,7 @@ def test_unmount_busy_then_lazy(env, holder):
         line = assert_one_snapfs_line(r.stderr)
         assert "busy" in line.lower(), line
         assert is_mounted(m) and mount_records(m)[-1][1] == "fuse.snapfs"
-        assert alive(pid)
+        assert pid_alive(pid)
         assert (m / "f").read_text() == "content"
 
         r = run([SNAPFS, "unmount", m, "--lazy"])
@@ -545,7 +386,7 @@ def test_unmount_busy_then_lazy(env, holder):
         if proc is not None:
             proc.kill()
             proc.wait(timeout=10)
-    assert wait_until(lambda: not alive(pid), timeout=10), "daemon did not exit once the lazy mount was released"
+    assert wait_until(lambda: not pid_alive(pid), timeout=10), "daemon did not exit once the lazy mount was released"
 
 
 # ---------------------------------------------------------------- shutdown
@@ -556,7 +397,7 @@ def test_signal_stops_daemon(env, sig):
     pid = env.mounted(b, m)
     (m / "f").write_text("written before the signal")
     os.kill(pid, sig)
-    assert wait_until(lambda: not alive(pid), timeout=10), "daemon still running after signal"
+    assert wait_until(lambda: not pid_alive(pid), timeout=10), "daemon still running after signal"
     assert not is_mounted(m)
     assert (b / "f").read_text() == "written before the signal"
 
@@ -625,7 +466,7 @@ def test_fusermount_u_stops_daemon(env):
     r = run(["fusermount3", "-u", m])
     assert r.returncode == 0, r.stderr
     assert not is_mounted(m)
-    assert wait_until(lambda: not alive(pid), timeout=10), "daemon did not exit after fusermount3 -u"
+    assert wait_until(lambda: not pid_alive(pid), timeout=10), "daemon did not exit after fusermount3 -u"
     assert (b / "f").read_text() == "data"
 
 
@@ -809,7 +650,7 @@ def test_mount_fuse3_helper_finds_snapfs_on_path(env):
     r = run(["umount", m])
     assert r.returncode == 0, r.stderr
     assert not is_mounted(m)
-    assert wait_until(lambda: not alive(pids[0]), timeout=10), "daemon did not exit after umount"
+    assert wait_until(lambda: not pid_alive(pids[0]), timeout=10), "daemon did not exit after umount"
 
 
 @pytest.mark.parametrize("how", ["mount_-t", "fstab"])

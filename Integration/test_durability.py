@@ -13,20 +13,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 
 import pytest
 
-from conftest import EVERY_COMMIT, SNAPFS, is_mounted, wait_until
-from test_snapshots import LoopFS, _run, snapshot
-
-CONTROL = ".snapfs-control"
-
-
-def status(mnt):
-    text = (mnt / CONTROL).read_text()
-    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
-
+from lib.common import EVERY_COMMIT, SNAPFS, wait_until
+from lib.control import snapshot, status
+from lib.loopfs import LoopFS
 
 def listed(path):
     r = subprocess.run([SNAPFS, "list", "--json", str(path)], capture_output=True, text=True, timeout=60)
@@ -85,6 +77,9 @@ def verify_all(mnt, final):
     return per_db
 
 
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.xfs
 def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount):
     """100 DELETE-mode and 100 WAL commits (synchronous=FULL), a commit snapshot each,
     reflinks on XFS; the first half given time to be made durable, the second half cut
@@ -108,14 +103,14 @@ def test_every_snapshot_listed_after_a_power_cut_is_complete(workdir, make_mount
             "a commit made no snapshot before the cut"
 
         # The power cut: the backing filesystem stops without writing anything more.
-        r = _run("xfs_io", "-x", "-c", "shutdown", str(loop.dir))
+        r = subprocess.run(["xfs_io", "-x", "-c", "shutdown", str(loop.dir)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         os.kill(m.pid, signal.SIGKILL)
         assert wait_until(lambda: not m.alive(), timeout=10)
         m.pid = None
         subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)], capture_output=True)
         assert subprocess.run(["umount", str(loop.dir)], capture_output=True).returncode == 0
-        r = _run("mount", loop.device, str(loop.dir))
+        r = subprocess.run(["mount", loop.device, str(loop.dir)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
 
         m2 = make_mount(options=["strategy=reflink", "keep_commits=0"], extra_args=EVERY_COMMIT, backing=backing)

@@ -13,35 +13,22 @@ import subprocess
 
 import pytest
 
-from conftest import IN_CI, SNAPFS, is_mounted, wait_until
+from lib.common import SNAPFS, wait_until
+from lib.loopfs import LoopFS
+from lib.mount import is_mounted
+
+pytestmark = pytest.mark.root   # loop ext4 images
 
 # 60 KiB, recognisable content: small enough to be buffered by the cache (larger writes
 # of whole pages go straight to the backing file).
 CHUNK = bytes(range(256)) * 240
 
 
-def loop_ext4(workdir, size_mib):
-    image = workdir / "fs.img"
-    root = workdir / "fs"
-    root.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(size_mib << 20)
-    r = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"mkfs.ext4 failed: {r.stderr.strip()}")
-    r = subprocess.run(["mount", "-o", "loop", str(image), str(root)], capture_output=True, text=True)
-    if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"cannot loop-mount an ext4 image: {r.stderr.strip()}")
-    return root
-
-
 def mounted_ext4(workdir, size_mib):
-    """A fixture's body: a loop ext4 of `size_mib`, unmounted when the test is done."""
-    root = loop_ext4(workdir, size_mib)
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+    """A fixture's body: a loop ext4 of `size_mib` with no blocks kept for root, unmounted
+    when the test is done."""
+    with LoopFS(workdir, "ext4", size_mib << 20, name="fs", mkfs_args=["-m", "0"]) as fs:
+        yield fs.dir
 
 
 @pytest.fixture

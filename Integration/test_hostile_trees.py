@@ -9,7 +9,9 @@ import stat
 import subprocess
 import time
 
-from conftest import SNAPFS
+import pytest
+
+from lib.common import SNAPFS
 
 TIMEOUT = 300
 
@@ -76,6 +78,7 @@ while time.time() < end:
 """
 
 
+@pytest.mark.slow
 def test_restore_never_acts_on_a_symlink_a_user_swaps_in(make_mount, users, workdir):
     """alice owns a directory in the tree and keeps replacing every file in it by a symlink to
     a root-owned 0600 file outside the mount while root restores her directory again and
@@ -210,6 +213,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_a_tree_three_thousand_levels_deep_stops_nothing(make_mount, users):
     """alice makes a tree 3,000 directories deep. Snapshots of the tree still work (and hold
     the deep file), `diff` finds a change at the bottom, `restore` puts it back, `delete`

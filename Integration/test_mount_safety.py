@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from conftest import SNAPFS, wait_until
-from test_cli import alive, assert_one_snapfs_line, env, mounts_under, run, snapfs_pids_naming  # noqa: F401
+from lib.cli import assert_one_snapfs_line, run
+from lib.common import SNAPFS, wait_until
+from lib.mount import mounts_under, pid_alive, snapfs_pids_naming
 
 BACKING_IN_USE = 19
 DEAD_MOUNT = 23
@@ -62,7 +63,7 @@ def test_lock_outlives_nothing_but_the_daemon(env):
     first = env.mounted(b, m)
     assert refused(env.mount(b, m2, tag="second")[0], BACKING_IN_USE)
     os.kill(first, signal.SIGKILL)
-    assert wait_until(lambda: not alive(first))
+    assert wait_until(lambda: not pid_alive(first))
     line = refused(run([SNAPFS, "mount", b, m]), DEAD_MOUNT)
     assert "dead snapfs mount" in line and f"fusermount3 -u {m}" in line, line
     assert "does not exist" not in line
@@ -99,7 +100,7 @@ def test_dead_mount_is_named_for_any_backing_directory(env):
     b, b2, m = env.dirs("b", "b2", "m")
     first = env.mounted(b, m)
     os.kill(first, signal.SIGKILL)
-    assert wait_until(lambda: not alive(first))
+    assert wait_until(lambda: not pid_alive(first))
     line = refused(run([SNAPFS, "mount", b2, m]), DEAD_MOUNT)
     assert "fusermount3 -u" in line
 

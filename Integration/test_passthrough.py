@@ -14,18 +14,15 @@ import subprocess
 
 import pytest
 
-from conftest import SNAPFS, wait_until
-from test_snapshots import snapshot, strategy_mount  # noqa: F401 (fixture)
+from lib.common import wait_until
+from lib.control import snapshot
+from lib.mount import log_text
 
 
 @pytest.fixture
 def mount_defaults():
     """Every mount here: the kernel allows passthrough only without its write-back cache."""
     return ("no_writeback_cache",)
-
-
-def log_text(m):
-    return m.log_file.read_text() if m.log_file.exists() else ""
 
 
 def passthrough_opens(m):

@@ -21,7 +21,6 @@ which is how to tell a snapfs bug from a test bug (run it on a plain directory).
 """
 
 import collections
-import ctypes
 import itertools
 import os
 import pathlib
@@ -30,6 +29,8 @@ import sys
 
 import pytest
 
+from lib.libc import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate
+
 KIB = 1024
 MIB = 1024 * KIB
 MAX_SIZE = 4 * MIB
@@ -37,20 +38,6 @@ MAX_WRITE = 256 * KIB
 NAMES = ("f0", "f1", "f2", "f3")
 MAX_HANDLES = 8
 CHECK_EVERY = 200
-
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, offset, length):
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"fallocate(mode={mode:#x}, offset={offset}, len={length}): {os.strerror(e)}")
 
 
 def read_all(fd):
@@ -555,6 +542,7 @@ MOUNTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(MOUNTS))
 def test_random_integrity(make_mount, kind):
     seed, steps = seed_and_steps(fixed=FIXED_SEEDS[list(MOUNTS).index(kind) % len(FIXED_SEEDS)])

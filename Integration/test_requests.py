@@ -9,10 +9,9 @@ import re
 
 import pytest
 
-from conftest import wait_until
-from test_cache import status
-from test_passthrough import log_text
-from test_uring import uring_parameter  # noqa: F401 (a fixture)
+from lib.common import wait_until
+from lib.control import snapfs_status as status
+from lib.mount import log_text
 
 BLOCK = 4096
 

@@ -5,7 +5,8 @@ limit stays fully usable through the mount."""
 import os
 import subprocess
 
-from conftest import SNAPFS, Mount, is_mounted, _cannot
+from lib.common import SNAPFS, cannot
+from lib.mount import Mount, is_mounted
 
 
 def test_tree_larger_than_the_descriptor_limit(workdir):
@@ -18,7 +19,7 @@ def test_tree_larger_than_the_descriptor_limit(workdir):
            "--pid-file", str(workdir / "pid")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
-        _cannot(f"snapfs mount failed ({r.returncode}): {r.stderr.strip()}")
+        cannot(f"snapfs mount failed ({r.returncode}): {r.stderr.strip()}")
     m = Mount(backing, mnt)
     m.pid = int((workdir / "pid").read_text())
     try:

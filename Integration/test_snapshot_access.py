@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import EVERY_COMMIT
+from lib.common import EVERY_COMMIT, SNAPFS
 
 WRITE_DB = """
 import sqlite3, sys
@@ -282,7 +282,6 @@ def test_other_users_see_no_database_paths_in_list(make_mount, users):
     user_dir(m.mnt / "bob", users.bob, 0o700)
     commit_as(users.bob, m.mnt / "bob" / "secret-plans.db", 1)
     (m.mnt / "f").write_text("x")
-    from conftest import SNAPFS
     tree = subprocess.run([SNAPFS, "snapshot", m.mnt, "--force"], capture_output=True, text=True).stdout.strip()
     root = subprocess.run([SNAPFS, "list", m.mnt], capture_output=True, text=True)
     assert root.returncode == 0 and "secret-plans.db" in root.stdout

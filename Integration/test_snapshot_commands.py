@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import SNAPFS
+from lib.common import SNAPFS
 
 TIMEOUT = 60
 NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z(-[^\s/]+)?$")

@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from conftest import EVERY_COMMIT, SNAPFS
-from test_snapshots import LoopFS
+from lib.common import EVERY_COMMIT, SNAPFS
+from lib.loopfs import LoopFS
 
 MODES = ["delete", "truncate", "persist", "wal"]
 LOCKINGS = ["normal", "exclusive"]

@@ -12,7 +12,9 @@ import subprocess
 
 import pytest
 
-from conftest import EVERY_COMMIT, IN_CI, SNAPFS
+from lib.common import EVERY_COMMIT, SNAPFS
+from lib.control import status
+from lib.loopfs import LoopFS
 
 # Fills the database to about 4 MiB, then commits `count` small updates; after each commit
 # prints the bytes left to unprivileged users on the backing filesystem.
@@ -40,26 +42,9 @@ SLACK = 1 << 20
 @pytest.fixture
 def ext4(workdir):
     """A 64 MiB ext4 image (with ext4's usual 5% kept for root), loop-mounted."""
-    image, root = workdir / "ext4.img", workdir / "ext4"
-    root.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    r = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"mkfs.ext4 failed: {r.stderr.strip()}")
-    r = subprocess.run(["mount", "-o", "loop", str(image), str(root)], capture_output=True, text=True)
-    if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"cannot loop-mount an ext4 image: {r.stderr.strip()}")
-    os.chmod(root, 0o755)
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
-
-
-def status(m):
-    text = (m.mnt / ".snapfs-control").read_text()
-    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    with LoopFS(workdir, "ext4", 64 << 20, name="ext4") as fs:
+        os.chmod(fs.dir, 0o755)
+        yield fs.dir
 
 
 def floor_bytes(path, percent=5):
@@ -88,7 +73,7 @@ def test_commit_snapshots_stop_at_the_free_space_floor(ext4, make_mount, users):
     floor = floor_bytes(backing)
     left = bob_commits(m, users, 25)
     assert min(left) >= floor - SLACK, f"free space fell to {min(left)} bytes, below the floor {floor}"
-    st = status(m)
+    st = status(m.mnt)
     assert int(st["skipped-for-space"]) > 0
     assert st["min-free"] == "5%"
     # Another user can still write.
@@ -118,7 +103,7 @@ def test_the_retention_rules_make_room_before_a_snapshot_is_skipped(ext4, make_m
                                                 "--min-free", str(reserve)])
     left = bob_commits(m, users, 12)
     assert min(left) >= reserve - SLACK
-    st = status(m)
+    st = status(m.mnt)
     assert st["skipped-for-space"] == "0", st
     names = snapshot_names(m)
     assert len(names) == 3
@@ -130,7 +115,7 @@ def test_the_retention_rules_make_room_before_a_snapshot_is_skipped(ext4, make_m
 
 def test_commit_snapshots_are_bounded_by_default(make_mount, users):
     m = make_mount()
-    assert "keep_commits=100" in status(m).get("retention", "")
+    assert "keep_commits=100" in status(m.mnt).get("retention", "")
 
 
 @pytest.mark.parametrize("value", ["-1%", "101%", "x", "%", "-5"])

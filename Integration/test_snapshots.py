@@ -19,37 +19,11 @@ import time
 
 import pytest
 
-from conftest import IN_CI, _cannot, is_mounted
-
-CONTROL = ".snapfs-control"
-
+from lib.common import SNAPFS
+from lib.control import CONTROL, control, snapshot
+from lib.mount import is_mounted
 
 # ---------------------------------------------------------------- helpers
-
-def control(mnt, command):
-    """Writes one command to the control file; returns (errno or 0, result line)."""
-    fd = os.open(mnt / CONTROL, os.O_RDWR)
-    try:
-        err = 0
-        try:
-            os.write(fd, command.encode() + b"\n")
-        except OSError as e:
-            err = e.errno
-        text = os.pread(fd, 65536, 0).decode()
-    finally:
-        os.close(fd)
-    lines = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
-    return err, lines["result"], lines
-
-
-def snapshot(mnt, label=None, force=False):
-    command = "snapshot" + (" --force" if force else "") + (f" {label}" if label else "")
-    err, result, _ = control(mnt, command)
-    assert err == 0, result
-    words = result.split()
-    assert words[:2] == ["ok", "snapshot"], result
-    return words[2]
-
 
 def manifest(root, skip_top=(".snapshots",)):
     """Everything a snapshot must preserve, per relative path."""
@@ -160,62 +134,7 @@ def mutate_everything(mnt, seed=7):
 
 # ---------------------------------------------------------------- strategies
 
-def _run(*cmd):
-    return subprocess.run(cmd, capture_output=True, text=True)
-
-
-class LoopFS:
-    def __init__(self, workdir, kind):
-        self.image = workdir / f"{kind}.img"
-        self.dir = workdir / f"{kind}-fs"
-        self.kind = kind
-        self.device = None
-
-    def __enter__(self):
-        self.dir.mkdir()
-        with open(self.image, "wb") as f:
-            f.truncate(400 << 20)
-        r = _run("losetup", "-f", "--show", str(self.image))
-        if r.returncode != 0:
-            _cannot(f"losetup failed: {r.stderr.strip()}")
-        self.device = r.stdout.strip()
-        mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"] if self.kind == "xfs" else ["mkfs.btrfs", "-q", "-f"]
-        r = _run(*mkfs, self.device)
-        if r.returncode != 0:
-            self.__exit__()
-            _cannot(f"{mkfs[0]} failed: {r.stderr.strip()}")
-        r = _run("mount", self.device, str(self.dir))
-        if r.returncode != 0:
-            self.__exit__()
-            _cannot(f"mounting the {self.kind} image failed: {r.stderr.strip()}")
-        return self
-
-    def __exit__(self, *exc):
-        if is_mounted(self.dir):
-            _run("umount", "-l", str(self.dir))
-        if self.device:
-            _run("losetup", "-d", self.device)
-        self.image.unlink(missing_ok=True)
-
-
-STRATEGIES = ["hardlink", "copy", "reflink", "btrfs"]
-
-
-@pytest.fixture(params=STRATEGIES)
-def strategy_mount(request, workdir, make_mount):
-    kind = request.param
-    if kind in ("hardlink", "copy"):
-        yield kind, make_mount(options=[f"strategy={kind}"])
-        return
-    fs = "xfs" if kind == "reflink" else "btrfs"
-    with LoopFS(workdir, fs) as loop:
-        backing = loop.dir / "data" if kind == "reflink" else loop.dir
-        backing.mkdir(exist_ok=True)
-        m = make_mount(options=[f"strategy={kind}"], backing=backing)
-        try:
-            yield kind, m
-        finally:
-            m.stop()
+# strategy_mount (conftest.py) gives a mount of each strategy.
 
 
 # ---------------------------------------------------------------- tests
@@ -519,7 +438,6 @@ def test_kill_during_a_snapshot_leaves_no_half_snapshot(workdir, make_mount):
 
 
 def test_bad_strategy_and_retention_options_are_refused(workdir):
-    from conftest import SNAPFS
     (workdir / "b").mkdir()
     (workdir / "m").mkdir()
     for args in (["--strategy", "zfs"], ["--keep-last", "-1"], ["--every", "soon"], ["-o", "every=0s"],

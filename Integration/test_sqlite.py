@@ -11,9 +11,7 @@ default policy (auto: a burst on hard links makes far fewer snapshots than commi
 on the final state; slow commits on XFS each get one); the reflink strategy on an XFS image.
 Tests of what each commit's snapshot holds mount with a snapshot at every commit."""
 
-import json
 import os
-import pathlib
 import random
 import re
 import signal
@@ -24,70 +22,22 @@ import time
 
 import pytest
 
-from conftest import EVERY_COMMIT, SNAPFS, wait_until
-from test_snapshots import LoopFS, snapshot
+from lib.common import EVERY_COMMIT, SNAPFS, wait_until
+from lib.control import metadata, snapshot, status
+from lib.loopfs import LoopFS
+from lib.sqlite import connect, max_n, open_snapshot, snapshot_path, sqlite_snapshots
 
-CONTROL = ".snapfs-control"
 ROLLBACK_MODES = ["delete", "truncate", "persist"]
 MODES = ROLLBACK_MODES + ["wal"]
 
 
 # ---------------------------------------------------------------- helpers
 
-def status(mnt):
-    text = (mnt / CONTROL).read_text()
-    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
-
-
-def metadata(m):
-    """Metadata of every snapshot, oldest first (read from the backing directory)."""
-    meta = m.backing / ".snapshots" / ".meta"
-    if not meta.exists():
-        return []
-    out = [json.loads(p.read_text()) for p in meta.glob("*.json")]
-    return sorted(out, key=lambda d: d["name"])
-
-
-def sqlite_snapshots(m, database):
-    return [d for d in metadata(m) if d.get("sqlite") and d["sqlite"]["database"] == database]
-
-
-def open_snapshot(path):
-    """Read-only, as a user would open a file under .snapshots (no -wal, no -shm there)."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-def max_n(path, table="t"):
-    c = open_snapshot(path)
-    try:
-        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        names = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        if table not in names:
-            return None
-        return c.execute(f"SELECT max(n) FROM {table}").fetchone()[0]
-    finally:
-        c.close()
-
-
 def cli(path, sql):
     """The sqlite3 command-line tool, read-only."""
     r = subprocess.run(["sqlite3", "-readonly", str(path), sql], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
-
-
-def connect(path, mode, exclusive=False):
-    c = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-    if exclusive:
-        c.execute("PRAGMA locking_mode=EXCLUSIVE")
-    got = c.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
-    assert got == mode
-    c.execute("PRAGMA synchronous=FULL")
-    return c
-
-
-def snapshot_path(m, d):
-    return m.mnt / ".snapshots" / d["name"] / d["sqlite"]["database"]
 
 
 # ---------------------------------------------------------------- every mode
@@ -565,6 +515,8 @@ def test_the_default_policy_paces_hard_link_snapshots_and_keeps_the_final_state(
     assert cli(snapshot_path(m, snaps[-1]), "PRAGMA integrity_check") == "ok"
 
 
+@pytest.mark.root
+@pytest.mark.xfs
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 def test_the_default_policy_snapshots_every_slow_commit_with_reflinks(workdir, make_mount, mode):
     """The default mount on XFS with reflinks: a snapshot costs a clone, and the policy's
@@ -706,6 +658,8 @@ def shared_blocks(path):
     return shared
 
 
+@pytest.mark.root
+@pytest.mark.xfs
 def test_a_reflink_snapshot_keeps_the_pages_just_written_unshared(workdir, make_mount):
     """The pages a rollback-mode transaction wrote are copied into its snapshot rather
     than shared, so the live file's next write to them is in place (no copy-on-write,
@@ -739,6 +693,8 @@ def test_a_reflink_snapshot_keeps_the_pages_just_written_unshared(workdir, make_
             m.stop()
 
 
+@pytest.mark.root
+@pytest.mark.xfs
 @pytest.mark.parametrize("mode", ["delete", "wal"])
 def test_commit_snapshots_with_reflinks_on_xfs(workdir, make_mount, mode):
     with LoopFS(workdir, "xfs") as loop:

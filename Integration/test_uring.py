@@ -14,11 +14,12 @@ import sys
 
 import pytest
 
-from conftest import EVERY_COMMIT, wait_until
-from test_passthrough import log_text
-from test_sqlite import connect, max_n, snapshot_path, sqlite_snapshots, status
+from lib.common import EVERY_COMMIT, wait_until
+from lib.control import status
+from lib.mount import log_text
+from lib.sqlite import connect, max_n, snapshot_path, sqlite_snapshots
 
-PARAMETER = pathlib.Path("/sys/module/fuse/parameters/enable_uring")
+PARAMETER = pathlib.Path("/sys/module/fuse/parameters/enable_uring")   # conftest's uring_parameter restores it
 
 
 @pytest.fixture

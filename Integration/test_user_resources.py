@@ -10,7 +10,9 @@ import subprocess
 
 import pytest
 
-from conftest import IN_CI, SNAPFS, wait_until
+from lib.common import SNAPFS, cannot, wait_until
+from lib.control import snapfs_status as status
+from lib.loopfs import LoopFS, LoopFSError
 
 # Alice holds files open until she gets EMFILE, reports how many she got, then waits.
 HOLD_FILES = r"""
@@ -37,12 +39,6 @@ while len(dirs) < 500:
 print(len(held), failure, len(dirs), dir_failure, flush=True)
 sys.stdin.readline()
 """
-
-
-def status(mount):
-    r = subprocess.run([SNAPFS, "status", str(mount.mnt)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
 
 
 def test_one_user_cannot_exhaust_descriptors_for_others(make_mount, users):
@@ -111,20 +107,6 @@ def test_control_file_refuses_other_users(snapfs_mount, users):
 
 # ---- disk blocks ----------------------------------------------------------------------
 
-def _loop_ext4(workdir, name, size_mb, mkfs_args, mount_options=None):
-    image = workdir / f"{name}.img"
-    root = workdir / name
-    root.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(size_mb << 20)
-    r = subprocess.run(["mkfs.ext4", "-q", "-F", *mkfs_args, str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"mkfs.ext4 failed: {r.stderr.strip()}")
-    options = "loop" + ("," + mount_options if mount_options else "")
-    r = subprocess.run(["mount", "-o", options, str(image), str(root)], capture_output=True, text=True)
-    return root, r
-
-
 FILL = r"""
 import errno, os, sys
 path = sys.argv[1]
@@ -154,13 +136,9 @@ def _fill_as(user, path):
 
 @pytest.fixture
 def reserved_fs(workdir):
-    root, r = _loop_ext4(workdir, "reserved", 40, ["-m", "25"])
-    if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"cannot loop-mount an ext4 image: {r.stderr.strip()}")
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+    """A 40 MiB loop ext4 that keeps 25% of its blocks for root."""
+    with LoopFS(workdir, "ext4", 40 << 20, name="reserved", mkfs_args=["-m", "25"]) as fs:
+        yield fs.dir
 
 
 def test_user_writes_stop_at_the_root_reserve(reserved_fs, make_mount, users, workdir):
@@ -188,11 +166,18 @@ def test_user_writes_stop_at_the_root_reserve(reserved_fs, make_mount, users, wo
         os.fsync(f.fileno())
 
 
+@pytest.mark.root
 def test_user_writes_are_held_to_their_quota(workdir, make_mount, users):
-    root, r = _loop_ext4(workdir, "quota", 64, ["-O", "quota", "-E", "quotatype=usrquota"], "usrquota")
-    if r.returncode != 0:
+    fs = LoopFS(workdir, "ext4", 64 << 20, name="quota", mkfs_args=["-O", "quota", "-E", "quotatype=usrquota"],
+                options="usrquota")
+    try:
+        fs.open()
+    except LoopFSError as e:
+        if e.stage != "mount":
+            cannot(str(e))
         # A kernel without quota support (CONFIG_QFMT_V2) cannot mount it; nothing to test.
-        pytest.skip(f"this kernel cannot mount an ext4 filesystem with quotas: {r.stderr.strip()}")
+        pytest.skip(f"this kernel cannot mount an ext4 filesystem with quotas: {e}")
+    root = fs.dir
     try:
         alice = users.alice
         subprocess.run(["setquota", "-u", str(alice.uid), "0", "4096", "0", "0", str(root)], check=True)
@@ -209,4 +194,4 @@ def test_user_writes_are_held_to_their_quota(workdir, make_mount, users):
     finally:
         for m in list(workdir.glob("mnt")):
             subprocess.run(["fusermount3", "-u", "-z", str(m)], capture_output=True)
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+        fs.close()

@@ -23,13 +23,13 @@ import os
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sqlite_commits import XFSImage, make_database  # noqa: E402
+from lib.databases import make_database
+
+from Integration.lib.loopfs import LoopFS, LoopFSError
 
 FICLONE = 0x40049409
 BLOCK = 4096
@@ -129,9 +129,16 @@ def main():
     if os.geteuid() != 0:
         raise SystemExit("error: needs root (a loop device and mount)")
     with tempfile.TemporaryDirectory(prefix="snapfs-clone-") as tmp:
-        with XFSImage(Path(tmp), 2048) as xfs:
+        xfs = LoopFS(Path(tmp), "xfs", 2048 << 20, name="xfs")
+        try:
+            try:
+                xfs.open()
+            except LoopFSError as e:
+                raise SystemExit(f"error: {e}")
             by_extents(xfs.dir)
             commits_with_clones(xfs.dir, a.commits)
+        finally:
+            xfs.close()
 
 
 if __name__ == "__main__":

@@ -43,11 +43,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import passthrough_ll
-from trees import remove_tree
+from lib import passthrough_ll
+from lib.databases import make_database, row_value
+from lib.harness import DEFAULT_SNAPFS as SNAPFS, REPO
+from lib.stats import pct
+from lib.trees import remove_tree
 
-REPO = Path(__file__).resolve().parent.parent
-SNAPFS = os.environ.get("SNAPFS_BIN", str(REPO / ".build" / "release" / "snapfs"))
+from Integration.lib.loopfs import LoopFS, LoopFSError
+from Integration.lib.mount import Mount, peak_rss_kib, wait_gone
 
 # Row i (from 1) holds row_value(i): a snapshot's rows can be checked to be a prefix of
 # what was committed. The connection stays open until the caller says (a line on stdin),
@@ -77,11 +80,6 @@ sys.stdin.readline()
 c.close()
 """
 
-
-def row_value(i):
-    return f"{i:09d}".ljust(200, "x")
-
-
 def run(*cmd, check=True, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if check and r.returncode != 0:
@@ -93,48 +91,23 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def make_database(path, megabytes):
-    c = sqlite3.connect(path)
-    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    c.execute("CREATE TABLE fill (b BLOB)")
-    blob = os.urandom(64 << 10)
-    for _ in range(megabytes * 16):
-        c.execute("INSERT INTO fill VALUES (?)", (blob,))
-    c.commit()
-    c.close()
-
-
 class LoopImage:
-    """A filesystem of `kind` (xfs with reflinks, or btrfs) on a loop device, mounted at
-    ROOT/KIND while in use."""
+    """A file system of `kind` (xfs with reflinks, or btrfs) on a loop device, mounted at
+    ROOT/KIND while in use (Integration/lib's LoopFS); one that cannot be made stops the run."""
 
-    def __init__(self, root, megabytes, kind="xfs"):
-        self.image = root / f"{kind}.img"
-        self.dir = root / kind
-        self.megabytes = megabytes
-        self.kind = kind
-        self.device = None
+    def __init__(self, root, megabytes, kind):
+        self.fs = LoopFS(root, kind, megabytes << 20, name=kind)
+        self.dir = self.fs.dir
 
     def __enter__(self):
-        self.dir.mkdir()
-        with open(self.image, "wb") as f:
-            f.truncate(self.megabytes << 20)
-        self.device = run("losetup", "-f", "--show", str(self.image)).stdout.strip()
-        mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"] if self.kind == "xfs" else ["mkfs.btrfs", "-q", "-f"]
-        run(*mkfs, self.device)
-        run("mount", self.device, str(self.dir))
+        try:
+            self.fs.open()
+        except LoopFSError as e:
+            raise SystemExit(str(e))
         return self
 
     def __exit__(self, *exc):
-        run("umount", str(self.dir), check=False)
-        if self.device:
-            run("losetup", "-d", self.device, check=False)
-        self.image.unlink(missing_ok=True)
-
-
-class XFSImage(LoopImage):
-    def __init__(self, root, megabytes):
-        super().__init__(root, megabytes, "xfs")
+        self.fs.close()
 
 
 class Target:
@@ -166,9 +139,12 @@ class Target:
         shutil.copyfile(template, self.backing / "bench.db")
         if self.kind == "snapfs":
             self.mnt.mkdir(exist_ok=True)
-            pid_file = self.base / f"{self.name}.pid"
-            run(self.binary, "mount", str(self.backing), str(self.mnt), "--pid-file", str(pid_file), *self.args)
-            self.pid = int(pid_file.read_text())
+            mount = Mount(self.backing, self.mnt, extra_args=self.args, binary=self.binary,
+                          pid_file=self.base / f"{self.name}.pid", log_file=self.base / f"{self.name}.log")
+            r = mount.launch()
+            if r.returncode != 0:
+                raise SystemExit(f"{' '.join(mount.command())} failed: {r.stderr.strip()}")
+            self.pid = mount.pid
         elif self.kind == "bindfs":
             self.mnt.mkdir(exist_ok=True)
             run("bindfs", "--no-allow-other", str(self.backing), str(self.mnt))
@@ -192,22 +168,14 @@ class Target:
 
     def peak_rss_mb(self):
         """The daemon's peak resident set (VmHWM), MB."""
-        try:
-            for line in open(f"/proc/{self.pid}/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return float("nan")
+        kib = peak_rss_kib(self.pid)
+        return float("nan") if kib is None else kib / 1024
 
     def unmount(self):
         if self.kind != "native":
             run("fusermount3", "-u", str(self.mnt), check=False)
             if self.pid:
-                for _ in range(600):
-                    if not os.path.exists(f"/proc/{self.pid}") or open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
-                    time.sleep(0.05)
+                wait_gone(self.pid, timeout=30)
                 self.pid = None
 
     def teardown(self):
@@ -296,13 +264,6 @@ def measure(target, template, mode, seconds, max_tx, sample):
         return out
     finally:
         target.teardown()
-
-
-def pct(values, q):
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 def main(argv):

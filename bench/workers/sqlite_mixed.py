@@ -1,4 +1,4 @@
-"""The mixed SQLite application workload of run.py (`sqlite-mixed`): what an ordinary
+"""The mixed SQLite application workload of bench/run.py (`sqlite-mixed`): what an ordinary
 program does with its database, one statement per transaction.
 
 Two tables with secondary indexes,
@@ -20,9 +20,13 @@ import json
 import os
 import random
 import sqlite3
+import sys
 import time
+from pathlib import Path
 
-import request_counts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for lib
+
+from lib import request_counts  # noqa: E402
 
 JOURNALS = ("wal", "delete", "truncate", "persist")
 SYNCHRONOUS = ("off", "normal", "full", "extra")
@@ -257,6 +261,5 @@ def verify(con, books):
 
 
 if __name__ == "__main__":
-    import sys
     db, setting, seconds, control = sys.argv[1:5]
     worker(db, setting, float(seconds), control)

@@ -9,7 +9,7 @@ the two reads before give the cost of one reading, which is taken off the differ
     work = (after - second) - (second - first)
 
 per kind, never below zero. Used by run.py in its own process (around fio) and by the
-workers and bench/smallfiles.c in theirs (around the timed part only).
+workers (bench/workers/) in theirs (around the timed part only).
 """
 import os
 
@@ -87,3 +87,15 @@ class Around:
         if self.control and kind is None:
             self.counts = work(self.first, self.second, read_line(self.control))
         return False
+
+
+def read_counters(control):
+    """In a worker: the control file's request counters, two readings back to back (see
+    above); None when not on a snapfs target."""
+    if control == "-":
+        return None
+    return read_line(control), read_line(control)
+
+
+def counted_since(control, before):
+    return None if before is None else work(*before, read_line(control))

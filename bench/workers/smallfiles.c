@@ -18,7 +18,7 @@
  *
  * With CONTROL (a snapfs mount's .snapfs-control; "-" for none), the object also has
  * "requests": the `requests:` status line's values read twice before the create phase
- * and once after each phase and its sync (see bench/request_counts.py).
+ * and once after each phase and its sync (see bench/lib/request_counts.py).
  * Exits non-zero with a message on stderr at the first failing call.
  */
 #define _GNU_SOURCE

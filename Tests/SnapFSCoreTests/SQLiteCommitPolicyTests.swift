@@ -25,7 +25,7 @@ import Testing
         var options = SQLiteOptions()
         options.minInterval = interval
         let detector = SQLiteCommitDetector(options: options)
-        if let strategy { detector.useAutoFloor(ms: strategy.commitSnapshotFloorMs) }
+        if let strategy { detector.policy.useAutoFloor(ms: strategy.commitSnapshotFloorMs) }
         return detector
     }
 
@@ -40,9 +40,9 @@ import Testing
         var now = startUs
         while now < startUs + forUs {
             count += 1
-            if detector.decide(c, path: "db", fingerprint: nil, nowUs: now) == .snapshot {
+            if detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: now) == .snapshot {
                 snapshotted.append(now)
-                detector.noteCost(costUs, of: "db")
+                detector.policy.noteCost(costUs, of: "db")
                 now += costUs   // the commit waits for its snapshot
             }
             now += everyUs
@@ -64,29 +64,29 @@ import Testing
     @Test func rollbacksLeaveTheFileAsItWas() throws {
         let detector = detector(.fixed(0))
         let c = try commit()
-        #expect(detector.decide(c, path: "db", fingerprint: [1, 10, 0, 4096], nowUs: 0) == .snapshot)
-        #expect(detector.decide(c, path: "db", fingerprint: [1, 10, 0, 4096], nowUs: 1) == .rollback)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: [1, 10, 0, 4096], nowUs: 0) == .snapshot)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: [1, 10, 0, 4096], nowUs: 1) == .rollback)
         // EXCLUSIVE locking keeps the counter, but the file's mtime moves at a commit.
-        #expect(detector.decide(c, path: "db", fingerprint: [1, 10, 5, 4096], nowUs: 2) == .snapshot)
-        #expect(detector.rollbacks.load(ordering: .relaxed) == 1)
-        #expect(detector.commits.load(ordering: .relaxed) == 2)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: [1, 10, 5, 4096], nowUs: 2) == .snapshot)
+        #expect(detector.policy.rollbacks.load(ordering: .relaxed) == 1)
+        #expect(detector.policy.commits.load(ordering: .relaxed) == 2)
     }
 
     @Test func aFixedIntervalDefersAndHandsOverTheLastCommit() throws {
         let detector = detector(.fixed(1000))
         let c = try commit()
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 10_000_000) == .snapshot)
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 10_300_000) == .deferred)
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 10_600_000) == .deferred)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 10_000_000) == .snapshot)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 10_300_000) == .deferred)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 10_600_000) == .deferred)
         // Handed over when the interval and the grace for a later commit have passed.
-        let grace = SQLiteCommitDetector.trailingGraceUs
-        #expect(detector.nextDueUs == 11_000_000 + grace)
-        #expect(detector.dueCommits(nowUs: 11_000_000 + grace - 1).isEmpty)
-        #expect(detector.dueCommits(nowUs: 11_000_000 + grace).count == 1)
-        #expect(detector.dueCommits(nowUs: 12_500_000).isEmpty)   // handed over once
-        #expect(detector.nextDueUs == nil)
+        let grace = SQLiteCommitPolicy.trailingGraceUs
+        #expect(detector.policy.nextDueUs == 11_000_000 + grace)
+        #expect(detector.policy.dueCommits(nowUs: 11_000_000 + grace - 1).isEmpty)
+        #expect(detector.policy.dueCommits(nowUs: 11_000_000 + grace).count == 1)
+        #expect(detector.policy.dueCommits(nowUs: 12_500_000).isEmpty)   // handed over once
+        #expect(detector.policy.nextDueUs == nil)
         // A commit after the interval is snapshotted at once.
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 12_100_000) == .snapshot)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 12_100_000) == .snapshot)
     }
 
     @Test func zeroIsEveryCommitWhateverTheCost() throws {
@@ -95,7 +95,7 @@ import Testing
         // 100 commits 1 ms apart, each snapshot costing 300 ms.
         let run = commits(detector, c, every: 1000, for: 30_100_000, costUs: 300_000)
         #expect(run.count == 100 && run.snapshotted.count == 100)
-        #expect(detector.deferred.load(ordering: .relaxed) == 0)
+        #expect(detector.policy.deferred.load(ordering: .relaxed) == 0)
     }
 
     @Test func autoSnapshotsEveryCommitWhileSnapshotsAreCheap() throws {
@@ -105,7 +105,7 @@ import Testing
         let c = try commit()
         let run = commits(detector, c, every: 120_000, for: 6_000_000, costUs: 2000)
         #expect(run.count > 40 && run.snapshotted.count == run.count)
-        #expect(detector.deferred.load(ordering: .relaxed) == 0)
+        #expect(detector.policy.deferred.load(ordering: .relaxed) == 0)
         // Commits 7 ms apart: one snapshot per 100 ms, at the first commit after it.
         let fast = self.detector(.auto, strategy: .btrfs)
         let taken = commits(fast, c, every: 7000, for: 1_000_000, costUs: 2000).snapshotted
@@ -124,7 +124,7 @@ import Testing
         #expect(gaps.allSatisfy { $0 >= 150_000 && $0 <= 151_000 }, "\(gaps)")
         let spent = Double(taken.count * 50_000) / 6_000_000
         #expect(spent > 0.3 && spent < 0.36, "\(spent)")
-        #expect(detector.deferred.load(ordering: .relaxed) > 3500)
+        #expect(detector.policy.deferred.load(ordering: .relaxed) > 3500)
     }
 
     @Test func autoKeepsTheFloorWhereSnapshotsCopy() throws {
@@ -136,7 +136,7 @@ import Testing
         #expect(taken.count == 10)
         #expect(gaps.allSatisfy { $0 >= 1_000_000 && $0 < 1_004_000 }, "\(gaps)")
         // Before the engine tells the strategy, the floor is that of a copy.
-        #expect(self.detector(.auto).autoFloorUs.load(ordering: .relaxed) == 1_000_000)
+        #expect(self.detector(.auto).policy.autoFloorUs.load(ordering: .relaxed) == 1_000_000)
     }
 
     @Test func aCopyUpPaidLaterCountsAsTheSnapshotsCost() throws {
@@ -144,15 +144,15 @@ import Testing
         // pays 700 ms copying the database up: the interval is 3 × 700.1 ms, not the floor.
         let detector = detector(.auto, strategy: .hardlink)
         let c = try commit()
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 0) == .snapshot)
-        detector.noteCost(100, of: "db")
-        detector.noteCost(700_000, of: "db")   // at the next commit, before its decision
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 1_500_000) == .deferred)
-        #expect(detector.nextDueUs == 2_100_300 + SQLiteCommitDetector.trailingGraceUs)
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 2_100_300) == .snapshot)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 0) == .snapshot)
+        detector.policy.noteCost(100, of: "db")
+        detector.policy.noteCost(700_000, of: "db")   // at the next commit, before its decision
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 1_500_000) == .deferred)
+        #expect(detector.policy.nextDueUs == 2_100_300 + SQLiteCommitPolicy.trailingGraceUs)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 2_100_300) == .snapshot)
         // The new snapshot's cost starts from nothing: once cheap, the floor again.
-        detector.noteCost(100, of: "db")
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 3_100_300) == .snapshot)
+        detector.policy.noteCost(100, of: "db")
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 3_100_300) == .snapshot)
     }
 
     @Test func theFinalStateAlwaysFollows() throws {
@@ -165,14 +165,14 @@ import Testing
             var last = c
             let taken = commits(detector, c, every: 500, for: 2_000_000, costUs: cost).snapshotted
             last.mode = .truncate   // tells the newest commit from the others
-            #expect(detector.decide(last, path: "db", fingerprint: nil, nowUs: taken.last! + cost + 1) == .deferred)
-            let due = try #require(detector.nextDueUs)
-            let interval = detector.intervalUs(afterCost: cost)
-            #expect(due == taken.last! + interval + SQLiteCommitDetector.trailingGraceUs)
-            #expect(detector.dueCommits(nowUs: due - 1).isEmpty)
-            let handed = detector.dueCommits(nowUs: due)
+            #expect(detector.policy.decide(last, path: "db", fingerprint: nil, nowUs: taken.last! + cost + 1) == .deferred)
+            let due = try #require(detector.policy.nextDueUs)
+            let interval = detector.policy.intervalUs(afterCost: cost)
+            #expect(due == taken.last! + interval + SQLiteCommitPolicy.trailingGraceUs)
+            #expect(detector.policy.dueCommits(nowUs: due - 1).isEmpty)
+            let handed = detector.policy.dueCommits(nowUs: due)
             #expect(handed.count == 1 && handed[0].commit.mode == .truncate && handed[0].path == "db")
-            #expect(detector.nextDueUs == nil)
+            #expect(detector.policy.nextDueUs == nil)
         }
     }
 
@@ -181,32 +181,32 @@ import Testing
         // it is snapshotted at once; if none comes, the handed-over one is due again soon.
         let detector = detector(.auto, strategy: .hardlink)
         let c = try commit()
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 0) == .snapshot)
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 100) == .deferred)
-        let handed = detector.dueCommits(nowUs: 2_000_000)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 0) == .snapshot)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 100) == .deferred)
+        let handed = detector.policy.dueCommits(nowUs: 2_000_000)
         #expect(handed.count == 1)
-        detector.notYet(handed[0].commit, path: "db", nowUs: 2_000_000)
-        #expect(detector.nextDueUs == 2_000_000 + SQLiteCommitDetector.retryUs)
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 2_000_100) == .snapshot)
-        #expect(detector.nextDueUs == nil)
+        detector.policy.notYet(handed[0].commit, path: "db", nowUs: 2_000_000)
+        #expect(detector.policy.nextDueUs == 2_000_000 + SQLiteCommitPolicy.retryUs)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 2_000_100) == .snapshot)
+        #expect(detector.policy.nextDueUs == nil)
         // No commit came: the one handed over is handed over again.
-        #expect(detector.decide(c, path: "db", fingerprint: nil, nowUs: 2_000_200) == .deferred)
-        let again = detector.dueCommits(nowUs: 4_000_000)
-        detector.notYet(again[0].commit, path: "db", nowUs: 4_000_000)
-        #expect(detector.dueCommits(nowUs: 4_000_000 + SQLiteCommitDetector.retryUs - 1).isEmpty)
-        #expect(detector.dueCommits(nowUs: 4_000_000 + SQLiteCommitDetector.retryUs).count == 1)
+        #expect(detector.policy.decide(c, path: "db", fingerprint: nil, nowUs: 2_000_200) == .deferred)
+        let again = detector.policy.dueCommits(nowUs: 4_000_000)
+        detector.policy.notYet(again[0].commit, path: "db", nowUs: 4_000_000)
+        #expect(detector.policy.dueCommits(nowUs: 4_000_000 + SQLiteCommitPolicy.retryUs - 1).isEmpty)
+        #expect(detector.policy.dueCommits(nowUs: 4_000_000 + SQLiteCommitPolicy.retryUs).count == 1)
     }
 
     @Test func theDatabasesArePacedApart() throws {
         // One database's costly snapshots do not hold back another's.
         let detector = detector(.auto, strategy: .reflink)
         let c = try commit()
-        #expect(detector.decide(c, path: "big.db", fingerprint: nil, nowUs: 0) == .snapshot)
-        detector.noteCost(100_000, of: "big.db")
-        #expect(detector.decide(c, path: "small.db", fingerprint: nil, nowUs: 0) == .snapshot)
-        detector.noteCost(100, of: "small.db")
-        #expect(detector.decide(c, path: "big.db", fingerprint: nil, nowUs: 200_000) == .deferred)
-        #expect(detector.decide(c, path: "small.db", fingerprint: nil, nowUs: 200_000) == .snapshot)
+        #expect(detector.policy.decide(c, path: "big.db", fingerprint: nil, nowUs: 0) == .snapshot)
+        detector.policy.noteCost(100_000, of: "big.db")
+        #expect(detector.policy.decide(c, path: "small.db", fingerprint: nil, nowUs: 0) == .snapshot)
+        detector.policy.noteCost(100, of: "small.db")
+        #expect(detector.policy.decide(c, path: "big.db", fingerprint: nil, nowUs: 200_000) == .deferred)
+        #expect(detector.policy.decide(c, path: "small.db", fingerprint: nil, nowUs: 200_000) == .snapshot)
         #expect(detector.statusLines().contains("sqlite-pending: 1"))
         #expect(detector.statusLines().contains("sqlite-databases: 2"))
         #expect(detector.statusLines().contains("sqlite-interval-now: 300ms"))
@@ -229,9 +229,9 @@ import Testing
         #expect(!options.covers("other/app.db"))
         options.mode = .detect
         let detector = SQLiteCommitDetector(options: options)
-        #expect(detector.decide(try commit(), path: "data/app.db", fingerprint: nil, nowUs: 0) == .ignore)
-        #expect(detector.commits.load(ordering: .relaxed) == 1)
-        #expect(!detector.defersCommits)
+        #expect(detector.policy.decide(try commit(), path: "data/app.db", fingerprint: nil, nowUs: 0) == .ignore)
+        #expect(detector.policy.commits.load(ordering: .relaxed) == 1)
+        #expect(!detector.policy.defersCommits)
     }
 }
 

@@ -61,7 +61,7 @@ extension SnapFileSystem {
     func passthroughOffer(for node: Inode, fd: Int32, flags: Int32) -> (() -> Int32?)? {
         guard options.kernelPassthrough, let kernel = passthroughKernel.value,
               flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0, node.isRegularFile,
-              node.sqliteRole.load(ordering: .relaxed) == 0 else { return nil }
+              node.sqlite.role.load(ordering: .relaxed) == 0 else { return nil }
         if node.inPassthroughMode { return { nil } }
         return passthroughStart(node, fd: fd, kernel: kernel)
     }

@@ -80,7 +80,7 @@ extension SnapFileSystem {
         }
         // Dirty data written back later must not move the times set now.
         if let cache = cacheHolding(node) { try cache.writeBack(node.id, backing: cacheStore) }
-        if modification != nil { node.cachedWriteTime.store(0, ordering: .relaxed) }
+        if modification != nil { node.cache.writeTime.store(0, ordering: .relaxed) }
         defer { if modification != nil { rememberKernelModificationTime(node) } }
         var times = (spec(access), spec(modification))
         _ = try withUnsafePointer(to: &times) { pointer throws(Errno) in
@@ -109,13 +109,13 @@ extension SnapFileSystem {
     private func rememberKernelModificationTime(_ node: Inode) {
         guard options.kernelWritebackCache, node.isRegularFile, !node.inSnapshotView,
               let st = try? node.withFD({ (fd) throws(Errno) in try FileStatus.of(fd) }) else { return }
-        node.kernelModificationTime.store(Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
+        node.cache.kernelModificationTime.store(Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
                                           ordering: .relaxed)
     }
 
     /// After the write-back at fsync or close: the kernel's modification time again.
     func restoreKernelModificationTime(_ file: OpenFile) {
-        let ns = file.inode.kernelModificationTime.load(ordering: .relaxed)
+        let ns = file.inode.cache.kernelModificationTime.load(ordering: .relaxed)
         guard ns != 0, file.flags & O_ACCMODE != O_RDONLY else { return }
         var times = [timespec(tv_sec: 0, tv_nsec: SNAPFS_UTIME_OMIT),
                      timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))]

@@ -2,6 +2,7 @@ import CLinux
 import Glibc
 import SnapFSBacking
 import SnapFSCache
+import Synchronization
 import SystemPackage
 
 /// snapfs's page cache on the data path of regular files.
@@ -21,13 +22,13 @@ extension SnapFileSystem {
     /// Whether `inode`'s data goes through the cache.
     @inline(__always)
     func caches(_ inode: Inode) -> Bool {
-        cache != nil && inode.isRegularFile && !inode.inSnapshotView && inode.sqliteRole.load(ordering: .relaxed) == 0
+        cache != nil && inode.isRegularFile && !inode.inSnapshotView && inode.sqlite.role.load(ordering: .relaxed) == 0
     }
 
     /// The cache, if it holds anything of `inode` (else the backing file is the whole truth).
     @inline(__always)
     func cacheHolding(_ inode: Inode) -> PageCache? {
-        guard let cache, inode.usedCache.load(ordering: .relaxed), cache.holds(inode.id) else { return nil }
+        guard let cache, inode.cache.used.load(ordering: .relaxed), cache.holds(inode.id) else { return nil }
         return cache
     }
 
@@ -58,7 +59,7 @@ extension SnapFileSystem {
     /// other reads go to the backing file, which updates its access time as reads do).
     @inline(__always)
     func cacheHoldingDirty(_ inode: Inode) -> PageCache? {
-        guard let cache, inode.usedCache.load(ordering: .relaxed), cache.isDirty(inode.id) else { return nil }
+        guard let cache, inode.cache.used.load(ordering: .relaxed), cache.isDirty(inode.id) else { return nil }
         return cache
     }
 
@@ -74,7 +75,7 @@ extension SnapFileSystem {
     /// to recover and to checkpoint, and the kernel held few of their pages (frames do not
     /// start on page boundaries).
     public func writesBypassKernelCache(_ file: OpenFile) -> Bool {
-        file.kernelDirect || file.inode.sqliteRole.load(ordering: .relaxed) != 0
+        file.kernelDirect || file.inode.sqlite.role.load(ordering: .relaxed) != 0
     }
 
     /// Chosen when the first file of `node` is opened, for all its open files: with the
@@ -91,7 +92,7 @@ extension SnapFileSystem {
     /// A write into the cache; returns the bytes taken.
     func cachedWrite(_ cache: PageCache, _ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Int {
         let node = file.inode
-        if !node.usedCache.load(ordering: .relaxed) { node.usedCache.store(true, ordering: .relaxed) }
+        if !node.cache.used.load(ordering: .relaxed) { node.cache.used.store(true, ordering: .relaxed) }
         let taken: Int
         // Without kernel write-back caching the kernel leaves O_APPEND positioning to the
         // filesystem (the backing descriptor cannot do it: write-back writes at offsets).
@@ -105,7 +106,7 @@ extension SnapFileSystem {
             let holding = options.kernelWritebackCache && !writesBypassKernelCache(file)
             taken = try cache.write(node.id, data, at: offset, backing: cacheStore, holding: holding)
         }
-        node.cachedWriteTime.store(Self.realtimeNanoseconds(), ordering: .relaxed)
+        node.cache.writeTime.store(Self.realtimeNanoseconds(), ordering: .relaxed)
         if file.flags & O_DSYNC != 0 {
             // O_SYNC / O_DSYNC: durable when the write returns.
             try cache.fsync(node.id, dataOnly: file.flags & O_SYNC != O_SYNC, backing: cacheStore)
@@ -136,7 +137,7 @@ extension SnapFileSystem {
         guard let cache = cacheHolding(inode) else { return false }
         let (size, dirty) = try cache.sizeAndDirtiness(inode.id, backing: cacheStore)
         st.st_size = off_t(size)
-        let written = inode.cachedWriteTime.load(ordering: .relaxed)
+        let written = inode.cache.writeTime.load(ordering: .relaxed)
         guard dirty, written > 0 else { return dirty }
         let time = timespec(tv_sec: Int(written / 1_000_000_000), tv_nsec: Int(written % 1_000_000_000))
         if (st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < (time.tv_sec, time.tv_nsec) { st.st_mtim = time }
@@ -277,4 +278,21 @@ public struct CacheWriteBackFailure: Error, Sendable {
     public var message: String {
         "cannot write back the cached data of \(files.count) file\(files.count == 1 ? "" : "s"): \(files.joined(separator: ", "))"
     }
+}
+
+/// What the page cache keeps per inode (``Inode/cache``).
+struct CacheNodeState: ~Copyable, Sendable {
+    /// The page cache has taken data of this file (so reads and sizes must ask it).
+    let used = Atomic<Bool>(false)
+    /// When a write last went into the page cache (ns since the epoch; 0: none since the
+    /// last explicit time change): the modification time until write-back moves it on.
+    let writeTime = Atomic<Int64>(0)
+    /// With the kernel's write-back cache: the modification time the kernel (or the
+    /// application) last set (ns since the epoch; 0: none). The kernel keeps a regular
+    /// file's times itself and hands them over by setattr just before its fsync and close
+    /// requests; the data it wrote may reach snapfs after that setattr (its page
+    /// write-back is not ordered with it), and reaches the backing file at that fsync or
+    /// close. So there, after writing back, snapfs puts this time back: the backing file,
+    /// and every snapshot of it, shows the time the application saw.
+    let kernelModificationTime = Atomic<Int64>(0)
 }

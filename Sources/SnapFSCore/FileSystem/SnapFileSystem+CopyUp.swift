@@ -20,13 +20,13 @@ extension SnapFileSystem {
     @inline(__always)
     func breakSharing(_ inode: Inode, keepingData: Bool) throws(Errno) {
         guard inode.isRegularFile, snapshotState.sharesBackingObjects,
-              inode.privateGeneration.load(ordering: .acquiring) < snapshotState.currentGeneration else { return }
+              inode.copyUp.privateGeneration.load(ordering: .acquiring) < snapshotState.currentGeneration else { return }
         try copyUp(inode, keepingData: keepingData)
     }
 
     private func copyUp(_ inode: Inode, keepingData: Bool) throws(Errno) {
         let started = SnapshotEngine.monotonicUs()
-        defer { inode.copyUpCostUs.add(SnapshotEngine.monotonicUs() - started, ordering: .relaxed) }
+        defer { inode.copyUp.costUs.add(SnapshotEngine.monotonicUs() - started, ordering: .relaxed) }
         try snapshotState.copyUpLock.withLock { (_: inout Void) throws(Errno) in
             let generation = snapshotState.currentGeneration
             let st = try backingAttributes(of: inode)
@@ -55,8 +55,8 @@ extension SnapFileSystem {
                 try self.proc.reopen(fd, flags: self.backingFlags(flags) & ~O_TRUNC)
             }
             inodes.rekey(inode, from: oldKey)
-            if inode.reportedInode.load(ordering: .relaxed) == 0 { inode.reportedInode.store(oldKey.inode, ordering: .relaxed) }
-            inode.privateGeneration.store(generation, ordering: .releasing)
+            if inode.copyUp.reportedInode.load(ordering: .relaxed) == 0 { inode.copyUp.reportedInode.store(oldKey.inode, ordering: .relaxed) }
+            inode.copyUp.privateGeneration.store(generation, ordering: .releasing)
             logger.debug("copy-up of inode \(inode.id): backing \(oldKey.inode) -> \(newKey.inode)")
         }
     }
@@ -66,7 +66,7 @@ extension SnapFileSystem {
     /// In passthrough mode: snapshots copy the object (see Passthrough.swift).
     func ownsBackingObject(_ inode: Inode) -> Bool {
         let generation = snapshotState.currentGeneration
-        if !snapshotState.sharesBackingObjects || inode.privateGeneration.load(ordering: .acquiring) >= generation {
+        if !snapshotState.sharesBackingObjects || inode.copyUp.privateGeneration.load(ordering: .acquiring) >= generation {
             return true
         }
         guard let st = try? backingAttributes(of: inode) else { return false }
@@ -75,9 +75,9 @@ extension SnapFileSystem {
 
     private func ownsBackingObject(_ inode: Inode, status st: stat, name: (parent: Inode, name: [CChar])?) -> Bool {
         let generation = snapshotState.currentGeneration
-        if inode.privateGeneration.load(ordering: .acquiring) >= generation { return true }
+        if inode.copyUp.privateGeneration.load(ordering: .acquiring) >= generation { return true }
         guard st.st_nlink == 0 || (st.st_nlink == 1 && name != nil) || inode.inPassthroughMode else { return false }
-        inode.privateGeneration.store(generation, ordering: .releasing)
+        inode.copyUp.privateGeneration.store(generation, ordering: .releasing)
         return true
     }
 
@@ -132,5 +132,23 @@ extension SnapFileSystem {
               let id = inodes.id(of: BackingKey(st), snapshotView: false),
               let inode = try? inodes.inode(id) else { return }
         inode.remember(name: name, in: dir)
+    }
+}
+
+/// What copy-up keeps per inode (``Inode/copyUp``).
+struct CopyUpNodeState: ~Copyable, Sendable {
+    /// The snapshot generation up to which this inode's backing object is known to be its
+    /// own (not shared by hard link with a snapshot); see ``SnapshotState``.
+    let privateGeneration: Atomic<UInt64>
+    /// The `st_ino` applications see, once a copy-up moved the inode to a new backing
+    /// object (0 before): the first object's number, so the file does not seem replaced
+    /// (SQLite, for one, stops writing a database whose path names another inode number).
+    let reportedInode = Atomic<UInt64>(0)
+    /// Microseconds spent copying this file up since the SQLite policy last took them: for
+    /// a database, part of what its previous commit snapshot cost the application.
+    let costUs = Atomic<Int64>(0)
+
+    init(privateGeneration: UInt64) {
+        self.privateGeneration = Atomic(privateGeneration)
     }
 }

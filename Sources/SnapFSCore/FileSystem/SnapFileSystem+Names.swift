@@ -43,7 +43,7 @@ extension SnapFileSystem {
         inode.applyReportedInode(&reported)
         // Dirty data in the page cache: the size and times it gives, not to be kept.
         var dirty = false
-        if inode.usedCache.load(ordering: .relaxed) { dirty = (try? applyCachedAttributes(of: inode, to: &reported)) ?? false }
+        if inode.cache.used.load(ordering: .relaxed) { dirty = (try? applyCachedAttributes(of: inode, to: &reported)) ?? false }
         return Entry(inode: inode.id, attributes: reported, uncached: snapshotView || dirty)
     }
 

@@ -59,7 +59,7 @@ public final class SnapFileSystem: Sendable {
     public func attach(_ engine: SnapshotEngine) {
         engineAttachment.attach(engine)
         engine.attach(self)
-        sqlite.useAutoFloor(ms: engine.strategy.commitSnapshotFloorMs)
+        sqlite.policy.useAutoFloor(ms: engine.strategy.commitSnapshotFloorMs)
     }
 
     /// Opens the backing directory at `backingPath`.
@@ -113,7 +113,7 @@ public final class SnapFileSystem: Sendable {
         var st = try backingAttributes(of: inode)
         if inode.inSnapshotView { snapshotState.presentStore(BackingKey(st), &st) }
         inode.applyReportedInode(&st)
-        if inode.usedCache.load(ordering: .relaxed) { try applyCachedAttributes(of: inode, to: &st) }
+        if inode.cache.used.load(ordering: .relaxed) { try applyCachedAttributes(of: inode, to: &st) }
         return st
     }
 

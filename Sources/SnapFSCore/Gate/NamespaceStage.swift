@@ -34,7 +34,7 @@ struct ChangeTrackingStage: MutationStage {
     @inline(__always)
     func before(_ mutation: Mutation, _ notes: inout MutationNotes, in fs: SnapFileSystem) throws(Errno) {
         fs.snapshotState.noteChange()
-        if let (inode, offset, length) = mutation.changedRange { inode.noteWrite(offset: offset, length: length) }
+        if let (inode, offset, length) = mutation.changedRange { inode.sqlite.noteWrite(offset: offset, length: length) }
     }
 }
 

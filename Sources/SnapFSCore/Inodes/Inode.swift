@@ -23,40 +23,14 @@ public final class Inode: Sendable {
     public let fileType: mode_t
     /// The inode belongs to `.snapshots/`, where nothing may change.
     public let inSnapshotView: Bool
-    /// The snapshot generation up to which this inode's backing object is known to be its
-    /// own (not shared by hard link with a snapshot); see ``SnapshotState``.
-    let privateGeneration: Atomic<UInt64>
-    /// What the inode is to SQLite commit detection (``SQLiteRole``), set from its name.
-    let sqliteRole = Atomic<UInt8>(0)
-    /// The `st_ino` applications see, once a copy-up moved the inode to a new backing
-    /// object (0 before): the first object's number, so the file does not seem replaced
-    /// (SQLite, for one, stops writing a database whose path names another inode number).
-    let reportedInode = Atomic<UInt64>(0)
-    /// Microseconds spent copying this file up since the SQLite policy last took them: for
-    /// a database, part of what its previous commit snapshot cost the application.
-    let copyUpCostUs = Atomic<Int64>(0)
-    /// A journal the kernel writes directly: the hot header it was last seen with
-    /// (`1 << 32 | nonce`), or 0 (not seen hot since its last transaction ended).
-    let journalHeader = Atomic<UInt64>(0)
-    /// The page cache has taken data of this file (so reads and sizes must ask it).
-    let usedCache = Atomic<Bool>(false)
-    /// When a write last went into the page cache (ns since the epoch; 0: none since the
-    /// last explicit time change): the modification time until write-back moves it on.
-    let cachedWriteTime = Atomic<Int64>(0)
-    /// With the kernel's write-back cache: the modification time the kernel (or the
-    /// application) last set (ns since the epoch; 0: none). The kernel keeps a regular
-    /// file's times itself and hands them over by setattr just before its fsync and close
-    /// requests; the data it wrote may reach snapfs after that setattr (its page
-    /// write-back is not ordered with it), and reaches the backing file at that fsync or
-    /// close. So there, after writing back, snapfs puts this time back: the backing file,
-    /// and every snapshot of it, shows the time the application saw.
-    let kernelModificationTime = Atomic<Int64>(0)
+    /// What each feature keeps per inode, defined where the feature lives: copy-up
+    /// (`SnapFileSystem+CopyUp`), commit detection (`SQLite/SQLiteNodeState`), the page
+    /// cache and the kernel's times (`SnapFileSystem+Cache`).
+    let copyUp: CopyUpNodeState
+    let sqlite = SQLiteNodeState()
+    let cache = CacheNodeState()
     private let pool: DescriptorPool?
     private let slot: Mutex<Slot>
-    /// A rollback-mode database snapshotted by cloning: where it was written since its
-    /// last commit snapshot (see ``WrittenRanges``); not kept for any other file.
-    private let tracksWrites = Atomic<Bool>(false)
-    private let written = Mutex(WrittenRanges())
 
     private struct Slot {
         var fd: Int32
@@ -101,7 +75,7 @@ public final class Inode: Sendable {
         self.fileType = fileType
         self.pool = pool
         self.inSnapshotView = inSnapshotView
-        self.privateGeneration = Atomic(privateGeneration)
+        self.copyUp = CopyUpNodeState(privateGeneration: privateGeneration)
         self.slot = Mutex(Slot(fd: fd, key: key))
     }
 
@@ -118,7 +92,7 @@ public final class Inode: Sendable {
     }
 
     /// Puts the inode number applications know into `st`: the number the file had before
-    /// a copy-up (see ``reportedInode``); under `.snapshots/`, the backing number with the
+    /// a copy-up (see ``CopyUpNodeState/reportedInode``); under `.snapshots/`, the backing number with the
     /// top bit set, so that a snapshot's file never passes for the live file it was
     /// hard-linked from (or whose number the live file kept), as `cp` and `diff` would take it.
     @inline(__always)
@@ -127,7 +101,7 @@ public final class Inode: Sendable {
             st.st_ino |= UInt(1) << 63
             return
         }
-        let reported = reportedInode.load(ordering: .relaxed)
+        let reported = copyUp.reportedInode.load(ordering: .relaxed)
         if reported != 0 { st.st_ino = UInt(reported) }
     }
 
@@ -174,27 +148,6 @@ public final class Inode: Sendable {
             slot.lent = -1
             slot.closeLentAtUnpin = false
         }
-    }
-
-    // MARK: written ranges, for clone snapshots
-
-    /// Notes a change of the data at `offset` (inside the freeze gate); one atomic load
-    /// unless the inode is tracked.
-    @inline(__always)
-    func noteWrite(offset: Int64, length: Int64) {
-        guard tracksWrites.load(ordering: .relaxed) else { return }
-        written.withLock { $0.add(offset: offset, length: length) }
-    }
-
-    /// What was written since the last call (nil at the first, when nothing was tracked
-    /// yet), and starts afresh: from now on the inode is tracked.
-    func takeWrittenRanges() -> WrittenRanges? {
-        let wasTracked = tracksWrites.exchange(true, ordering: .relaxed)
-        let taken = written.withLock { (w: inout WrittenRanges) -> WrittenRanges in
-            defer { w = WrittenRanges() }
-            return w
-        }
-        return wasTracked ? taken : nil
     }
 
     // MARK: names and open files, for copy-up

@@ -22,7 +22,7 @@ struct SQLiteStage: MutationStage {
     func before(_ mutation: Mutation, _ notes: inout MutationNotes, in fs: SnapFileSystem) throws(Errno) {
         switch mutation {
         case let .write(file, data, offset):
-            if file.inode.sqliteRole.load(ordering: .relaxed) != 0 {
+            if file.inode.sqlite.role.load(ordering: .relaxed) != 0 {
                 notes.endsJournal = fs.sqliteWriteEndsJournal(file, data, offset: offset)
             }
         case let .setAttributes(inode, size?):
@@ -38,7 +38,7 @@ struct SQLiteStage: MutationStage {
         case let .write(file, data, offset):
             // Only a write that reached the backing file ends anything (a journal's or WAL's
             // writes do, see `SnapFileSystem.caches`).
-            guard let written = notes.writtenThrough, file.inode.sqliteRole.load(ordering: .relaxed) != 0 else { return }
+            guard let written = notes.writtenThrough, file.inode.sqlite.role.load(ordering: .relaxed) != 0 else { return }
             notes.commit = fs.sqliteWritten(file, UnsafeRawBufferPointer(rebasing: data[0..<written]), offset: offset,
                                             endingJournal: notes.endsJournal)
         case let .setAttributes(inode, size?):

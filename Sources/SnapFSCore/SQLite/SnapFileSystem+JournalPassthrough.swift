@@ -33,7 +33,7 @@ extension SnapFileSystem {
     func journalForKernel(_ node: Inode, fd: Int32, name: UnsafePointer<CChar>, in dir: Inode,
                           flags: Int32) -> (offer: () -> Int32?, database: UInt64)? {
         guard options.kernelPassthrough, sqlite.isActive, flags & O_ACCMODE != O_RDONLY,
-              node.sqliteRole.load(ordering: .relaxed) == SQLiteRole.journal.rawValue,
+              node.sqlite.role.load(ordering: .relaxed) == SQLiteRole.journal.rawValue,
               let (companion, database) = Self.companion(named: name), companion == .journal,
               sqlite.removesJournals(DatabaseLocation(directory: dir, name: database)) else { return nil }
         // The database the kernel knows (its writes are where a missed ending is found).
@@ -49,11 +49,11 @@ extension SnapFileSystem {
         var header = (UInt64(0), UInt64(0))
         let n = withUnsafeMutableBytes(of: &header) { DescriptorReader(fd: file.fd).read(into: $0, at: 0) }
         let bytes = withUnsafeBytes(of: &header) { Array($0) }
-        let seen = file.inode.journalHeader.load(ordering: .acquiring)
+        let seen = file.inode.sqlite.journalHeader.load(ordering: .acquiring)
         if n == bytes.count && SQLiteFormat.isHotJournalHeader(bytes),
            let nonce = bytes.withUnsafeBytes({ SQLiteFormat.bigEndian32($0, at: 12) }) {
             let now = 1 << 32 | UInt64(nonce)
-            file.inode.journalHeader.store(now, ordering: .releasing)
+            file.inode.sqlite.journalHeader.store(now, ordering: .releasing)
             guard nonceChange, seen != 0, seen != now else { return nil }
         } else {
             // Zeroed, truncated or not written yet: an ending only after a hot header.
@@ -65,7 +65,7 @@ extension SnapFileSystem {
     /// A journal ended some other way than by its removal: the commit, and the database's
     /// next journals come to the daemon again.
     func journalEnded(_ node: Inode, mode: JournalMode) -> SQLiteCommit? {
-        node.journalHeader.store(0, ordering: .releasing)
+        node.sqlite.journalHeader.store(0, ordering: .releasing)
         guard let commit = journalCommit(node, mode: mode) else { return nil }
         sqlite.journalKept(of: commit.location)
         return commit
@@ -73,7 +73,7 @@ extension SnapFileSystem {
 
     /// At fsync and close of a journal the kernel writes.
     func checkKernelWrittenJournal(_ file: OpenFile) {
-        guard file.kernelWrites, file.inode.sqliteRole.load(ordering: .relaxed) == SQLiteRole.journal.rawValue,
+        guard file.kernelWrites, file.inode.sqlite.role.load(ordering: .relaxed) == SQLiteRole.journal.rawValue,
               let commit = kernelWrittenJournalEnded(file, nonceChange: false) else { return }
         sqliteCommitted(commit, serving: file.inode.id)
     }

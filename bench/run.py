@@ -67,7 +67,7 @@ from pathlib import Path
 from lib import request_counts
 from lib.harness import (BENCH, DEFAULT_SNAPFS, DEFAULT_WORK, MiB, BenchError, Interrupted, announce_run,
                          finish_run, ignore_signals, human_size, log, machine_info, parse_size, remove_tree,
-                         start_run)
+                         report_header, start_run)
 from lib.stats import fmt, ratio, spread
 from lib.targets import (BindfsTarget, NativeTarget, PassthroughLLTarget, PassthroughLLWritebackTarget,
                          SnapfsAltTarget, SnapfsBaseTarget, SnapfsTarget, SnapfsUringTarget)
@@ -433,9 +433,7 @@ def render(report):
     cfg = report["config"]
     targets = cfg["targets"]
     snapfs_targets = [t for t in targets if t in SNAPFS_TARGETS]
-    lines = [f"# snapfs benchmark, {report['started']}", ""]
-    lines += ["Command:", "", "```", report["command"], "```", ""]
-    lines += ["Machine:", ""] + [f"- {k}: {v}" for k, v in report["machine"].items()] + [""]
+    lines = report_header("snapfs benchmark", report)
     lines += [f"Parameters: sequential file {human_size(cfg['seq_size'])}, random file "
               f"{human_size(cfg['rand_size'])} (cap {cfg['rand_cap']} s), {cfg['small_files']} small files "
               f"in {cfg['small_dirs']} dirs ({cfg['stat_passes']} stat passes), SQLite up to "

@@ -26,7 +26,7 @@ import time
 
 from lib.harness import (BENCH, DEFAULT_SNAPFS, DEFAULT_WORK, BenchError, Interrupted, announce_run, capture,
                          finish_run, human_size, ignore_signals, log, machine_info, parse_size, remove_tree,
-                         start_run)
+                         report_header, start_run)
 from lib.stats import ms
 from lib.targets import SnapfsTarget
 from workers.stall_writer import read_stall_samples
@@ -325,9 +325,7 @@ def snapshot_table(report):
 
 def render_snapshots(report):
     cfg = report["config"]
-    lines = [f"# snapfs snapshot benchmark, {report['started']}", ""]
-    lines += ["Command:", "", "```", report["command"], "```", ""]
-    lines += ["Machine:", ""] + [f"- {k}: {v}" for k, v in report["machine"].items()] + [""]
+    lines = report_header("snapfs snapshot benchmark", report)
     lines += [f"Tree: {cfg['snapshot_files']:,} files × {human_size(cfg['snapshot_file_size'])} in "
               f"{cfg['snapshot_dirs']:,} directories, made natively in the backing directory before mounting. "
               f"{cfg['runs']} repetition(s) per file system; the snapshot and its reference alternate in order. "

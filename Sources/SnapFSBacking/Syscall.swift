@@ -70,3 +70,11 @@ extension Errno {
 /// lseek(2) whence values Glibc's Swift overlay does not export (_GNU_SOURCE).
 let seekData: Int32 = 3
 let seekHole: Int32 = 4
+
+/// `path` made absolute against the working directory (unchanged if it already is).
+package func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    guard let cwd = getcwd(nil, 0) else { return path }
+    defer { free(cwd) }
+    return String(cString: cwd) + "/" + path
+}

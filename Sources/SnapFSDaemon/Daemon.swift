@@ -17,8 +17,8 @@ public enum Daemon {
         var arguments = ["snapfs", "mount", request.backing, request.mountpoint, "--foreground", "--ready-fd", "3"]
         for option in request.options { arguments += ["-o", option] }
         if request.debug { arguments.append("--debug") }
-        if let pidFile = request.pidFile { arguments += ["--pid-file", absolute(pidFile)] }
-        if let logFile = request.logFile { arguments += ["--log-file", absolute(logFile)] }
+        if let pidFile = request.pidFile { arguments += ["--pid-file", absolutePath(pidFile)] }
+        if let logFile = request.logFile { arguments += ["--log-file", absolutePath(logFile)] }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -95,7 +95,7 @@ public enum Daemon {
     /// Why a file the daemon will create at `path` (pid or log file) cannot be, checked
     /// before mounting: its directory must exist and be a directory; nil when it can.
     public static func unwritableFileProblem(_ path: String) -> String? {
-        let absolutePath = absolute(path)
+        let absolutePath = absolutePath(path)
         let directory = absolutePath.split(separator: "/", omittingEmptySubsequences: false).dropLast()
             .joined(separator: "/")
         var st = stat()
@@ -116,13 +116,6 @@ public enum Daemon {
 
     static func readNumber(_ path: String) -> UInt? {
         readWholeFile(path).flatMap { UInt(String(decoding: $0, as: UTF8.self).trimmingNewline) }
-    }
-
-    static func absolute(_ path: String) -> String {
-        if path.hasPrefix("/") { return path }
-        guard let cwd = getcwd(nil, 0) else { return path }
-        defer { free(cwd) }
-        return String(cString: cwd) + "/" + path
     }
 }
 

@@ -1,4 +1,5 @@
 import Glibc
+import SnapFSBacking
 import SnapFSCore
 import SnapFSDaemon
 import SnapFSSnapshots
@@ -83,7 +84,7 @@ struct MountedSnapshots {
         if path.first == slash {
             let normalized = Self.normalize(path.split(separator: slash).map(Array.init))
             var relative: [[UInt8]]?
-            for root in [canonical, Self.absolute(mountpoint)] {
+            for root in [canonical, absolutePath(mountpoint)] {
                 let rootComponents = Self.normalize(Array(root.utf8).split(separator: slash).map(Array.init))
                 if normalized.starts(with: rootComponents) {
                     relative = Array(normalized.dropFirst(rootComponents.count))
@@ -118,13 +119,6 @@ struct MountedSnapshots {
             }
         }
         return result
-    }
-
-    static func absolute(_ path: String) -> String {
-        if path.hasPrefix("/") { return path }
-        guard let cwd = getcwd(nil, 0) else { return path }
-        defer { free(cwd) }
-        return String(cString: cwd) + "/" + path
     }
 }
 

@@ -245,3 +245,11 @@ def remove_tree(path):
         log(f"WARNING: not removing {path}: still mounted: {', '.join(busy)}")
         return
     remove_sealed_tree(path)
+
+
+def report_header(title, report):
+    """The first lines of a report in Markdown: its title and start time, the command, the machine."""
+    lines = [f"# {title}, {report['started']}", ""]
+    lines += ["Command:", "", "```", report["command"], "```", ""]
+    lines += ["Machine:", ""] + [f"- {k}: {v}" for k, v in report["machine"].items()] + [""]
+    return lines

@@ -34,6 +34,9 @@ let package = Package(
         ),
         // Linux syscalls that Glibc's Swift overlay does not expose (variadic or _GNU_SOURCE-only).
         .target(name: "CLinux"),
+        // The FUSE kernel protocol (<linux/fuse.h> and what is newer than its minor), io_uring
+        // queues and passthrough's backing files: kernel-side C that only SnapFSFUSE uses.
+        .target(name: "CFUSEKernel"),
         .target(name: "SnapFSBacking", dependencies: ["CLinux", system]),
         .target(name: "SnapFSCache", dependencies: ["SnapFSBacking", system]),
         .target(name: "SnapFSSQLite", dependencies: ["SnapFSBacking", system]),
@@ -44,7 +47,7 @@ let package = Package(
         ),
         .target(
             name: "SnapFSFUSE",
-            dependencies: ["SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CFUSE", "CLinux", system, logging]
+            dependencies: ["SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CFUSE", "CFUSEKernel", "CLinux", system, logging]
         ),
         .target(
             name: "SnapFSDaemon",
@@ -62,6 +65,10 @@ let package = Package(
             name: "SnapFSCoreTests",
             dependencies: ["SnapFSDaemon", "SnapFSCore", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
                            "SnapFSBacking", "CLinux", system]
+        ),
+        .testTarget(
+            name: "SnapFSFUSETests",
+            dependencies: ["SnapFSFUSE", "CFUSEKernel"]
         ),
     ]
 )

@@ -127,29 +127,6 @@ long snapfs_filesystem_type(int fd) {
     return (long)info.f_type;
 }
 
-/* The backing id the calling thread's next FUSE reply carries (see FUSEChannel). */
-static __thread int32_t pending_backing_id;
-
-void snapfs_set_pending_backing_id(int32_t id) { pending_backing_id = id; }
-
-int32_t snapfs_take_pending_backing_id(void) {
-    int32_t id = pending_backing_id;
-    pending_backing_id = 0;
-    return id;
-}
-
-int snapfs_fuse_backing_open(int devfd, int fd) {
-    struct { int32_t fd; uint32_t flags; uint64_t padding; } map = { fd, 0, 0 };
-    /* FUSE_DEV_IOC_BACKING_OPEN = _IOW(229, 1, struct fuse_backing_map) */
-    return ioctl(devfd, _IOW(229, 1, map), &map);
-}
-
-int snapfs_fuse_backing_close(int devfd, int32_t id) {
-    uint32_t value = (uint32_t)id;
-    /* FUSE_DEV_IOC_BACKING_CLOSE = _IOW(229, 2, uint32_t) */
-    return ioctl(devfd, _IOW(229, 2, uint32_t), &value);
-}
-
 /* Acting as the caller (CLinux.h). Capabilities and the fsuid are per thread on Linux. */
 #include <linux/capability.h>
 #include <sys/fsuid.h>

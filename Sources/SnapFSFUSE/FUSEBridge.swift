@@ -1,15 +1,18 @@
 import CFUSE
+import CFUSEKernel
 import Glibc
 import Logging
 import SnapFSBacking
 import SnapFSCore
 import SystemPackage
 
-/// What the FUSE callbacks reach through `fuse_req_userdata`: the core filesystem and
-/// the reply settings. Callbacks run on libfuse's worker threads; nothing here is
+/// What the FUSE callbacks reach through `fuse_req_userdata` (and libfuse's I/O callbacks
+/// through the session's userdata): the core filesystem, the session's I/O channel and the
+/// reply settings. Callbacks run on libfuse's worker threads; nothing here is
 /// actor-isolated.
 final class FUSEBridge: Sendable {
     let core: SnapFileSystem
+    let channel: FUSEChannel
     let logger: Logger
     let debug: Bool
     /// How long the kernel may trust names and attributes. Every change goes through snapfs,
@@ -17,12 +20,21 @@ final class FUSEBridge: Sendable {
     let entryTimeout: Double
     let attributeTimeout: Double
 
-    init(core: SnapFileSystem, logger: Logger, debug: Bool, entryTimeout: Double, attributeTimeout: Double) {
+    init(core: SnapFileSystem, channel: FUSEChannel, logger: Logger, debug: Bool, entryTimeout: Double,
+         attributeTimeout: Double) {
         self.core = core
+        self.channel = channel
         self.logger = logger
         self.debug = debug
         self.entryTimeout = entryTimeout
         self.attributeTimeout = attributeTimeout
+    }
+
+    /// Counts a request, for `status`: every request is read through ``FUSEChannel`` or
+    /// taken from a ring (``FUSERing``), and counted there.
+    @inline(__always)
+    func count(_ request: fuse_in_header) {
+        core.requests.count(opcode: request.opcode)
     }
 
     @inline(__always)

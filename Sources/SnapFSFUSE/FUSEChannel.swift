@@ -1,12 +1,13 @@
 import CFUSE
+import CFUSEKernel
 import CLinux
 import Glibc
 import Synchronization
 
 /// The session's I/O on `/dev/fuse`, installed through `fuse_session_custom_io` after the
 /// mount. It behaves exactly like libfuse's own I/O except for two things: it adds to the
-/// INIT reply two kernel features libfuse 3.14 cannot negotiate, when the kernel offers
-/// them, and it answers FUSE_TMPFILE itself (``FUSETmpfile``), which libfuse 3.14 does not know.
+/// INIT reply kernel features libfuse 3.14 cannot negotiate, when the kernel offers them,
+/// and it answers FUSE_TMPFILE itself (``FUSETmpfile``), which libfuse 3.14 does not know.
 ///
 /// - `FUSE_HANDLE_KILLPRIV_V2`: without it the kernel asks the daemon for the
 ///   `security.capability` xattr before every `write()` (one extra round trip per write —
@@ -16,80 +17,64 @@ import Synchronization
 /// - `FUSE_DIRECT_IO_ALLOW_MMAP`: SQLite journals and WALs are opened with direct I/O
 ///   (see `SnapFileSystem.writesBypassKernelCache`); with this flag a program that maps
 ///   such a file shared still can.
-/// - `FUSE_PASSTHROUGH` (when ``install(on:offerPassthrough:)`` is asked to, and the kernel
-///   offers it), with a stacking depth of 1: files opened read-only can be read by the kernel
-///   straight from the backing file (``FUSEPassthrough``). libfuse 3.14 cannot say so in an
-///   open reply either: ``expectOpenReply(_:)`` marks the reply the calling thread sends next,
-///   and `writev` writes FOPEN_PASSTHROUGH and the backing id into its `fuse_open_out`.
-/// - `FUSE_OVER_IO_URING` (when ``FUSESession`` set up ``ring`` before serving, and the
-///   kernel offers it): requests then come through per-CPU io_uring queues (``FUSERing``),
-///   each served on a thread pinned to its CPU; replies to them are handed to the ring by
-///   `writev` and `splice_send`. FORGET, INTERRUPT and notifications stay on `/dev/fuse`.
-enum FUSEChannel {
-    private static let fuseInit: UInt32 = 26
-    private static let handleKillprivV2: UInt32 = 1 << 28
-    private static let initExtended: UInt32 = 1 << 30
-    /// `FUSE_DIRECT_IO_ALLOW_MMAP` (bit 36) in the second flags word.
-    private static let directIOAllowMmap: UInt32 = 1 << 4
-    /// `FUSE_PASSTHROUGH` (bit 37) in the second flags word.
-    private static let passthroughFlag: UInt32 = 1 << 5
-    /// `FUSE_OVER_IO_URING` (bit 41) in the second flags word.
-    private static let overIOURing: UInt32 = 1 << 9
-    /// `FUSE_MAX_PAGES` in the first flags word of the INIT reply.
-    private static let maxPagesFlag: UInt32 = 1 << 22
-    /// `FOPEN_PASSTHROUGH` in `fuse_open_out.open_flags`.
-    private static let fopenPassthrough: UInt32 = 1 << 7
-    /// Whether to ask for passthrough (set before the mount).
-    private static let wantsPassthrough = Atomic<Bool>(false)
+/// - `FUSE_PASSTHROUGH` (when ``offersPassthrough``, and the kernel offers it), with a
+///   stacking depth of 1: files opened read-only can be read by the kernel straight from
+///   the backing file (``FUSEPassthrough``). libfuse 3.14 cannot say so in an open reply
+///   either: ``expectOpenReply(_:)`` marks the reply the calling thread sends next, and
+///   `writev` writes FOPEN_PASSTHROUGH and the backing id into its `fuse_open_out`.
+/// - `FUSE_OVER_IO_URING` (when ``FUSESession`` attached a ``FUSERing`` before serving, and
+///   the kernel offers it): requests then come through per-CPU io_uring queues, each served
+///   on a thread pinned to its CPU; replies to them are handed to the ring by `writev` and
+///   `splice_send`. FORGET, INTERRUPT and notifications stay on `/dev/fuse`.
+///
+/// libfuse's I/O callbacks reach the channel through the session's userdata, the
+/// ``FUSEBridge``, which holds it.
+final class FUSEChannel: Sendable {
+    /// Whether to ask for passthrough.
+    let offersPassthrough: Bool
     /// Whether the INIT reply asked for passthrough, the kernel having offered it.
-    static let passthroughNegotiated = Atomic<Bool>(false)
-    /// The rings, set up before the mount is served; nil: requests come through `/dev/fuse`.
-    nonisolated(unsafe) static var ring: FUSERing?
+    let passthroughNegotiated = Atomic<Bool>(false)
+    /// The rings, attached before the session is served; nil: requests come through `/dev/fuse`.
+    private let attachedRing = Mutex<FUSERing?>(nil)
+    /// The read end of the attached rings' wake pipe (-1 without rings), looked at before
+    /// every read of `/dev/fuse`.
+    private let ringWakeFD = Atomic<Int32>(-1)
     /// The payload size the rings need, once the INIT reply asked for io_uring (0 before).
-    private static let ringPayload = Atomic<Int>(0)
+    private let ringPayload = Atomic<Int>(0)
     /// The `unique` of the INIT request once read; 0 otherwise.
-    private static let pendingInit = Atomic<UInt64>(0)
+    private let pendingInit = Atomic<UInt64>(0)
     /// What the kernel offered of the flags added to the reply (first word, second word).
-    private static let offeredFlags = Atomic<UInt64>(0)
+    private let offeredFlags = Atomic<UInt64>(0)
+    /// Per thread: the backing id the open reply the thread sends next carries (none: no
+    /// value). A reply is written on the thread that makes it, from inside `fuse_reply_open`
+    /// or `fuse_reply_create`, and libfuse's `writev` is not told which request it answers.
+    private let pendingBackingID: pthread_key_t
 
-    static func install(on session: OpaquePointer, offerPassthrough: Bool) -> Bool {
-        wantsPassthrough.store(offerPassthrough, ordering: .sequentiallyConsistent)
+    init(offersPassthrough: Bool) {
+        self.offersPassthrough = offersPassthrough
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "no thread-specific key left")
+        pendingBackingID = key
+    }
+
+    deinit {
+        pthread_key_delete(pendingBackingID)
+    }
+
+    @inline(__always)
+    private static func bridge(_ userdata: UnsafeMutableRawPointer?) -> FUSEBridge {
+        Unmanaged<FUSEBridge>.fromOpaque(userdata!).takeUnretainedValue()
+    }
+
+    /// Makes this the I/O of `session`, whose userdata is the bridge holding this channel.
+    func install(on session: OpaquePointer) -> Bool {
         var io = fuse_custom_io()
         io.read = { fd, buffer, length, userdata in
-            // With the rings, only FORGET and INTERRUPT come this way, and the request that
-            // wakes the loop at a signal goes to a ring: readers also wait for ``wakeReaders()``.
-            if FUSEChannel.ring != nil, !FUSEChannel.waitForRequest(fd) {
-                errno = EINTR
-                return -1
-            }
-            let bridge = userdata.map { Unmanaged<FUSEBridge>.fromOpaque($0).takeUnretainedValue() }
-            var count = Glibc.read(fd, buffer, length)
-            if count >= 40, let buffer { FUSEChannel.countRequest(buffer, bridge) }
-            // Requests libfuse does not know are answered here; then read the next one.
-            while count >= 40, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSETmpfile.opcode {
-                FUSETmpfile.serve(UnsafeRawBufferPointer(start: buffer, count: count), fd: fd, bridge: bridge)
-                count = Glibc.read(fd, buffer, length)
-                if count >= 40 { FUSEChannel.countRequest(buffer, bridge) }
-            }
-            if count >= 56, let buffer, buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSEChannel.fuseInit {
-                FUSEChannel.noteInit(UnsafeRawBufferPointer(start: buffer, count: count))
-            }
-            return count
+            let bridge = FUSEChannel.bridge(userdata)
+            return bridge.channel.read(fd, buffer, length, bridge: bridge)
         }
-        io.writev = { fd, iov, count, _ in
-            var initAnswered = false
-            if let iov, count >= 2, FUSEChannel.pendingInit.load(ordering: .relaxed) != 0 {
-                initAnswered = FUSEChannel.patchInitReply(iov)
-            }
-            let backingID = snapfs_take_pending_backing_id()
-            if backingID > 0, let iov, count >= 2 { FUSEChannel.patchOpenReply(iov, backingID: backingID) }
-            if let iov, count >= 1 {
-                let captured = snapfs_uring_capture(iov, count)
-                if captured >= 0 { return captured }
-            }
-            let written = Glibc.writev(fd, iov, count)
-            if initAnswered { FUSEChannel.initAnswered(written: written > 0) }
-            return written
+        io.writev = { fd, iov, count, userdata in
+            FUSEChannel.bridge(userdata).channel.writev(fd, iov, count)
         }
         io.splice_send = { fdIn, offIn, fdOut, offOut, length, flags, _ in
             if snapfs_uring_serving() != 0 { return snapfs_uring_capture_pipe(fdIn, length) }
@@ -98,63 +83,110 @@ enum FUSEChannel {
         return fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0
     }
 
-    /// Counts a request just read (its opcode is at offset 4 of the fuse_in_header), for
-    /// `status`: every request comes through here or through a ring (``FUSERing``).
-    @inline(__always)
-    static func countRequest(_ request: UnsafeRawPointer, _ bridge: FUSEBridge?) {
-        bridge?.core.requests.count(opcode: request.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+    /// The rings that serve requests from now on (before the session's loop starts).
+    func attach(_ ring: FUSERing) {
+        attachedRing.withLock { $0 = ring }
+        ringWakeFD.store(ring.wakeFD, ordering: .releasing)
     }
 
-    /// The INIT request: fuse_in_header (40 bytes: len, opcode, unique …), then
-    /// fuse_init_in (major, minor, max_readahead, flags, flags2 …).
-    private static func noteInit(_ request: UnsafeRawBufferPointer) {
-        let flags = request.loadUnaligned(fromByteOffset: 52, as: UInt32.self)
-        var offered = UInt64(flags & handleKillprivV2)
-        if flags & initExtended != 0, request.count >= 60 {
-            let flags2 = request.loadUnaligned(fromByteOffset: 56, as: UInt32.self)
-            var wanted = directIOAllowMmap
-            if wantsPassthrough.load(ordering: .relaxed) { wanted |= passthroughFlag }
-            if ring != nil { wanted |= overIOURing }
-            offered |= UInt64(flags2 & wanted) << 32
+    var ring: FUSERing? { attachedRing.withLock { $0 } }
+
+    private func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ length: Int, bridge: FUSEBridge) -> Int {
+        // With the rings, only FORGET and INTERRUPT come this way, and the request that
+        // wakes the loop at a signal goes to a ring: readers also wait for ``wakeReaders()``.
+        let wakeFD = ringWakeFD.load(ordering: .acquiring)
+        if wakeFD >= 0, !Self.waitForRequest(fd, wakeFD: wakeFD) {
+            errno = EINTR
+            return -1
+        }
+        guard let buffer else { return Glibc.read(fd, buffer, length) }
+        var count = Glibc.read(fd, buffer, length)
+        // Requests libfuse does not know are answered here; then read the next one.
+        while count >= FUSEKernelABI.inHeaderSize {
+            let header = FUSEKernelABI.header(of: buffer)
+            bridge.count(header)
+            if header.opcode == FUSEKernelABI.tmpfileOpcode {
+                FUSETmpfile.serve(UnsafeRawBufferPointer(start: buffer, count: count), fd: fd, bridge: bridge)
+                count = Glibc.read(fd, buffer, length)
+                continue
+            }
+            if header.opcode == FUSEKernelABI.initOpcode,
+               count >= FUSEKernelABI.inHeaderSize + FUSEKernelABI.end(of: \fuse_init_in.flags) {
+                noteInit(UnsafeRawBufferPointer(start: buffer, count: count))
+            }
+            break
+        }
+        return count
+    }
+
+    private func writev(_ fd: Int32, _ iov: UnsafeMutablePointer<iovec>?, _ count: Int32) -> Int {
+        var initAnswered = false
+        if let iov, count >= 2, pendingInit.load(ordering: .relaxed) != 0 {
+            initAnswered = patchInitReply(iov)
+        }
+        if let backingID = takeBackingID(), let iov, count >= 2 { Self.patchOpenReply(iov, backingID: backingID) }
+        if let iov, count >= 1 {
+            let captured = snapfs_uring_capture(iov, count)
+            if captured >= 0 { return captured }
+        }
+        let written = Glibc.writev(fd, iov, count)
+        if initAnswered { self.initAnswered(written: written > 0) }
+        return written
+    }
+
+    /// The INIT request: fuse_in_header, then fuse_init_in, of which `request` holds at
+    /// least `flags`.
+    private func noteInit(_ request: UnsafeRawBufferPointer) {
+        let header = FUSEKernelABI.header(of: request.baseAddress!)
+        var body = fuse_init_in()
+        let length = FUSEKernelABI.load(&body, from: UnsafeRawBufferPointer(rebasing: request[FUSEKernelABI.inHeaderSize...]))
+        var offered = UInt64(body.flags & FUSEKernelABI.handleKillprivV2)
+        if body.flags & FUSEKernelABI.initExtended != 0, length >= FUSEKernelABI.end(of: \fuse_init_in.flags2) {
+            var wanted = FUSEKernelABI.directIOAllowMmap
+            if offersPassthrough { wanted |= FUSEKernelABI.passthrough }
+            if ring != nil { wanted |= FUSEKernelABI.overIOURing }
+            offered |= UInt64(body.flags2 & wanted) << 32
         }
         offeredFlags.store(offered, ordering: .sequentiallyConsistent)
-        pendingInit.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .sequentiallyConsistent)
+        pendingInit.store(header.unique, ordering: .sequentiallyConsistent)
     }
 
-    /// The INIT reply: fuse_out_header, then fuse_init_out (flags at 12, max_write at 20,
-    /// max_pages at 28, flags2 at 32). Returns whether this was the INIT reply.
-    private static func patchInitReply(_ iov: UnsafeMutablePointer<iovec>) -> Bool {
-        guard let header = iov[0].iov_base, iov[0].iov_len >= 16,
-              let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return false }
-        let unique = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
-        let error = header.loadUnaligned(fromByteOffset: 4, as: Int32.self)
-        guard error == 0, pendingInit.compareExchange(expected: unique, desired: 0, ordering: .sequentiallyConsistent).exchanged else { return false }
+    /// The INIT reply: fuse_out_header, then fuse_init_out. Returns whether this was the
+    /// INIT reply.
+    private func patchInitReply(_ iov: UnsafeMutablePointer<iovec>) -> Bool {
+        guard let headerBytes = iov[0].iov_base, iov[0].iov_len >= FUSEKernelABI.outHeaderSize,
+              let body = iov[1].iov_base, iov[1].iov_len >= FUSEKernelABI.end(of: \fuse_init_out.flags) else { return false }
+        let header = headerBytes.loadUnaligned(as: fuse_out_header.self)
+        guard header.error == 0,
+              pendingInit.compareExchange(expected: header.unique, desired: 0, ordering: .sequentiallyConsistent).exchanged
+        else { return false }
         let offered = offeredFlags.load(ordering: .sequentiallyConsistent)
-        var flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self) | UInt32(truncatingIfNeeded: offered)
+        var reply = fuse_init_out()
+        let length = FUSEKernelABI.load(&reply, from: UnsafeRawBufferPointer(start: body, count: iov[1].iov_len))
+        reply.flags |= UInt32(truncatingIfNeeded: offered)
         let added2 = UInt32(truncatingIfNeeded: offered >> 32)
-        if added2 != 0, iov[1].iov_len >= 36 {
-            flags |= initExtended
-            let flags2 = body.loadUnaligned(fromByteOffset: 32, as: UInt32.self)
-            body.storeBytes(of: flags2 | added2, toByteOffset: 32, as: UInt32.self)
-            if added2 & passthroughFlag != 0, iov[1].iov_len >= 40 {
+        if added2 != 0, length >= FUSEKernelABI.end(of: \fuse_init_out.flags2) {
+            reply.flags |= FUSEKernelABI.initExtended
+            reply.flags2 |= added2
+            if added2 & FUSEKernelABI.passthrough != 0, length >= FUSEKernelABI.maxStackDepthEnd {
                 // max_stack_depth: backing files on a filesystem that is not stacked itself.
-                body.storeBytes(of: UInt32(1), toByteOffset: 36, as: UInt32.self)
+                snapfs_fuse_set_max_stack_depth(&reply, 1)
                 passthroughNegotiated.store(true, ordering: .sequentiallyConsistent)
             }
-            if added2 & overIOURing != 0, iov[1].iov_len >= 32 {
+            if added2 & FUSEKernelABI.overIOURing != 0 {
                 // The kernel's ring payload: max(FUSE_MIN_READ_BUFFER, max_write, max_pages pages).
-                let maxWrite = Int(body.loadUnaligned(fromByteOffset: 20, as: UInt32.self))
-                let maxPages = flags & maxPagesFlag != 0 ? Int(body.loadUnaligned(fromByteOffset: 28, as: UInt16.self)) : 32
-                ringPayload.store(max(8192, maxWrite, maxPages * Int(getpagesize())), ordering: .sequentiallyConsistent)
+                let maxPages = reply.flags & FUSEKernelABI.maxPages != 0 ? Int(reply.max_pages) : FUSEKernelABI.defaultMaxPages
+                ringPayload.store(max(FUSEKernelABI.minReadBuffer, Int(reply.max_write), maxPages * Int(getpagesize())),
+                                  ordering: .sequentiallyConsistent)
             }
         }
-        body.storeBytes(of: flags, toByteOffset: 12, as: UInt32.self)
+        FUSEKernelABI.store(reply, count: length, into: body)
         return true
     }
 
     /// The INIT reply was written: the rings register (or, when io_uring was not agreed,
     /// their threads end).
-    private static func initAnswered(written: Bool) {
+    private func initAnswered(written: Bool) {
         guard let ring else { return }
         let payload = ringPayload.load(ordering: .sequentiallyConsistent)
         if written, payload > 0 { ring.start(payloadSize: payload) } else { ring.cancel() }
@@ -162,17 +194,12 @@ enum FUSEChannel {
 
     /// Makes readers of `/dev/fuse` return (EINTR), so that libfuse's loop sees that the
     /// session was told to exit.
-    static func wakeReaders() {
-        var byte: UInt8 = 1
-        if wakePipe[1] >= 0 { _ = Glibc.write(wakePipe[1], &byte, 1) }
+    func wakeReaders() {
+        ring?.wakeReaders()
     }
 
-    /// A pipe made with the rings; its read end is readable once ``wakeReaders()`` was called.
-    nonisolated(unsafe) static var wakePipe: [Int32] = [-1, -1]
-    private static var wakeFD: Int32 { wakePipe[0] }
-
     /// Waits until `fd` has a request (true) or the readers are woken (false).
-    private static func waitForRequest(_ fd: Int32) -> Bool {
+    private static func waitForRequest(_ fd: Int32, wakeFD: Int32) -> Bool {
         var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
         while poll(&fds, 2, -1) < 0, errno == EINTR {}
         return fds[1].revents == 0
@@ -188,18 +215,29 @@ enum FUSEChannel {
     }
 
     /// The next reply this thread sends opens a file with backing file `id` (nil: it does not).
-    static func expectOpenReply(_ id: Int32?) {
-        snapfs_set_pending_backing_id(id ?? 0)
+    func expectOpenReply(_ id: Int32?) {
+        let value = id.flatMap { $0 > 0 ? UnsafeRawPointer(bitPattern: Int($0)) : nil }
+        pthread_setspecific(pendingBackingID, value)
     }
 
-    /// An OPEN or CREATE reply: its last 16 bytes are the fuse_open_out (fh, open_flags,
-    /// backing_id).
+    /// The backing id the reply being written carries, if any; the reply takes it.
+    @inline(__always)
+    private func takeBackingID() -> Int32? {
+        guard let value = pthread_getspecific(pendingBackingID) else { return nil }
+        pthread_setspecific(pendingBackingID, nil)
+        return Int32(truncatingIfNeeded: Int(bitPattern: value))
+    }
+
+    /// An OPEN or CREATE reply: the body ends with its fuse_open_out.
     private static func patchOpenReply(_ iov: UnsafeMutablePointer<iovec>, backingID: Int32) {
-        guard let header = iov[0].iov_base, iov[0].iov_len >= 16, header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
-              let body = iov[1].iov_base, iov[1].iov_len >= 16 else { return }
-        let openOut = iov[1].iov_len - 16
-        let flags = body.loadUnaligned(fromByteOffset: openOut + 8, as: UInt32.self)
-        body.storeBytes(of: flags | fopenPassthrough, toByteOffset: openOut + 8, as: UInt32.self)
-        body.storeBytes(of: backingID, toByteOffset: openOut + 12, as: Int32.self)
+        let size = MemoryLayout<fuse_open_out>.size
+        guard let headerBytes = iov[0].iov_base, iov[0].iov_len >= FUSEKernelABI.outHeaderSize,
+              headerBytes.loadUnaligned(as: fuse_out_header.self).error == 0,
+              let body = iov[1].iov_base, iov[1].iov_len >= size else { return }
+        let at = iov[1].iov_len - size
+        var open = body.loadUnaligned(fromByteOffset: at, as: fuse_open_out.self)
+        open.open_flags |= FUSEKernelABI.fopenPassthrough
+        snapfs_fuse_set_backing_id(&open, backingID)
+        body.storeBytes(of: open, toByteOffset: at, as: fuse_open_out.self)
     }
 }

@@ -12,8 +12,8 @@ extension FUSEOperations {
             fs.handle(req, "open", ino) { () throws(Errno) in
                 let file = try fs.core.open(ino, flags: fi!.pointee.flags, context: FUSEBridge.context(req))
                 FUSEOperations.prepare(fi!, for: file, bridge: fs)
-                FUSEChannel.expectOpenReply(file.passthrough.backingID)
-                defer { FUSEChannel.expectOpenReply(nil) }
+                fs.channel.expectOpenReply(file.passthrough.backingID)
+                defer { fs.channel.expectOpenReply(nil) }
                 if fuse_reply_open(req, fi) != 0 { _ = FUSEBridge.takeFile(fi) }
             }
         }
@@ -24,8 +24,8 @@ extension FUSEOperations {
                                                        context: FUSEBridge.context(req))
                 FUSEOperations.prepare(fi!, for: file, bridge: fs)
                 var param = fs.entryParam(entry)
-                FUSEChannel.expectOpenReply(file.passthrough.backingID)
-                defer { FUSEChannel.expectOpenReply(nil) }
+                fs.channel.expectOpenReply(file.passthrough.backingID)
+                defer { fs.channel.expectOpenReply(nil) }
                 if fuse_reply_create(req, &param, fi) != 0 {
                     _ = FUSEBridge.takeFile(fi)
                     fs.core.forget(entry.inode, count: 1)

@@ -1,5 +1,5 @@
 import CFUSE
-import CLinux
+import CFUSEKernel
 import Glibc
 import Logging
 import SnapFSCore
@@ -12,16 +12,18 @@ import Synchronization
 /// given up for the mount, with one warning.
 final class FUSEPassthrough: KernelPassthrough, @unchecked Sendable {
     private let session: OpaquePointer
+    private let channel: FUSEChannel
     private let logger: Logger
     private let refused = Atomic<Bool>(false)
 
-    init(session: OpaquePointer, logger: Logger) {
+    init(session: OpaquePointer, channel: FUSEChannel, logger: Logger) {
         self.session = session
+        self.channel = channel
         self.logger = logger
     }
 
     func register(_ fd: Int32) -> Int32? {
-        guard FUSEChannel.passthroughNegotiated.load(ordering: .relaxed), !refused.load(ordering: .relaxed) else { return nil }
+        guard channel.passthroughNegotiated.load(ordering: .relaxed), !refused.load(ordering: .relaxed) else { return nil }
         let id = snapfs_fuse_backing_open(fuse_session_fd(session), fd)
         if id > 0 { return id }
         let error = errno

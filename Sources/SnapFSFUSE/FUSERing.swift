@@ -1,7 +1,8 @@
 import CFUSE
-import CLinux
+import CFUSEKernel
 import Glibc
 import Logging
+import Synchronization
 import SystemPackage
 
 /// FUSE over io_uring (Linux ≥ 6.14): one request queue per CPU, served by threads pinned
@@ -15,6 +16,10 @@ import SystemPackage
 /// The kernel offers io_uring only when the fuse module's `enable_uring` parameter is on;
 /// run as root, this turns it on (it only allows connections to ask for it). If anything
 /// fails before or during registration, requests keep coming through `/dev/fuse`.
+///
+/// With the rings, libfuse's loop still reads `/dev/fuse` (FORGET, INTERRUPT), but the
+/// request that wakes it at a signal goes to a ring: its readers also wait on a pipe of the
+/// ring's (``wakeFD``), written by ``wakeReaders()``.
 final class FUSERing: @unchecked Sendable {
     static let entriesPerQueue: Int32 = 4
     private static let parameter = "/sys/module/fuse/parameters/enable_uring"
@@ -34,16 +39,24 @@ final class FUSERing: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: Unmanaged<Context>
     private let logger: Logger
-    private var started = false
+    private let started = Atomic<Bool>(false)
+    /// The wake pipe: readable once ``wakeReaders()`` was called.
+    let wakeFD: Int32
+    private let wakeWriteFD: Int32
 
     init?(session: OpaquePointer, bridge: FUSEBridge) {
         logger = bridge.logger
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { return nil }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         let context = Unmanaged.passRetained(Context(session: session, bridge: bridge))
         let created = snapfs_uring_create(fuse_session_fd(session), Self.entriesPerQueue, { context, request, length in
             guard let context, let request else { return }
             let ring = Unmanaged<Context>.fromOpaque(context).takeUnretainedValue()
-            if length >= 40 { FUSEChannel.countRequest(request, ring.bridge) }
-            if request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == FUSETmpfile.opcode {
+            guard length >= FUSEKernelABI.inHeaderSize else { return }
+            let header = FUSEKernelABI.header(of: request)
+            ring.bridge.count(header)
+            if header.opcode == FUSEKernelABI.tmpfileOpcode {
                 FUSETmpfile.serve(UnsafeRawBufferPointer(start: request, count: length), fd: ring.fd, bridge: ring.bridge)
                 return
             }
@@ -55,10 +68,13 @@ final class FUSERing: @unchecked Sendable {
         guard let created else {
             bridge.logger.warning("io_uring: cannot set up the rings (\(Errno(rawValue: errno))); requests go through /dev/fuse")
             context.release()
+            for end in ends { close(end) }
             return nil
         }
         self.handle = created
         self.context = context
+        wakeFD = ends[0]
+        wakeWriteFD = ends[1]
     }
 
     /// Whether the fuse module lets connections use io_uring, turning it on if it can.
@@ -86,11 +102,17 @@ final class FUSERing: @unchecked Sendable {
     func start(payloadSize: Int) {
         let result = snapfs_uring_start(handle, payloadSize)
         if result == 0 {
-            started = true
+            started.store(true, ordering: .releasing)
             logger.notice("io_uring: \(snapfs_uring_queues(handle)) queues, \(Self.entriesPerQueue) entries each, \(payloadSize)-byte payloads")
         } else {
             logger.warning("io_uring: registration refused (\(Errno(rawValue: -result))); requests go through /dev/fuse")
         }
+    }
+
+    /// Makes the readers of `/dev/fuse` waiting on ``wakeFD`` return.
+    func wakeReaders() {
+        var byte: UInt8 = 1
+        _ = Glibc.write(wakeWriteFD, &byte, 1)
     }
 
     /// io_uring was not agreed: the threads end.
@@ -101,6 +123,6 @@ final class FUSERing: @unchecked Sendable {
     /// The session ended (the kernel ends the rings' entries with the connection).
     func finished() {
         snapfs_uring_cancel(handle)
-        if started { logger.notice("io_uring: \(snapfs_uring_served(handle)) requests served through the rings") }
+        if started.load(ordering: .acquiring) { logger.notice("io_uring: \(snapfs_uring_served(handle)) requests served through the rings") }
     }
 }

@@ -43,7 +43,10 @@ public final class FUSESession {
 
     public init(core: SnapFileSystem, configuration: Configuration, logger: Logger) {
         self.configuration = configuration
-        self.bridge = FUSEBridge(core: core, logger: logger, debug: configuration.debug,
+        let options = core.options
+        let passthrough = options.kernelPassthrough && !options.kernelWritebackCache && geteuid() == 0
+        self.bridge = FUSEBridge(core: core, channel: FUSEChannel(offersPassthrough: passthrough),
+                                 logger: logger, debug: configuration.debug,
                                  entryTimeout: configuration.entryTimeout,
                                  attributeTimeout: configuration.attributeTimeout)
     }
@@ -70,15 +73,17 @@ public final class FUSESession {
         let (mounted, refusal) = StandardErrorCapture.run { fuse_session_mount(session, configuration.mountpoint) }
         guard mounted == 0 else { throw .mountFailed(refusal) }
         let core = bridge.core
-        let passthrough = core.options.kernelPassthrough && !core.options.kernelWritebackCache && geteuid() == 0
-        guard FUSEChannel.install(on: session, offerPassthrough: passthrough) else {
+        let channel = bridge.channel
+        guard channel.install(on: session) else {
             fuse_session_unmount(session)
             throw .mountFailed("cannot install the session's I/O")
         }
         let link = FUSEKernelLink(session: session, mountpoint: configuration.mountpoint)
         kernelLink = link
         core.attachKernel(link)
-        if passthrough { core.attachPassthrough(FUSEPassthrough(session: session, logger: bridge.logger)) }
+        if channel.offersPassthrough {
+            core.attachPassthrough(FUSEPassthrough(session: session, channel: channel, logger: bridge.logger))
+        }
     }
 
     /// Serves requests until the filesystem is unmounted or the process gets SIGINT,
@@ -96,21 +101,18 @@ public final class FUSESession {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         let link = kernelLink
         let core = bridge.core
-        let watcher = SignalWatcher(session: session, mountpoint: configuration.mountpoint, signals: signals) {
+        let channel = bridge.channel
+        let watcher = SignalWatcher(session: session, channel: channel, mountpoint: configuration.mountpoint,
+                                    signals: signals) {
             link?.pushDirtyPages(of: core.inodes.openForWriting())
         }
         watcher.start()
         // Before the loop reads INIT, whose reply asks for io_uring once the rings exist.
-        if ringAllowed {
-            var ends: [Int32] = [-1, -1]
-            if pipe(&ends) == 0 {
-                for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-                FUSEChannel.wakePipe = ends
-                FUSEChannel.ring = FUSERing(session: session, bridge: bridge)
-            }
+        if ringAllowed, let ring = FUSERing(session: session, bridge: bridge) {
+            channel.attach(ring)
         }
         let result = snapfs_session_loop_mt(session, configuration.idleThreads)
-        FUSEChannel.ring?.finished()
+        channel.ring?.finished()
         fuse_session_unmount(session)
         if let signal = watcher.received { return .signal(signal) }
         return result == 0 ? .unmounted : .failed(result)

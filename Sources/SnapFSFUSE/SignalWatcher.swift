@@ -12,14 +12,17 @@ import Synchronization
 /// the loop (libfuse then cancels the other workers).
 final class SignalWatcher: @unchecked Sendable {
     private let session: OpaquePointer
+    private let channel: FUSEChannel
     private let mountpoint: String
     private var signals: sigset_t
     private let receivedSignal = Atomic<Int32>(0)
     /// Makes the kernel hand over the dirty pages it holds and waits for them.
     private let pushDirtyPages: @Sendable () -> Void
 
-    init(session: OpaquePointer, mountpoint: String, signals: sigset_t, pushDirtyPages: @escaping @Sendable () -> Void) {
+    init(session: OpaquePointer, channel: FUSEChannel, mountpoint: String, signals: sigset_t,
+         pushDirtyPages: @escaping @Sendable () -> Void) {
         self.session = session
+        self.channel = channel
         self.mountpoint = mountpoint
         self.signals = signals
         self.pushDirtyPages = pushDirtyPages
@@ -57,8 +60,8 @@ final class SignalWatcher: @unchecked Sendable {
         // FUSE; this does, file by file.
         pushDirtyPages()
         fuse_session_exit(session)
-        FUSEChannel.wakeReaders()
-        if root >= 0, FUSEChannel.ring == nil {
+        channel.wakeReaders()
+        if root >= 0, channel.ring == nil {
             // Any request wakes a worker; an xattr read is never answered from the kernel's caches.
             // (With io_uring it would go to a ring, which may be gone before it is answered,
             // leaving this thread in the kernel and the process unable to exit.)

@@ -4,7 +4,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
-#include <sys/uio.h>
 
 /* GNU-only constants the Glibc overlay leaves out (it is imported without _GNU_SOURCE). */
 static const int SNAPFS_O_PATH = 010000000;
@@ -70,42 +69,6 @@ static const int SNAPFS_FS_IMMUTABLE_FL = 0x00000010;
 /* BTRFS_IOC_SNAP_DESTROY on `parent_fd`: deletes the subvolume `name` with its content. */
 int snapfs_btrfs_destroy(int parent_fd, const char *name);
 
-/* FUSE passthrough (Linux >= 6.9). The backing id the calling thread's next open/create
-   reply carries (0: none); taken (and reset) by the channel's writev. */
-void snapfs_set_pending_backing_id(int32_t id);
-int32_t snapfs_take_pending_backing_id(void);
-/* FUSE_DEV_IOC_BACKING_OPEN on the /dev/fuse descriptor: the id (> 0) registered for
-   `fd`, or -1 with errno. */
-int snapfs_fuse_backing_open(int devfd, int fd);
-/* FUSE_DEV_IOC_BACKING_CLOSE. */
-int snapfs_fuse_backing_close(int devfd, int32_t id);
-
-/* FUSE over io_uring (FUSERing.c). `process(context, request, length)` is called on a ring
-   thread with a request laid out as read(2) from /dev/fuse returns it; its reply must be
-   sent from that thread before it returns, through the session's writev (which hands it to
-   snapfs_uring_capture) or splice (snapfs_uring_capture_pipe). */
-typedef void (*snapfs_uring_process)(void *context, void *request, size_t length);
-struct snapfs_uring;
-/* Sets up `per_queue` rings for each CPU's queue and starts their threads, which wait for
-   snapfs_uring_start. NULL with errno if io_uring cannot be set up. */
-struct snapfs_uring *snapfs_uring_create(int devfd, int per_queue, snapfs_uring_process process, void *context);
-/* After the INIT reply: every thread registers its entry (payload buffers of
-   `payload_size` bytes). 0, or the first registration's -errno. */
-int snapfs_uring_start(struct snapfs_uring *ring, size_t payload_size);
-/* Before INIT was answered: the threads end without registering. */
-void snapfs_uring_cancel(struct snapfs_uring *ring);
-int snapfs_uring_queues(const struct snapfs_uring *ring);
-long snapfs_uring_served(struct snapfs_uring *ring);
-/* A reply being written: when the calling thread serves the ring request it answers, the
-   reply goes into the ring entry and its length is returned; otherwise -1. */
-ssize_t snapfs_uring_capture(const struct iovec *iov, int count);
-/* The same for a reply spliced from `pipe_fd` (`length` bytes, header first). */
-ssize_t snapfs_uring_capture_pipe(int pipe_fd, size_t length);
-/* Whether the calling thread is serving a ring request. */
-int snapfs_uring_serving(void);
-
-#endif
-
 /* Acting as the caller for the resources a write spends (see CallerIdentity.swift).
    snapfs_identity_init: at start, before any thread: remembers the capabilities and takes
    CAP_SYS_RESOURCE out of the calling thread's effective set; returns 1 if the process
@@ -122,3 +85,5 @@ int snapfs_identity_init(void);
 int snapfs_resource_capability(int raised);
 int snapfs_allocation_begin(uid_t uid, int owner_of_fd);
 void snapfs_allocation_end(int begun);
+
+#endif

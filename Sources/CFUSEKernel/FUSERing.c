@@ -1,10 +1,11 @@
 #define _GNU_SOURCE
-#include "CLinux.h"
+#include "CFUSEKernel.h"
 #include <errno.h>
 #include <linux/io_uring.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,50 +17,16 @@
 #include <time.h>
 #include <unistd.h>
 
-/* FUSE over io_uring (Linux >= 6.14, fuse ABI 7.42). The kernel's uapi header of this
-   build machine may predate it, so the ABI is spelled out here. Each ring thread owns one
-   io_uring and one ring entry: it registers the entry, then, per request, rebuilds the
-   request as read(2) from /dev/fuse would have returned it, lets libfuse process it (the
-   reply comes back through snapfs_uring_capture), and commits the reply while fetching
-   the next request in one io_uring_enter. */
+/* FUSE over io_uring (Linux >= 6.14, fuse ABI 7.42; the structures are in CFUSEKernel.h).
+   Each ring thread owns one io_uring and one ring entry: it registers the entry, then, per
+   request, rebuilds the request as read(2) from /dev/fuse would have returned it, lets
+   libfuse process it (the reply comes back through snapfs_uring_capture), and commits the
+   reply while fetching the next request in one io_uring_enter. */
 
-enum { RING_HEADER_IN_OUT = 128, RING_OP_IN = 128, IN_HEADER = 40, OUT_HEADER = 16 };
-enum { CMD_REGISTER = 1, CMD_COMMIT_AND_FETCH = 2 };
-enum { OPCODE_NOTIFY_REPLY = 41 };
-
-struct ring_entry_in_out {
-    uint64_t flags;
-    uint64_t commit_id;
-    uint32_t payload_sz;
-    uint32_t padding;
-    uint64_t reserved;
-};
-
-struct ring_request_header {
-    uint8_t in_out[RING_HEADER_IN_OUT];
-    uint8_t op_in[RING_OP_IN];
-    struct ring_entry_in_out entry;
-};
-
-struct ring_cmd_req {
-    uint64_t flags;
-    uint64_t commit_id;
-    uint16_t qid;
-    uint8_t padding[6];
-};
-
-struct fuse_in_header_abi {
-    uint32_t len, opcode;
-    uint64_t unique, nodeid;
-    uint32_t uid, gid, pid;
-    uint16_t total_extlen, padding;
-};
-
-struct fuse_out_header_abi {
-    uint32_t len;
-    int32_t error;
-    uint64_t unique;
-};
+enum { SQE_SIZE = 128 };   /* IORING_SETUP_SQE128: room for a fuse_uring_cmd_req */
+enum { IN_HEADER = sizeof(struct fuse_in_header), OUT_HEADER = sizeof(struct fuse_out_header) };
+_Static_assert(sizeof(struct fuse_in_header) <= FUSE_URING_IN_OUT_HEADER_SZ, "fuse_in_header fits the ring header");
+_Static_assert(sizeof(struct fuse_uring_cmd_req) <= SQE_SIZE - offsetof(struct io_uring_sqe, cmd), "the command fits the SQE");
 
 struct ring_thread {
     struct snapfs_uring *owner;
@@ -70,8 +37,8 @@ struct ring_thread {
     _Atomic unsigned *sq_head, *sq_tail, *cq_head, *cq_tail;
     unsigned *sq_array, sq_mask, cq_mask;
     struct io_uring_cqe *cqes;
-    uint8_t *sqes;                  /* 128-byte entries (IORING_SETUP_SQE128) */
-    struct ring_request_header *header;
+    uint8_t *sqes;                  /* SQE_SIZE-byte entries */
+    struct fuse_uring_req_header *header;
     uint8_t *region;                /* one page for the rebuilt request's headers, then the payload */
     size_t region_size;
     uint8_t *payload;
@@ -112,7 +79,7 @@ static int ring_setup(struct ring_thread *t) {
     t->sq_map_size = sq_size > cq_size ? sq_size : cq_size;
     t->sq_map = mmap(NULL, t->sq_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, t->ring_fd, IORING_OFF_SQ_RING);
     if (t->sq_map == MAP_FAILED) { t->sq_map = NULL; return -errno; }
-    t->sqe_map_size = p.sq_entries * 128;
+    t->sqe_map_size = p.sq_entries * SQE_SIZE;
     t->sqe_map = mmap(NULL, t->sqe_map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, t->ring_fd, IORING_OFF_SQES);
     if (t->sqe_map == MAP_FAILED) { t->sqe_map = NULL; return -errno; }
     uint8_t *base = t->sq_map;
@@ -141,20 +108,20 @@ static void ring_teardown(struct ring_thread *t) {
 }
 
 /* Queues one FUSE command (REGISTER or COMMIT_AND_FETCH). */
-static void ring_queue(struct ring_thread *t, uint32_t command, uint64_t commit_id) {
+static void ring_queue(struct ring_thread *t, enum fuse_uring_cmd command, uint64_t commit_id) {
     unsigned tail = atomic_load_explicit(t->sq_tail, memory_order_relaxed);
     unsigned index = tail & t->sq_mask;
-    struct io_uring_sqe *sqe = (struct io_uring_sqe *)(t->sqes + (size_t)index * 128);
-    memset(sqe, 0, 128);
+    struct io_uring_sqe *sqe = (struct io_uring_sqe *)(t->sqes + (size_t)index * SQE_SIZE);
+    memset(sqe, 0, SQE_SIZE);
     sqe->opcode = IORING_OP_URING_CMD;
     sqe->fd = t->owner->devfd;
     sqe->cmd_op = command;
     sqe->user_data = (uint64_t)command;
-    if (command == CMD_REGISTER) {
+    if (command == FUSE_IO_URING_CMD_REGISTER) {
         sqe->addr = (uint64_t)(uintptr_t)t->iov;
         sqe->len = 2;
     }
-    struct ring_cmd_req *req = (struct ring_cmd_req *)((uint8_t *)sqe + 48);
+    struct fuse_uring_cmd_req *req = (struct fuse_uring_cmd_req *)sqe->cmd;
     req->commit_id = commit_id;
     req->qid = (uint16_t)t->qid;
     t->sq_array[index] = index;
@@ -201,21 +168,21 @@ static int ring_wait(struct ring_thread *t) {
 
 /* The entry's reply: `error`, no payload. */
 static void ring_reply_error(struct ring_thread *t, uint64_t unique, int error) {
-    struct fuse_out_header_abi *out = (struct fuse_out_header_abi *)t->header->in_out;
+    struct fuse_out_header *out = (struct fuse_out_header *)t->header->in_out;
     out->unique = unique;
     out->error = error;
     out->len = OUT_HEADER;
-    t->header->entry.payload_sz = 0;
+    t->header->ring_ent_in_out.payload_sz = 0;
 }
 
 ssize_t snapfs_uring_capture(const struct iovec *iov, int count) {
     struct ring_thread *t = current_thread;
     if (t == NULL || t->replied || count < 1 || iov[0].iov_len < OUT_HEADER) return -1;
-    const struct fuse_out_header_abi *out = iov[0].iov_base;
+    const struct fuse_out_header *out = iov[0].iov_base;
     if (out->unique != t->unique) return -1;   /* a notification, or another request's reply */
     size_t length = iov[0].iov_len - OUT_HEADER;
     for (int i = 1; i < count; i++) length += iov[i].iov_len;
-    struct fuse_out_header_abi *ring_out = (struct fuse_out_header_abi *)t->header->in_out;
+    struct fuse_out_header *ring_out = (struct fuse_out_header *)t->header->in_out;
     if (length > t->payload_size) {
         ring_reply_error(t, out->unique, -EIO);
     } else {
@@ -231,7 +198,7 @@ ssize_t snapfs_uring_capture(const struct iovec *iov, int count) {
             memmove(t->payload + at, iov[i].iov_base, iov[i].iov_len);
             at += iov[i].iov_len;
         }
-        t->header->entry.payload_sz = (uint32_t)length;
+        t->header->ring_ent_in_out.payload_sz = (uint32_t)length;
     }
     t->replied = 1;
     ssize_t total = 0;
@@ -242,7 +209,7 @@ ssize_t snapfs_uring_capture(const struct iovec *iov, int count) {
 ssize_t snapfs_uring_capture_pipe(int pipe_fd, size_t length) {
     struct ring_thread *t = current_thread;
     if (t == NULL || t->replied || length < OUT_HEADER || length - OUT_HEADER > t->payload_size) return -1;
-    struct fuse_out_header_abi out;
+    struct fuse_out_header out;
     struct iovec parts[2] = { { &out, OUT_HEADER }, { t->payload, length - OUT_HEADER } };
     size_t done = 0;
     while (done < length) {
@@ -263,9 +230,9 @@ ssize_t snapfs_uring_capture_pipe(int pipe_fd, size_t length) {
         done += (size_t)r;
     }
     if (out.unique != t->unique) return -1;
-    struct fuse_out_header_abi *ring_out = (struct fuse_out_header_abi *)t->header->in_out;
+    struct fuse_out_header *ring_out = (struct fuse_out_header *)t->header->in_out;
     *ring_out = out;
-    t->header->entry.payload_sz = (uint32_t)(length - OUT_HEADER);
+    t->header->ring_ent_in_out.payload_sz = (uint32_t)(length - OUT_HEADER);
     t->replied = 1;
     return (ssize_t)length;
 }
@@ -274,12 +241,12 @@ int snapfs_uring_serving(void) { return current_thread != NULL; }
 
 /* One request: rebuilt in front of its payload, processed, its reply committed. */
 static uint64_t ring_serve_one(struct ring_thread *t) {
-    const struct fuse_in_header_abi *in = (const struct fuse_in_header_abi *)t->header->in_out;
-    uint64_t commit_id = t->header->entry.commit_id;
-    uint32_t payload = t->header->entry.payload_sz;
+    const struct fuse_in_header *in = (const struct fuse_in_header *)t->header->in_out;
+    uint64_t commit_id = t->header->ring_ent_in_out.commit_id;
+    uint32_t payload = t->header->ring_ent_in_out.payload_sz;
     uint64_t unique = in->unique;
     uint32_t opcode = in->opcode;
-    if (in->len < IN_HEADER + (uint64_t)payload || in->len - IN_HEADER - payload > RING_OP_IN || payload > t->payload_size) {
+    if (in->len < IN_HEADER + (uint64_t)payload || in->len - IN_HEADER - payload > FUSE_URING_OP_IN_OUT_SZ || payload > t->payload_size) {
         ring_reply_error(t, unique, -EIO);
         return commit_id;
     }
@@ -290,11 +257,11 @@ static uint64_t ring_serve_one(struct ring_thread *t) {
     t->unique = unique;
     t->replied = 0;
     current_thread = t;
-    t->owner->process(t->owner->context, request, (size_t)((const struct fuse_in_header_abi *)request)->len);
+    t->owner->process(t->owner->context, request, (size_t)((const struct fuse_in_header *)request)->len);
     current_thread = NULL;
     if (!t->replied) {
         /* No reply (NOTIFY_REPLY takes none): the entry still has to go back. */
-        ring_reply_error(t, unique, opcode == OPCODE_NOTIFY_REPLY ? 0 : -EIO);
+        ring_reply_error(t, unique, opcode == FUSE_NOTIFY_REPLY ? 0 : -EIO);
     }
     atomic_fetch_add_explicit(&t->owner->served, 1, memory_order_relaxed);
     return commit_id;
@@ -342,13 +309,13 @@ static void *ring_main(void *argument) {
     if (result == 0) {
         t->payload = t->region + 4096;
         t->iov[0].iov_base = t->header;
-        t->iov[0].iov_len = sizeof(struct ring_request_header);
+        t->iov[0].iov_len = sizeof(struct fuse_uring_req_header);
         t->iov[1].iov_base = t->payload;
         t->iov[1].iov_len = t->payload_size;
         /* REGISTER is issued at submission: a failure completes at once, a success only
            when the first request arrives. */
         for (int attempt = 0;; attempt++) {
-            ring_queue(t, CMD_REGISTER, 0);
+            ring_queue(t, FUSE_IO_URING_CMD_REGISTER, 0);
             result = ring_submit(t);
             if (result == 0 && ring_reap(t, &result)) pending_request = result == 0;
             if (result != -EAGAIN || attempt > 2000) break;
@@ -366,7 +333,7 @@ static void *ring_main(void *argument) {
     uint64_t idle_from = 0;   /* no SCHED_IDLE commits before this (monotonic µs) */
     while (result == 0) {
         uint64_t commit_id = ring_serve_one(t);
-        ring_queue(t, CMD_COMMIT_AND_FETCH, commit_id);
+        ring_queue(t, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, commit_id);
         /* The commit wakes the requester. The scheduler puts a woken task on an idle CPU
            rather than on a busy one, and this thread keeps its CPU busy at that moment: the
            requester would wake on the other CPU, and the next request would cross CPUs
@@ -386,7 +353,7 @@ static void *ring_main(void *argument) {
         }
         if (result == 0) result = ring_wait(t);
         while (result == -EINTR || result == -EAGAIN) {
-            ring_queue(t, CMD_COMMIT_AND_FETCH, commit_id);
+            ring_queue(t, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, commit_id);
             result = ring_wait(t);
         }
     }

@@ -12,6 +12,9 @@ import PackageDescription
 //   SnapFSSQLite      SQLite's on-disk formats, commit detection and its policy
 //   SnapFSCache       the page cache of written data
 //   SnapFSBacking     syscalls, descriptors, threads and clocks
+//
+// and C: CLinux (Linux calls Glibc's overlay lacks, for every layer), CFUSE (libfuse) and
+// CFUSEKernel (the FUSE kernel protocol, the ring), used by SnapFSFUSE alone.
 let system = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 

@@ -27,29 +27,3 @@ struct NamespaceStage: MutationStage {
         }
     }
 }
-
-/// The next snapshot has something to take; a database cloned by range notes where it was
-/// written (``Inode/noteWrite(offset:length:)``).
-struct ChangeTrackingStage: MutationStage {
-    @inline(__always)
-    func before(_ mutation: Mutation, _ notes: inout MutationNotes, in fs: SnapFileSystem) throws(Errno) {
-        fs.snapshotState.noteChange()
-        if let (inode, offset, length) = mutation.changedRange { inode.sqlite.noteWrite(offset: offset, length: length) }
-    }
-}
-
-/// The ``MutationObserver`` the filesystem was made with: it may refuse a change.
-struct ObserverStage: MutationStage {
-    let observer: any MutationObserver
-
-    func before(_ mutation: Mutation, _ notes: inout MutationNotes, in fs: SnapFileSystem) throws(Errno) {
-        do {
-            try observer.willMutate(mutation)
-        } catch let error as Errno {
-            throw error
-        } catch {
-            fs.logger.error("mutation refused: \(error)")
-            throw Errno.ioError
-        }
-    }
-}

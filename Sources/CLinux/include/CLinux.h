@@ -39,7 +39,7 @@ enum {
     SNAPFS_RENAME_WHITEOUT = 4,
 };
 
-/* Tree cloning and btrfs (Snapshots/Strategies). */
+/* Tree cloning and btrfs (SnapFSSnapshots/Build). */
 static const int SNAPFS_O_NOATIME = 01000000;
 static const int SNAPFS_SEEK_DATA = 3;
 static const int SNAPFS_SEEK_HOLE = 4;

@@ -27,7 +27,7 @@ public final class SnapFileSystem: Sendable {
     let engineAttachment = Attachment<SnapshotEngine>()
     /// FUSE passthrough, attached by the FUSE layer when the kernel has it.
     let passthroughKernel = Attachment<any KernelPassthrough>()
-    /// SQLite commit detection (see SnapFileSystem+SQLite).
+    /// SQLite commit detection (`SnapFSSQLite`; the filesystem's side in `SQLite/`).
     public let sqlite: SQLiteCommitDetector
     /// The filesystem's side of commit detection: directory paths, journals the kernel writes.
     let sqliteNodes = SQLiteNodes()

@@ -7,15 +7,17 @@ extension FUSEOperations {
     static func addAttributeOperations(_ ops: inout fuse_lowlevel_ops) {
         ops.getattr = { req, ino, _ in
             let fs = FUSEBridge.of(req)
+            if ControlNode.owns(ino) { return ControlNode.getattr(req, fs) }
             fs.handle(req, "getattr", ino) { () throws(Errno) in
                 fs.replyAttributes(req, try fs.core.getattr(ino), of: ino)
             }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
             let fs = FUSEBridge.of(req)
+            let changes = FUSEOperations.decodeChanges(attr!.pointee, toSet)
+            if ControlNode.owns(ino) { return ControlNode.setattr(req, fs, changes) }
             fs.handle(req, "setattr", ino) { () throws(Errno) in
-                let changes = FUSEOperations.decodeChanges(attr!.pointee, toSet)
-                let file = ino == ControlFile.nodeID ? nil : fi.map { FUSEBridge.file($0) }
+                let file = fi.map { FUSEBridge.file($0) }
                 fs.replyAttributes(req, try fs.core.setattr(ino, changes, file: file, context: FUSEBridge.context(req)), of: ino)
             }
         }

@@ -7,6 +7,7 @@ extension FUSEOperations {
     static func addExtendedAttributeOperations(_ ops: inout fuse_lowlevel_ops) {
         ops.getxattr = { req, ino, name, size in
             let fs = FUSEBridge.of(req)
+            if ControlNode.owns(ino) { return ControlNode.getxattr(req, fs, name) }
             fs.handle(req, "getxattr", ino, name) { () throws(Errno) in
                 try FUSEOperations.replySized(req, size) { buffer throws(Errno) in
                     try fs.core.getxattr(ino, name: name!, into: buffer)
@@ -15,6 +16,7 @@ extension FUSEOperations {
         }
         ops.listxattr = { req, ino, size in
             let fs = FUSEBridge.of(req)
+            if ControlNode.owns(ino) { return ControlNode.listxattr(req, fs, size: size) }
             fs.handle(req, "listxattr", ino) { () throws(Errno) in
                 try FUSEOperations.replySized(req, size) { buffer throws(Errno) in
                     try fs.core.listxattr(ino, into: buffer)
@@ -23,6 +25,7 @@ extension FUSEOperations {
         }
         ops.setxattr = { req, ino, name, value, size, flags in
             let fs = FUSEBridge.of(req)
+            if ControlNode.owns(ino) { return ControlNode.changeXattr(req, fs, "setxattr", name) }
             fs.handle(req, "setxattr", ino, name) { () throws(Errno) in
                 try fs.core.setxattr(ino, name: name!, value: UnsafeRawBufferPointer(start: value, count: size), flags: flags)
                 fuse_reply_err(req, 0)
@@ -30,6 +33,7 @@ extension FUSEOperations {
         }
         ops.removexattr = { req, ino, name in
             let fs = FUSEBridge.of(req)
+            if ControlNode.owns(ino) { return ControlNode.changeXattr(req, fs, "removexattr", name) }
             fs.handle(req, "removexattr", ino, name) { () throws(Errno) in
                 try fs.core.removexattr(ino, name: name!)
                 fuse_reply_err(req, 0)

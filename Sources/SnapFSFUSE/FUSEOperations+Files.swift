@@ -7,7 +7,7 @@ import SystemPackage
 extension FUSEOperations {
     static func addFileOperations(_ ops: inout fuse_lowlevel_ops) {
         ops.open = { req, ino, fi in
-            if ino == ControlFile.nodeID { return FUSEOperations.controlOpen(req, fi!) }
+            if ControlNode.owns(ino) { return ControlNode.open(req, fi!) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "open", ino) { () throws(Errno) in
                 let file = try fs.core.open(ino, flags: fi!.pointee.flags, context: FUSEBridge.context(req))
@@ -33,7 +33,7 @@ extension FUSEOperations {
             }
         }
         ops.read = { req, ino, size, offset, fi in
-            if ino == ControlFile.nodeID { return FUSEOperations.controlRead(req, fi, offset: Int64(offset), size: size) }
+            if ControlNode.owns(ino) { return ControlNode.read(req, fi, offset: Int64(offset), size: size) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "read", ino, detail: " offset=\(offset) size=\(size)") { () throws(Errno) in
                 switch try fs.core.read(FUSEBridge.file(fi), offset: Int64(offset), size: size) {
@@ -46,9 +46,7 @@ extension FUSEOperations {
             }
         }
         ops.write = { req, ino, buf, size, offset, fi in
-            if ino == ControlFile.nodeID {
-                return FUSEOperations.controlWrite(req, fi, UnsafeRawBufferPointer(start: buf, count: size))
-            }
+            if ControlNode.owns(ino) { return ControlNode.write(req, fi, UnsafeRawBufferPointer(start: buf, count: size)) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "write", ino, detail: " offset=\(offset) size=\(size)") { () throws(Errno) in
                 let written = try fs.core.write(FUSEBridge.file(fi), UnsafeRawBufferPointer(start: buf, count: size),
@@ -57,7 +55,7 @@ extension FUSEOperations {
             }
         }
         ops.flush = { req, ino, fi in
-            if ino == ControlFile.nodeID { fuse_reply_err(req, 0); return }
+            if ControlNode.owns(ino) { return ControlNode.sync(req) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "flush", ino) { () throws(Errno) in
                 try fs.core.flush(FUSEBridge.file(fi))
@@ -65,7 +63,7 @@ extension FUSEOperations {
             }
         }
         ops.release = { req, ino, fi in
-            if ino == ControlFile.nodeID { return FUSEOperations.controlRelease(req, fi) }
+            if ControlNode.owns(ino) { return ControlNode.release(req, fi) }
             let fs = FUSEBridge.of(req)
             if fs.debug { fs.logger.debug("release ino=\(ino)") }
             CallerIdentity.serve(uid: fuse_req_ctx(req)!.pointee.uid)
@@ -73,7 +71,7 @@ extension FUSEOperations {
             fuse_reply_err(req, 0)
         }
         ops.fsync = { req, ino, datasync, fi in
-            if ino == ControlFile.nodeID { fuse_reply_err(req, 0); return }
+            if ControlNode.owns(ino) { return ControlNode.sync(req) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "fsync", ino) { () throws(Errno) in
                 try fs.core.fsync(FUSEBridge.file(fi), dataOnly: datasync != 0)
@@ -81,7 +79,7 @@ extension FUSEOperations {
             }
         }
         ops.fallocate = { req, ino, mode, offset, length, fi in
-            if ino == ControlFile.nodeID { fuse_reply_err(req, EOPNOTSUPP); return }
+            if ControlNode.owns(ino) { return ControlNode.fallocate(req) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "fallocate", ino) { () throws(Errno) in
                 try fs.core.fallocate(FUSEBridge.file(fi), mode: mode, offset: Int64(offset), length: Int64(length),
@@ -90,8 +88,7 @@ extension FUSEOperations {
             }
         }
         ops.copy_file_range = { req, inoIn, offIn, fiIn, inoOut, offOut, fiOut, length, flags in
-            // The kernel falls back to read and write, which the control file understands.
-            if inoIn == ControlFile.nodeID || inoOut == ControlFile.nodeID { fuse_reply_err(req, EXDEV); return }
+            if ControlNode.owns(inoIn) || ControlNode.owns(inoOut) { return ControlNode.copyFileRange(req) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "copy_file_range", inoOut) { () throws(Errno) in
                 let copied = try fs.core.copyFileRange(from: FUSEBridge.file(fiIn), at: Int64(offIn),
@@ -102,7 +99,7 @@ extension FUSEOperations {
             }
         }
         ops.lseek = { req, ino, offset, whence, fi in
-            if ino == ControlFile.nodeID { fuse_reply_err(req, EINVAL); return }
+            if ControlNode.owns(ino) { return ControlNode.lseek(req) }
             let fs = FUSEBridge.of(req)
             fs.handle(req, "lseek", ino) { () throws(Errno) in
                 fuse_reply_lseek(req, off_t(try fs.core.lseek(FUSEBridge.file(fi), offset: Int64(offset), whence: whence)))

@@ -9,6 +9,7 @@ extension FUSEOperations {
             let fs = FUSEBridge.of(req)
             fs.handle(req, "lookup", parent, name) { () throws(Errno) in
                 do throws(Errno) {
+                    if ControlNode.isNamed(name!, in: parent, fs) { return try ControlNode.lookup(req, fs) }
                     fs.replyEntry(req, try fs.core.lookup(parent: parent, name: name!))
                 } catch .noSuchFileOrDirectory {
                     if fs.core.cachesMissingNames(in: parent) {
@@ -62,6 +63,7 @@ extension FUSEOperations {
         }
         ops.link = { req, ino, parent, name in
             let fs = FUSEBridge.of(req)
+            if ControlNode.owns(ino) { return ControlNode.link(req, fs, name) }
             fs.handle(req, "link", ino, name) { () throws(Errno) in
                 fs.replyEntry(req, try fs.core.link(ino, parent: parent, name: name!))
             }

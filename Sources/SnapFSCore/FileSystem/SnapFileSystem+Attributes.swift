@@ -7,23 +7,13 @@ import SystemPackage
 /// getattr, setattr and statfs.
 extension SnapFileSystem {
     public func getattr(_ inode: UInt64) throws(Errno) -> stat {
-        if inode == ControlFile.nodeID { return try controlAttributes() }
-        return try attributes(of: try inodes.inode(inode))
-    }
-
-    func controlAttributes() throws(Errno) -> stat {
-        ControlFile.attributes(root: try attributes(of: inodes.root))
+        try attributes(of: try inodes.inode(inode))
     }
 
     /// Applies `changes` in the order chmod, chown, truncate, utimes (as ext4's setattr does),
     /// through the open file when the kernel names one.
     public func setattr(_ inode: UInt64, _ changes: AttributeChanges, file: OpenFile?,
                         context: RequestContext) throws(Errno) -> stat {
-        if inode == ControlFile.nodeID {
-            // `echo cmd > .snapfs-control` truncates first; there is nothing to truncate.
-            guard changes.mode == nil, changes.uid == nil, changes.gid == nil else { throw Errno.notPermitted }
-            return try controlAttributes()
-        }
         let node = try inodes.inode(inode)
         return try mutate(.setAttributes(inode: node, size: changes.size)) { () throws(Errno) -> stat in
             if let mode = changes.mode {

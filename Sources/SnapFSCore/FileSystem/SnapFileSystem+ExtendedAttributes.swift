@@ -10,7 +10,6 @@ extension SnapFileSystem {
     /// With an empty buffer, only the size is returned.
     public func getxattr(_ inode: UInt64, name: UnsafePointer<CChar>,
                          into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        if inode == ControlFile.nodeID { throw Errno.noData }
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.noData }
         return try node.withFD { (fd) throws(Errno) in
@@ -19,7 +18,6 @@ extension SnapFileSystem {
     }
 
     public func listxattr(_ inode: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        if inode == ControlFile.nodeID { return 0 }
         let node = try inodes.inode(inode)
         if node.isSymlink { return 0 }
         return try node.withFD { (fd) throws(Errno) in
@@ -29,7 +27,6 @@ extension SnapFileSystem {
 
     public func setxattr(_ inode: UInt64, name: UnsafePointer<CChar>, value: UnsafeRawBufferPointer,
                          flags: Int32) throws(Errno) {
-        if inode == ControlFile.nodeID { throw Errno.notPermitted }
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.notPermitted }
         try mutate(.extendedAttributes(inode: node)) { () throws(Errno) in
@@ -40,7 +37,6 @@ extension SnapFileSystem {
     }
 
     public func removexattr(_ inode: UInt64, name: UnsafePointer<CChar>) throws(Errno) {
-        if inode == ControlFile.nodeID { throw Errno.notPermitted }
         let node = try inodes.inode(inode)
         if node.isSymlink { throw Errno.notPermitted }
         try mutate(.extendedAttributes(inode: node)) { () throws(Errno) in

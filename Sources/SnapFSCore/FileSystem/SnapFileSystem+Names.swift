@@ -8,9 +8,6 @@ import SystemPackage
 extension SnapFileSystem {
     /// Resolves `name` in `parent`, adding one kernel reference to the result.
     public func lookup(parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
-        if parent == InodeTable.rootID && ReservedName.isControl(name) && engine != nil {
-            return Entry(inode: ControlFile.nodeID, attributes: try controlAttributes(), uncached: true)
-        }
         let dir = try inodes.inode(parent)
         return try entry(named: name, in: dir)
     }
@@ -102,7 +99,6 @@ extension SnapFileSystem {
 
     /// A new name for an existing inode.
     public func link(_ inode: UInt64, parent: UInt64, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
-        if inode == ControlFile.nodeID { throw Errno.notPermitted }
         let node = try inodes.inode(inode)
         let dir = try inodes.inode(parent)
         if node.isDirectory { throw Errno.notPermitted }

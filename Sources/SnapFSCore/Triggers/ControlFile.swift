@@ -10,6 +10,7 @@ import SystemPackage
 /// written on the same open file, then the mount's status lines.
 public enum ControlFile {
     /// The node id the kernel knows the control file by (never one the inode table hands out).
+    /// The FUSE edge serves that node itself; the filesystem's operations never see it.
     public static let nodeID: UInt64 = UInt64.max - 1
 
     /// Its attributes: a regular file owned by the backing root's owner, writable by it alone.

@@ -21,7 +21,7 @@ struct UnmountCommand: ParsableCommand {
         let path = MountPlan.canonical(mountpoint) ?? mountpoint
         guard let record = MountTable(MountPlan.readMountTable()).record(at: path),
               record.fileSystemType == "fuse.snapfs" else {
-            fail("\(mountpoint) is not a snapfs mount", code: 17)
+            fail("\(mountpoint) is not a snapfs mount", code: ExitStatus.notSnapfsMount)
         }
         // Push everything written so far through the daemon to the backing directory first.
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -33,22 +33,22 @@ struct UnmountCommand: ParsableCommand {
         if ControlClient.exists(at: path), let reply = try? ControlClient(mountpoint: path).send("flush"), !reply.succeeded {
             unwritten = reply.failureMessage
             if !lazy {
-                fail("not unmounting \(mountpoint): \(reply.failureMessage); free space (or fix the error) and try again, or use --lazy", code: 18)
+                fail("not unmounting \(mountpoint): \(reply.failureMessage); free space (or fix the error) and try again, or use --lazy", code: ExitStatus.writeBackFailed)
             }
         }
         defer {
             if let unwritten {
                 FileHandleStandardError.write("snapfs: unmounted \(mountpoint) lazily with cached data not written back: \(unwritten)\n")
-                Glibc.exit(18)
+                Glibc.exit(ExitStatus.writeBackFailed)
             }
         }
         if geteuid() == 0 {
             if umount2(path, lazy ? Int32(MNT_DETACH) : 0) != 0 {
-                fail("cannot unmount \(mountpoint): \(String(cString: strerror(errno)))", code: 16)
+                fail("cannot unmount \(mountpoint): \(String(cString: strerror(errno)))", code: ExitStatus.mountFailed)
             }
         } else {
             let status = runProgram(["fusermount3", "-u"] + (lazy ? ["-z"] : []) + [path])
-            if status != 0 { fail("cannot unmount \(mountpoint) (fusermount3 exited with \(status))", code: 16) }
+            if status != 0 { fail("cannot unmount \(mountpoint) (fusermount3 exited with \(status))", code: ExitStatus.mountFailed) }
         }
     }
 }

@@ -21,6 +21,7 @@ import pytest
 
 from lib.common import SNAPFS
 from lib.control import CONTROL, control, snapshot
+from lib.loopfs import LoopFS
 from lib.mount import is_mounted
 
 # ---------------------------------------------------------------- helpers
@@ -447,3 +448,39 @@ def test_bad_strategy_and_retention_options_are_refused(workdir):
         assert r.returncode == 64, (args, r.returncode, r.stderr)
         assert r.stderr.startswith("snapfs: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not is_mounted(workdir / "m")
+
+
+@pytest.mark.btrfs
+def test_a_btrfs_store_is_a_subvolume_of_its_own(workdir, make_mount):
+    """With the btrfs strategy a new store (`.snapshots`) is a btrfs subvolume, so a
+    snapshot of the backing subvolume holds it as one empty directory, not every kept
+    snapshot (which the new one would have to shed). A store that is already a plain
+    directory stays one and keeps working."""
+    with LoopFS(workdir, "btrfs") as loop:
+        backing = loop.dir
+        m = make_mount(options=["strategy=btrfs"], backing=backing)
+        (m.mnt / "f").write_text("one")
+        first = snapshot(m.mnt)
+        (m.mnt / "f").write_text("two")
+        second = snapshot(m.mnt)
+        store = os.stat(backing / ".snapshots")
+        assert store.st_ino == 256, "the store is the root of a subvolume"
+        assert store.st_dev != os.stat(backing).st_dev
+        assert stat.S_IMODE(store.st_mode) == 0o700
+        for name, content in ((first, "one"), (second, "two")):
+            assert (backing / ".snapshots" / name / "f").read_text() == content
+            assert not (backing / ".snapshots" / name / ".snapshots").exists()
+            assert (m.mnt / ".snapshots" / name / "f").read_text() == content
+        m.stop()
+
+        # A plain directory from before stays a plain directory.
+        other = loop.dir / "old"
+        subprocess.run(["btrfs", "subvolume", "create", str(other)], check=True, capture_output=True)
+        (other / ".snapshots").mkdir(mode=0o700)
+        m = make_mount(options=["strategy=btrfs"], backing=other, name="old-mnt")
+        (m.mnt / "g").write_text("kept")
+        name = snapshot(m.mnt)
+        assert os.stat(other / ".snapshots").st_ino != 256
+        assert (other / ".snapshots" / name / "g").read_text() == "kept"
+        assert not (other / ".snapshots" / name / ".snapshots").exists()
+        m.stop()

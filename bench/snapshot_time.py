@@ -43,6 +43,7 @@ SNAPSHOT_CASES = {
     "xfs": ("reflink", "cp -a --reflink=always", "ratio ≤ 1.0 × cp --reflink"),
     "btrfs": ("btrfs", "btrfs subvolume snapshot -r", "< 100 ms"),
 }
+STALL_OPERATIONS = ["pwrite", "fdatasync", "rename", "unlink", "sqlite"]
 STALL_AFTER_S = 0.5           # writes starting this long after the snapshot returned still count
 
 
@@ -139,8 +140,8 @@ class SnapshotBench:
 
     # -- snapfs ---------------------------------------------------------------------
 
-    def start_writer(self, path, out):
-        cmd = [sys.executable, str(BENCH / "workers" / "stall_writer.py"), str(path), str(out)]
+    def start_writer(self, path, out, operation="pwrite"):
+        cmd = [sys.executable, str(BENCH / "workers" / "stall_writer.py"), str(path), str(out), operation]
         self.writer = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         line = self.writer.stdout.readline()
         if line.strip() != "ready":
@@ -175,10 +176,11 @@ class SnapshotBench:
         first = text.splitlines()[0] if text else ""
         return first.removeprefix("result: ").strip()
 
-    def snapfs_snapshot(self, mount, n):
-        """One timed snapshot with the stall writer running; returns a dict of facts."""
-        out = self.work_root / f"stall-{os.getpid()}-{n}.bin"
-        self.start_writer(mount.mnt / "stall-writer.dat", out)
+    def snapfs_snapshot(self, mount, n, operation="pwrite"):
+        """One timed snapshot with the stall writer running `operation`; returns a dict of facts."""
+        out = self.work_root / f"stall-{os.getpid()}-{n}-{operation}.bin"
+        target = mount.mnt / ("stall.db" if operation == "sqlite" else f"stall-{operation}.dat")
+        self.start_writer(target, out, operation)
         try:
             time.sleep(1.0)
             self.ctx.drop_caches()
@@ -238,6 +240,8 @@ class SnapshotBench:
             tree = mount.backing / "tree"
             t0 = time.monotonic()
             make_tree(tree, cfg.snapshot_files, cfg.snapshot_dirs, cfg.snapshot_file_size)
+            if "sqlite" in cfg.stall_ops:
+                make_stall_database(mount.backing / "stall.db", cfg.stall_db_size)
             os.sync()
             log(f"snapshot {kind}: tree of {cfg.snapshot_files} × {human_size(cfg.snapshot_file_size)} in "
                 f"{cfg.snapshot_dirs} dirs made in {time.monotonic() - t0:.1f} s on {rec['fs_info']}")
@@ -253,7 +257,13 @@ class SnapshotBench:
                         if which == "ref":
                             entry["reference_s"] = self.reference(kind, fs, mount.backing, tree, n)
                         else:
-                            entry.update(self.snapfs_snapshot(mount, n))
+                            for op in cfg.stall_ops:
+                                facts = self.snapfs_snapshot(mount, n, op)
+                                if op == cfg.stall_ops[0]:
+                                    entry.update(facts)
+                                entry.setdefault("stalls", {})[op] = {"stall_s": facts["stall_s"],
+                                                                      "wall_s": facts["wall_s"],
+                                                                      "writes_during": facts["writes_during"]}
                     log(f"snapshot {kind} run {n}: snapfs {entry['wall_s'] * 1000:.0f} ms "
                         f"(metadata {entry['duration_ms']} ms), {ref_name} {entry['reference_s'] * 1000:.0f} ms, "
                         f"longest write {entry['stall_s'] * 1000:.1f} ms over {entry['writes_during']} writes, "
@@ -287,6 +297,19 @@ class SnapshotBench:
         self.live_fs = [fs for fs in self.live_fs if fs.mounted or fs.device]
 
 
+def make_stall_database(path, size):
+    """A SQLite database of about `size` bytes (rows of 4 KiB), made natively."""
+    import sqlite3
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("CREATE TABLE fill (v BLOB)")
+    db.execute("BEGIN")
+    blob = os.urandom(4000)
+    for _ in range(max(1, size // 4096)):
+        db.execute("INSERT INTO fill VALUES (?)", (blob,))
+    db.execute("COMMIT")
+    db.close()
+
+
 def summarize_snapshots(report):
     for rec in report["snapshot_results"]:
         ok = [r for r in rec["runs"] if "wall_s" in r and "reference_s" in r]
@@ -295,6 +318,12 @@ def summarize_snapshots(report):
              "reference_s": med("reference_s"), "stall_s": med("stall_s"),
              "stall_max_s": max((r["stall_s"] for r in ok if r.get("stall_s")), default=None),
              "writer_median_s": med("writer_median_s")}
+        stalls = {}
+        for r in ok:
+            for op, facts in r.get("stalls", {}).items():
+                if facts.get("stall_s") is not None:
+                    stalls.setdefault(op, []).append(facts["stall_s"])
+        s["stalls"] = {op: {"median_s": statistics.median(v), "max_s": max(v), "n": len(v)} for op, v in stalls.items()}
         if s["snapfs_s"] is not None and s["reference_s"]:
             s["ratio"] = s["snapfs_s"] / s["reference_s"]
         if s["snapfs_s"] is None:
@@ -339,6 +368,16 @@ def render_snapshots(report):
               f"request or began within {STALL_AFTER_S} s after it (so that copy-up counts), the median write is "
               "over the writes outside that window.", ""]
     lines += [f"## Results (median of the repetitions)", ""] + snapshot_table(report) + [""]
+    ops = cfg.get("stall_ops", ["pwrite"])
+    if len(ops) > 1:
+        lines += ["## Longest stall by operation (median / max of the repetitions)", "",
+                  "Each operation timed on its own, one snapfs snapshot each, as above.", "",
+                  "| filesystem | strategy | " + " | ".join(ops) + " |", "|---|---|" + "---:|" * len(ops)]
+        for rec in report["snapshot_results"]:
+            st = rec.get("summary", {}).get("stalls", {})
+            cells = [f"{ms(st[op]['median_s'])} / {ms(st[op]['max_s'])}" if op in st else "—" for op in ops]
+            lines.append(f"| {rec['filesystem']} | {rec['strategy']} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Every run", "", "| filesystem | run | snapfs wall | durationMs | reference | stall | writes during | writer median |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for rec in report["snapshot_results"]:
@@ -368,7 +407,8 @@ def main_snapshots(cfg):
               "machine": machine_info(cfg, work_root),
               "config": {"runs": cfg.runs, "snapshot_files": cfg.snapshot_files, "snapshot_dirs": cfg.snapshot_dirs,
                          "snapshot_file_size": cfg.snapshot_file_size, "filesystems": cfg.snapshot_fs,
-                         "snapfs_args": cfg.snapfs_args, "quick": cfg.quick},
+                         "snapfs_args": cfg.snapfs_args, "quick": cfg.quick, "stall_ops": cfg.stall_ops,
+                         "stall_db_size": cfg.stall_db_size},
               "snapshot_results": [], "errors": []}
     announce_run(command, report)
     t_start = time.time()
@@ -406,6 +446,10 @@ def parse_args(argv, lenient=False):
     p.add_argument("--snapshot-files", type=int, help="files in the --snapshots tree (default 100000, --quick 10000)")
     p.add_argument("--snapshot-dirs", type=int, help="directories they are spread over (default 1000, --quick 100)")
     p.add_argument("--snapshot-file-size", default="10K", help="size of each file (default 10K)")
+    p.add_argument("--stall-ops", default="pwrite",
+                   help="the changes timed during snapfs snapshots, one snapshot each: pwrite, fdatasync (pwrite "
+                        "then fdatasync), rename, unlink, sqlite (a commit on a database in the tree); default pwrite")
+    p.add_argument("--stall-db-size", default="100M", help="size of the sqlite operation's database (default 100M)")
     cfg, unknown = p.parse_known_args(argv)
     if unknown and not lenient:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -421,6 +465,11 @@ def parse_args(argv, lenient=False):
     if cfg.snapshot_dirs < 1 or cfg.snapshot_files < 1 or cfg.runs < 1:
         p.error("--snapshot-files, --snapshot-dirs and --runs must be at least 1")
     cfg.snapfs_args = shlex.split(cfg.snapfs_args)
+    cfg.stall_ops = [o.strip() for o in cfg.stall_ops.split(",") if o.strip()]
+    bad = [o for o in cfg.stall_ops if o not in STALL_OPERATIONS]
+    if bad or not cfg.stall_ops:
+        p.error(f"unknown --stall-ops {bad}; choose from {STALL_OPERATIONS}")
+    cfg.stall_db_size = parse_size(cfg.stall_db_size)
     return cfg
 
 

@@ -23,6 +23,7 @@ struct btrfs_ioctl_vol_args_v2 {
     int64_t fd; uint64_t transid; uint64_t flags; uint64_t unused[4];
     char name[BTRFS_SUBVOL_NAME_MAX + 1];
 };
+#define BTRFS_IOC_SUBVOL_CREATE _IOW(BTRFS_IOCTL_MAGIC, 14, struct btrfs_ioctl_vol_args)
 #define BTRFS_IOC_SNAP_DESTROY _IOW(BTRFS_IOCTL_MAGIC, 15, struct btrfs_ioctl_vol_args)
 #define BTRFS_IOC_SNAP_CREATE_V2 _IOW(BTRFS_IOCTL_MAGIC, 23, struct btrfs_ioctl_vol_args_v2)
 #define BTRFS_IOC_SUBVOL_GETFLAGS _IOR(BTRFS_IOCTL_MAGIC, 25, uint64_t)
@@ -102,6 +103,15 @@ int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int re
     args.flags = read_only ? BTRFS_SUBVOL_RDONLY : 0;
     memcpy(args.name, name, length);
     return ioctl(parent_fd, BTRFS_IOC_SNAP_CREATE_V2, &args);
+}
+
+int snapfs_btrfs_subvolume_create(int parent_fd, const char *name) {
+    struct btrfs_ioctl_vol_args args;
+    size_t length = strlen(name);
+    if (length > BTRFS_PATH_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    memset(&args, 0, sizeof(args));
+    memcpy(args.name, name, length);
+    return ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE, &args);
 }
 
 int snapfs_btrfs_get_subvolume_flags(int fd, uint64_t *flags) {

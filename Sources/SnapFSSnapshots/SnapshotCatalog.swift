@@ -104,8 +104,16 @@ public final class SnapshotCatalog: Sendable {
                              durable: DurabilityMarker.read(metadataFD: metadataFD).covers(parsed))
     }
 
-    /// The newest snapshot, or nil if there is none.
-    public func newest() throws(Errno) -> SnapshotEntry? { try list().last }
+    /// The newest snapshot, or nil if there is none. Reads the names, and the metadata of
+    /// that one snapshot only: a snapshot asks for it with the gate closed, whatever the
+    /// number of snapshots kept.
+    public func newest() throws(Errno) -> SnapshotEntry? {
+        let names = try DirectoryNames.utf8Names(in: directoryFD)
+            .compactMap { raw in SnapshotName(parsing: raw).map { ($0, raw) } }
+            .sorted { $0.0 > $1.0 }
+        guard let (_, raw) = names.first(where: { isDirectory($0.1) }) else { return nil }
+        return find(raw)
+    }
 
     /// Sets or clears `held` in the metadata of `name`, rewriting it atomically (a snapshot
     /// without metadata gets the reconstructed one). Returns the new metadata; throws ENOENT

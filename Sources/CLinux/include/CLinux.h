@@ -59,6 +59,8 @@ int snapfs_ficlone(int dst_fd, int src_fd);
 int snapfs_ficlonerange(int dst_fd, int src_fd, uint64_t offset, uint64_t length);
 /* BTRFS_IOC_SNAP_CREATE_V2 on `parent_fd`: snapshot of the subvolume `source_fd` as `name`. */
 int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int read_only);
+/* BTRFS_IOC_SUBVOL_CREATE on `parent_fd`: a new, empty subvolume `name`. */
+int snapfs_btrfs_subvolume_create(int parent_fd, const char *name);
 /* BTRFS_IOC_SUBVOL_GETFLAGS / SETFLAGS on a subvolume's root directory. */
 int snapfs_btrfs_get_subvolume_flags(int fd, uint64_t *flags);
 int snapfs_btrfs_set_subvolume_flags(int fd, uint64_t flags);

@@ -27,6 +27,13 @@ public enum BtrfsSubvolume {
         }
     }
 
+    /// Creates the empty subvolume `name` in the directory `parent`.
+    public static func create(in parent: Int32, name: String) throws(Errno) {
+        try name.withCName { (name) throws(Errno) in
+            _ = try syscall(snapfs_btrfs_subvolume_create(parent, name))
+        }
+    }
+
     /// Makes the subvolume whose root directory is `fd` read-only.
     public static func setReadOnly(_ fd: Int32) throws(Errno) {
         var flags: UInt64 = 0

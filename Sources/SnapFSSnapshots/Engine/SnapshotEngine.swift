@@ -123,7 +123,7 @@ public final class SnapshotEngine: Sendable {
         let durableThrough: SnapshotName?
         var notes: [String] = []
         do throws(SnapshotFailure) {
-            catalog = try Self.openCatalog(in: root, logger: logger)
+            catalog = try Self.openCatalog(in: root, subvolume: strategy == .btrfs, logger: logger)
             try Self.cleanUpAfterCrash(catalog, logger: logger)
             durableThrough = try SnapshotDurability.recover(catalog, notes: &notes)
             if let note = try StoreMigration.run(catalog, logger: logger) { notes.append(note) }
@@ -165,8 +165,22 @@ public final class SnapshotEngine: Sendable {
     /// (a 1777 directory, a user's own files, an old setuid binary) outside the read-only
     /// mount. Users browse them through `MOUNT/.snapshots`, where every write is refused.
     /// A store made before, or changed by hand, is made private again here.
-    private static func openCatalog(in root: Int32, logger: Logger) throws(SnapshotFailure) -> SnapshotCatalog {
-        if mkdirat(root, ReservedName.snapshots, 0o700) != 0 && errno != EEXIST {
+    ///
+    /// `subvolume` (the `btrfs` strategy): a new store is a btrfs subvolume of its own, so
+    /// that a snapshot of the backing subvolume holds it as one empty directory, whatever
+    /// the number of snapshots kept in it (a plain directory would bring along every kept
+    /// snapshot as an empty directory, and its metadata, which each new snapshot must shed).
+    private static func openCatalog(in root: Int32, subvolume: Bool, logger: Logger) throws(SnapshotFailure) -> SnapshotCatalog {
+        var made = false
+        if subvolume {
+            do throws(Errno) {
+                try BtrfsSubvolume.create(in: root, name: ReservedName.snapshots)
+                made = true
+            } catch where error != .fileExists {
+                logger.warning("cannot make \(ReservedName.snapshots) a btrfs subvolume (\(error)); a directory it is")
+            } catch {}
+        }
+        if !made && mkdirat(root, ReservedName.snapshots, 0o700) != 0 && errno != EEXIST {
             throw SnapshotFailure(Errno.current, "cannot create \(ReservedName.snapshots) in the backing directory")
         }
         let fd = snapfs_openat(root, ReservedName.snapshots, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)

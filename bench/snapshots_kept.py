@@ -73,14 +73,14 @@ def main(argv):
 
     names = [name for name, _ in builds]
     print(f"Snapshot wall time (ms), btrfs strategy, median per window of {args.window}, {args.count} snapshots.\n")
-    print("| snapshots kept | " + " | ".join(names) + (" | snapfs/baseline |" if len(names) == 2 else ""))
+    print("| snapshots kept | " + " | ".join(names) + (" | snapfs/baseline" if len(names) == 2 else "") + " |")
     print("|---" * (len(names) + 1 + (len(names) == 2)) + "|")
     for start in range(0, args.count, args.window):
         medians = [statistics.median(times[name][start:start + args.window]) for name in names]
         row = f"| {start}–{min(start + args.window, args.count) - 1} | " + " | ".join(f"{v:.1f}" for v in medians)
         if len(names) == 2:
-            row += f" | {medians[0] / medians[1]:.2f} |"
-        print(row)
+            row += f" | {medians[0] / medians[1]:.2f}"
+        print(row + " |")
     return 0
 
 

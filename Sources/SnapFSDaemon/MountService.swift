@@ -140,7 +140,9 @@ struct MountService {
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
         engine?.logStartNotes()
+        ServiceNotification.send("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(plan.backing) at \(plan.mountpoint)")
         let ending = session.serve()
+        ServiceNotification.send("STOPPING=1\nSTATUS=unmounted \(plan.mountpoint); writing back")
         // Commits still waiting for their interval get their snapshot now.
         core.snapshotDueSQLiteCommits(all: true)
         // Normally nothing is left (close writes back); what is left is what failed.

@@ -393,3 +393,38 @@ def test_a_refused_command_is_exit_22(snapfs_mount):
     line = one_error_line(snapfs("delete", m.mnt, name), 22)
     assert name in line
     assert names(m.mnt) == [name]
+
+
+def test_status_diff_and_versions_speak_json(snapfs_mount):
+    """`--json` on status, diff and versions: the same facts as the text, in the schemas of
+    docs/options.md."""
+    m = snapfs_mount
+    write(m.mnt / "keep.txt", "same")
+    write(m.mnt / "doc.txt", "one")
+    write(m.mnt / "gone.txt", "x")
+    first = take(m, label="first")
+    write(m.mnt / "doc.txt", "two, longer")
+    (m.mnt / "gone.txt").unlink()
+    write(m.mnt / "new" / "file.txt", "n")
+    second = take(m, label="second")
+
+    text = dict(line.split(": ", 1) for line in snapfs("status", m.mnt, check=0).stdout.splitlines())
+    status = json.loads(snapfs("status", m.mnt, "--json", check=0).stdout)
+    assert set(status) == set(text)
+    assert status["snapshots"] == 2 and isinstance(status["snapshots"], int)
+    assert status["strategy"] == text["strategy"] and isinstance(status["strategy"], str)
+    assert status["newest"] == second
+
+    diff = json.loads(snapfs("diff", m.mnt, first, second, "--json", check=0).stdout)
+    assert diff == [{"change": "modified", "path": "doc.txt"}, {"change": "deleted", "path": "gone.txt"},
+                    {"change": "added", "path": "new"}, {"change": "added", "path": "new/file.txt"}]
+    lines = snapfs("diff", m.mnt, first, second, check=0).stdout.splitlines()
+    assert len(lines) == len(diff)
+
+    write(m.mnt / "doc.txt", "three")
+    versions = json.loads(snapfs("versions", m.mnt, "doc.txt", "--json", check=0).stdout)
+    assert [v["snapshots"] for v in versions] == [[first], [second], ["live"]]
+    assert [v["size"] for v in versions] == [3, 11, 5]
+    assert all(v["type"] == "file" and isinstance(v["modified"], int) for v in versions)
+    same = json.loads(snapfs("versions", m.mnt, "keep.txt", "--json", check=0).stdout)
+    assert [v["snapshots"] for v in same] == [[first, second, "live"]]

@@ -193,24 +193,11 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
 
     // MARK: JSON
 
-    private static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }
-
     /// Pretty-printed JSON with sorted keys, ending in a newline.
-    public func encoded() -> [UInt8] {
-        // Encoding plain strings, numbers and booleans cannot fail.
-        let data = try! Self.encoder().encode(self)
-        return Array(data) + [UInt8(ascii: "\n")]
-    }
+    public func encoded() -> [UInt8] { JSONText.encode(self) }
 
     /// A JSON array of several snapshots' metadata, pretty-printed with sorted keys.
-    public static func encoded(_ list: [SnapshotMetadata]) -> [UInt8] {
-        let data = try! encoder().encode(list)
-        return Array(data) + [UInt8(ascii: "\n")]
-    }
+    public static func encoded(_ list: [SnapshotMetadata]) -> [UInt8] { JSONText.encode(list) }
 
     /// Decodes metadata JSON; nil if it is not JSON of this shape.
     public static func decode(_ bytes: [UInt8]) -> SnapshotMetadata? {

@@ -8,7 +8,7 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff",
         abstract: "Show what changed between two snapshots, or between a snapshot and the live tree.",
         discussion: """
-        One line per changed path, sorted: `+ PATH` added, `- PATH` deleted, `M PATH` modified (content, permissions, owner, symlink target or extended attributes; times alone do not count), `T PATH` type changed. Everything below an added or deleted directory is listed too. Without B, A is compared with the live tree (MOUNT itself, without .snapshots). A snapshot of only some files (scope "files") is compared on those files only.
+        One line per changed path, sorted: `+ PATH` added, `- PATH` deleted, `M PATH` modified (content, permissions, owner, symlink target or extended attributes; times alone do not count), `T PATH` type changed. Everything below an added or deleted directory is listed too. Without B, A is compared with the live tree (MOUNT itself, without .snapshots). A snapshot of only some files (scope "files") is compared on those files only. --json prints a JSON array of {"change": "added" | "deleted" | "modified" | "type", "path": PATH}, PATH escaped as in the lines.
 
         \(ExitStatus.help)
         """
@@ -23,6 +23,9 @@ struct DiffCommand: ParsableCommand {
     @Argument(help: "The newer snapshot (default: the live tree).")
     var b: String?
 
+    @Flag(name: .long, help: "Print a JSON array instead of lines.")
+    var json = false
+
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
         let old = try mount.snapshot(a)
@@ -35,6 +38,10 @@ struct DiffCommand: ParsableCommand {
                          only: MountedSnapshots.commonPaths([old] + (new.map { [$0] } ?? [])))
         } catch {
             throw CLIFailure("cannot compare \(a) with \(b ?? "the live tree"): \(error)", code: ExitStatus.failed)
+        }
+        if json {
+            JSONOutput.print(differences.map { JSONOutput.Change($0) })
+            return
         }
         for difference in differences { print(difference.description) }
     }

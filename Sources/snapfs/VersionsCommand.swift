@@ -10,7 +10,7 @@ struct VersionsCommand: ParsableCommand {
         commandName: "versions",
         abstract: "List the distinct versions of one file across all snapshots and the live tree.",
         discussion: """
-        Oldest first, one line per version: SIZE, MODIFIED (UTC) and the snapshots it appears in (`live` for the live tree). Snapshots in a row with identical content are one version; a snapshot without the file is skipped. PATH is absolute inside the mount, or relative to MOUNT.
+        Oldest first, one line per version: SIZE, MODIFIED (UTC) and the snapshots it appears in (`live` for the live tree). Snapshots in a row with identical content are one version; a snapshot without the file is skipped. PATH is absolute inside the mount, or relative to MOUNT. --json prints a JSON array of {"type": "file" | "symlink" | "other", "size": BYTES, "modified": MILLISECONDS since the epoch, "snapshots": [NAME or "live", …]}.
 
         \(ExitStatus.help)
         """
@@ -21,6 +21,9 @@ struct VersionsCommand: ParsableCommand {
 
     @Argument(help: "The file, absolute inside the mount or relative to MOUNT.")
     var path: String
+
+    @Flag(name: .long, help: "Print a JSON array instead of a table.")
+    var json = false
 
     /// One occurrence of the file: a snapshot (or the live tree) that has it.
     struct Occurrence {
@@ -65,6 +68,16 @@ struct VersionsCommand: ParsableCommand {
             } else {
                 versions.append((occurrence, [occurrence.label]))
             }
+        }
+        if json {
+            JSONOutput.print(versions.map { version in
+                let st = version.first.status
+                return JSONOutput.Version(type: st.isRegular ? "file" : st.isSymlink ? "symlink" : "other",
+                                          size: Int64(st.st_size),
+                                          modified: Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000,
+                                          snapshots: version.labels)
+            })
+            return
         }
         var rows = [["SIZE", "MODIFIED", "SNAPSHOTS"]]
         for version in versions {

@@ -105,13 +105,18 @@ int snapfs_btrfs_snapshot(int parent_fd, int source_fd, const char *name, int re
     return ioctl(parent_fd, BTRFS_IOC_SNAP_CREATE_V2, &args);
 }
 
-int snapfs_btrfs_subvolume_create(int parent_fd, const char *name) {
+/* A btrfs ioctl on `parent_fd` that names one entry of it (struct btrfs_ioctl_vol_args). */
+static int btrfs_named_ioctl(int parent_fd, unsigned long request, const char *name) {
     struct btrfs_ioctl_vol_args args;
     size_t length = strlen(name);
     if (length > BTRFS_PATH_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
     memset(&args, 0, sizeof(args));
     memcpy(args.name, name, length);
-    return ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE, &args);
+    return ioctl(parent_fd, request, &args);
+}
+
+int snapfs_btrfs_subvolume_create(int parent_fd, const char *name) {
+    return btrfs_named_ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE, name);
 }
 
 int snapfs_btrfs_get_subvolume_flags(int fd, uint64_t *flags) {
@@ -123,12 +128,7 @@ int snapfs_btrfs_set_subvolume_flags(int fd, uint64_t flags) {
 }
 
 int snapfs_btrfs_destroy(int parent_fd, const char *name) {
-    struct btrfs_ioctl_vol_args args;
-    size_t length = strlen(name);
-    if (length > BTRFS_PATH_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
-    memset(&args, 0, sizeof(args));
-    memcpy(args.name, name, length);
-    return ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, &args);
+    return btrfs_named_ioctl(parent_fd, BTRFS_IOC_SNAP_DESTROY, name);
 }
 
 long snapfs_filesystem_type(int fd) {

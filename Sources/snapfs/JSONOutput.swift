@@ -1,18 +1,9 @@
-import Glibc
 import SnapFSSnapshots
 
 /// What `--json` prints (the schemas are in docs/options.md), written through ``JSONText``.
 enum JSONOutput {
     static func print<T: Encodable>(_ value: T) {
-        var bytes = JSONText.encode(value)
-        bytes.withUnsafeMutableBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = write(1, buffer.baseAddress! + offset, buffer.count - offset)
-                if n <= 0 { break }
-                offset += n
-            }
-        }
+        Swift.print(String(decoding: JSONText.encode(value), as: UTF8.self), terminator: "")
     }
 
     /// A JSON value of `status`: a whole number, or a string.

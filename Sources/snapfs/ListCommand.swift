@@ -24,7 +24,7 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         let entries = try Self.entries(at: path)
         if json {
-            print(String(decoding: SnapshotMetadata.encoded(entries.map(\.listed)), as: UTF8.self), terminator: "")
+            JSONOutput.print(entries.map(\.listed))
             return
         }
         var rows = [["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]]

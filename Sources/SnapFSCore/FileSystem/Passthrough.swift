@@ -77,6 +77,8 @@ extension SnapFileSystem {
     /// The offer that starts passthrough mode on `node` with `fd`, if it may start.
     private func passthroughStart(_ node: Inode, fd: Int32, kernel: any KernelPassthrough) -> (() -> Int32?)? {
         guard node.hasNoOpenFile, node.inSnapshotView || ownsBackingObject(node) else { return nil }
+        // A hard-link build in progress would link the object once the kernel holds it open.
+        if snapshotState.sharesBackingObjects && !node.inSnapshotView && snapshotState.activeCapture != nil { return nil }
         if snapshotState.sharesBackingObjects && !node.inSnapshotView {
             // Every hard-link snapshot taken while it lasts copies the file: only small ones.
             var st = stat()

@@ -46,6 +46,8 @@ extension SnapFileSystem {
             var times = [st.st_atim, st.st_mtim]
             try syscall(futimens(copy, &times))
             if let name {
+                // Replacing the name changes the directory: a background build takes it first.
+                if let capture = snapshotState.activeCapture { try dir.withFD { (fd) throws(Errno) in capture.captureDirectory(fd) } }
                 try replace(name.name, in: dir, with: copy, expecting: BackingKey(st))
             }
             let pathFD = try proc.reopen(copy, flags: SNAPFS_O_PATH)

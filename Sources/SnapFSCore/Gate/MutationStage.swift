@@ -40,18 +40,20 @@ struct MutationNotes {
 
 /// The stages every change passes, in order:
 /// 1. ``NamespaceStage``: a read-only mount, `.snapshots/` and the reserved names refuse.
-/// 2. ``CopyUpStage``: an object a hard-link snapshot shares gets its own copy first.
-/// 3. ``ChangeTrackingStage``: the next snapshot has something to take; written ranges of
+/// 2. ``CaptureStage``: a tree snapshot being built in the background takes what is about to
+///    change first (copy-before-write).
+/// 3. ``CopyUpStage``: an object a hard-link snapshot shares gets its own copy first.
+/// 4. ``ChangeTrackingStage``: the next snapshot has something to take; written ranges of
 ///    databases cloned by range.
-/// 4. the ``MutationObserver`` given to the filesystem, if any.
-/// 5. ``SQLiteStage``: commit detection (journals, WAL frames) and the commit's snapshot.
+/// 5. the ``MutationObserver`` given to the filesystem, if any.
+/// 6. ``SQLiteStage``: commit detection (journals, WAL frames) and the commit's snapshot.
 /// The data's own path (page cache, passthrough, the backing file) is the change itself,
 /// decided by the operation (`SnapFileSystem+Files`, `+Cache`, `Passthrough`).
 struct MutationPipeline: Sendable {
     let stages: [any MutationStage]
 
     init(readOnly: Bool, observer: (any MutationObserver)?) {
-        var stages: [any MutationStage] = [NamespaceStage(readOnly: readOnly), CopyUpStage(), ChangeTrackingStage()]
+        var stages: [any MutationStage] = [NamespaceStage(readOnly: readOnly), CaptureStage(), CopyUpStage(), ChangeTrackingStage()]
         if let observer { stages.append(ObserverStage(observer: observer)) }
         stages.append(SQLiteStage())
         self.stages = stages

@@ -1,14 +1,16 @@
 import SnapFSSnapshots
 /// A command written to the control file (`MOUNT/.snapfs-control`), one per `write()`:
 ///
-///     snapshot [--force] [--trigger=KIND[:DETAIL]] [LABEL]
+///     snapshot [--force] [--no-wait] [--trigger=KIND[:DETAIL]] [LABEL]
 ///     prune
 ///     delete NAME | hold NAME | release NAME
 ///     flush       (write every cached change back to the backing directory)
 ///
 /// A trailing newline is ignored, so `echo snapshot nightly > MOUNT/.snapfs-control` works.
 public enum ControlCommand: Equatable, Sendable {
-    case snapshot(label: String?, force: Bool, trigger: Trigger)
+    /// `wait` false (`--no-wait`): answer once the snapshot's moment is fixed, while its
+    /// tree is still being built, instead of once it is published.
+    case snapshot(label: String?, force: Bool, trigger: Trigger, wait: Bool = true)
     case prune
     case delete(name: String)
     case hold(name: String)
@@ -35,11 +37,14 @@ public enum ControlCommand: Equatable, Sendable {
         switch verb {
         case "snapshot":
             var force = false
+            var wait = true
             var trigger = Trigger(kind: .control)
             var label: String?
             for argument in arguments {
                 if argument == "--force" {
                     force = true
+                } else if argument == "--no-wait" {
+                    wait = false
                 } else if argument.hasPrefix("--trigger=") {
                     trigger = try parseTrigger(String(argument.dropFirst("--trigger=".count)))
                 } else if argument.hasPrefix("--") {
@@ -57,7 +62,7 @@ public enum ControlCommand: Equatable, Sendable {
                     throw ParseError(message: error.message)
                 }
             }
-            return .snapshot(label: label, force: force, trigger: trigger)
+            return .snapshot(label: label, force: force, trigger: trigger, wait: wait)
         case "prune", "flush":
             guard arguments.isEmpty else { throw ParseError(message: "\(verb) takes no arguments") }
             return verb == "prune" ? .prune : .flush

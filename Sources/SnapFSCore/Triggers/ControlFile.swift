@@ -71,11 +71,13 @@ extension SnapshotEngine {
 
     private func perform(_ command: ControlCommand) throws(SnapshotFailure) -> String {
         switch command {
-        case let .snapshot(label, force, trigger):
-            let outcome = try take(label: label, trigger: trigger, force: force)
+        case let .snapshot(label, force, trigger, wait):
+            let outcome = try take(label: label, trigger: trigger, force: force, wait: wait)
+            // Started: its moment is fixed; it is made durable with its batch once published.
+            if case let .started(name) = outcome { return "ok started \(name)" }
             let (answer, name) = switch outcome {
             case let .created(metadata): ("ok snapshot \(metadata.name)", metadata.name)
-            case let .unchanged(newest): ("ok unchanged \(newest)", newest)
+            case let .unchanged(newest), let .started(newest): ("ok unchanged \(newest)", newest)
             }
             // Asked for explicitly: durable (with every snapshot before it) before the answer.
             do throws(SnapshotFailure) { try makeDurable() } catch {

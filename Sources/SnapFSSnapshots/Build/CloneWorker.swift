@@ -9,7 +9,7 @@ final class CloneWorker {
     let run: CloneRun
     var statistics = CloneStatistics()
     let attributes = ExtendedAttributes()
-    fileprivate let entries = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+    let entries = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
     /// A symlink target (at most PATH_MAX - 1 bytes) and its terminator.
     private let linkTarget = UnsafeMutablePointer<CChar>.allocate(capacity: Int(PATH_MAX) + 1)
     private let sourcePath = ProcEntryPath()

@@ -27,6 +27,13 @@ enum DirectoryEntries {
     @inline(__always)
     static func forEach(in fd: Int32, buffer: UnsafeMutableRawBufferPointer,
                         _ body: (UnsafePointer<CChar>, UInt8) throws(Errno) -> Void) throws(Errno) {
+        try forEachWithInode(in: fd, buffer: buffer) { (name, type, _) throws(Errno) in try body(name, type) }
+    }
+
+    /// As ``forEach(in:buffer:_:)``, with each entry's inode number (`d_ino`).
+    @inline(__always)
+    static func forEachWithInode(in fd: Int32, buffer: UnsafeMutableRawBufferPointer,
+                                 _ body: (UnsafePointer<CChar>, UInt8, UInt64) throws(Errno) -> Void) throws(Errno) {
         while true {
             let count = snapfs_getdents64(fd, buffer.baseAddress, buffer.count)
             if count == 0 { return }
@@ -42,7 +49,7 @@ enum DirectoryEntries {
                 let type = record.load(fromByteOffset: 18, as: UInt8.self)
                 let name = UnsafePointer((record + 19).assumingMemoryBound(to: CChar.self))
                 if name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0)) { continue }
-                try body(name, type)
+                try body(name, type, record.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
             }
         }
     }

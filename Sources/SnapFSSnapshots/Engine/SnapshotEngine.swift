@@ -22,6 +22,9 @@ public struct SnapshotOptions: Sendable, Equatable {
     /// written out at all (`bench/sqlite_commits.py`, every-commit snapshots of a 100 MB
     /// WAL database with hard links: 15 tx/s with 1 s, 30 without batches).
     public var durableDelayMs: Int64 = 5000
+    /// Build tree snapshots in the background with copy-before-write (``TreeCapture``),
+    /// where the backing filesystem allows; false: inside the closed gate, as before.
+    public var backgroundBuild = true
 
     public init() {}
 }
@@ -31,6 +34,8 @@ public enum SnapshotOutcome: Sendable, Equatable {
     case created(SnapshotMetadata)
     /// Nothing changed since the newest snapshot, so none was made.
     case unchanged(newest: String)
+    /// Its moment is fixed and it is being built in the background (asked not to wait).
+    case started(name: String)
 }
 
 /// A snapshot operation that failed: the errno the control file's `write()` returns and
@@ -81,6 +86,12 @@ public final class SnapshotEngine: Sendable {
     let pruner: WakeableThread
     /// What the start found of an earlier run (see ``logStartNotes()``).
     let startNotes: [String]
+    /// Whether tree snapshots are built in the background (``TreeCapture``).
+    public let backgroundBuilds: Bool
+    /// One background build at a time: a later tree trigger waits for it before its epoch.
+    let buildSlot = BuildSlot()
+    /// The background build in progress, for `status`.
+    let buildingNow = Mutex<(name: String, capture: TreeCapture)?>(nil)
 
     private struct WeakLiveTree {
         weak var tree: (any LiveTree)?
@@ -135,6 +146,7 @@ public final class SnapshotEngine: Sendable {
         durability = SnapshotDurability(syncFD: catalog.directoryFD, catalog: catalog, durable: durableThrough,
                                         delayMs: options.durableDelayMs, logger: logger)
         startNotes = notes
+        backgroundBuilds = options.backgroundBuild && strategy != .btrfs && TreeCapture.supported(sourceRoot: root)
         pruner = WakeableThread()
         let existing = (try? catalog.list()) ?? []
         let sharing = strategy == .hardlink || existing.contains { $0.metadata?.strategy == SnapshotStrategy.hardlink.rawValue }
@@ -270,8 +282,13 @@ public final class SnapshotEngine: Sendable {
     /// runs with the gate closed and gives the commit's metadata, or nil when there is no
     /// committed state to take now (then no snapshot is made).
     public func take(label: String?, trigger: Trigger, force: Bool = false, excluding: UInt64? = nil,
-                     atCommit: (() -> SQLiteCommitInfo?)? = nil) throws(SnapshotFailure) -> SnapshotOutcome {
-        let outcome = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotOutcome in
+                     atCommit: (() -> SQLiteCommitInfo?)? = nil, wait: Bool = true) throws(SnapshotFailure) -> SnapshotOutcome {
+        // A tree snapshot waits for the one being built (its epoch comes after that one's end).
+        let background = atCommit == nil && backgroundBuilds
+        if background { buildSlot.acquire() }
+        var holdsSlot = background
+        defer { if holdsSlot { buildSlot.release() } }
+        let taken = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> Taken in
             // Dirty pages the kernel holds (mmap, write-back cache) come through the gate,
             // so they are pushed before it closes.
             let tree = liveTree
@@ -293,26 +310,119 @@ public final class SnapshotEngine: Sendable {
                 }
                 try makeRoom(bytes: strategy == .copy ? newest?.metadata?.bytes ?? 0 : 0,
                              inodes: Self.inodeEstimate(strategy, newest?.metadata), database: sqlite?.database)
+                if background {
+                    let started = try startCapture(label: label, trigger: trigger, after: newest?.name)
+                    state.changedSinceSnapshot.store(false, ordering: .relaxed)
+                    return .capturing(started)
+                }
                 let built = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
                 return .built(built)
             }
             switch frozen {
-            case .unchanged(let newest): return .unchanged(newest: newest)
+            case .unchanged(let newest): return .done(.unchanged(newest: newest))
+            case .capturing(let started): return .capturing(started)
             // The snapshot's content is fixed: the rest goes on with the writers let through.
             case .built(let built):
-                do throws(SnapshotFailure) { return .created(try publish(built)) } catch {
+                do throws(SnapshotFailure) { return .done(.created(try publish(built))) } catch {
                     state.changedSinceSnapshot.store(true, ordering: .relaxed)  // nothing was taken
                     throw error
                 }
             }
         }
-        if case let .created(metadata) = outcome {
-            logger.info("snapshot \(metadata.name): \(metadata.files) files, \(metadata.bytes) bytes, \(metadata.durationMs) ms")
-            announce(metadata.name)
-            pruneIfDue(after: metadata.name)
+        let outcome: SnapshotOutcome
+        switch taken {
+        case .done(let done): outcome = done
+        case .capturing(let started) where wait:
+            outcome = .created(try completeCapture(started))
+        case .capturing(let started):
+            holdsSlot = false
+            BackgroundThread.start { [self] in
+                defer { buildSlot.release() }
+                do throws(SnapshotFailure) {
+                    let metadata = try completeCapture(started)
+                    logCreated(metadata)
+                } catch {
+                    logger.error("snapshot \(started.built.metadata.name) failed: \(error.message)")
+                }
+            }
+            return .started(name: started.built.metadata.name)
         }
+        if case let .created(metadata) = outcome { logCreated(metadata) }
         return outcome
+    }
+
+    private func logCreated(_ metadata: SnapshotMetadata) {
+        logger.info("snapshot \(metadata.name): \(metadata.files) files, \(metadata.bytes) bytes, \(metadata.durationMs) ms")
+        announce(metadata.name)
+        pruneIfDue(after: metadata.name)
+    }
+
+    /// What the serial part of a snapshot gave.
+    private enum Taken {
+        case done(SnapshotOutcome)
+        case capturing(Capturing)
+    }
+
+    /// A tree snapshot whose moment is fixed, being built in the background.
+    private struct Capturing: @unchecked Sendable {
+        let capture: TreeCapture
+        var built: Built
+        let epochMs: Double
+    }
+
+    /// The epoch of a background build: names the snapshot, makes its top and installs the
+    /// capture; inside the frozen gate.
+    private func startCapture(label: String?, trigger: Trigger, after newest: SnapshotName?) throws(SnapshotFailure) -> Capturing {
+        let started = Self.monotonicMilliseconds()
+        let name = try nextName(after: newest, label: label)
+        let building = SnapshotCatalog.buildingPrefix + name.description
+        let method = strategy.cloneMethod ?? .copy
+        let capture: TreeCapture
+        do throws(Errno) {
+            // Inside the frozen gate: no passthrough starts or joins meanwhile.
+            let copyInstead = method == .hardlink ? state.passthroughObjects.withLock { $0 } : []
+            capture = try TreeCapture(method: method, copyInstead: copyInstead, sourceRoot: backingFD,
+                                      store: catalog.directoryFD, building: building, excludeAtTop: [ReservedName.snapshots])
+        } catch {
+            throw SnapshotFailure(error, "the snapshot could not be started: \(error)")
+        }
+        state.install(capture)
+        buildingNow.withLock { $0 = (name.description, capture) }
+        if strategy == .hardlink {
+            // Every regular file may now share its object with the snapshot.
+            state.generation.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        }
+        let metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue,
+                                        files: 0, directories: 0, bytes: 0, sqlite: nil)
+        return Capturing(capture: capture, built: Built(metadata: metadata, building: building, started: started),
+                         epochMs: Self.monotonicMilliseconds() - started)
+    }
+
+    /// Walks the tree of a started background build to its end, then publishes it.
+    private func completeCapture(_ started: Capturing) throws(SnapshotFailure) -> SnapshotMetadata {
+        var built = started.built
+        let statistics: CloneStatistics
+        do throws(Errno) {
+            defer {
+                state.install(nil)
+                buildingNow.withLock { $0 = nil }
+            }
+            try started.capture.walk()
+            statistics = try started.capture.finish()
+        } catch {
+            started.capture.discard()
+            state.changedSinceSnapshot.store(true, ordering: .relaxed)  // nothing was taken
+            throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
+        }
+        built.metadata.files = statistics.files + statistics.symlinks + statistics.specials
+        built.metadata.directories = statistics.directories
+        built.metadata.bytes = statistics.bytes
+        logger.debug("snapshot \(built.metadata.name): gate held \(started.epochMs) ms at its epoch")
+        do throws(SnapshotFailure) { return try publish(built, serialHeld: false) } catch {
+            state.changedSinceSnapshot.store(true, ordering: .relaxed)
+            throw error
+        }
     }
 
     /// Makes every snapshot published so far durable now (one `syncfs`, then the marker):
@@ -335,6 +445,7 @@ public final class SnapshotEngine: Sendable {
     private enum Frozen {
         case unchanged(String)
         case built(Built)
+        case capturing(Capturing)
     }
 
     /// A snapshot whose content is fixed, under its building name.
@@ -383,7 +494,7 @@ public final class SnapshotEngine: Sendable {
     /// the walk that finds its WAL databases (reading the first bytes of every file whose
     /// size could be a database's) never holds a writer. Then a btrfs snapshot is made
     /// read-only; the other strategies' databases are sealed with their directories.
-    private func publish(_ built: Built) throws(SnapshotFailure) -> SnapshotMetadata {
+    private func publish(_ built: Built, serialHeld: Bool = true) throws(SnapshotFailure) -> SnapshotMetadata {
         var metadata = built.metadata
         do throws(Errno) {
             if strategy == .btrfs {
@@ -400,7 +511,13 @@ public final class SnapshotEngine: Sendable {
             throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
         }
         metadata.durationMs = ((Self.monotonicMilliseconds() - built.started) * 1000).rounded() / 1000
-        try putInPlace(metadata, building: built.building, what: "the snapshot")
+        if serialHeld {
+            try putInPlace(metadata, building: built.building, what: "the snapshot")
+        } else {
+            try serial.withLock { (_: inout Void) throws(SnapshotFailure) in
+                try putInPlace(metadata, building: built.building, what: "the snapshot")
+            }
+        }
         return metadata
     }
 
@@ -589,6 +706,11 @@ public final class SnapshotEngine: Sendable {
         lines.append("min-free: \(options.minFree)")
         lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
+        lines.append("build: \(backgroundBuilds ? "background" : "frozen")")
+        if let (name, capture) = buildingNow.withLock({ $0 }) {
+            let progress = capture.progress
+            lines.append("building: \(name) (\(progress.captured) directories done, \(progress.waiting) found and waiting)")
+        }
         return lines + (liveTree?.statusLines() ?? [])
     }
 

@@ -31,7 +31,23 @@ public final class SnapshotState: Sendable {
     /// each snapshot's own modes decide what lies beyond); nobody may write.
     public static let storeViewMode: mode_t = 0o555
 
+    /// The tree snapshot being built in the background, if any (see ``TreeCapture``): each
+    /// change captures what it is about to change first. `capturing` is the cheap check.
+    let capture = Mutex<TreeCapture?>(nil)
+    let capturing = Atomic<Bool>(false)
+
     public init() {}
+
+    /// The capture in progress, for the change path (inside the gate).
+    @inline(__always)
+    package var activeCapture: TreeCapture? {
+        capturing.load(ordering: .acquiring) ? capture.withLock { $0 } : nil
+    }
+
+    func install(_ tree: TreeCapture?) {
+        capture.withLock { $0 = tree }
+        capturing.store(tree != nil, ordering: .releasing)
+    }
 
     /// Notes a change (called inside the gate).
     @inline(__always)

@@ -1,0 +1,570 @@
+import CLinux
+import Glibc
+import SnapFSBacking
+import SystemPackage
+
+/// A tree snapshot built in the background while the live tree keeps changing: the state
+/// at one moment (the epoch) is kept by copy-before-write at the gate.
+///
+/// At the epoch the freeze gate is closed only to write the cache back, make the empty
+/// top and install this capture (``SnapshotState``). Then threads walk the backing tree as
+/// ``TreeCloner`` does, directory by directory, while changes go on. A change first
+/// captures what it is about to change, if the walk has not yet:
+/// - a directory whose entries change (create, unlink, rename, link, rmdir, its own
+///   attributes): its listing, at once (``captureDirectory(_:)``), so that the walk, which
+///   skips it afterwards, never sees a name made after the epoch nor misses one removed;
+/// - any other object whose data or attributes change: a clone of it in the stash
+///   (``captureObject(_:)``), named by its inode number. When the walk meets that inode
+///   number in a listing, it links the stashed clone into place instead of cloning the
+///   live object.
+///
+/// Why this is exact: a directory not yet captured has had no entry changed since the
+/// epoch (the change would have captured it first), so its listing now is its listing at
+/// the epoch; an object not yet captured has not changed since the epoch (likewise); and
+/// a directory is found by its file handle, never by a name that may have moved since.
+/// Objects with several names are cloned once, into the stash, and linked from there
+/// under each name, so they stay linked to each other in the snapshot.
+///
+/// A directory's own metadata is read when it is captured and applied once the walk is
+/// over (creating entries would change its times; a seal would refuse them). A failure
+/// (a full disk) fails the snapshot, never a change: every capture becomes a no-op.
+public final class TreeCapture: @unchecked Sendable {
+    /// The building name under `.snapshots` (`.building-NAME`).
+    public let building: String
+    let run: CloneRun
+    let threads: Int
+    /// `.snapshots`, where `building` and the stash are (not owned).
+    let store: Int32
+    /// The backing root (not owned); also the mount descriptor for source handles.
+    let sourceRoot: Int32
+    let stashName: String
+    private let stash: Int32
+    /// Where an object is linked before the stash clone is made of it by name.
+    private let incoming: Int32
+    private let rootInode: UInt64
+
+    private enum DirectoryState {
+        /// Listed in its parent's capture: its copy exists (`target`, a file handle), its
+        /// entries are not made yet.
+        case placeholder(target: [UInt8])
+        case capturing
+        /// Listed (or found to be new since the epoch, so no part of the snapshot).
+        case captured
+    }
+
+    private enum ObjectState {
+        case busy
+        /// Cloned into its place by the walk (one name only).
+        case placed
+        /// Cloned into the stash, `stash/INODE`.
+        case stashed
+    }
+
+    /// A directory for the walk: its source inode number and file handle.
+    private struct Job {
+        let inode: UInt64
+        let handle: [UInt8]
+    }
+
+    /// A directory's metadata at its capture, applied to its copy at the end.
+    private struct DirectoryRecord {
+        let target: [UInt8]
+        let status: stat
+        let attributes: [(name: [CChar], value: [UInt8])]
+        let isTop: Bool
+    }
+
+    // Guarded by `mutex`; `condition` is broadcast whenever a state leaves busy or capturing.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var directories: [UInt64: DirectoryState] = [:]
+    private var objects: [UInt64: ObjectState] = [:]
+    private var records: [DirectoryRecord] = []
+    /// Companion files linked from the stash (sealed once the stash is gone: the seal
+    /// would refuse the stash's own unlink). Target directory handle and name.
+    private var sealLater: [(directory: [UInt8], name: [CChar])] = []
+    private var placeholders = 0
+    private var captures = 0
+    private var busy = 0
+    private var failure: Errno?
+    private var finished = false
+    private var totals = CloneStatistics()
+    private let stack = WorkStack<Job>()
+
+    /// The handle buffer: a `struct file_handle` (8 bytes) and up to `MAX_HANDLE_SZ` (128).
+    private static let handleSize = 136
+
+    /// Whether background builds work on the backing filesystem: file handles of its
+    /// directories can be taken and opened again (which needs CAP_DAC_READ_SEARCH).
+    public static func supported(sourceRoot: Int32) -> Bool {
+        guard let handle = try? handle(of: sourceRoot) else { return false }
+        let fd = handle.withUnsafeBytes { snapfs_open_by_handle(sourceRoot, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)), O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        if fd < 0 { return false }
+        close(fd)
+        return true
+    }
+
+    /// Makes the empty top `building` (private, as ``TreeCloner`` makes it) and the stash in
+    /// `store`, and queues the root. Inside the frozen gate: this is the epoch.
+    public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey>,
+                sourceRoot: Int32, store: Int32, building: String, excludeAtTop: Set<String>) throws(Errno) {
+        self.building = building
+        self.run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead)
+        self.threads = max(threads, 1)
+        self.store = store
+        self.sourceRoot = sourceRoot
+        stashName = building + ".stash"
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+        var root = stat()
+        try syscall(fstat(sourceRoot, &root))
+        rootInode = UInt64(root.st_ino)
+        var made: [String] = []
+        do throws(Errno) {
+            for name in [building, stashName] {
+                try name.withCName { (cName) throws(Errno) in _ = try syscall(mkdirat(store, cName, 0o700)) }
+                made.append(name)
+            }
+            let top = try Self.open(store, building, O_RDONLY | O_DIRECTORY)
+            defer { close(top) }
+            try ExtendedAttributes.removeInheritedACLs(top)
+            try syscall(fchmod(top, 0o700))
+            stash = try Self.open(store, stashName, O_RDONLY | O_DIRECTORY)
+            do throws(Errno) {
+                try syscall(mkdirat(stash, "in", 0o700))
+                incoming = try Self.open(stash, "in", O_RDONLY | O_DIRECTORY)
+            } catch {
+                close(stash)
+                throw error
+            }
+            directories[rootInode] = .placeholder(target: try Self.handle(of: top))
+            placeholders = 1
+            stack.push(Job(inode: rootInode, handle: try Self.handle(of: sourceRoot)))
+        } catch {
+            for name in made { _ = try? TreeRemover.remove(parent: store, name: name) }
+            pthread_cond_destroy(condition)
+            pthread_mutex_destroy(mutex)
+            mutex.deallocate()
+            condition.deallocate()
+            throw error
+        }
+    }
+
+    deinit {
+        close(stash)
+        close(incoming)
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    // MARK: the walk
+
+    /// Walks the tree until every directory is captured, on ``threads`` threads (the caller's
+    /// among them); then no change captures anything more. Throws the first failure.
+    public func walk() throws(Errno) {
+        stack.run(threads: threads) { [self] next in
+            let worker = CloneWorker(run: run)
+            while let job = next() {
+                if failed { continue }
+                captureDirectory(inode: job.inode, worker: worker) { () throws(Errno) -> Int32 in
+                    let fd = job.handle.withUnsafeBytes {
+                        snapfs_open_by_handle(sourceRoot, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                                              SNAPFS_O_PATH | O_DIRECTORY | O_CLOEXEC)
+                    }
+                    return try syscall(fd)
+                }
+            }
+            add(worker.statistics)
+        }
+        pthread_mutex_lock(mutex)
+        finished = true
+        while busy > 0 { pthread_cond_wait(condition, mutex) }
+        let error = failure
+        pthread_mutex_unlock(mutex)
+        if let error { throw error }
+    }
+
+    /// After ``walk()``: removes the stash, applies every directory's metadata (sealing all
+    /// but the top) and returns the counts. On failure the caller removes what was built.
+    public func finish() throws(Errno) -> CloneStatistics {
+        try TreeRemover.remove(parent: store, name: stashName)
+        for (directory, name) in sealLater {
+            let dir = try openTarget(directory, SNAPFS_O_PATH)
+            defer { close(dir) }
+            let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var status = stat()
+            if fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 1 { try Seal.apply(fd) }
+        }
+        for record in records {
+            let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: record.isTop)
+            directory.target = try openTarget(record.target, O_RDONLY)
+            defer { directory.closeDescriptors() }
+            directory.status = record.status
+            directory.attributes = record.attributes
+            try directory.applyMetadata()
+        }
+        var counts = totals
+        counts.directories = records.count
+        return counts
+    }
+
+    /// Removes whatever was made (the building tree and the stash), after a failure.
+    public func discard() {
+        _ = try? TreeRemover.remove(parent: store, name: stashName)
+        _ = try? TreeRemover.remove(parent: store, name: building)
+    }
+
+    /// Directories listed but not yet captured, and captures so far (for `status`).
+    public var progress: (waiting: Int, captured: Int) {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return (placeholders, captures)
+    }
+
+    // MARK: capture by a change
+
+    /// A change is about to alter the entries or attributes of the directory `fd` (any
+    /// descriptor of it, `O_PATH` will do): captures it first if it was part of the tree at
+    /// the epoch and is not captured yet.
+    public func captureDirectory(_ fd: Int32) {
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFDIR else { return }
+        let inode = UInt64(status.st_ino)
+        switch state(of: inode) {
+        case .done: return
+        case .known: break
+        case .unknown:
+            // Its parent has not been listed: capture the way down to it first.
+            guard locateByParents(fd) else { return }
+        }
+        let worker = CloneWorker(run: run)
+        captureDirectory(inode: inode, worker: worker) { () throws(Errno) -> Int32 in try syscall(dup(fd)) }
+        add(worker.statistics)
+    }
+
+    /// A change is about to alter the data or attributes of the object `fd` (not a
+    /// directory; `O_PATH` will do): clones it into the stash first unless it is captured.
+    /// An object made after the epoch is stashed too (it cannot be told apart), and never used.
+    public func captureObject(_ fd: Int32) {
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT != S_IFDIR, status.st_nlink > 0 else { return }
+        let inode = UInt64(status.st_ino)
+        guard claim(inode) == .mine else { return }
+        var result = ObjectState.stashed
+        do throws(Errno) {
+            var name = Self.decimal(inode)
+            // A name for it in `incoming`, then the clone made by name, as the walk makes them.
+            if linkat(fd, "", incoming, &name, SNAPFS_AT_EMPTY_PATH) != 0 {
+                let procName = "/proc/self/fd/\(fd)"
+                try syscall(linkat(AT_FDCWD, procName, incoming, &name, AT_SYMLINK_FOLLOW))
+            }
+            defer { unlinkat(incoming, &name, 0) }
+            let worker = CloneWorker(run: run)
+            let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: false)
+            directory.source = incoming
+            directory.target = stash
+            defer { directory.source = -1; directory.target = -1 }
+            try worker.cloneEntry(&name, type: DirectoryEntries.Kind.of(mode: status.st_mode), in: directory, status: nil)
+        } catch {
+            fail(error)
+            result = .placed
+        }
+        settle(inode, result)
+    }
+
+    /// After a change made the entry `name` in the directory `parent`: if it is a new object
+    /// (one name, or a new directory), it is no part of the snapshot, and its changes need
+    /// no capture. (A new name of an existing object, by `link`, has more than one.)
+    public func noteCreated(_ name: UnsafePointer<CChar>, in parent: Int32) {
+        var status = stat()
+        guard fstatat(parent, name, &status, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        let inode = UInt64(status.st_ino)
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if status.st_mode & S_IFMT == S_IFDIR {
+            if directories[inode] == nil { directories[inode] = .captured }
+        } else if status.st_nlink == 1 && objects[inode] == nil {
+            objects[inode] = .placed
+        }
+    }
+
+    // MARK: directories
+
+    private enum Lookup { case done, known, unknown }
+
+    private func state(of inode: UInt64) -> Lookup {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if finished || failure != nil { return .done }
+        switch directories[inode] {
+        case .captured?: return .done
+        case nil: return .unknown
+        default: return .known
+        }
+    }
+
+    /// Captures the not yet listed parents of the directory `fd`, from the nearest listed
+    /// one down; false when `fd` turns out to be new since the epoch. Holds a descriptor per
+    /// level; a chain deeper than ``deepestChain`` waits for the walk to reach it instead.
+    private func locateByParents(_ fd: Int32) -> Bool {
+        var chain: [Int32] = []
+        defer { for parent in chain { close(parent) } }
+        var current = fd
+        while true {
+            let parent = snapfs_openat(current, "..", SNAPFS_O_PATH | O_DIRECTORY | O_CLOEXEC, 0)
+            guard parent >= 0 else { return false }
+            chain.append(parent)
+            var status = stat()
+            guard fstat(parent, &status) == 0 else { return false }
+            if state(of: UInt64(status.st_ino)) != .unknown { break }
+            if chain.count >= Self.deepestChain { return waitUntilKnown(fd) }
+            current = parent
+        }
+        for parent in chain.reversed() { captureDirectory(parent) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return false }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if directories[UInt64(status.st_ino)] == nil {
+            directories[UInt64(status.st_ino)] = .captured  // new since the epoch
+            return false
+        }
+        return true
+    }
+
+    static let deepestChain = 64
+
+    private func waitUntilKnown(_ fd: Int32) -> Bool {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return false }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while directories[UInt64(status.st_ino)] == nil && !finished && failure == nil {
+            pthread_cond_wait(condition, mutex)
+        }
+        return directories[UInt64(status.st_ino)] != nil
+    }
+
+    /// Captures the directory `inode` unless it is captured; waits while another thread
+    /// captures it. `open` gives a descriptor of it (closed here).
+    private func captureDirectory(inode: UInt64, worker: CloneWorker, open: () throws(Errno) -> Int32) {
+        pthread_mutex_lock(mutex)
+        var target: [UInt8]?
+        while failure == nil {
+            switch directories[inode] {
+            case .capturing?:
+                pthread_cond_wait(condition, mutex)
+                continue
+            case .placeholder(let handle)?:
+                target = handle
+                directories[inode] = .capturing
+                busy += 1
+            case .captured?, nil:
+                break
+            }
+            break
+        }
+        pthread_mutex_unlock(mutex)
+        guard let target else { return }
+        var error: Errno?
+        do throws(Errno) {
+            let fd = try open()
+            defer { close(fd) }
+            try list(inode: inode, source: fd, target: target, worker: worker)
+        } catch let failed {
+            error = failed
+        }
+        pthread_mutex_lock(mutex)
+        if let error, failure == nil { failure = error }
+        directories[inode] = .captured
+        placeholders -= 1
+        captures += 1
+        busy -= 1
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Recreates the entries of the directory `source` in its copy, records its metadata,
+    /// queues its subdirectories.
+    private func list(inode: UInt64, source sourcePath: Int32, target: [UInt8], worker: CloneWorker) throws(Errno) {
+        let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: false)
+        defer { directory.closeDescriptors() }
+        directory.source = try syscall(snapfs_openat(sourcePath, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC | run.noAccessTime, 0))
+        directory.target = try openTarget(target, O_RDONLY)
+        try syscall(fstat(directory.source, &directory.status))
+        let attributes = try worker.attributes.read(.descriptor(directory.source))
+        let isTop = inode == rootInode
+        try DirectoryEntries.forEachWithInode(in: directory.source, buffer: worker.entries) { (name, type, entryInode) throws(Errno) in
+            if failed { throw .canceled }
+            if isTop && run.isExcludedAtTop(name) { return }
+            var type = type
+            var known: stat?
+            if type == DirectoryEntries.Kind.unknown {
+                var status = stat()
+                try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW))
+                type = DirectoryEntries.Kind.of(mode: status.st_mode)
+                known = status
+            }
+            if type == DirectoryEntries.Kind.directory {
+                try addSubdirectory(name, in: directory)
+            } else {
+                try place(name, type: type, inode: entryInode, in: directory, status: known, worker: worker, parent: target)
+            }
+        }
+        try SQLiteCompanion.playBackJournals(of: directory)
+        pthread_mutex_lock(mutex)
+        records.append(DirectoryRecord(target: target, status: directory.status, attributes: attributes, isTop: isTop))
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Makes the (empty, private) copy of a subdirectory and queues it by file handle.
+    private func addSubdirectory(_ name: UnsafePointer<CChar>, in directory: CloneDirectory) throws(Errno) {
+        let source = try syscall(snapfs_openat(directory.source, name, SNAPFS_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+        defer { close(source) }
+        var status = stat()
+        try syscall(fstat(source, &status))
+        let sourceHandle = try Self.handle(of: source)
+        try syscall(mkdirat(directory.target, name, 0o700))
+        let target = try syscall(snapfs_openat(directory.target, name, SNAPFS_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+        defer { close(target) }
+        let targetHandle = try Self.handle(of: target)
+        let inode = UInt64(status.st_ino)
+        pthread_mutex_lock(mutex)
+        let fresh = directories[inode] == nil
+        if fresh {
+            directories[inode] = .placeholder(target: targetHandle)
+            placeholders += 1
+        }
+        pthread_mutex_unlock(mutex)
+        if fresh { stack.push(Job(inode: inode, handle: sourceHandle)) }
+    }
+
+    // MARK: other objects
+
+    /// Recreates the entry `name` (not a directory) of a directory being captured: linked
+    /// from the stash if a change stashed it; otherwise cloned, and for an object with
+    /// several names linked into the stash too, for its other names.
+    private func place(_ name: UnsafePointer<CChar>, type: UInt8, inode: UInt64, in directory: CloneDirectory,
+                       status known: stat?, worker: CloneWorker, parent: [UInt8]) throws(Errno) {
+        var stashed = Self.decimal(inode)
+        switch claim(inode) {
+        case .stopped: throw .canceled
+        case .mine: break
+        case .taken:
+            // Stashed (or placed under a name that has since gone): link what the stash holds.
+            if linkat(stash, &stashed, directory.target, name, 0) == 0 {
+                worker.statistics.files += 1
+                if SQLiteCompanion.isJournalName(name) {
+                    directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+                } else if SQLiteCompanion.isCompanionName(name) {
+                    pthread_mutex_lock(mutex)
+                    sealLater.append((parent, Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))))
+                    pthread_mutex_unlock(mutex)
+                }
+                return
+            }
+            if errno != ENOENT { throw .current }
+            // Not in the stash: it was placed once with a single name; clone it again.
+            pthread_mutex_lock(mutex)
+            objects[inode] = .busy
+            busy += 1
+            pthread_mutex_unlock(mutex)
+        }
+        var result = ObjectState.placed
+        defer { settle(inode, result) }
+        var status = known ?? stat()
+        if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
+        try worker.cloneEntry(name, type: type, in: directory, status: status)
+        if status.st_nlink > 1 {
+            if linkat(directory.target, name, stash, &stashed, 0) != 0 {
+                // A sealed companion copy: unsealed for the link, sealed again at the end.
+                guard errno == EPERM, try Seal.remove(name, in: directory.target) else { throw .current }
+                try syscall(linkat(directory.target, name, stash, &stashed, 0))
+                pthread_mutex_lock(mutex)
+                sealLater.append((parent, Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))))
+                pthread_mutex_unlock(mutex)
+            }
+            result = .stashed
+        }
+    }
+
+    private enum Claim { case mine, taken, stopped }
+
+    /// Marks `inode` busy if nobody captured it yet (`mine`: the caller captures it and then
+    /// calls ``settle(_:_:)``); otherwise waits while it is busy and says it is `taken`;
+    /// `stopped` once the capture is over or failed.
+    private func claim(_ inode: UInt64) -> Claim {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while true {
+            if finished || failure != nil { return .stopped }
+            switch objects[inode] {
+            case .busy?: pthread_cond_wait(condition, mutex)
+            case .placed?, .stashed?: return .taken
+            case nil:
+                objects[inode] = .busy
+                busy += 1
+                return .mine
+            }
+        }
+    }
+
+    private func settle(_ inode: UInt64, _ state: ObjectState) {
+        pthread_mutex_lock(mutex)
+        objects[inode] = state
+        busy -= 1
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    // MARK: helpers
+
+    private var failed: Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return failure != nil
+    }
+
+    private func fail(_ error: Errno) {
+        pthread_mutex_lock(mutex)
+        if failure == nil { failure = error }
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+        run.fail(error)
+    }
+
+    private func add(_ counts: CloneStatistics) {
+        pthread_mutex_lock(mutex)
+        totals += counts
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func openTarget(_ handle: [UInt8], _ flags: Int32) throws(Errno) -> Int32 {
+        let fd = handle.withUnsafeBytes {
+            snapfs_open_by_handle(store, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                                  flags | O_DIRECTORY | O_CLOEXEC)
+        }
+        return try syscall(fd)
+    }
+
+    private static func open(_ directory: Int32, _ name: String, _ flags: Int32) throws(Errno) -> Int32 {
+        try name.withCName { (cName) throws(Errno) in
+            try syscall(snapfs_openat(directory, cName, flags | O_NOFOLLOW | O_CLOEXEC, 0))
+        }
+    }
+
+    private static func handle(of fd: Int32) throws(Errno) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: handleSize)
+        let used = try syscall(buffer.withUnsafeMutableBufferPointer { snapfs_handle_of(fd, $0.baseAddress!, $0.count) })
+        return Array(buffer[0..<Int(used)])
+    }
+
+    /// The stash name of an inode: its number in decimal, NUL-terminated.
+    private static func decimal(_ inode: UInt64) -> [CChar] {
+        Array(String(inode).utf8CString)
+    }
+}

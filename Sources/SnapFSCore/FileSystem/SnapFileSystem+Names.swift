@@ -28,9 +28,12 @@ extension SnapFileSystem {
             throw error
         }
         let snapshotView = dir.inSnapshotView || (dir.id == InodeTable.rootID && ReservedName.isSnapshots(name))
-        // One link: its name here, so no snapshot shares it. More: it may be shared.
+        // One link: its name here, so no snapshot shares it. More: it may be shared. While a
+        // build runs in the background (installed before it raised the generation read
+        // above), one link proves nothing: the build may link the object later.
+        let owned = st.st_nlink <= 1 && snapshotState.activeCapture == nil
         let inode = inodes.reference(fd: fd, status: st, snapshotView: snapshotView,
-                                     privateGeneration: st.st_nlink <= 1 ? generation : 0)
+                                     privateGeneration: owned ? generation : 0)
         if !snapshotView && st.fileType == S_IFREG {
             if snapshotState.sharesBackingObjects { inode.remember(name: name, in: dir) }
             classifySQLiteCompanion(inode, name: name, in: dir)

@@ -1,0 +1,171 @@
+"""Tree snapshots built in the background with copy-before-write at the gate.
+
+`snapshot --no-wait` answers at the snapshot's moment (its epoch), while the tree is still
+being built. Every kind of change is then made through the mount, each to a part of the
+tree the build has most likely not reached yet, and the published snapshot must still
+equal the tree as it was at the epoch: names, types, contents, modes, times, extended
+attributes, symlink targets, and which names are hard links of one another.
+"""
+
+import os
+import stat
+import time
+
+import pytest
+
+from lib.control import control, status
+from lib.loopfs import LoopFS
+
+DIRECTORIES = 160
+FILES = 150          # per directory: 24,000 files, so that the build outlasts the changes
+
+
+def populate(root):
+    """The tree, made natively in the backing directory before the mount."""
+    for d in range(DIRECTORIES):
+        directory = root / f"d{d:03d}"
+        directory.mkdir()
+        for f in range(FILES):
+            (directory / f"f{f:03d}").write_bytes(f"{d}/{f}\n".encode() * 4)
+    os.link(root / "d010" / "f000", root / "d011" / "link0")
+    os.symlink("../d000/f000", root / "d012" / "s0")
+    (root / "empty").mkdir()
+    deep = root / "nested" / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    (deep / "file").write_bytes(b"deep\n")
+    (root / "d015" / "big").write_bytes(os.urandom(1 << 20))
+    os.setxattr(root / "d003" / "f001", "user.kept", b"at the epoch")
+
+
+def manifest(root):
+    """relative path -> what a snapshot must keep of it; and the hard-link groups."""
+    out, inodes = {}, {}
+    for parent, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not (parent == str(root) and d == ".snapshots")]
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            kind = stat.S_IFMT(st.st_mode)
+            entry = {"type": kind, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "mtime": st.st_mtime_ns}
+            if kind == stat.S_IFREG:
+                with open(path, "rb") as f:
+                    entry["data"] = f.read()
+                inodes.setdefault(st.st_ino, []).append(rel)
+            elif kind == stat.S_IFLNK:
+                entry["target"] = os.readlink(path)
+            if kind in (stat.S_IFREG, stat.S_IFDIR):
+                entry["xattrs"] = {a: os.getxattr(path, a) for a in os.listxattr(path) if a.startswith("user.")}
+            out[rel] = entry
+    links = sorted(sorted(names) for names in inodes.values() if len(names) > 1)
+    return out, links
+
+
+def changes(mnt):
+    """One change of every kind, each where the build has most likely not been yet (the
+    walk takes the root's subdirectories last-listed first, so the low numbers last)."""
+    with open(mnt / "d000" / "f000", "ab") as f:           # data of a file
+        f.write(b"appended after the epoch\n")
+    os.truncate(mnt / "d001" / "f000", 0)                    # size
+    os.chmod(mnt / "d002" / "f000", 0o600)                   # mode
+    os.setxattr(mnt / "d003" / "f000", "user.new", b"x")     # xattrs
+    os.removexattr(mnt / "d003" / "f001", "user.kept")
+    os.rename(mnt / "d004" / "f000", mnt / "d005" / "moved")  # a file between directories
+    os.unlink(mnt / "d006" / "f000")                          # a removal
+    os.rename(mnt / "d007", mnt / "d008" / "d007-moved")       # a directory, with its files
+    with open(mnt / "d008" / "d007-moved" / "f001", "ab") as f:
+        f.write(b"written in the moved directory\n")
+    os.rmdir(mnt / "empty")                                   # an empty directory
+    (mnt / "d009" / "new").write_bytes(b"made after the epoch\n")
+    with open(mnt / "d010" / "f000", "r+b") as f:            # a file with two names
+        f.write(b"XX")
+    os.utime(mnt / "d012" / "s0", ns=(1, 1), follow_symlinks=False)  # a symlink's times
+    os.chmod(mnt / "d013", 0o700)                             # a directory's own attributes
+    with open(mnt / "nested" / "a" / "b" / "c" / "d" / "file", "ab") as f:  # deep, unlisted parents
+        f.write(b"deeper\n")
+    (mnt / "d014" / "sub").mkdir()                            # a new directory, and a file in it
+    (mnt / "d014" / "sub" / "inside").write_bytes(b"new\n")
+    with open(mnt / "d015" / "big", "r+b") as f:             # the middle of a large file
+        f.seek(512 << 10)
+        f.write(b"\0" * 4096)
+    os.rename(mnt / "d016" / "f001", mnt / "d016" / "f000")   # a rename over a file
+    os.link(mnt / "d017" / "f000", mnt / "d017" / "another")  # a new name for an old file
+    with open(mnt / "d017" / "f000", "ab") as f:
+        f.write(b"through a new link\n")
+
+
+def wait_published(mnt, name, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (mnt / ".snapshots" / name).is_dir() and "building" not in status(mnt):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"snapshot {name} was not published within {timeout} s: {status(mnt)}")
+
+
+@pytest.fixture(params=["hardlink", "copy", "reflink"])
+def populated_mount(request, workdir, make_mount):
+    kind = request.param
+    if kind != "reflink":
+        backing = workdir / "backing"
+        backing.mkdir()
+        populate(backing)
+        yield kind, make_mount(options=[f"strategy={kind}"], backing=backing)
+        return
+    with LoopFS(workdir, "xfs") as loop:
+        backing = loop.dir / "data"
+        backing.mkdir()
+        populate(backing)
+        m = make_mount(options=[f"strategy={kind}"], backing=backing)
+        try:
+            yield kind, m
+        finally:
+            m.stop()
+
+
+def test_a_snapshot_built_while_everything_changes_is_the_tree_at_its_epoch(populated_mount):
+    kind, m = populated_mount
+    assert status(m.mnt)["build"] == "background"
+    before, links_before = manifest(m.mnt)
+    assert ["d010/f000", "d011/link0"] in links_before
+
+    err, result, _ = control(m.mnt, "snapshot --no-wait --force epoch")
+    assert err == 0, result
+    words = result.split()
+    assert words[:2] == ["ok", "started"], result
+    name = words[2]
+    seen_building = "building" in status(m.mnt)
+    changes(m.mnt)
+    still_building = "building" in status(m.mnt)
+    wait_published(m.mnt, name)
+    # The changes overlapped the build (otherwise this test would prove nothing).
+    assert seen_building, "the build was over before the first change"
+
+    after, links_after = manifest(m.mnt / ".snapshots" / name)
+    assert sorted(after) == sorted(before)
+    for path, entry in before.items():
+        assert after[path] == entry, (kind, path, still_building)
+    assert links_after == links_before
+
+    # The live tree has every change, and the store holds nothing but the snapshot.
+    assert (m.mnt / "d000" / "f000").read_bytes().endswith(b"appended after the epoch\n")
+    assert (m.mnt / "d008" / "d007-moved" / "f001").read_bytes().endswith(b"written in the moved directory\n")
+    assert not (m.mnt / "empty").exists()
+    store = sorted(p.name for p in (m.backing / ".snapshots").iterdir())
+    assert store == [".meta", name], store
+
+
+def test_a_trigger_during_a_build_waits_for_it_and_takes_the_later_moment(populated_mount):
+    kind, m = populated_mount
+    err, result, _ = control(m.mnt, "snapshot --no-wait --force first")
+    assert err == 0 and result.startswith("ok started "), result
+    first = result.split()[2]
+    target = m.mnt / "d001" / "f005"
+    old = target.read_bytes()
+    target.write_bytes(b"between the two\n")
+    err, result, _ = control(m.mnt, "snapshot --force second")   # waits for the first build
+    assert err == 0 and result.startswith("ok snapshot "), result
+    second = result.split()[2]
+    assert first < second
+    assert (m.mnt / ".snapshots" / first / "d001" / "f005").read_bytes() == old
+    assert (m.mnt / ".snapshots" / second / "d001" / "f005").read_bytes() == b"between the two\n"

@@ -57,6 +57,7 @@ public struct MountOptions: Sendable, Equatable {
                 readOnly = true
                 passed.append(option)
             case "snapshot_unchanged": snapshots.skipUnchanged = false
+            case "frozen_build": snapshots.backgroundBuild = false
             case _ where Self.ignored.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="):
                 continue
             case _ where option.contains("=") && Self.snapshotKeys.contains(String(option.prefix { $0 != "=" })):

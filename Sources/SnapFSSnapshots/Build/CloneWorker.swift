@@ -8,6 +8,8 @@ import SystemPackage
 final class CloneWorker {
     let run: CloneRun
     var statistics = CloneStatistics()
+    /// The status of the source entry the last ``cloneEntry(_:type:in:status:)`` cloned.
+    var lastStatus = stat()
     let attributes = ExtendedAttributes()
     let entries = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
     /// A symlink target (at most PATH_MAX - 1 bytes) and its terminator.
@@ -96,6 +98,7 @@ final class CloneWorker {
         if run.method == .hardlink {
             var status = known ?? stat()
             if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
+            lastStatus = status
             // Objects in ``CloneRun/copyInstead`` fall through to the copy below, and so do
             // SQLite's -wal, -shm and -journal files: the snapshot's own copies can be made
             // immutable, and a reader of the snapshot never shares them with the live database.
@@ -113,6 +116,7 @@ final class CloneWorker {
         defer { close(source) }
         var status = stat()
         try syscall(fstat(source, &status))
+        lastStatus = status
         guard status.st_mode & 0o170000 == 0o100000 else {
             return try cloneEntry(name, type: DirectoryEntries.Kind.of(mode: status.st_mode), in: directory, status: status)
         }
@@ -221,6 +225,7 @@ final class CloneWorker {
     private func cloneSymlink(_ name: UnsafePointer<CChar>, in directory: CloneDirectory, status known: stat?) throws(Errno) {
         var status = stat()
         if let known { status = known } else { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
+        lastStatus = status
         let length = try syscall(readlinkat(directory.source, name, linkTarget, Int(PATH_MAX)))
         if length >= Int(PATH_MAX) { throw .fileNameTooLong }
         linkTarget[length] = 0
@@ -233,6 +238,7 @@ final class CloneWorker {
     private func cloneSpecial(_ name: UnsafePointer<CChar>, in directory: CloneDirectory, status known: stat?) throws(Errno) {
         var status = stat()
         if let known { status = known } else { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
+        lastStatus = status
         try syscall(mknodat(directory.target, name, (status.st_mode & 0o170000) | 0o600, status.st_rdev))
         try applyEntryMetadata(status, name, in: directory, setMode: true)
         statistics.specials += 1

@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import SnapFSBacking
+import Synchronization
 import SystemPackage
 
 /// A tree snapshot built in the background while the live tree keeps changing: the state
@@ -25,8 +26,8 @@ import SystemPackage
 /// Objects with several names are cloned once, into the stash, and linked from there
 /// under each name, so they stay linked to each other in the snapshot.
 ///
-/// A directory's own metadata is read when it is captured and applied once the walk is
-/// over (creating entries would change its times; a seal would refuse them). A failure
+/// A directory's own metadata is applied (and the directory sealed) once its entries are
+/// made: nothing made later, inside its subdirectories, changes its times. A failure
 /// (a full disk) fails the snapshot, never a change: every capture becomes a no-op.
 public final class TreeCapture: @unchecked Sendable {
     /// The building name under `.snapshots` (`.building-NAME`).
@@ -66,28 +67,31 @@ public final class TreeCapture: @unchecked Sendable {
         let handle: [UInt8]
     }
 
-    /// A directory's metadata at its capture, applied to its copy at the end.
-    private struct DirectoryRecord {
-        let target: [UInt8]
-        let status: stat
-        let attributes: [(name: [CChar], value: [UInt8])]
-        let isTop: Bool
-    }
-
     // Guarded by `mutex`; `condition` is broadcast whenever a state leaves busy or capturing.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var directories: [UInt64: DirectoryState] = [:]
-    private var objects: [UInt64: ObjectState] = [:]
-    private var records: [DirectoryRecord] = []
+    private var directoryCount = 0
     /// Companion files linked from the stash (sealed once the stash is gone: the seal
     /// would refuse the stash's own unlink). Target directory handle and name.
     private var sealLater: [(directory: [UInt8], name: [CChar])] = []
     private var placeholders = 0
     private var captures = 0
+    /// Directories being captured.
     private var busy = 0
     private var failure: Errno?
     private var finished = false
+    /// The objects' states, in shards with a lock each: the walk's threads, one per
+    /// directory, take one for every entry, and a single lock would have them queue.
+    private let shards = (0..<TreeCapture.shardCount).map { _ in ObjectShard() }
+    private static let shardCount = 64
+    /// Finished or failed: every capture is a no-op from now on.
+    private let stopped = Atomic<Bool>(false)
+    /// Objects being captured.
+    private let busyObjects = Atomic<Int>(0)
+    /// Objects stashed so far; the walk looks objects up in the stash only once there are
+    /// any, and rechecks a directory if the count moved while it was made.
+    private let stashesCompleted = Atomic<Int>(0)
     private var totals = CloneStatistics()
     private let stack = WorkStack<Job>()
 
@@ -106,8 +110,11 @@ public final class TreeCapture: @unchecked Sendable {
 
     /// Makes the empty top `building` (private, as ``TreeCloner`` makes it) and the stash in
     /// `store`, and queues the root. Inside the frozen gate: this is the epoch.
+    /// `expectedObjects`: about how many files the tree holds (the newest snapshot's count),
+    /// so that the tables are sized once.
     public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey>,
-                sourceRoot: Int32, store: Int32, building: String, excludeAtTop: Set<String>) throws(Errno) {
+                sourceRoot: Int32, store: Int32, building: String, excludeAtTop: Set<String>,
+                expectedObjects: Int = 0) throws(Errno) {
         self.building = building
         self.run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead)
         self.threads = max(threads, 1)
@@ -116,6 +123,8 @@ public final class TreeCapture: @unchecked Sendable {
         stashName = building + ".stash"
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(condition, nil)
+        let perShard = min(expectedObjects, 1 << 24) / Self.shardCount
+        if perShard > 0 { for shard in shards { shard.states.reserveCapacity(perShard + perShard / 8) } }
         var root = stat()
         try syscall(fstat(sourceRoot, &root))
         rootInode = UInt64(root.st_ino)
@@ -180,14 +189,17 @@ public final class TreeCapture: @unchecked Sendable {
         }
         pthread_mutex_lock(mutex)
         finished = true
+        stopped.store(true, ordering: .releasing)
         while busy > 0 { pthread_cond_wait(condition, mutex) }
         let error = failure
         pthread_mutex_unlock(mutex)
+        // A capture that began before the end finishes its clone (microseconds).
+        while busyObjects.load(ordering: .acquiring) > 0 { usleep(100) }
         if let error { throw error }
     }
 
-    /// After ``walk()``: removes the stash, applies every directory's metadata (sealing all
-    /// but the top) and returns the counts. On failure the caller removes what was built.
+    /// After ``walk()``: removes the stash, seals the companion files linked from it, and
+    /// returns the counts. On failure the caller removes what was built.
     public func finish() throws(Errno) -> CloneStatistics {
         try TreeRemover.remove(parent: store, name: stashName)
         for (directory, name) in sealLater {
@@ -199,16 +211,8 @@ public final class TreeCapture: @unchecked Sendable {
             var status = stat()
             if fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 1 { try Seal.apply(fd) }
         }
-        for record in records {
-            let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: record.isTop)
-            directory.target = try openTarget(record.target, O_RDONLY)
-            defer { directory.closeDescriptors() }
-            directory.status = record.status
-            directory.attributes = record.attributes
-            try directory.applyMetadata()
-        }
         var counts = totals
-        counts.directories = records.count
+        counts.directories = directoryCount
         return counts
     }
 
@@ -274,6 +278,7 @@ public final class TreeCapture: @unchecked Sendable {
             result = .placed
         }
         settle(inode, result)
+        if result == .stashed { stashesCompleted.wrappingAdd(1, ordering: .releasing) }
     }
 
     /// After a change made the entry `name` in the directory `parent`: if it is a new object
@@ -283,12 +288,15 @@ public final class TreeCapture: @unchecked Sendable {
         var status = stat()
         guard fstatat(parent, name, &status, AT_SYMLINK_NOFOLLOW) == 0 else { return }
         let inode = UInt64(status.st_ino)
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
         if status.st_mode & S_IFMT == S_IFDIR {
+            pthread_mutex_lock(mutex)
             if directories[inode] == nil { directories[inode] = .captured }
-        } else if status.st_nlink == 1 && objects[inode] == nil {
-            objects[inode] = .placed
+            pthread_mutex_unlock(mutex)
+        } else if status.st_nlink == 1 {
+            let shard = shard(of: inode)
+            pthread_mutex_lock(shard.mutex)
+            if shard.states[inode] == nil { shard.states[inode] = .placed }
+            pthread_mutex_unlock(shard.mutex)
         }
     }
 
@@ -378,6 +386,7 @@ public final class TreeCapture: @unchecked Sendable {
         } catch let failed {
             error = failed
         }
+        if let error { run.fail(error); stopped.store(true, ordering: .releasing) }
         pthread_mutex_lock(mutex)
         if let error, failure == nil { failure = error }
         directories[inode] = .captured
@@ -398,6 +407,7 @@ public final class TreeCapture: @unchecked Sendable {
         try syscall(fstat(directory.source, &directory.status))
         let attributes = try worker.attributes.read(.descriptor(directory.source))
         let isTop = inode == rootInode
+        let stashesBefore = stashesCompleted.load(ordering: .acquiring)
         try DirectoryEntries.forEachWithInode(in: directory.source, buffer: worker.entries) { (name, type, entryInode) throws(Errno) in
             if failed { throw .canceled }
             if isTop && run.isExcludedAtTop(name) { return }
@@ -415,9 +425,19 @@ public final class TreeCapture: @unchecked Sendable {
                 try place(name, type: type, inode: entryInode, in: directory, status: known, worker: worker, parent: target)
             }
         }
+        if stashesCompleted.load(ordering: .acquiring) != stashesBefore {
+            try recheck(directory, parent: target, isTop: isTop, worker: worker)
+        }
         try SQLiteCompanion.playBackJournals(of: directory)
+        // Complete: what is made later inside its subdirectories leaves its times alone.
+        let metadata = CloneDirectory(parent: nil, name: "", isLinkOrigin: isTop)
+        metadata.target = directory.target
+        metadata.status = directory.status
+        metadata.attributes = attributes
+        try metadata.applyMetadata()
+        metadata.target = -1
         pthread_mutex_lock(mutex)
-        records.append(DirectoryRecord(target: target, status: directory.status, attributes: attributes, isTop: isTop))
+        directoryCount += 1
         pthread_mutex_unlock(mutex)
     }
 
@@ -446,50 +466,102 @@ public final class TreeCapture: @unchecked Sendable {
     // MARK: other objects
 
     /// Recreates the entry `name` (not a directory) of a directory being captured: linked
-    /// from the stash if a change stashed it; otherwise cloned, and for an object with
-    /// several names linked into the stash too, for its other names.
+    /// from the stash if a change stashed it; otherwise cloned (without a lock: see
+    /// ``recheck(_:parent:)``), and (reflink, copy) an object with several names is also
+    /// registered in the stash, for its other names.
     private func place(_ name: UnsafePointer<CChar>, type: UInt8, inode: UInt64, in directory: CloneDirectory,
                        status known: stat?, worker: CloneWorker, parent: [UInt8]) throws(Errno) {
-        var stashed = Self.decimal(inode)
-        switch claim(inode) {
-        case .stopped: throw .canceled
-        case .mine: break
-        case .taken:
-            // Stashed (or placed under a name that has since gone): link what the stash holds.
-            if linkat(stash, &stashed, directory.target, name, 0) == 0 {
-                worker.statistics.files += 1
-                if SQLiteCompanion.isJournalName(name) {
-                    directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
-                } else if SQLiteCompanion.isCompanionName(name) {
-                    pthread_mutex_lock(mutex)
-                    sealLater.append((parent, Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))))
-                    pthread_mutex_unlock(mutex)
-                }
-                return
-            }
-            if errno != ENOENT { throw .current }
-            // Not in the stash: it was placed once with a single name; clone it again.
-            pthread_mutex_lock(mutex)
-            objects[inode] = .busy
-            busy += 1
-            pthread_mutex_unlock(mutex)
+        if stashesCompleted.load(ordering: .acquiring) > 0 && isStashed(inode) {
+            return try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
+        }
+        try worker.cloneEntry(name, type: type, in: directory, status: known)
+        // Hard links need no stash: every name links the one live object, and a change
+        // through another name copies that name up only once its directory is captured.
+        guard run.method != .hardlink && worker.lastStatus.st_nlink > 1 else { return }
+        let shard = shard(of: inode)
+        pthread_mutex_lock(shard.mutex)
+        while shard.states[inode] == .busy { pthread_cond_wait(shard.condition, shard.mutex) }
+        let registered = shard.states[inode] == .stashed
+        if !registered {
+            shard.states[inode] = .busy
+            busyObjects.wrappingAdd(1, ordering: .relaxed)
+        }
+        pthread_mutex_unlock(shard.mutex)
+        if registered {
+            // Another name, or a change, put it in the stash first: that clone it is.
+            try replaceWithStashed(inode, name, in: directory, parent: parent, worker: worker)
+            return
         }
         var result = ObjectState.placed
-        defer { settle(inode, result) }
-        var status = known ?? stat()
-        if known == nil { try syscall(fstatat(directory.source, name, &status, AT_SYMLINK_NOFOLLOW)) }
-        try worker.cloneEntry(name, type: type, in: directory, status: status)
-        if status.st_nlink > 1 {
-            if linkat(directory.target, name, stash, &stashed, 0) != 0 {
-                // A sealed companion copy: unsealed for the link, sealed again at the end.
-                guard errno == EPERM, try Seal.remove(name, in: directory.target) else { throw .current }
-                try syscall(linkat(directory.target, name, stash, &stashed, 0))
-                pthread_mutex_lock(mutex)
-                sealLater.append((parent, Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))))
-                pthread_mutex_unlock(mutex)
-            }
-            result = .stashed
+        defer {
+            settle(inode, result)
+            if result == .stashed { stashesCompleted.wrappingAdd(1, ordering: .releasing) }
         }
+        var stashed = Self.decimal(inode)
+        if linkat(directory.target, name, stash, &stashed, 0) != 0 {
+            // A sealed companion copy: unsealed for the link, sealed again at the end.
+            guard errno == EPERM, try Seal.remove(name, in: directory.target) else { throw .current }
+            try syscall(linkat(directory.target, name, stash, &stashed, 0))
+            noteSealLater(name, parent)
+        }
+        result = .stashed
+    }
+
+    /// After a directory's entries were made: if any object was stashed meanwhile, an entry
+    /// cloned without a lock may hold a change made after the stash (a change waits only
+    /// for its own stash). Each such entry is replaced by the stashed clone. (The entries
+    /// themselves cannot change: the directory is being captured.)
+    private func recheck(_ directory: CloneDirectory, parent: [UInt8], isTop: Bool, worker: CloneWorker) throws(Errno) {
+        guard lseek(directory.source, 0, SEEK_SET) == 0 else { throw .current }
+        try DirectoryEntries.forEachWithInode(in: directory.source, buffer: worker.entries) { (name, type, inode) throws(Errno) in
+            if type == DirectoryEntries.Kind.directory || (isTop && run.isExcludedAtTop(name)) { return }
+            guard isStashed(inode) else { return }
+            var placed = stat()
+            var stashed = stat()
+            var stashName = Self.decimal(inode)
+            if fstatat(directory.target, name, &placed, AT_SYMLINK_NOFOLLOW) == 0,
+               fstatat(stash, &stashName, &stashed, AT_SYMLINK_NOFOLLOW) == 0,
+               placed.st_ino == stashed.st_ino { return }
+            try replaceWithStashed(inode, name, in: directory, parent: parent, worker: worker)
+        }
+    }
+
+    private func replaceWithStashed(_ inode: UInt64, _ name: UnsafePointer<CChar>, in directory: CloneDirectory,
+                                    parent: [UInt8], worker: CloneWorker) throws(Errno) {
+        _ = try Seal.remove(name, in: directory.target)
+        try syscall(unlinkat(directory.target, name, 0))
+        worker.statistics.files -= 1
+        try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
+    }
+
+    /// Links the stashed clone of `inode` into the directory as `name`.
+    private func linkFromStash(_ inode: UInt64, as name: UnsafePointer<CChar>, in directory: CloneDirectory,
+                               parent: [UInt8], worker: CloneWorker) throws(Errno) {
+        var stashed = Self.decimal(inode)
+        try syscall(linkat(stash, &stashed, directory.target, name, 0))
+        worker.statistics.files += 1
+        if SQLiteCompanion.isJournalName(name) {
+            if !directory.journals.contains(where: { strcmp($0, name) == 0 }) {
+                directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+            }
+        } else if SQLiteCompanion.isCompanionName(name) {
+            noteSealLater(name, parent)
+        }
+    }
+
+    private func noteSealLater(_ name: UnsafePointer<CChar>, _ parent: [UInt8]) {
+        pthread_mutex_lock(mutex)
+        sealLater.append((parent, Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))))
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Whether a change (or another name) stashed `inode`; waits while it is being stashed.
+    private func isStashed(_ inode: UInt64) -> Bool {
+        let shard = shard(of: inode)
+        pthread_mutex_lock(shard.mutex)
+        defer { pthread_mutex_unlock(shard.mutex) }
+        while shard.states[inode] == .busy { pthread_cond_wait(shard.condition, shard.mutex) }
+        return shard.states[inode] == .stashed
     }
 
     private enum Claim { case mine, taken, stopped }
@@ -498,43 +570,67 @@ public final class TreeCapture: @unchecked Sendable {
     /// calls ``settle(_:_:)``); otherwise waits while it is busy and says it is `taken`;
     /// `stopped` once the capture is over or failed.
     private func claim(_ inode: UInt64) -> Claim {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        let shard = shard(of: inode)
+        pthread_mutex_lock(shard.mutex)
+        defer { pthread_mutex_unlock(shard.mutex) }
         while true {
-            if finished || failure != nil { return .stopped }
-            switch objects[inode] {
-            case .busy?: pthread_cond_wait(condition, mutex)
+            if stopped.load(ordering: .acquiring) { return .stopped }
+            switch shard.states[inode] {
+            case .busy?: pthread_cond_wait(shard.condition, shard.mutex)
             case .placed?, .stashed?: return .taken
             case nil:
-                objects[inode] = .busy
-                busy += 1
+                shard.states[inode] = .busy
+                busyObjects.wrappingAdd(1, ordering: .relaxed)
                 return .mine
             }
         }
     }
 
     private func settle(_ inode: UInt64, _ state: ObjectState) {
-        pthread_mutex_lock(mutex)
-        objects[inode] = state
-        busy -= 1
-        pthread_cond_broadcast(condition)
-        pthread_mutex_unlock(mutex)
+        let shard = shard(of: inode)
+        pthread_mutex_lock(shard.mutex)
+        shard.states[inode] = state
+        busyObjects.wrappingSubtract(1, ordering: .releasing)
+        pthread_cond_broadcast(shard.condition)
+        pthread_mutex_unlock(shard.mutex)
+    }
+
+    @inline(__always)
+    private func shard(of inode: UInt64) -> ObjectShard {
+        shards[Int(inode % UInt64(Self.shardCount))]
+    }
+
+    /// A part of the objects' states, with its own lock; its condition is broadcast when
+    /// an object leaves busy.
+    private final class ObjectShard: @unchecked Sendable {
+        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        var states: [UInt64: ObjectState] = [:]
+
+        init() {
+            pthread_mutex_init(mutex, nil)
+            pthread_cond_init(condition, nil)
+        }
+
+        deinit {
+            pthread_cond_destroy(condition)
+            pthread_mutex_destroy(mutex)
+            mutex.deallocate()
+            condition.deallocate()
+        }
     }
 
     // MARK: helpers
 
-    private var failed: Bool {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return failure != nil
-    }
+    private var failed: Bool { run.failed }
 
     private func fail(_ error: Errno) {
+        run.fail(error)
+        stopped.store(true, ordering: .releasing)
         pthread_mutex_lock(mutex)
         if failure == nil { failure = error }
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
-        run.fail(error)
     }
 
     private func add(_ counts: CloneStatistics) {

@@ -311,7 +311,8 @@ public final class SnapshotEngine: Sendable {
                 try makeRoom(bytes: strategy == .copy ? newest?.metadata?.bytes ?? 0 : 0,
                              inodes: Self.inodeEstimate(strategy, newest?.metadata), database: sqlite?.database)
                 if background {
-                    let started = try startCapture(label: label, trigger: trigger, after: newest?.name)
+                    let started = try startCapture(label: label, trigger: trigger, after: newest?.name,
+                                                   expectedObjects: newest?.metadata?.files ?? 0)
                     state.changedSinceSnapshot.store(false, ordering: .relaxed)
                     return .capturing(started)
                 }
@@ -373,7 +374,8 @@ public final class SnapshotEngine: Sendable {
 
     /// The epoch of a background build: names the snapshot, makes its top and installs the
     /// capture; inside the frozen gate.
-    private func startCapture(label: String?, trigger: Trigger, after newest: SnapshotName?) throws(SnapshotFailure) -> Capturing {
+    private func startCapture(label: String?, trigger: Trigger, after newest: SnapshotName?,
+                              expectedObjects: Int) throws(SnapshotFailure) -> Capturing {
         let started = Self.monotonicMilliseconds()
         let name = try nextName(after: newest, label: label)
         let building = SnapshotCatalog.buildingPrefix + name.description
@@ -383,7 +385,8 @@ public final class SnapshotEngine: Sendable {
             // Inside the frozen gate: no passthrough starts or joins meanwhile.
             let copyInstead = method == .hardlink ? state.passthroughObjects.withLock { $0 } : []
             capture = try TreeCapture(method: method, copyInstead: copyInstead, sourceRoot: backingFD,
-                                      store: catalog.directoryFD, building: building, excludeAtTop: [ReservedName.snapshots])
+                                      store: catalog.directoryFD, building: building, excludeAtTop: [ReservedName.snapshots],
+                                      expectedObjects: expectedObjects)
         } catch {
             throw SnapshotFailure(error, "the snapshot could not be started: \(error)")
         }

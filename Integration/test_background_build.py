@@ -8,7 +8,9 @@ attributes, symlink targets, and which names are hard links of one another.
 """
 
 import os
+import signal
 import stat
+import subprocess
 import time
 
 import pytest
@@ -169,3 +171,29 @@ def test_a_trigger_during_a_build_waits_for_it_and_takes_the_later_moment(popula
     assert first < second
     assert (m.mnt / ".snapshots" / first / "d001" / "f005").read_bytes() == old
     assert (m.mnt / ".snapshots" / second / "d001" / "f005").read_bytes() == b"between the two\n"
+
+
+def test_a_build_cut_short_by_a_crash_leaves_nothing_after_the_next_mount(workdir, make_mount):
+    backing = workdir / "backing"
+    backing.mkdir()
+    populate(backing)
+    m = make_mount(options=["strategy=copy"], backing=backing)
+    err, result, _ = control(m.mnt, "snapshot --no-wait --force cut")
+    assert err == 0 and result.startswith("ok started "), result
+    with open(m.mnt / "d000" / "f000", "ab") as f:   # a capture into the stash
+        f.write(b"after the epoch\n")
+    assert "building" in status(m.mnt), "the build was over before the crash"
+    os.kill(m.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while m.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)], capture_output=True)
+    m.pid = None
+    left = sorted(p.name for p in (backing / ".snapshots").iterdir())
+    assert any(name.startswith(".building-") for name in left), left   # what the crash left
+
+    again = make_mount(options=["strategy=copy"], backing=backing, name="again")
+    assert sorted(p.name for p in (backing / ".snapshots").iterdir()) == [".meta"]
+    assert (again.mnt / "d000" / "f000").read_bytes().endswith(b"after the epoch\n")
+    name = control(again.mnt, "snapshot --force whole")[1].split()[2]
+    assert (again.mnt / ".snapshots" / name / "d000" / "f000").read_bytes().endswith(b"after the epoch\n")

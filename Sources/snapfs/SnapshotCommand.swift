@@ -8,7 +8,7 @@ struct SnapshotCommand: ParsableCommand {
         commandName: "snapshot",
         abstract: "Flush a snapfs mount and take a snapshot now.",
         discussion: """
-        Prints the new snapshot's name. Without --force, when nothing changed since the newest snapshot, no snapshot is made and `unchanged since NAME` goes to stderr (exit 0). The mount's retention rules are applied afterwards.
+        Prints the new snapshot's name once it is published (with --no-wait: once its moment is fixed). Without --force, when nothing changed since the newest snapshot, no snapshot is made and `unchanged since NAME` goes to stderr (exit 0). The mount's retention rules are applied afterwards.
 
         \(ExitStatus.help)
         """
@@ -23,6 +23,9 @@ struct SnapshotCommand: ParsableCommand {
     @Flag(name: .long, help: "Take a snapshot even if nothing changed since the newest one.")
     var force = false
 
+    @Flag(name: .long, help: "Print the name once the snapshot's moment is fixed, while its tree is still being built (it appears when built).")
+    var noWait = false
+
     func run() throws {
         if let label {
             do {
@@ -34,10 +37,11 @@ struct SnapshotCommand: ParsableCommand {
             }
         }
         let mount = try MountedSnapshots(mountpoint)
-        let command = ["snapshot", "--trigger=command"] + (force ? ["--force"] : []) + (label.map { [$0] } ?? [])
+        let command = ["snapshot", "--trigger=command"] + (force ? ["--force"] : []) + (noWait ? ["--no-wait"] : [])
+            + (label.map { [$0] } ?? [])
         let words = try mount.control.run(command.joined(separator: " "), what: "the snapshot", action: "take snapshots")
         switch (words.first, words.dropFirst().first) {
-        case ("snapshot", let name?):
+        case ("snapshot", let name?), ("started", let name?):
             print(name)
         case ("unchanged", let name?):
             FileHandleStandardError.write("unchanged since \(name)\n")

@@ -15,6 +15,9 @@ import Testing
         #expect(try parse("snapshot --trigger=sqlite:db/app.db")
             == .snapshot(label: nil, force: false, trigger: Trigger(kind: .sqlite, detail: "db/app.db")))
         #expect(try parse("  snapshot   x  ") == .snapshot(label: "x", force: false, trigger: Trigger(kind: .control)))
+        #expect(try parse("snapshot --no-wait x") == .snapshot(label: "x", force: false, trigger: Trigger(kind: .control), wait: false))
+        #expect(try parse("snapshot --force --no-wait")
+            == .snapshot(label: nil, force: true, trigger: Trigger(kind: .control), wait: false))
     }
 
     @Test func otherCommands() throws {
@@ -27,7 +30,7 @@ import Testing
 
     @Test func malformedCommandsAreRefusedWithAReason() {
         for bad in ["", "\n", "snap", "snapshot a b", "snapshot a/b", "snapshot .x", "snapshot -x", "snapshot --what",
-                    "snapshot --trigger=bogus", "prune now", "flush all", "delete", "delete a b", "hold", "snapshot a\nprune",
+                    "snapshot --trigger=bogus", "snapshot --nowait", "snapshot --no-wait=1", "prune now", "flush all", "delete", "delete a b", "hold", "snapshot a\nprune",
                     "snapshot " + String(repeating: "x", count: 65), "snapshot tab\there"] {
             #expect(throws: ControlCommand.ParseError.self, "\(bad)") { try parse(bad) }
         }

@@ -20,10 +20,12 @@ struct CaptureStage: MutationStage {
             directory(parent, capture)
             // An empty directory the walk has not reached would be gone when it does.
             if isDirectory { child(name, of: parent, capture) }
-        case let .rename(from, _, to, newName, _):
+        case let .rename(from, name, to, newName, _):
             directory(from, capture)
             if to !== from { directory(to, capture) }
-            // A directory renamed over an empty one removes it.
+            // The build finds a directory by its place until it is captured: one that moves
+            // is captured first. One renamed over (empty) is removed; one exchanged moves.
+            child(name, of: from, capture)
             child(newName, of: to, capture)
         case .setAttributes, .write, .writeData, .extendedAttributes, .truncateOnOpen:
             guard let inode = mutation.changedInode else { return }

@@ -43,11 +43,14 @@ public final class TreeCapture: @unchecked Sendable {
     /// Where an object is linked before the stash clone is made of it by name.
     private let incoming: Int32
     private let rootInode: UInt64
+    private let rootDevice: UInt64
+    /// The top of the building tree (the root's copy).
+    private let topHandle: [UInt8]
 
     private enum DirectoryState {
-        /// Listed in its parent's capture: its copy exists (`target`, a file handle), its
-        /// entries are not made yet.
-        case placeholder(target: [UInt8])
+        /// Listed in its parent's capture: its copy exists, its entries are not made yet.
+        /// Where it is (nil: the root).
+        case placeholder(Location?)
         case capturing
         /// Listed (or found to be new since the epoch, so no part of the snapshot).
         case captured
@@ -61,10 +64,19 @@ public final class TreeCapture: @unchecked Sendable {
         case stashed
     }
 
-    /// A directory for the walk: its source inode number and file handle.
+    /// Where a directory not yet captured is: the file handles of its parent and of the
+    /// parent's copy, and its name there. Good until it is captured: a change that would
+    /// move or remove it captures it first.
+    private struct Location {
+        let source: [UInt8]
+        let target: [UInt8]
+        let name: [CChar]
+    }
+
+    /// A directory for the walk: its source inode number and where it is (nil: the root).
     private struct Job {
         let inode: UInt64
-        let handle: [UInt8]
+        let location: Location?
     }
 
     // Guarded by `mutex`; `condition` is broadcast whenever a state leaves busy or capturing.
@@ -128,6 +140,7 @@ public final class TreeCapture: @unchecked Sendable {
         var root = stat()
         try syscall(fstat(sourceRoot, &root))
         rootInode = UInt64(root.st_ino)
+        rootDevice = UInt64(root.st_dev)
         var made: [String] = []
         do throws(Errno) {
             for name in [building, stashName] {
@@ -146,9 +159,10 @@ public final class TreeCapture: @unchecked Sendable {
                 close(stash)
                 throw error
             }
-            directories[rootInode] = .placeholder(target: try Self.handle(of: top))
+            topHandle = try Self.handle(of: top)
+            directories[rootInode] = .placeholder(nil)
             placeholders = 1
-            stack.push(Job(inode: rootInode, handle: try Self.handle(of: sourceRoot)))
+            stack.push(Job(inode: rootInode, location: nil))
         } catch {
             for name in made { _ = try? TreeRemover.remove(parent: store, name: name) }
             pthread_cond_destroy(condition)
@@ -177,12 +191,19 @@ public final class TreeCapture: @unchecked Sendable {
             let worker = CloneWorker(run: run)
             while let job = next() {
                 if failed { continue }
-                captureDirectory(inode: job.inode, worker: worker) { () throws(Errno) -> Int32 in
-                    let fd = job.handle.withUnsafeBytes {
-                        snapfs_open_by_handle(sourceRoot, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)),
-                                              SNAPFS_O_PATH | O_DIRECTORY | O_CLOEXEC)
+                captureDirectory(inode: job.inode, worker: worker) { (location) throws(Errno) -> Int32 in
+                    guard let location else { return try syscall(dup(sourceRoot)) }
+                    let parent = try open(location.source, in: sourceRoot, SNAPFS_O_PATH)
+                    defer { close(parent) }
+                    let fd = try syscall(snapfs_openat(parent, location.name, SNAPFS_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+                    var status = stat()
+                    // Nothing moved it (that would have captured it first); a mount point
+                    // on it shows another filesystem's root.
+                    if fstat(fd, &status) != 0 || (UInt64(status.st_ino) != job.inode && UInt64(status.st_dev) == rootDevice) {
+                        close(fd)
+                        throw Errno(rawValue: ESTALE)
                     }
-                    return try syscall(fd)
+                    return fd
                 }
             }
             add(worker.statistics)
@@ -203,7 +224,7 @@ public final class TreeCapture: @unchecked Sendable {
     public func finish() throws(Errno) -> CloneStatistics {
         try TreeRemover.remove(parent: store, name: stashName)
         for (directory, name) in sealLater {
-            let dir = try openTarget(directory, SNAPFS_O_PATH)
+            let dir = try open(directory, in: store, SNAPFS_O_PATH)
             defer { close(dir) }
             let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
             guard fd >= 0 else { continue }
@@ -246,7 +267,7 @@ public final class TreeCapture: @unchecked Sendable {
             guard locateByParents(fd) else { return }
         }
         let worker = CloneWorker(run: run)
-        captureDirectory(inode: inode, worker: worker) { () throws(Errno) -> Int32 in try syscall(dup(fd)) }
+        captureDirectory(inode: inode, worker: worker) { (_) throws(Errno) -> Int32 in try syscall(dup(fd)) }
         add(worker.statistics)
     }
 
@@ -358,17 +379,17 @@ public final class TreeCapture: @unchecked Sendable {
     }
 
     /// Captures the directory `inode` unless it is captured; waits while another thread
-    /// captures it. `open` gives a descriptor of it (closed here).
-    private func captureDirectory(inode: UInt64, worker: CloneWorker, open: () throws(Errno) -> Int32) {
+    /// captures it. `open` gives a descriptor of it (closed here), from where it is.
+    private func captureDirectory(inode: UInt64, worker: CloneWorker, open: (Location?) throws(Errno) -> Int32) {
         pthread_mutex_lock(mutex)
-        var target: [UInt8]?
+        var claimed: Location??
         while failure == nil {
             switch directories[inode] {
             case .capturing?:
                 pthread_cond_wait(condition, mutex)
                 continue
-            case .placeholder(let handle)?:
-                target = handle
+            case .placeholder(let location)?:
+                claimed = .some(location)
                 directories[inode] = .capturing
                 busy += 1
             case .captured?, nil:
@@ -377,11 +398,19 @@ public final class TreeCapture: @unchecked Sendable {
             break
         }
         pthread_mutex_unlock(mutex)
-        guard let target else { return }
+        guard let location = claimed else { return }
         var error: Errno?
         do throws(Errno) {
-            let fd = try open()
+            let fd = try open(location)
             defer { close(fd) }
+            let target: Int32
+            if let location {
+                let parent = try self.open(location.target, in: store, SNAPFS_O_PATH)
+                defer { close(parent) }
+                target = try syscall(snapfs_openat(parent, location.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
+            } else {
+                target = try self.open(topHandle, in: store, O_RDONLY)
+            }
             try list(inode: inode, source: fd, target: target, worker: worker)
         } catch let failed {
             error = failed
@@ -399,11 +428,14 @@ public final class TreeCapture: @unchecked Sendable {
 
     /// Recreates the entries of the directory `source` in its copy, records its metadata,
     /// queues its subdirectories.
-    private func list(inode: UInt64, source sourcePath: Int32, target: [UInt8], worker: CloneWorker) throws(Errno) {
+    /// `target`: its copy, open (closed here).
+    private func list(inode: UInt64, source sourcePath: Int32, target targetFD: Int32, worker: CloneWorker) throws(Errno) {
         let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: false)
         defer { directory.closeDescriptors() }
+        directory.target = targetFD
         directory.source = try syscall(snapfs_openat(sourcePath, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC | run.noAccessTime, 0))
-        directory.target = try openTarget(target, O_RDONLY)
+        let target = try Self.handle(of: targetFD)
+        var sourceHandle: [UInt8]?
         try syscall(fstat(directory.source, &directory.status))
         let attributes = try worker.attributes.read(.descriptor(directory.source))
         let isTop = inode == rootInode
@@ -420,7 +452,10 @@ public final class TreeCapture: @unchecked Sendable {
                 known = status
             }
             if type == DirectoryEntries.Kind.directory {
-                try addSubdirectory(name, in: directory)
+                if sourceHandle == nil { sourceHandle = try Self.handle(of: directory.source) }
+                let location = Location(source: sourceHandle!, target: target,
+                                        name: Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+                try addSubdirectory(location, inode: known.map { UInt64($0.st_ino) } ?? entryInode, in: directory)
             } else {
                 try place(name, type: type, inode: entryInode, in: directory, status: known, worker: worker, parent: target)
             }
@@ -441,26 +476,18 @@ public final class TreeCapture: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    /// Makes the (empty, private) copy of a subdirectory and queues it by file handle.
-    private func addSubdirectory(_ name: UnsafePointer<CChar>, in directory: CloneDirectory) throws(Errno) {
-        let source = try syscall(snapfs_openat(directory.source, name, SNAPFS_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-        defer { close(source) }
-        var status = stat()
-        try syscall(fstat(source, &status))
-        let sourceHandle = try Self.handle(of: source)
-        try syscall(mkdirat(directory.target, name, 0o700))
-        let target = try syscall(snapfs_openat(directory.target, name, SNAPFS_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-        defer { close(target) }
-        let targetHandle = try Self.handle(of: target)
-        let inode = UInt64(status.st_ino)
+    /// Makes the (empty, private) copy of a subdirectory and queues it; it is opened when
+    /// its turn comes (so a listing reads no inode of its subdirectories).
+    private func addSubdirectory(_ location: Location, inode: UInt64, in directory: CloneDirectory) throws(Errno) {
+        try syscall(mkdirat(directory.target, location.name, 0o700))
         pthread_mutex_lock(mutex)
         let fresh = directories[inode] == nil
         if fresh {
-            directories[inode] = .placeholder(target: targetHandle)
+            directories[inode] = .placeholder(location)
             placeholders += 1
         }
         pthread_mutex_unlock(mutex)
-        if fresh { stack.push(Job(inode: inode, handle: sourceHandle)) }
+        if fresh { stack.push(Job(inode: inode, location: location)) }
     }
 
     // MARK: other objects
@@ -639,9 +666,10 @@ public final class TreeCapture: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    private func openTarget(_ handle: [UInt8], _ flags: Int32) throws(Errno) -> Int32 {
+    /// Opens the directory of a file handle taken on the filesystem of `mount`.
+    private func open(_ handle: [UInt8], in mount: Int32, _ flags: Int32) throws(Errno) -> Int32 {
         let fd = handle.withUnsafeBytes {
-            snapfs_open_by_handle(store, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+            snapfs_open_by_handle(mount, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                                   flags | O_DIRECTORY | O_CLOEXEC)
         }
         return try syscall(fd)

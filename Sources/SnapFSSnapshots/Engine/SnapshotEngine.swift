@@ -421,7 +421,8 @@ public final class SnapshotEngine: Sendable {
         built.metadata.files = statistics.files + statistics.symlinks + statistics.specials
         built.metadata.directories = statistics.directories
         built.metadata.bytes = statistics.bytes
-        logger.debug("snapshot \(built.metadata.name): gate held \(started.epochMs) ms at its epoch")
+        let builtMs = Self.monotonicMilliseconds() - built.started
+        logger.info("snapshot \(built.metadata.name): gate held \(Self.rounded(started.epochMs)) ms at its epoch, tree built in \(Self.rounded(builtMs)) ms")
         do throws(SnapshotFailure) { return try publish(built, serialHeld: false) } catch {
             state.changedSinceSnapshot.store(true, ordering: .relaxed)
             throw error
@@ -736,6 +737,9 @@ public final class SnapshotEngine: Sendable {
             } catch {}
         }
     }
+
+    /// Milliseconds to the microsecond, for the log.
+    static func rounded(_ ms: Double) -> Double { (ms * 1000).rounded() / 1000 }
 
     static func wallClockMs() -> Int64 {
         var now = timespec()

@@ -79,9 +79,8 @@ public final class TreeCapture: @unchecked Sendable {
         let location: Location?
     }
 
-    // Guarded by `mutex`; `condition` is broadcast whenever a state leaves busy or capturing.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    // Guarded by `monitor`, broadcast whenever a directory leaves capturing.
+    private let monitor = Monitor()
     private var directories: [UInt64: DirectoryState] = [:]
     private var directoryCount = 0
     /// Companion files linked from the stash (sealed once the stash is gone: the seal
@@ -133,8 +132,6 @@ public final class TreeCapture: @unchecked Sendable {
         self.store = store
         self.sourceRoot = sourceRoot
         stashName = building + ".stash"
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
         let perShard = min(expectedObjects, 1 << 24) / Self.shardCount
         if perShard > 0 { for shard in shards { shard.states.reserveCapacity(perShard + perShard / 8) } }
         var root = stat()
@@ -151,6 +148,7 @@ public final class TreeCapture: @unchecked Sendable {
             defer { close(top) }
             try ExtendedAttributes.removeInheritedACLs(top)
             try syscall(fchmod(top, 0o700))
+            topHandle = try Self.handle(of: top)
             stash = try Self.open(store, stashName, O_RDONLY | O_DIRECTORY)
             do throws(Errno) {
                 try syscall(mkdirat(stash, "in", 0o700))
@@ -159,16 +157,11 @@ public final class TreeCapture: @unchecked Sendable {
                 close(stash)
                 throw error
             }
-            topHandle = try Self.handle(of: top)
             directories[rootInode] = .placeholder(nil)
             placeholders = 1
             stack.push(Job(inode: rootInode, location: nil))
         } catch {
             for name in made { _ = try? TreeRemover.remove(parent: store, name: name) }
-            pthread_cond_destroy(condition)
-            pthread_mutex_destroy(mutex)
-            mutex.deallocate()
-            condition.deallocate()
             throw error
         }
     }
@@ -176,10 +169,6 @@ public final class TreeCapture: @unchecked Sendable {
     deinit {
         close(stash)
         close(incoming)
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        condition.deallocate()
     }
 
     // MARK: the walk
@@ -208,12 +197,12 @@ public final class TreeCapture: @unchecked Sendable {
             }
             add(worker.statistics)
         }
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         finished = true
         stopped.store(true, ordering: .releasing)
-        while busy > 0 { pthread_cond_wait(condition, mutex) }
+        while busy > 0 { monitor.wait() }
         let error = failure
-        pthread_mutex_unlock(mutex)
+        monitor.unlock()
         // A capture that began before the end finishes its clone (microseconds).
         while busyObjects.load(ordering: .acquiring) > 0 { usleep(100) }
         if let error { throw error }
@@ -245,8 +234,8 @@ public final class TreeCapture: @unchecked Sendable {
 
     /// Directories listed but not yet captured, and captures so far (for `status`).
     public var progress: (waiting: Int, captured: Int) {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        monitor.lock()
+        defer { monitor.unlock() }
         return (placeholders, captures)
     }
 
@@ -310,14 +299,14 @@ public final class TreeCapture: @unchecked Sendable {
         guard fstatat(parent, name, &status, AT_SYMLINK_NOFOLLOW) == 0 else { return }
         let inode = UInt64(status.st_ino)
         if status.st_mode & S_IFMT == S_IFDIR {
-            pthread_mutex_lock(mutex)
+            monitor.lock()
             if directories[inode] == nil { directories[inode] = .captured }
-            pthread_mutex_unlock(mutex)
+            monitor.unlock()
         } else if status.st_nlink == 1 {
             let shard = shard(of: inode)
-            pthread_mutex_lock(shard.mutex)
+            shard.monitor.lock()
             if shard.states[inode] == nil { shard.states[inode] = .placed }
-            pthread_mutex_unlock(shard.mutex)
+            shard.monitor.unlock()
         }
     }
 
@@ -326,8 +315,8 @@ public final class TreeCapture: @unchecked Sendable {
     private enum Lookup { case done, known, unknown }
 
     private func state(of inode: UInt64) -> Lookup {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        monitor.lock()
+        defer { monitor.unlock() }
         if finished || failure != nil { return .done }
         switch directories[inode] {
         case .captured?: return .done
@@ -356,8 +345,8 @@ public final class TreeCapture: @unchecked Sendable {
         for parent in chain.reversed() { captureDirectory(parent) }
         var status = stat()
         guard fstat(fd, &status) == 0 else { return false }
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        monitor.lock()
+        defer { monitor.unlock() }
         if directories[UInt64(status.st_ino)] == nil {
             directories[UInt64(status.st_ino)] = .captured  // new since the epoch
             return false
@@ -370,10 +359,10 @@ public final class TreeCapture: @unchecked Sendable {
     private func waitUntilKnown(_ fd: Int32) -> Bool {
         var status = stat()
         guard fstat(fd, &status) == 0 else { return false }
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        monitor.lock()
+        defer { monitor.unlock() }
         while directories[UInt64(status.st_ino)] == nil && !finished && failure == nil {
-            pthread_cond_wait(condition, mutex)
+            monitor.wait()
         }
         return directories[UInt64(status.st_ino)] != nil
     }
@@ -381,12 +370,12 @@ public final class TreeCapture: @unchecked Sendable {
     /// Captures the directory `inode` unless it is captured; waits while another thread
     /// captures it. `open` gives a descriptor of it (closed here), from where it is.
     private func captureDirectory(inode: UInt64, worker: CloneWorker, open: (Location?) throws(Errno) -> Int32) {
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         var claimed: Location??
         while failure == nil {
             switch directories[inode] {
             case .capturing?:
-                pthread_cond_wait(condition, mutex)
+                monitor.wait()
                 continue
             case .placeholder(let location)?:
                 claimed = .some(location)
@@ -397,7 +386,7 @@ public final class TreeCapture: @unchecked Sendable {
             }
             break
         }
-        pthread_mutex_unlock(mutex)
+        monitor.unlock()
         guard let location = claimed else { return }
         var error: Errno?
         do throws(Errno) {
@@ -416,14 +405,14 @@ public final class TreeCapture: @unchecked Sendable {
             error = failed
         }
         if let error { run.fail(error); stopped.store(true, ordering: .releasing) }
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         if let error, failure == nil { failure = error }
         directories[inode] = .captured
         placeholders -= 1
         captures += 1
         busy -= 1
-        pthread_cond_broadcast(condition)
-        pthread_mutex_unlock(mutex)
+        monitor.broadcast()
+        monitor.unlock()
     }
 
     /// Recreates the entries of the directory `source` in its copy, records its metadata,
@@ -471,22 +460,22 @@ public final class TreeCapture: @unchecked Sendable {
         metadata.attributes = attributes
         try metadata.applyMetadata()
         metadata.target = -1
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         directoryCount += 1
-        pthread_mutex_unlock(mutex)
+        monitor.unlock()
     }
 
     /// Makes the (empty, private) copy of a subdirectory and queues it; it is opened when
     /// its turn comes (so a listing reads no inode of its subdirectories).
     private func addSubdirectory(_ location: Location, inode: UInt64, in directory: CloneDirectory) throws(Errno) {
         try syscall(mkdirat(directory.target, location.name, 0o700))
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         let fresh = directories[inode] == nil
         if fresh {
             directories[inode] = .placeholder(location)
             placeholders += 1
         }
-        pthread_mutex_unlock(mutex)
+        monitor.unlock()
         if fresh { stack.push(Job(inode: inode, location: location)) }
     }
 
@@ -506,14 +495,14 @@ public final class TreeCapture: @unchecked Sendable {
         // through another name copies that name up only once its directory is captured.
         guard run.method != .hardlink && worker.lastStatus.st_nlink > 1 else { return }
         let shard = shard(of: inode)
-        pthread_mutex_lock(shard.mutex)
-        while shard.states[inode] == .busy { pthread_cond_wait(shard.condition, shard.mutex) }
+        shard.monitor.lock()
+        while shard.states[inode] == .busy { shard.monitor.wait() }
         let registered = shard.states[inode] == .stashed
         if !registered {
             shard.states[inode] = .busy
             busyObjects.wrappingAdd(1, ordering: .relaxed)
         }
-        pthread_mutex_unlock(shard.mutex)
+        shard.monitor.unlock()
         if registered {
             // Another name, or a change, put it in the stash first: that clone it is.
             try replaceWithStashed(inode, name, in: directory, parent: parent, worker: worker)
@@ -577,17 +566,17 @@ public final class TreeCapture: @unchecked Sendable {
     }
 
     private func noteSealLater(_ name: UnsafePointer<CChar>, _ parent: [UInt8]) {
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         sealLater.append((parent, Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))))
-        pthread_mutex_unlock(mutex)
+        monitor.unlock()
     }
 
     /// Whether a change (or another name) stashed `inode`; waits while it is being stashed.
     private func isStashed(_ inode: UInt64) -> Bool {
         let shard = shard(of: inode)
-        pthread_mutex_lock(shard.mutex)
-        defer { pthread_mutex_unlock(shard.mutex) }
-        while shard.states[inode] == .busy { pthread_cond_wait(shard.condition, shard.mutex) }
+        shard.monitor.lock()
+        defer { shard.monitor.unlock() }
+        while shard.states[inode] == .busy { shard.monitor.wait() }
         return shard.states[inode] == .stashed
     }
 
@@ -598,12 +587,12 @@ public final class TreeCapture: @unchecked Sendable {
     /// `stopped` once the capture is over or failed.
     private func claim(_ inode: UInt64) -> Claim {
         let shard = shard(of: inode)
-        pthread_mutex_lock(shard.mutex)
-        defer { pthread_mutex_unlock(shard.mutex) }
+        shard.monitor.lock()
+        defer { shard.monitor.unlock() }
         while true {
             if stopped.load(ordering: .acquiring) { return .stopped }
             switch shard.states[inode] {
-            case .busy?: pthread_cond_wait(shard.condition, shard.mutex)
+            case .busy?: shard.monitor.wait()
             case .placed?, .stashed?: return .taken
             case nil:
                 shard.states[inode] = .busy
@@ -615,11 +604,11 @@ public final class TreeCapture: @unchecked Sendable {
 
     private func settle(_ inode: UInt64, _ state: ObjectState) {
         let shard = shard(of: inode)
-        pthread_mutex_lock(shard.mutex)
+        shard.monitor.lock()
         shard.states[inode] = state
         busyObjects.wrappingSubtract(1, ordering: .releasing)
-        pthread_cond_broadcast(shard.condition)
-        pthread_mutex_unlock(shard.mutex)
+        shard.monitor.broadcast()
+        shard.monitor.unlock()
     }
 
     @inline(__always)
@@ -630,21 +619,8 @@ public final class TreeCapture: @unchecked Sendable {
     /// A part of the objects' states, with its own lock; its condition is broadcast when
     /// an object leaves busy.
     private final class ObjectShard: @unchecked Sendable {
-        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        let monitor = Monitor()
         var states: [UInt64: ObjectState] = [:]
-
-        init() {
-            pthread_mutex_init(mutex, nil)
-            pthread_cond_init(condition, nil)
-        }
-
-        deinit {
-            pthread_cond_destroy(condition)
-            pthread_mutex_destroy(mutex)
-            mutex.deallocate()
-            condition.deallocate()
-        }
     }
 
     // MARK: helpers
@@ -654,16 +630,16 @@ public final class TreeCapture: @unchecked Sendable {
     private func fail(_ error: Errno) {
         run.fail(error)
         stopped.store(true, ordering: .releasing)
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         if failure == nil { failure = error }
-        pthread_cond_broadcast(condition)
-        pthread_mutex_unlock(mutex)
+        monitor.broadcast()
+        monitor.unlock()
     }
 
     private func add(_ counts: CloneStatistics) {
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         totals += counts
-        pthread_mutex_unlock(mutex)
+        monitor.unlock()
     }
 
     /// Opens the directory of a file handle taken on the filesystem of `mount`.

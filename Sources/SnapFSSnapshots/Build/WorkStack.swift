@@ -7,29 +7,18 @@ import SnapFSBacking
 /// Last-in-first-out keeps a tree walk depth-first, so the directories that hold descriptors
 /// open while their subtrees are in progress stay few (about depth × threads).
 final class WorkStack<Job>: @unchecked Sendable {
-    // `jobs` and `busy` are guarded by `mutex`; `condition` signals new jobs or the end.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    // `jobs` and `busy` are guarded by `monitor`, which signals new jobs or the end.
+    private let monitor = Monitor()
     private var jobs: [Job] = []
     private var busy = 0
 
-    init() {
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        condition.deallocate()
-    }
+    init() {}
 
     func push(_ job: Job) {
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         jobs.append(job)
-        pthread_mutex_unlock(mutex)
-        pthread_cond_signal(condition)
+        monitor.unlock()
+        monitor.signal()
     }
 
     /// Runs `body` on `threads` threads (the calling one among them) and returns when all
@@ -55,25 +44,25 @@ final class WorkStack<Job>: @unchecked Sendable {
     }
 
     private func next() -> Job? {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        monitor.lock()
+        defer { monitor.unlock() }
         while jobs.isEmpty {
             if busy == 0 {
-                pthread_cond_broadcast(condition)
+                monitor.broadcast()
                 return nil
             }
-            pthread_cond_wait(condition, mutex)
+            monitor.wait()
         }
         busy += 1
         return jobs.removeLast()
     }
 
     private func finished() {
-        pthread_mutex_lock(mutex)
+        monitor.lock()
         busy -= 1
         let done = busy == 0 && jobs.isEmpty
-        pthread_mutex_unlock(mutex)
-        if done { pthread_cond_broadcast(condition) }
+        monitor.unlock()
+        if done { monitor.broadcast() }
     }
 }
 

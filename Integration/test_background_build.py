@@ -199,3 +199,48 @@ def test_a_build_cut_short_by_a_crash_leaves_nothing_after_the_next_mount(workdi
     assert (again.mnt / "d000" / "f000").read_bytes().endswith(b"after the epoch\n")
     name = control(again.mnt, "snapshot --force whole")[1].split()[2]
     assert (again.mnt / ".snapshots" / name / "d000" / "f000").read_bytes().endswith(b"after the epoch\n")
+
+
+@pytest.mark.parametrize("kind", ["hardlink", "copy"])
+def test_a_large_file_open_for_writing_is_copied_by_chunks_as_it_was_at_the_epoch(workdir, make_mount, kind):
+    """A large file open for writing at the epoch is copied chunk by chunk, each chunk
+    before a change overwrites or cuts it off; the snapshot holds it as it was."""
+    backing = workdir / "backing"
+    backing.mkdir()
+    populate(backing)
+    m = make_mount(options=[f"strategy={kind}"], backing=backing)
+    size = 6 << 20
+    original = os.urandom(size)
+    quiet = os.urandom(3 << 20)
+    (m.mnt / "quiet.db").write_bytes(quiet)          # open at the epoch, never written after
+    (m.mnt / "busy.db").write_bytes(original)
+    os.chmod(m.mnt / "busy.db", 0o640)
+    os.utime(m.mnt / "busy.db", ns=(1_000_000_000, 2_000_000_000))
+    backing_inode = os.stat(backing / "busy.db").st_ino
+    busy = os.open(m.mnt / "busy.db", os.O_RDWR)
+    idle = os.open(m.mnt / "quiet.db", os.O_RDWR)
+    try:
+        err, result, _ = control(m.mnt, "snapshot --no-wait --force chunks")
+        assert err == 0 and result.startswith("ok started "), result
+        name = result.split()[2]
+        os.pwrite(busy, b"A" * 4096, 0)
+        os.pwrite(busy, b"B" * 100_000, (2 << 20) - 50_000)        # across a chunk boundary
+        os.fsync(busy)
+        os.ftruncate(busy, (3 << 20) + 12345)                     # cuts the last chunks off
+        os.pwrite(busy, b"C" * 4096, 5 << 20)                      # and writes past the cut
+        os.fsync(busy)
+        wait_published(m.mnt, name)
+    finally:
+        os.close(busy)
+        os.close(idle)
+    snapshot = m.mnt / ".snapshots" / name
+    assert (snapshot / "busy.db").read_bytes() == original
+    assert (snapshot / "quiet.db").read_bytes() == quiet
+    st = os.stat(snapshot / "busy.db")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, 2_000_000_000)
+    # Not linked into the snapshot, so never copied up: the backing file is the same one.
+    assert os.stat(backing / "busy.db").st_ino == backing_inode
+    live = (m.mnt / "busy.db").read_bytes()
+    assert len(live) == (5 << 20) + 4096
+    assert live[:4096] == b"A" * 4096 and live[(2 << 20) - 50_000:(2 << 20) + 50_000] == b"B" * 100_000
+    assert live[-4096:] == b"C" * 4096

@@ -43,6 +43,12 @@ public struct ProcSelfFD: Sendable {
         }
     }
 
+    /// Opens the file behind any descriptor (`O_PATH` included) for reading, by
+    /// `/proc/self/fd/N`, without a `ProcSelfFD` at hand. `noAccessTime`: `O_NOATIME` or 0.
+    public static func reopenForReading(_ fd: Int32, noAccessTime: Int32) throws(Errno) -> Int32 {
+        try syscallRetrying { snapfs_openat(AT_FDCWD, "/proc/self/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC | noAccessTime, 0) }
+    }
+
     /// Where the descriptor points (`readlink /proc/self/fd/N`): the object's current path.
     public func target(of fd: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)

@@ -19,6 +19,15 @@ extension SnapFileSystem: LiveTree {
         kernel.invalidateEntry(parent: id, name: name)
     }
 
+    public func filesOpenForWriting(atLeast size: Int64) -> Set<UInt64> {
+        var found = Set<UInt64>()
+        for inode in inodes.openInodesForWriting() {
+            guard let st = try? backingAttributes(of: inode), Int64(st.st_size) >= size else { continue }
+            found.insert(UInt64(st.st_ino))
+        }
+        return found
+    }
+
     public func statusLines() -> [String] {
         sqlite.statusLines() + cacheStatusLines() + descriptorStatusLines() + [requests.statusLine()]
     }

@@ -29,8 +29,15 @@ struct CaptureStage: MutationStage {
             child(newName, of: to, capture)
         case .setAttributes, .write, .writeData, .extendedAttributes, .truncateOnOpen:
             guard let inode = mutation.changedInode else { return }
+            let change: TreeCapture.Change = switch mutation {
+            case let .write(_, data, offset): .bytes(offset: offset, length: Int64(data.count))
+            case let .writeData(_, offset, length): .bytes(offset: offset, length: length)
+            case let .setAttributes(_, size?): .size(size)
+            case .truncateOnOpen: .size(0)
+            default: .metadata
+            }
             _ = try? inode.withFD { (fd) throws(Errno) in
-                if inode.isDirectory { capture.captureDirectory(fd) } else { capture.captureObject(fd) }
+                if inode.isDirectory { capture.captureDirectory(fd) } else { capture.captureObject(fd, change) }
             }
         }
     }

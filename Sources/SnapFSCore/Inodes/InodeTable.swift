@@ -144,7 +144,12 @@ public final class InodeTable: Sendable {
     /// The regular files open for writing now: the only ones the kernel can hold dirty pages of
     /// (a shared mapping keeps its file open).
     public func openForWriting() -> [UInt64] {
-        allInodes().filter { $0.isRegularFile && $0.isOpenForWriting }.map(\.id)
+        openInodesForWriting().map(\.id)
+    }
+
+    /// The regular files open for writing.
+    func openInodesForWriting() -> [Inode] {
+        allInodes().filter { $0.isRegularFile && $0.isOpenForWriting }
     }
 
     /// Every inode the kernel holds, for a sweep of the descriptor pool.

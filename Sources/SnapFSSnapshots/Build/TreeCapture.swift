@@ -43,6 +43,9 @@ public final class TreeCapture: @unchecked Sendable {
     /// Where an object is linked before the stash clone is made of it by name.
     private let incoming: Int32
     private let rootInode: UInt64
+    /// Files copied by chunks, by inode number, and their copies once made (under `monitor`).
+    private let ranged: Set<UInt64>
+    private var copies: [UInt64: RangedCopy] = [:]
     private let rootDevice: UInt64
     /// The top of the building tree (the root's copy).
     private let topHandle: [UInt8]
@@ -123,12 +126,15 @@ public final class TreeCapture: @unchecked Sendable {
     /// `store`, and queues the root. Inside the frozen gate: this is the epoch.
     /// `expectedObjects`: about how many files the tree holds (the newest snapshot's count),
     /// so that the tables are sized once.
+    /// `ranged`: inode numbers of large files open for writing at the epoch, copied by
+    /// chunks (``RangedCopy``) with the hardlink and copy methods.
     public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey>,
                 sourceRoot: Int32, store: Int32, building: String, excludeAtTop: Set<String>,
-                expectedObjects: Int = 0) throws(Errno) {
+                expectedObjects: Int = 0, ranged: Set<UInt64> = []) throws(Errno) {
         self.building = building
         self.run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead)
         self.threads = max(threads, 1)
+        self.ranged = method == .reflink ? [] : ranged
         self.store = store
         self.sourceRoot = sourceRoot
         stashName = building + ".stash"
@@ -197,6 +203,13 @@ public final class TreeCapture: @unchecked Sendable {
             }
             add(worker.statistics)
         }
+        // Chunks of the files copied by chunks that no change has copied yet; changes go on.
+        monitor.lock()
+        let ongoing = Array(copies.values)
+        monitor.unlock()
+        for copy in ongoing where !failed {
+            do throws(Errno) { try copy.fill() } catch { fail(error) }
+        }
         monitor.lock()
         finished = true
         stopped.store(true, ordering: .releasing)
@@ -211,6 +224,8 @@ public final class TreeCapture: @unchecked Sendable {
     /// After ``walk()``: removes the stash, seals the companion files linked from it, and
     /// returns the counts. On failure the caller removes what was built.
     public func finish() throws(Errno) -> CloneStatistics {
+        for copy in copies.values { try copy.finish() }
+        copies.removeAll()
         try TreeRemover.remove(parent: store, name: stashName)
         for (directory, name) in sealLater {
             let dir = try open(directory, in: store, SNAPFS_O_PATH)
@@ -228,6 +243,7 @@ public final class TreeCapture: @unchecked Sendable {
 
     /// Removes whatever was made (the building tree and the stash), after a failure.
     public func discard() {
+        for copy in copies.values { copy.closeDescriptors() }
         _ = try? TreeRemover.remove(parent: store, name: stashName)
         _ = try? TreeRemover.remove(parent: store, name: building)
     }
@@ -260,13 +276,29 @@ public final class TreeCapture: @unchecked Sendable {
         add(worker.statistics)
     }
 
+    /// What a change does to an object, for the files copied by chunks.
+    public enum Change: Sendable {
+        /// Its attributes only.
+        case metadata
+        /// Its bytes in `offset ..< offset + length`.
+        case bytes(offset: Int64, length: Int64)
+        /// Its size, set to this.
+        case size(Int64)
+    }
+
     /// A change is about to alter the data or attributes of the object `fd` (not a
-    /// directory; `O_PATH` will do): clones it into the stash first unless it is captured.
+    /// directory; `O_PATH` will do): clones it into the stash first unless it is captured
+    /// (a file copied by chunks: copies the chunks the change overwrites or cuts off).
     /// An object made after the epoch is stashed too (it cannot be told apart), and never used.
-    public func captureObject(_ fd: Int32) {
+    public func captureObject(_ fd: Int32, _ change: Change) {
         var status = stat()
         guard fstat(fd, &status) == 0, status.st_mode & S_IFMT != S_IFDIR, status.st_nlink > 0 else { return }
         let inode = UInt64(status.st_ino)
+        if !ranged.isEmpty && ranged.contains(inode) && status.st_mode & S_IFMT == S_IFREG {
+            return captureRanged(inode, change) { () throws(Errno) -> Int32 in
+                try ProcSelfFD.reopenForReading(fd, noAccessTime: run.noAccessTime)
+            }
+        }
         guard claim(inode) == .mine else { return }
         var result = ObjectState.stashed
         do throws(Errno) {
@@ -289,6 +321,56 @@ public final class TreeCapture: @unchecked Sendable {
         }
         settle(inode, result)
         if result == .stashed { stashesCompleted.wrappingAdd(1, ordering: .releasing) }
+    }
+
+    /// A file copied by chunks: made (empty, at its size at the epoch) in the stash the first
+    /// time, from `open` (a descriptor to read it); then the chunks `change` needs copied.
+    private func captureRanged(_ inode: UInt64, _ change: Change, open: () throws(Errno) -> Int32) {
+        if claim(inode) == .mine {
+            var result = ObjectState.stashed
+            do throws(Errno) {
+                let source = try open()
+                do throws(Errno) {
+                    var status = stat()
+                    try syscall(fstat(source, &status))
+                    guard status.st_mode & S_IFMT == S_IFREG else { throw Errno(rawValue: ESTALE) }
+                    let buffers = ExtendedAttributes()
+                    defer { buffers.deallocate() }
+                    let attributes = try buffers.read(.descriptor(source))
+                    var name = Self.decimal(inode)
+                    let target = try syscall(snapfs_openat(stash, &name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
+                    do throws(Errno) { try syscall(ftruncate(target, status.st_size)) } catch {
+                        close(target)
+                        throw error
+                    }
+                    let copy = RangedCopy(source: source, target: target, status: status, attributes: attributes)
+                    monitor.lock()
+                    copies[inode] = copy
+                    monitor.unlock()
+                } catch {
+                    close(source)
+                    throw error
+                }
+            } catch {
+                fail(error)
+                result = .placed
+            }
+            settle(inode, result)
+            if result == .stashed { stashesCompleted.wrappingAdd(1, ordering: .releasing) }
+        }
+        monitor.lock()
+        let copy = copies[inode]
+        monitor.unlock()
+        guard let copy else { return }
+        do throws(Errno) {
+            switch change {
+            case .metadata: break
+            case let .bytes(offset, length): try copy.ensure(from: offset, length: length)
+            case let .size(size): try copy.ensure(from: size, length: Int64(copy.status.st_size) - size)
+            }
+        } catch {
+            fail(error)
+        }
     }
 
     /// After a change made the entry `name` in the directory `parent`: if it is a new object
@@ -487,6 +569,14 @@ public final class TreeCapture: @unchecked Sendable {
     /// registered in the stash, for its other names.
     private func place(_ name: UnsafePointer<CChar>, type: UInt8, inode: UInt64, in directory: CloneDirectory,
                        status known: stat?, worker: CloneWorker, parent: [UInt8]) throws(Errno) {
+        if !ranged.isEmpty && ranged.contains(inode) && type == DirectoryEntries.Kind.regular {
+            let source = directory.source
+            captureRanged(inode, .metadata) { () throws(Errno) -> Int32 in
+                try syscall(snapfs_openat(source, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | run.noAccessTime, 0))
+            }
+            if failed { throw .canceled }
+            return try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
+        }
         if stashesCompleted.load(ordering: .acquiring) > 0 && isStashed(inode) {
             return try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
         }

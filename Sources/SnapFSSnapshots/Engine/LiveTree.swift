@@ -11,6 +11,9 @@ public protocol LiveTree: AnyObject, Sendable {
     /// A snapshot named `name` appeared in the store, the directory `store` (the kernel
     /// may remember that the name did not exist).
     func snapshotAppeared(_ name: String, inStore store: BackingKey)
+    /// Inode numbers of the regular files open for writing through the mount that are at
+    /// least `size` bytes long (inside the closed gate, at a background build's epoch).
+    func filesOpenForWriting(atLeast size: Int64) -> Set<UInt64>
     /// The live tree's own `status` lines (commit detection, cache, descriptors, requests).
     func statusLines() -> [String]
 }

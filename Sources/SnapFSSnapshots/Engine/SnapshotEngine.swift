@@ -384,9 +384,12 @@ public final class SnapshotEngine: Sendable {
         do throws(Errno) {
             // Inside the frozen gate: no passthrough starts or joins meanwhile.
             let copyInstead = method == .hardlink ? state.passthroughObjects.withLock { $0 } : []
+            // Large files being written are copied by chunks, so their writers never wait
+            // for a whole copy (a copy-up after hard links, a stash with copies).
+            let ranged = method == .reflink ? [] : liveTree?.filesOpenForWriting(atLeast: RangedCopy.threshold) ?? []
             capture = try TreeCapture(method: method, copyInstead: copyInstead, sourceRoot: backingFD,
                                       store: catalog.directoryFD, building: building, excludeAtTop: [ReservedName.snapshots],
-                                      expectedObjects: expectedObjects)
+                                      expectedObjects: expectedObjects, ranged: ranged)
         } catch {
             throw SnapshotFailure(error, "the snapshot could not be started: \(error)")
         }

@@ -1,0 +1,113 @@
+import CLinux
+import Glibc
+import SnapFSBacking
+import SystemPackage
+
+/// A background build's copy of a large file that was open for writing at the epoch (a
+/// database, most often), filled chunk by chunk instead of linked or copied whole.
+///
+/// A hard-link snapshot that linked such a file would have its next write copy it up
+/// whole, and a copy snapshot would copy it whole before that write could go on: either
+/// way the writer waits for the file's size. Here the copy is made at its capture as an
+/// empty file of the size at the epoch; a change first copies the chunks it is about to
+/// overwrite (or cut off), and the build copies the rest. The live file is never shared,
+/// so no copy-up follows. Chunks past the size at the epoch hold nothing of it.
+final class RangedCopy: @unchecked Sendable {
+    /// Files at least this large that are open for writing are copied by chunks.
+    static let threshold: Int64 = 1 << 20
+    static let chunk: Int64 = 1 << 20
+
+    /// The live file (read only) and the copy (write only); closed by ``finish()``.
+    private var source: Int32
+    private var target: Int32
+    /// The file at the epoch: its size, and what is applied to the copy at the end.
+    let status: stat
+    private let attributes: [(name: [CChar], value: [UInt8])]
+    private let monitor = Monitor()
+    private var copied: [Bool]
+
+    /// Takes both descriptors.
+    init(source: Int32, target: Int32, status: stat, attributes: [(name: [CChar], value: [UInt8])]) {
+        self.source = source
+        self.target = target
+        self.status = status
+        self.attributes = attributes
+        let size = Int64(status.st_size)
+        copied = Array(repeating: false, count: Int((size + Self.chunk - 1) / Self.chunk))
+    }
+
+    deinit { closeDescriptors() }
+
+    /// Copies the chunks of `offset ..< offset + length` not yet copied.
+    func ensure(from offset: Int64, length: Int64) throws(Errno) {
+        let size = Int64(status.st_size)
+        guard length > 0, offset < size else { return }
+        let first = Int(max(offset, 0) / Self.chunk)
+        let last = Int((min(offset + length, size) - 1) / Self.chunk)
+        monitor.lock()
+        defer { monitor.unlock() }
+        for index in first...last where !copied[index] { try copy(index) }
+    }
+
+    /// Copies every chunk left, one lock at a time, so that changes go on in between.
+    func fill() throws(Errno) {
+        for index in copied.indices {
+            monitor.lock()
+            defer { monitor.unlock() }
+            if !copied[index] { try copy(index) }
+        }
+    }
+
+    /// Gives the copy the file's owner, extended attributes, mode and times at the epoch,
+    /// and closes both descriptors.
+    func finish() throws(Errno) {
+        defer { closeDescriptors() }
+        if status.st_uid != geteuid() || status.st_gid != getegid() { try syscall(fchown(target, status.st_uid, status.st_gid)) }
+        try ExtendedAttributes.write(attributes, to: .descriptor(target))
+        try syscall(fchmod(target, status.st_mode & 0o7777))
+        var times = [status.st_atim, status.st_mtim]
+        try syscall(futimens(target, &times))
+    }
+
+    func closeDescriptors() {
+        if source >= 0 { close(source) }
+        if target >= 0 { close(target) }
+        source = -1
+        target = -1
+    }
+
+    private func copy(_ index: Int) throws(Errno) {
+        let start = Int64(index) * Self.chunk
+        let end = min(start + Self.chunk, Int64(status.st_size))
+        var input = off_t(start)
+        var output = off_t(start)
+        while input < end {
+            let count = snapfs_copy_file_range(source, &input, target, &output, Int(end - Int64(input)), 0)
+            if count == 0 { break }  // the live file is shorter: the rest stays a hole (zeros)
+            if count < 0 {
+                if errno == EINTR { continue }
+                guard errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP else { throw .current }
+                try copyByReading(from: Int64(input), to: end)
+                break
+            }
+        }
+        copied[index] = true
+    }
+
+    private func copyByReading(from start: Int64, to end: Int64) throws(Errno) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
+        defer { buffer.deallocate() }
+        var position = start
+        while position < end {
+            let count = try syscallRetrying { pread(source, buffer.baseAddress, min(buffer.count, Int(end - position)), off_t(position)) }
+            if count == 0 { return }
+            var written = 0
+            while written < count {
+                written += try syscallRetrying {
+                    pwrite(target, buffer.baseAddress! + written, count - written, off_t(position) + off_t(written))
+                }
+            }
+            position += Int64(count)
+        }
+    }
+}

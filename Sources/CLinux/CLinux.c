@@ -57,6 +57,10 @@ int snapfs_ioctl_int(int fd, unsigned long request, long arg) {
     return ioctl(fd, request, arg);
 }
 
+int snapfs_start_writeback(int fd, off_t offset, off_t length) {
+    return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}
+
 int snapfs_syncfs(int fd) {
     return syncfs(fd);
 }

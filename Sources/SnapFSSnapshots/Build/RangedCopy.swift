@@ -15,7 +15,8 @@ import SystemPackage
 final class RangedCopy: @unchecked Sendable {
     /// Files at least this large that are open for writing are copied by chunks.
     static let threshold: Int64 = 1 << 20
-    static let chunk: Int64 = 1 << 20
+    /// A change waits for the chunks it touches: a SQLite page costs one 256 KiB copy.
+    static let chunk: Int64 = 256 << 10
 
     /// The live file (read only) and the copy (write only); closed by ``finish()``.
     private var source: Int32
@@ -49,12 +50,17 @@ final class RangedCopy: @unchecked Sendable {
         for index in first...last where !copied[index] { try copy(index) }
     }
 
-    /// Copies every chunk left, one lock at a time, so that changes go on in between.
+    /// Copies every chunk left, one lock at a time, so that changes go on in between; each
+    /// chunk's write-back is started at once, so that the copy never piles up dirty pages
+    /// that a writer's next `fsync` would have to wait for (ext4 writes ordered data of
+    /// every file with the journal commit that `fsync` makes).
     func fill() throws(Errno) {
         for index in copied.indices {
             monitor.lock()
             defer { monitor.unlock() }
-            if !copied[index] { try copy(index) }
+            if copied[index] { continue }
+            try copy(index)
+            _ = snapfs_start_writeback(target, off_t(Int64(index) * Self.chunk), off_t(Self.chunk))
         }
     }
 

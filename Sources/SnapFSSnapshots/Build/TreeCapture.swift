@@ -122,8 +122,9 @@ public final class TreeCapture: @unchecked Sendable {
         return true
     }
 
-    /// Makes the empty top `building` (private, as ``TreeCloner`` makes it) and the stash in
-    /// `store`, and queues the root. Inside the frozen gate: this is the epoch.
+    /// Opens the top `building` and the stash that ``prepare(store:building:)`` made in
+    /// `store`, and queues the root. Inside the frozen gate: this is the epoch. On failure
+    /// removes them.
     /// `expectedObjects`: about how many files the tree holds (the newest snapshot's count),
     /// so that the tables are sized once.
     /// `ranged`: inode numbers of large files open for writing at the epoch, copied by
@@ -144,22 +145,12 @@ public final class TreeCapture: @unchecked Sendable {
         try syscall(fstat(sourceRoot, &root))
         rootInode = UInt64(root.st_ino)
         rootDevice = UInt64(root.st_dev)
-        var made: [String] = []
         do throws(Errno) {
-            for name in [building, stashName] {
-                try name.withCName { (cName) throws(Errno) in _ = try syscall(mkdirat(store, cName, 0o700)) }
-                made.append(name)
-            }
             let top = try Self.open(store, building, O_RDONLY | O_DIRECTORY)
             defer { close(top) }
-            try ExtendedAttributes.removeInheritedACLs(top)
-            try syscall(fchmod(top, 0o700))
             topHandle = try Self.handle(of: top)
             stash = try Self.open(store, stashName, O_RDONLY | O_DIRECTORY)
-            do throws(Errno) {
-                try syscall(mkdirat(stash, "in", 0o700))
-                incoming = try Self.open(stash, "in", O_RDONLY | O_DIRECTORY)
-            } catch {
+            do throws(Errno) { incoming = try Self.open(stash, "in", O_RDONLY | O_DIRECTORY) } catch {
                 close(stash)
                 throw error
             }
@@ -167,9 +158,35 @@ public final class TreeCapture: @unchecked Sendable {
             placeholders = 1
             stack.push(Job(inode: rootInode, location: nil))
         } catch {
-            for name in made { _ = try? TreeRemover.remove(parent: store, name: name) }
+            Self.unprepare(store: store, building: building)
             throw error
         }
+    }
+
+    /// Makes the empty top `building` (private, as ``TreeCloner`` makes it) and the stash in
+    /// `store`: before the epoch, since it waits for the disk and fixes nothing.
+    public static func prepare(store: Int32, building: String) throws(Errno) {
+        do throws(Errno) {
+            for name in [building, building + ".stash"] {
+                try name.withCName { (cName) throws(Errno) in _ = try syscall(mkdirat(store, cName, 0o700)) }
+            }
+            let stash = try open(store, building + ".stash", SNAPFS_O_PATH | O_DIRECTORY)
+            defer { close(stash) }
+            try syscall(mkdirat(stash, "in", 0o700))
+            let top = try open(store, building, O_RDONLY | O_DIRECTORY)
+            defer { close(top) }
+            try ExtendedAttributes.removeInheritedACLs(top)
+            try syscall(fchmod(top, 0o700))
+        } catch {
+            unprepare(store: store, building: building)
+            throw error
+        }
+    }
+
+    /// Removes what ``prepare(store:building:)`` made.
+    public static func unprepare(store: Int32, building: String) {
+        _ = try? TreeRemover.remove(parent: store, name: building + ".stash")
+        _ = try? TreeRemover.remove(parent: store, name: building)
     }
 
     deinit {

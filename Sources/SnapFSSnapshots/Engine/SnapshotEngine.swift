@@ -293,8 +293,25 @@ public final class SnapshotEngine: Sendable {
             // so they are pushed before it closes.
             let tree = liveTree
             tree?.pushKernelDirtyPages(excluding: excluding)
-            let frozen = try state.gate.frozen { () throws(SnapshotFailure) -> Frozen in
+            // A background build does what waits for the disk and fixes nothing before the
+            // gate: reads the newest snapshot, names the new one, makes its empty top.
+            var prepared: (newest: SnapshotEntry?, name: SnapshotName)?
+            if background {
                 let newest = try? catalog.newest()
+                if options.skipUnchanged && !force && !state.changed, let newest {
+                    return .done(.unchanged(newest: newest.name.description))
+                }
+                let name = try nextName(after: newest?.name, label: label)
+                do throws(Errno) {
+                    try TreeCapture.prepare(store: catalog.directoryFD, building: SnapshotCatalog.buildingPrefix + name.description)
+                } catch {
+                    throw SnapshotFailure(error, "the snapshot could not be started: \(error)")
+                }
+                prepared = (newest, name)
+            }
+            let frozen: Frozen
+            do throws(SnapshotFailure) { frozen = try state.gate.frozen { () throws(SnapshotFailure) -> Frozen in
+                let newest = prepared.map(\.newest) ?? (try? catalog.newest())
                 if options.skipUnchanged && !force && !state.changed, let newest {
                     return .unchanged(newest.name.description)
                 }
@@ -310,15 +327,20 @@ public final class SnapshotEngine: Sendable {
                 }
                 try makeRoom(bytes: strategy == .copy ? newest?.metadata?.bytes ?? 0 : 0,
                              inodes: Self.inodeEstimate(strategy, newest?.metadata), database: sqlite?.database)
-                if background {
-                    let started = try startCapture(label: label, trigger: trigger, after: newest?.name,
-                                                   expectedObjects: newest?.metadata?.files ?? 0)
+                if let prepared {
+                    let started = try startCapture(prepared.name, trigger: trigger, expectedObjects: newest?.metadata?.files ?? 0)
                     state.changedSinceSnapshot.store(false, ordering: .relaxed)
                     return .capturing(started)
                 }
                 let built = try build(label: label, trigger: trigger, after: newest?.name, sqlite: sqlite)
                 state.changedSinceSnapshot.store(false, ordering: .relaxed)
                 return .built(built)
+            } } catch {
+                if let prepared { TreeCapture.unprepare(store: catalog.directoryFD, building: SnapshotCatalog.buildingPrefix + prepared.name.description) }
+                throw error
+            }
+            if case .unchanged = frozen, let prepared {
+                TreeCapture.unprepare(store: catalog.directoryFD, building: SnapshotCatalog.buildingPrefix + prepared.name.description)
             }
             switch frozen {
             case .unchanged(let newest): return .done(.unchanged(newest: newest))
@@ -372,12 +394,10 @@ public final class SnapshotEngine: Sendable {
         let epochMs: Double
     }
 
-    /// The epoch of a background build: names the snapshot, makes its top and installs the
+    /// The epoch of a background build named `name`, whose top is prepared: installs the
     /// capture; inside the frozen gate.
-    private func startCapture(label: String?, trigger: Trigger, after newest: SnapshotName?,
-                              expectedObjects: Int) throws(SnapshotFailure) -> Capturing {
+    private func startCapture(_ name: SnapshotName, trigger: Trigger, expectedObjects: Int) throws(SnapshotFailure) -> Capturing {
         let started = Self.monotonicMilliseconds()
-        let name = try nextName(after: newest, label: label)
         let building = SnapshotCatalog.buildingPrefix + name.description
         let method = strategy.cloneMethod ?? .copy
         let capture: TreeCapture

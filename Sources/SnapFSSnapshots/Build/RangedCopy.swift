@@ -65,8 +65,11 @@ final class RangedCopy: @unchecked Sendable {
     }
 
     /// Gives the copy the file's owner, extended attributes, mode and times at the epoch,
-    /// and closes both descriptors.
+    /// and closes both descriptors; once (after ``fill()``: no chunk is left to copy).
     func finish() throws(Errno) {
+        monitor.lock()
+        defer { monitor.unlock() }
+        guard target >= 0 else { return }
         defer { closeDescriptors() }
         if status.st_uid != geteuid() || status.st_gid != getegid() { try syscall(fchown(target, status.st_uid, status.st_gid)) }
         try ExtendedAttributes.write(attributes, to: .descriptor(target))

@@ -592,6 +592,13 @@ public final class TreeCapture: @unchecked Sendable {
                 try syscall(snapfs_openat(source, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | run.noAccessTime, 0))
             }
             if failed { throw .canceled }
+            // Complete before it is placed, as every other entry is: a hot journal beside it
+            // is played back into it when this directory is done.
+            monitor.lock()
+            let copy = copies[inode]
+            monitor.unlock()
+            try copy?.fill()
+            try copy?.finish()
             return try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
         }
         if stashesCompleted.load(ordering: .acquiring) > 0 && isStashed(inode) {

@@ -24,6 +24,8 @@ final class CloneDirectory: @unchecked Sendable {
     var attributes: [(name: [CChar], value: [UInt8])] = []
     /// Rollback journals copied into this directory (see ``HotJournal``); same thread.
     var journals: [[CChar]] = []
+    /// A background build placed a file here that is copied by chunks (``RangedCopy``).
+    var holdsChunkedCopy = false
 
     /// Holders of `source`: the directory's own listing, and each child not yet opened
     /// (a child opens itself relative to its parent's descriptors).

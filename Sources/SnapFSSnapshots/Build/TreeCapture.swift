@@ -86,6 +86,17 @@ public final class TreeCapture: @unchecked Sendable {
     private let monitor = Monitor()
     private var directories: [UInt64: DirectoryState] = [:]
     private var directoryCount = 0
+    /// Directories holding a file copied by chunks: their journals are played back, and
+    /// their metadata applied, once the copies are complete (in ``finish()``).
+    private var deferred: [Deferred] = []
+
+    private struct Deferred {
+        let target: [UInt8]
+        let journals: [[CChar]]
+        let status: stat
+        let attributes: [(name: [CChar], value: [UInt8])]
+        let isTop: Bool
+    }
     /// Companion files linked from the stash (sealed once the stash is gone: the seal
     /// would refuse the stash's own unlink). Target directory handle and name.
     private var sealLater: [(directory: [UInt8], name: [CChar])] = []
@@ -243,6 +254,17 @@ public final class TreeCapture: @unchecked Sendable {
     public func finish() throws(Errno) -> CloneStatistics {
         for copy in copies.values { try copy.finish() }
         copies.removeAll()
+        for waiting in deferred {
+            let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: waiting.isTop)
+            directory.target = try open(waiting.target, in: store, O_RDONLY)
+            defer { directory.closeDescriptors() }
+            directory.journals = waiting.journals
+            directory.status = waiting.status
+            directory.attributes = waiting.attributes
+            try SQLiteCompanion.playBackJournals(of: directory)
+            try directory.applyMetadata()
+        }
+        deferred.removeAll()
         try TreeRemover.remove(parent: store, name: stashName)
         for (directory, name) in sealLater {
             let dir = try open(directory, in: store, SNAPFS_O_PATH)
@@ -551,6 +573,14 @@ public final class TreeCapture: @unchecked Sendable {
         if stashesCompleted.load(ordering: .acquiring) != stashesBefore {
             try recheck(directory, parent: target, isTop: isTop, worker: worker)
         }
+        if directory.holdsChunkedCopy {
+            monitor.lock()
+            deferred.append(Deferred(target: target, journals: directory.journals, status: directory.status,
+                                     attributes: attributes, isTop: isTop))
+            directoryCount += 1
+            monitor.unlock()
+            return
+        }
         try SQLiteCompanion.playBackJournals(of: directory)
         // Complete: what is made later inside its subdirectories leaves its times alone.
         let metadata = CloneDirectory(parent: nil, name: "", isLinkOrigin: isTop)
@@ -592,13 +622,9 @@ public final class TreeCapture: @unchecked Sendable {
                 try syscall(snapfs_openat(source, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | run.noAccessTime, 0))
             }
             if failed { throw .canceled }
-            // Complete before it is placed, as every other entry is: a hot journal beside it
-            // is played back into it when this directory is done.
-            monitor.lock()
-            let copy = copies[inode]
-            monitor.unlock()
-            try copy?.fill()
-            try copy?.finish()
+            // Filled at the end of the walk: this directory's journals are played back and
+            // its metadata applied after that (see ``Deferred``).
+            directory.holdsChunkedCopy = true
             return try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
         }
         if stashesCompleted.load(ordering: .acquiring) > 0 && isStashed(inode) {

@@ -28,6 +28,47 @@ package enum FileCopy {
         try syscall(ftruncate(target, off_t(size)))
     }
 
+    /// Copies the bytes in `offset ..< offset + length` to the same place in `target`, with
+    /// `copy_file_range`, or by reading and writing where the filesystems or the kernel
+    /// cannot (`buffer`, reused across calls, is made on first need). Stops early where
+    /// the source ends (a file that shrank).
+    package static func copyRange(from source: Int32, to target: Int32, offset: Int64, length: Int64,
+                                  buffer: inout UnsafeMutableRawBufferPointer?) throws(Errno) {
+        var input = off_t(offset)
+        var output = off_t(offset)
+        let end = off_t(offset + length)
+        while input < end {
+            let copied = snapfs_copy_file_range(source, &input, target, &output, Int(end - input), 0)
+            if copied == 0 { return }
+            if copied < 0 {
+                switch errno {
+                case EINTR: continue
+                case EXDEV, EINVAL, ENOSYS, EOPNOTSUPP:
+                    return try copyByReading(from: source, to: target, offset: Int64(input), end: Int64(end), buffer: &buffer)
+                default: throw .current
+                }
+            }
+        }
+    }
+
+    private static func copyByReading(from source: Int32, to target: Int32, offset: Int64, end: Int64,
+                                      buffer: inout UnsafeMutableRawBufferPointer?) throws(Errno) {
+        let space = buffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 18, alignment: 4096)
+        buffer = space
+        var position = offset
+        while position < end {
+            let count = try syscallRetrying { pread(source, space.baseAddress, min(space.count, Int(end - position)), off_t(position)) }
+            if count == 0 { return }
+            var written = 0
+            while written < count {
+                written += try syscallRetrying {
+                    pwrite(target, space.baseAddress! + written, count - written, off_t(position) + off_t(written))
+                }
+            }
+            position += Int64(count)
+        }
+    }
+
     /// Copies every extended attribute the target's filesystem accepts (ACLs included).
     package static func copyExtendedAttributes(from source: Int32, to target: Int32) throws(Errno) {
         let listSize = flistxattr(source, nil, 0)

@@ -288,39 +288,7 @@ final class CloneWorker {
     }
 
     private func copyRange(from source: Int32, to target: Int32, offset: Int64, length: Int64) throws(Errno) {
-        var input = off_t(offset)
-        var output = off_t(offset)
-        let end = off_t(offset + length)
-        while input < end {
-            let copied = snapfs_copy_file_range(source, &input, target, &output, Int(end - input), 0)
-            if copied == 0 { return }  // the file shrank
-            if copied < 0 {
-                switch errno {
-                case EINTR: continue
-                // Filesystems or kernels without copy_file_range between these files.
-                case EXDEV, EINVAL, ENOSYS, EOPNOTSUPP:
-                    return try copyByReading(from: source, to: target, offset: Int64(input), end: Int64(end))
-                default: throw .current
-                }
-            }
-        }
-    }
-
-    private func copyByReading(from source: Int32, to target: Int32, offset: Int64, end: Int64) throws(Errno) {
-        let buffer = copyBuffer ?? UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 18, alignment: 4096)
-        copyBuffer = buffer
-        var position = offset
-        while position < end {
-            let count = try syscallRetrying { pread(source, buffer.baseAddress, min(buffer.count, Int(end - position)), off_t(position)) }
-            if count == 0 { return }
-            var written = 0
-            while written < count {
-                written += try syscallRetrying {
-                    pwrite(target, buffer.baseAddress! + written, count - written, off_t(position) + off_t(written))
-                }
-            }
-            position += Int64(count)
-        }
+        try FileCopy.copyRange(from: source, to: target, offset: offset, length: length, buffer: &copyBuffer)
     }
 
     /// Clones the subdirectory `name` of `directory` and everything below it on this thread,

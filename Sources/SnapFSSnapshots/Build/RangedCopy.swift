@@ -26,6 +26,8 @@ final class RangedCopy: @unchecked Sendable {
     private let attributes: [(name: [CChar], value: [UInt8])]
     private let monitor = Monitor()
     private var copied: [Bool]
+    /// For filesystems without `copy_file_range` between the two files.
+    private var buffer: UnsafeMutableRawBufferPointer?
 
     /// Takes both descriptors.
     init(source: Int32, target: Int32, status: stat, attributes: [(name: [CChar], value: [UInt8])]) {
@@ -37,7 +39,10 @@ final class RangedCopy: @unchecked Sendable {
         copied = Array(repeating: false, count: Int((size + Self.chunk - 1) / Self.chunk))
     }
 
-    deinit { closeDescriptors() }
+    deinit {
+        closeDescriptors()
+        buffer?.deallocate()
+    }
 
     /// Copies the chunks of `offset ..< offset + length` not yet copied.
     func ensure(from offset: Int64, length: Int64) throws(Errno) {
@@ -88,35 +93,8 @@ final class RangedCopy: @unchecked Sendable {
     private func copy(_ index: Int) throws(Errno) {
         let start = Int64(index) * Self.chunk
         let end = min(start + Self.chunk, Int64(status.st_size))
-        var input = off_t(start)
-        var output = off_t(start)
-        while input < end {
-            let count = snapfs_copy_file_range(source, &input, target, &output, Int(end - Int64(input)), 0)
-            if count == 0 { break }  // the live file is shorter: the rest stays a hole (zeros)
-            if count < 0 {
-                if errno == EINTR { continue }
-                guard errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP else { throw .current }
-                try copyByReading(from: Int64(input), to: end)
-                break
-            }
-        }
+        // Where the live file is shorter now, the rest stays a hole (it is cut off anyway).
+        try FileCopy.copyRange(from: source, to: target, offset: start, length: end - start, buffer: &buffer)
         copied[index] = true
-    }
-
-    private func copyByReading(from start: Int64, to end: Int64) throws(Errno) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
-        defer { buffer.deallocate() }
-        var position = start
-        while position < end {
-            let count = try syscallRetrying { pread(source, buffer.baseAddress, min(buffer.count, Int(end - position)), off_t(position)) }
-            if count == 0 { return }
-            var written = 0
-            while written < count {
-                written += try syscallRetrying {
-                    pwrite(target, buffer.baseAddress! + written, count - written, off_t(position) + off_t(written))
-                }
-            }
-            position += Int64(count)
-        }
     }
 }

@@ -43,10 +43,15 @@ public struct ProcSelfFD: Sendable {
         }
     }
 
-    /// Opens the file behind any descriptor (`O_PATH` included) for reading, by
-    /// `/proc/self/fd/N`, without a `ProcSelfFD` at hand. `noAccessTime`: `O_NOATIME` or 0.
-    public static func reopenForReading(_ fd: Int32, noAccessTime: Int32) throws(Errno) -> Int32 {
-        try syscallRetrying { snapfs_openat(AT_FDCWD, "/proc/self/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC | noAccessTime, 0) }
+    /// Gives the object behind `fd` (`SNAPFS_O_PATH` will do) the new name `name` in `dir`:
+    /// `linkat` with `SNAPFS_AT_EMPTY_PATH`, which needs CAP_DAC_READ_SEARCH, or else
+    /// through `/proc/self/fd`.
+    public func link(_ fd: Int32, into dir: Int32, as name: UnsafePointer<CChar>) throws(Errno) {
+        guard linkat(fd, "", dir, name, SNAPFS_AT_EMPTY_PATH) != 0 else { return }
+        guard errno == ENOENT else { throw Errno.current }
+        try withName(of: fd) { procName throws(Errno) in
+            _ = try syscall(linkat(directory, procName, dir, name, AT_SYMLINK_FOLLOW))
+        }
     }
 
     /// Where the descriptor points (`readlink /proc/self/fd/N`): the object's current path.

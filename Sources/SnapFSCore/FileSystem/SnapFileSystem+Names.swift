@@ -111,13 +111,7 @@ extension SnapFileSystem {
         return try mutate(.createEntry(parent: dir, name: name)) { () throws(Errno) -> Entry in
             try node.withFD { (nodeFD) throws(Errno) in
                 try dir.withFD { (dirFD) throws(Errno) in
-                    if linkat(nodeFD, "", dirFD, name, SNAPFS_AT_EMPTY_PATH) != 0 {
-                        // SNAPFS_AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; without it, link through /proc.
-                        guard errno == ENOENT else { throw Errno.current }
-                        try proc.withName(of: nodeFD) { procName throws(Errno) in
-                            _ = try syscall(linkat(proc.directory, procName, dirFD, name, AT_SYMLINK_FOLLOW))
-                        }
-                    }
+                    try proc.link(nodeFD, into: dirFD, as: name)
                 }
             }
             inodes.reference(node)

@@ -15,14 +15,15 @@ import SystemPackage
 ///   attributes): its listing, at once (``captureDirectory(_:)``), so that the walk, which
 ///   skips it afterwards, never sees a name made after the epoch nor misses one removed;
 /// - any other object whose data or attributes change: a clone of it in the stash
-///   (``captureObject(_:)``), named by its inode number. When the walk meets that inode
+///   (``captureObject(_:_:)``), named by its inode number. When the walk meets that inode
 ///   number in a listing, it links the stashed clone into place instead of cloning the
 ///   live object.
 ///
 /// Why this is exact: a directory not yet captured has had no entry changed since the
 /// epoch (the change would have captured it first), so its listing now is its listing at
 /// the epoch; an object not yet captured has not changed since the epoch (likewise); and
-/// a directory is found by its file handle, never by a name that may have moved since.
+/// a directory not yet captured is found by its parent's file handle and its name, which
+/// no change moves without capturing it first.
 /// Objects with several names are cloned once, into the stash, and linked from there
 /// under each name, so they stay linked to each other in the snapshot.
 ///
@@ -42,6 +43,8 @@ public final class TreeCapture: @unchecked Sendable {
     private let stash: Int32
     /// Where an object is linked before the stash clone is made of it by name.
     private let incoming: Int32
+    /// For that link, and to reopen an object for reading, by its descriptor.
+    private let proc: ProcSelfFD
     private let rootInode: UInt64
     /// Files copied by chunks, by inode number, and their copies once made (under `monitor`).
     private let ranged: Set<UInt64>
@@ -85,22 +88,40 @@ public final class TreeCapture: @unchecked Sendable {
     // Guarded by `monitor`, broadcast whenever a directory leaves capturing.
     private let monitor = Monitor()
     private var directories: [UInt64: DirectoryState] = [:]
-    private var directoryCount = 0
     /// Directories holding a file copied by chunks: their journals are played back, and
     /// their metadata applied, once the copies are complete (in ``finish()``).
     private var deferred: [Deferred] = []
 
     private struct Deferred {
         let target: [UInt8]
+        let completion: Completion
+    }
+
+    /// What completes a directory's copy once its entries are all made: the hot journals
+    /// to play back, then its metadata at the epoch (and, below the top, its seal).
+    private struct Completion {
         let journals: [[CChar]]
         let status: stat
         let attributes: [(name: [CChar], value: [UInt8])]
         let isTop: Bool
+
+        /// Applies it to the copy open at `target` (left open).
+        func apply(to target: Int32) throws(Errno) {
+            let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: isTop)
+            directory.target = target
+            defer { directory.target = -1 }
+            directory.journals = journals
+            directory.status = status
+            directory.attributes = attributes
+            try SQLiteCompanion.playBackJournals(of: directory)
+            try directory.applyMetadata()
+        }
     }
     /// Companion files linked from the stash (sealed once the stash is gone: the seal
     /// would refuse the stash's own unlink). Target directory handle and name.
     private var sealLater: [(directory: [UInt8], name: [CChar])] = []
     private var placeholders = 0
+    /// Directories captured (listed, or failed); the snapshot's count once it succeeds.
     private var captures = 0
     /// Directories being captured.
     private var busy = 0
@@ -126,9 +147,7 @@ public final class TreeCapture: @unchecked Sendable {
     /// Whether background builds work on the backing filesystem: file handles of its
     /// directories can be taken and opened again (which needs CAP_DAC_READ_SEARCH).
     public static func supported(sourceRoot: Int32) -> Bool {
-        guard let handle = try? handle(of: sourceRoot) else { return false }
-        let fd = handle.withUnsafeBytes { snapfs_open_by_handle(sourceRoot, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)), O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        if fd < 0 { return false }
+        guard let handle = try? handle(of: sourceRoot), let fd = try? open(handle, in: sourceRoot, O_RDONLY) else { return false }
         close(fd)
         return true
     }
@@ -156,6 +175,7 @@ public final class TreeCapture: @unchecked Sendable {
         try syscall(fstat(sourceRoot, &root))
         rootInode = UInt64(root.st_ino)
         rootDevice = UInt64(root.st_dev)
+        proc = try ProcSelfFD()
         do throws(Errno) {
             let top = try Self.open(store, building, O_RDONLY | O_DIRECTORY)
             defer { close(top) }
@@ -169,6 +189,7 @@ public final class TreeCapture: @unchecked Sendable {
             placeholders = 1
             stack.push(Job(inode: rootInode, location: nil))
         } catch {
+            close(proc.directory)
             Self.unprepare(store: store, building: building)
             throw error
         }
@@ -203,6 +224,7 @@ public final class TreeCapture: @unchecked Sendable {
     deinit {
         close(stash)
         close(incoming)
+        close(proc.directory)
     }
 
     // MARK: the walk
@@ -216,7 +238,7 @@ public final class TreeCapture: @unchecked Sendable {
                 if failed { continue }
                 captureDirectory(inode: job.inode, worker: worker) { (location) throws(Errno) -> Int32 in
                     guard let location else { return try syscall(dup(sourceRoot)) }
-                    let parent = try open(location.source, in: sourceRoot, SNAPFS_O_PATH)
+                    let parent = try Self.open(location.source, in: sourceRoot, SNAPFS_O_PATH)
                     defer { close(parent) }
                     let fd = try syscall(snapfs_openat(parent, location.name, SNAPFS_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
                     var status = stat()
@@ -255,19 +277,14 @@ public final class TreeCapture: @unchecked Sendable {
         for copy in copies.values { try copy.finish() }
         copies.removeAll()
         for waiting in deferred {
-            let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: waiting.isTop)
-            directory.target = try open(waiting.target, in: store, O_RDONLY)
-            defer { directory.closeDescriptors() }
-            directory.journals = waiting.journals
-            directory.status = waiting.status
-            directory.attributes = waiting.attributes
-            try SQLiteCompanion.playBackJournals(of: directory)
-            try directory.applyMetadata()
+            let target = try Self.open(waiting.target, in: store, O_RDONLY)
+            defer { close(target) }
+            try waiting.completion.apply(to: target)
         }
         deferred.removeAll()
         try TreeRemover.remove(parent: store, name: stashName)
         for (directory, name) in sealLater {
-            let dir = try open(directory, in: store, SNAPFS_O_PATH)
+            let dir = try Self.open(directory, in: store, SNAPFS_O_PATH)
             defer { close(dir) }
             let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
             guard fd >= 0 else { continue }
@@ -276,7 +293,7 @@ public final class TreeCapture: @unchecked Sendable {
             if fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 1 { try Seal.apply(fd) }
         }
         var counts = totals
-        counts.directories = directoryCount
+        counts.directories = captures
         return counts
     }
 
@@ -335,7 +352,7 @@ public final class TreeCapture: @unchecked Sendable {
         let inode = UInt64(status.st_ino)
         if !ranged.isEmpty && ranged.contains(inode) && status.st_mode & S_IFMT == S_IFREG {
             return captureRanged(inode, change) { () throws(Errno) -> Int32 in
-                try ProcSelfFD.reopenForReading(fd, noAccessTime: run.noAccessTime)
+                try proc.reopen(fd, flags: O_RDONLY | O_NONBLOCK | run.noAccessTime)
             }
         }
         guard claim(inode) == .mine else { return }
@@ -343,10 +360,7 @@ public final class TreeCapture: @unchecked Sendable {
         do throws(Errno) {
             var name = Self.decimal(inode)
             // A name for it in `incoming`, then the clone made by name, as the walk makes them.
-            if linkat(fd, "", incoming, &name, SNAPFS_AT_EMPTY_PATH) != 0 {
-                let procName = "/proc/self/fd/\(fd)"
-                try syscall(linkat(AT_FDCWD, procName, incoming, &name, AT_SYMLINK_FOLLOW))
-            }
+            try proc.link(fd, into: incoming, as: &name)
             defer { unlinkat(incoming, &name, 0) }
             let worker = CloneWorker(run: run)
             let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: false)
@@ -515,11 +529,11 @@ public final class TreeCapture: @unchecked Sendable {
             defer { close(fd) }
             let target: Int32
             if let location {
-                let parent = try self.open(location.target, in: store, SNAPFS_O_PATH)
+                let parent = try Self.open(location.target, in: store, SNAPFS_O_PATH)
                 defer { close(parent) }
                 target = try syscall(snapfs_openat(parent, location.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
             } else {
-                target = try self.open(topHandle, in: store, O_RDONLY)
+                target = try Self.open(topHandle, in: store, O_RDONLY)
             }
             try list(inode: inode, source: fd, target: target, worker: worker)
         } catch let failed {
@@ -573,25 +587,15 @@ public final class TreeCapture: @unchecked Sendable {
         if stashesCompleted.load(ordering: .acquiring) != stashesBefore {
             try recheck(directory, parent: target, isTop: isTop, worker: worker)
         }
+        let completion = Completion(journals: directory.journals, status: directory.status, attributes: attributes, isTop: isTop)
         if directory.holdsChunkedCopy {
             monitor.lock()
-            deferred.append(Deferred(target: target, journals: directory.journals, status: directory.status,
-                                     attributes: attributes, isTop: isTop))
-            directoryCount += 1
+            deferred.append(Deferred(target: target, completion: completion))
             monitor.unlock()
-            return
+        } else {
+            // Complete: what is made later inside its subdirectories leaves its times alone.
+            try completion.apply(to: directory.target)
         }
-        try SQLiteCompanion.playBackJournals(of: directory)
-        // Complete: what is made later inside its subdirectories leaves its times alone.
-        let metadata = CloneDirectory(parent: nil, name: "", isLinkOrigin: isTop)
-        metadata.target = directory.target
-        metadata.status = directory.status
-        metadata.attributes = attributes
-        try metadata.applyMetadata()
-        metadata.target = -1
-        monitor.lock()
-        directoryCount += 1
-        monitor.unlock()
     }
 
     /// Makes the (empty, private) copy of a subdirectory and queues it; it is opened when
@@ -612,7 +616,7 @@ public final class TreeCapture: @unchecked Sendable {
 
     /// Recreates the entry `name` (not a directory) of a directory being captured: linked
     /// from the stash if a change stashed it; otherwise cloned (without a lock: see
-    /// ``recheck(_:parent:)``), and (reflink, copy) an object with several names is also
+    /// ``recheck(_:parent:isTop:worker:)``), and (reflink, copy) an object with several names is also
     /// registered in the stash, for its other names.
     private func place(_ name: UnsafePointer<CChar>, type: UInt8, inode: UInt64, in directory: CloneDirectory,
                        status known: stat?, worker: CloneWorker, parent: [UInt8]) throws(Errno) {
@@ -783,7 +787,7 @@ public final class TreeCapture: @unchecked Sendable {
     }
 
     /// Opens the directory of a file handle taken on the filesystem of `mount`.
-    private func open(_ handle: [UInt8], in mount: Int32, _ flags: Int32) throws(Errno) -> Int32 {
+    private static func open(_ handle: [UInt8], in mount: Int32, _ flags: Int32) throws(Errno) -> Int32 {
         let fd = handle.withUnsafeBytes {
             snapfs_open_by_handle(mount, UnsafeMutablePointer(mutating: $0.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                                   flags | O_DIRECTORY | O_CLOEXEC)

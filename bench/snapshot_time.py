@@ -199,12 +199,16 @@ class SnapshotBench:
         starts, durations = read_stall_samples(out)
         out.unlink()
         during, outside = [], []
+        longest_at = None
         for s, d in zip(starts, durations):
             if s + d >= t0 and s <= t1 + STALL_AFTER_S * 1e9:
+                if not during or d > max(during):
+                    longest_at = (s - t0) / 1e6
                 during.append(d)
             else:
                 outside.append(d)
         facts = {"wall_s": (t1 - t0) / 1e9, "duration_ms": meta.get("durationMs"),
+                 "gate_ms": meta.get("gateMs"), "stall_at_ms": longest_at,
                  "files": meta.get("files"), "directories": meta.get("directories"),
                  "stall_s": max(during) / 1e9 if during else None,
                  "writes_during": len(during),
@@ -263,7 +267,12 @@ class SnapshotBench:
                                     entry.update(facts)
                                 entry.setdefault("stalls", {})[op] = {"stall_s": facts["stall_s"],
                                                                       "wall_s": facts["wall_s"],
-                                                                      "writes_during": facts["writes_during"]}
+                                                                      "writes_during": facts["writes_during"],
+                                                                      "gate_ms": facts["gate_ms"],
+                                                                      "stall_at_ms": facts["stall_at_ms"]}
+                                log(f"snapshot {kind} run {n} {op}: longest {fmt_ms(facts['stall_s'])} ms "
+                                    f"at {fmt_ms(facts['stall_at_ms'], 1e-3)} ms after the trigger, gate held "
+                                    f"{fmt_ms(facts['gate_ms'], 1e-3)} ms, snapshot {facts['wall_s'] * 1000:.0f} ms")
                     log(f"snapshot {kind} run {n}: snapfs {entry['wall_s'] * 1000:.0f} ms "
                         f"(metadata {entry['duration_ms']} ms), {ref_name} {entry['reference_s'] * 1000:.0f} ms, "
                         f"longest write {entry['stall_s'] * 1000:.1f} ms over {entry['writes_during']} writes, "
@@ -295,6 +304,11 @@ class SnapshotBench:
         for fs in self.live_fs:
             fs.teardown()
         self.live_fs = [fs for fs in self.live_fs if fs.mounted or fs.device]
+
+
+def fmt_ms(value, scale=1.0):
+    """`value` (seconds, or milliseconds with scale 1e-3) as milliseconds, or `-`."""
+    return "-" if value is None else f"{value * scale * 1000:.1f}"
 
 
 def make_stall_database(path, size):

@@ -61,6 +61,11 @@ int snapfs_start_writeback(int fd, off_t offset, off_t length) {
     return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
 }
 
+int snapfs_write_back_range(int fd, off_t offset, off_t length) {
+    return sync_file_range(fd, offset, length,
+                           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
 int snapfs_syncfs(int fd) {
     return syncfs(fd);
 }

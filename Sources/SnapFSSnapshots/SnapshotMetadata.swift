@@ -109,6 +109,10 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     public var bytes: Int64
     /// How long the snapshot took, in milliseconds.
     public var durationMs: Double
+    /// How long changes through the mount were held at the freeze gate for this snapshot,
+    /// in milliseconds: the whole build when it is frozen, the epoch alone when it is built
+    /// in the background; nil in metadata written before it was recorded.
+    public var gateMs: Double?
     /// Protected from pruning (`snapfs hold`).
     public var held: Bool
     public var sqlite: SQLiteCommitInfo?
@@ -137,7 +141,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case format, name, time, label, trigger, strategy, scope, paths, files, directories, bytes, durationMs, held, sqlite, durable
+        case format, name, time, label, trigger, strategy, scope, paths, files, directories, bytes, durationMs, gateMs, held, sqlite, durable
     }
 
     public init(from decoder: any Decoder) throws {
@@ -157,6 +161,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         directories = try c.decodeIfPresent(Int.self, forKey: .directories) ?? 0
         bytes = try c.decodeIfPresent(Int64.self, forKey: .bytes) ?? 0
         durationMs = try c.decodeIfPresent(Double.self, forKey: .durationMs) ?? 0
+        gateMs = try c.decodeIfPresent(Double.self, forKey: .gateMs)
         held = try c.decodeIfPresent(Bool.self, forKey: .held) ?? false
         sqlite = try c.decodeIfPresent(SQLiteCommitInfo.self, forKey: .sqlite)
     }
@@ -175,6 +180,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         try c.encode(directories, forKey: .directories)
         try c.encode(bytes, forKey: .bytes)
         try c.encode(durationMs, forKey: .durationMs)
+        try c.encodeIfPresent(gateMs, forKey: .gateMs)
         try c.encode(held, forKey: .held)
         try c.encode(sqlite, forKey: .sqlite)
         try c.encodeIfPresent(durable, forKey: .durable)

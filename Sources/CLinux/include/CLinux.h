@@ -26,6 +26,9 @@ int snapfs_ioctl_int(int fd, unsigned long request, long arg);
 int snapfs_syncfs(int fd);
 /* sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE): starts writing the range back, without waiting. */
 int snapfs_start_writeback(int fd, off_t offset, off_t length);
+/* Writes back the range's dirty pages and waits until they are on the disk (sync_file_range
+   with WAIT_BEFORE | WRITE | WAIT_AFTER; no metadata, no cache flush). */
+int snapfs_write_back_range(int fd, off_t offset, off_t length);
 ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t length, unsigned int flags);
 int snapfs_dev_major(uint64_t dev);
 /* name_to_handle_at(fd, "", …, AT_EMPTY_PATH) into `buffer` (a struct file_handle);

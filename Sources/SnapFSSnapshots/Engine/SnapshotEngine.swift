@@ -309,7 +309,8 @@ public final class SnapshotEngine: Sendable {
                 }
                 prepared = (newest, name)
             }
-            let frozen: Frozen
+            var frozen: Frozen
+            let closing = Self.monotonicMilliseconds()
             do throws(SnapshotFailure) { frozen = try state.gate.frozen { () throws(SnapshotFailure) -> Frozen in
                 let newest = prepared.map(\.newest) ?? (try? catalog.newest())
                 if options.skipUnchanged && !force && !state.changed, let newest {
@@ -339,6 +340,9 @@ public final class SnapshotEngine: Sendable {
                 if let prepared { TreeCapture.unprepare(store: catalog.directoryFD, building: SnapshotCatalog.buildingPrefix + prepared.name.description) }
                 throw error
             }
+            // How long the writers were held: the gate's closing (in-flight changes draining)
+            // and what was done inside it.
+            frozen.setGateMs(Self.monotonicMilliseconds() - closing)
             if case .unchanged = frozen, let prepared {
                 TreeCapture.unprepare(store: catalog.directoryFD, building: SnapshotCatalog.buildingPrefix + prepared.name.description)
             }
@@ -391,7 +395,6 @@ public final class SnapshotEngine: Sendable {
     private struct Capturing: @unchecked Sendable {
         let capture: TreeCapture
         var built: Built
-        let epochMs: Double
     }
 
     /// The epoch of a background build named `name`, whose top is prepared: installs the
@@ -421,8 +424,7 @@ public final class SnapshotEngine: Sendable {
         }
         let metadata = SnapshotMetadata(name: name, trigger: trigger, strategy: strategy.rawValue,
                                         files: 0, directories: 0, bytes: 0, sqlite: nil)
-        return Capturing(capture: capture, built: Built(metadata: metadata, building: building, started: started),
-                         epochMs: Self.monotonicMilliseconds() - started)
+        return Capturing(capture: capture, built: Built(metadata: metadata, building: building, started: started))
     }
 
     /// Walks the tree of a started background build to its end, then publishes it.
@@ -445,7 +447,7 @@ public final class SnapshotEngine: Sendable {
         built.metadata.directories = statistics.directories
         built.metadata.bytes = statistics.bytes
         let builtMs = Self.monotonicMilliseconds() - built.started
-        logger.info("snapshot \(built.metadata.name): gate held \(Self.rounded(started.epochMs)) ms at its epoch, tree built in \(Self.rounded(builtMs)) ms")
+        logger.info("snapshot \(built.metadata.name): gate held \(built.metadata.gateMs ?? 0) ms at its epoch, tree built in \(Self.rounded(builtMs)) ms")
         do throws(SnapshotFailure) { return try publish(built, serialHeld: false) } catch {
             state.changedSinceSnapshot.store(true, ordering: .relaxed)
             throw error
@@ -473,6 +475,15 @@ public final class SnapshotEngine: Sendable {
         case unchanged(String)
         case built(Built)
         case capturing(Capturing)
+
+        mutating func setGateMs(_ ms: Double) {
+            let rounded = SnapshotEngine.rounded(ms)
+            switch self {
+            case .unchanged: break
+            case .built(var built): built.metadata.gateMs = rounded; self = .built(built)
+            case .capturing(var capturing): capturing.built.metadata.gateMs = rounded; self = .capturing(capturing)
+            }
+        }
     }
 
     /// A snapshot whose content is fixed, under its building name.
@@ -537,7 +548,7 @@ public final class SnapshotEngine: Sendable {
             _ = try? TreeRemover.remove(parent: catalog.directoryFD, name: built.building)
             throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
         }
-        metadata.durationMs = ((Self.monotonicMilliseconds() - built.started) * 1000).rounded() / 1000
+        metadata.durationMs = Self.rounded(Self.monotonicMilliseconds() - built.started)
         if serialHeld {
             try putInPlace(metadata, building: built.building, what: "the snapshot")
         } else {

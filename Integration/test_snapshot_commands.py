@@ -18,7 +18,7 @@ from lib.common import SNAPFS
 TIMEOUT = 60
 NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z(-[^\s/]+)?$")
 METADATA_KEYS = {"format", "name", "time", "label", "trigger", "strategy", "scope", "paths",
-                 "files", "directories", "bytes", "durationMs", "held", "sqlite"}
+                 "files", "directories", "bytes", "durationMs", "gateMs", "held", "sqlite"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -129,6 +129,8 @@ def test_list_table_and_json(snapfs_mount):
     assert x["files"] >= 2 and x["directories"] >= 1 and x["bytes"] >= 3001
     assert x["held"] is False and x["sqlite"] is None
     assert isinstance(x["durationMs"], (int, float))
+    # How long changes were held: a tree snapshot's epoch, within its whole time.
+    assert isinstance(x["gateMs"], (int, float)) and 0 <= x["gateMs"] <= x["durationMs"] + 1
 
     # The backing directory lists the same, with snapfs running and after unmount.
     assert names(m.backing) == [a, b]

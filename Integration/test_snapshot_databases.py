@@ -14,6 +14,7 @@ committing database itself, so never one that is closed or mid-transaction)."""
 import hashlib
 import itertools
 import os
+import sqlite3
 import subprocess
 import time
 
@@ -96,7 +97,6 @@ def snapshot_names(mount):
 
 
 def create(db, mode, rows):
-    import sqlite3
     c = sqlite3.connect(db, isolation_level=None)
     c.execute(f"PRAGMA journal_mode={mode}")
     c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v)")
@@ -245,6 +245,59 @@ def test_reading_a_snapshot_with_roots_tools_never_changes_it(place, workdir, st
     subprocess.run(["chattr", "-R", "-f", "-i", str(out)], capture_output=True)
     r = subprocess.run(["sqlite3", str(copies[-1]), "SELECT count(*) FROM t;"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "5", r
+
+
+def immutable(path):
+    """Whether `path` carries the immutable flag (lsattr's `i`)."""
+    r = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True, check=True)
+    return "i" in r.stdout.split()[0]
+
+
+@pytest.mark.parametrize("strategy", ["hardlink", "reflink", "copy"])
+def test_a_file_that_becomes_a_database_between_snapshots_is_finished_as_one(place, users, workdir, strategy):
+    """A tree snapshot finds its databases as its walk places each file, and remembers the
+    files that were not databases by the live file's inode, size and time: a file of a
+    database's size that held other bytes at one snapshot and a closed WAL database at the
+    next (overwritten in place, same size) gets its companions and its seal in the second,
+    and a file that stayed the same gets none."""
+    mount = place(strategy, ["--sqlite", "detect"])
+    os.chmod(mount.mnt, 0o755)
+    data = mount.mnt / "data"
+    data.mkdir()
+    native = workdir / "native.db"
+    c = sqlite3.connect(native, isolation_level=None)
+    c.execute("PRAGMA page_size=4096")
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, v)")
+    c.execute("INSERT INTO t(v) VALUES ('one'), ('two'), ('three')")
+    c.close()
+    database = native.read_bytes()
+    assert len(database) == 8192 and database[18:20] == b"\x02\x02"
+    noise = os.urandom(8192)
+    (data / "x.db").write_bytes(noise)
+    (data / "same.bin").write_bytes(noise)
+    for path in (data / "x.db", data / "same.bin"):
+        os.chmod(path, 0o644)
+    snapfs("snapshot", mount.mnt, "--force")
+    first = sorted(snapshot_names(mount))[-1]
+    with open(data / "x.db", "r+b") as f:
+        f.write(database)
+    snapfs("snapshot", mount.mnt, "--force")
+    second = sorted(snapshot_names(mount))[-1]
+    assert second != first
+    store = mount.backing / ".snapshots"
+    old, new = store / first / "data", store / second / "data"
+    assert (old / "x.db").read_bytes() == noise
+    assert not (old / "x.db-wal").exists() and not (old / "x.db-shm").exists()
+    assert (new / "x.db").read_bytes() == database
+    for suffix in ("-wal", "-shm"):
+        assert (new / f"x.db{suffix}").stat().st_size == 0
+    for snapshot in (old, new):
+        assert not (snapshot / "same.bin-wal").exists()
+    assert read_as(users.alice, mount.mnt / ".snapshots" / second / "data" / "x.db") == ("ok", 3)
+    # The snapshot's own copy is sealed; a hard-linked one is the live file's inode.
+    assert immutable(new / "x.db") == (strategy != "hardlink") or (new / "x.db").stat().st_nlink > 1
+    assert immutable(new / "x.db-wal")
 
 
 def test_snapshots_can_still_be_deleted_and_pruned(make_mount):

@@ -43,7 +43,7 @@ SNAPSHOT_CASES = {
     "xfs": ("reflink", "cp -a --reflink=always", "ratio ≤ 1.0 × cp --reflink"),
     "btrfs": ("btrfs", "btrfs subvolume snapshot -r", "< 100 ms"),
 }
-STALL_OPERATIONS = ["pwrite", "fdatasync", "rename", "unlink", "sqlite"]
+STALL_OPERATIONS = ["pwrite", "fdatasync", "rename", "unlink", "sqlite", "none"]
 STALL_AFTER_S = 0.5           # writes starting this long after the snapshot returned still count
 
 
@@ -180,7 +180,8 @@ class SnapshotBench:
         """One timed snapshot with the stall writer running `operation`; returns a dict of facts."""
         out = self.work_root / f"stall-{os.getpid()}-{n}-{operation}.bin"
         target = mount.mnt / ("stall.db" if operation == "sqlite" else f"stall-{operation}.dat")
-        self.start_writer(target, out, operation)
+        if operation != "none":
+            self.start_writer(target, out, operation)
         try:
             time.sleep(1.0)
             self.ctx.drop_caches()
@@ -196,14 +197,14 @@ class SnapshotBench:
             raise BenchError(f"snapshot answered `{result}`")
         name = words[2]
         meta = json.loads((mount.backing / ".snapshots" / ".meta" / f"{name}.json").read_text())
-        starts, durations = read_stall_samples(out)
-        out.unlink()
+        starts, durations = read_stall_samples(out) if operation != "none" else ([], [])
+        out.unlink(missing_ok=True)
         during, outside = [], []
-        longest_at = None
+        longest, longest_at = -1, None
         for s, d in zip(starts, durations):
             if s + d >= t0 and s <= t1 + STALL_AFTER_S * 1e9:
-                if not during or d > max(during):
-                    longest_at = (s - t0) / 1e6
+                if d > longest:
+                    longest, longest_at = d, (s - t0) / 1e6
                 during.append(d)
             else:
                 outside.append(d)
@@ -261,9 +262,12 @@ class SnapshotBench:
                         if which == "ref":
                             entry["reference_s"] = self.reference(kind, fs, mount.backing, tree, n)
                         else:
+                            # The snapshot's own time is the one taken with no writer when
+                            # there is one (the reference copies with no writer either).
+                            primary = "none" if "none" in cfg.stall_ops else cfg.stall_ops[0]
                             for op in cfg.stall_ops:
                                 facts = self.snapfs_snapshot(mount, n, op)
-                                if op == cfg.stall_ops[0]:
+                                if op == primary:
                                     entry.update(facts)
                                 entry.setdefault("stalls", {})[op] = {"stall_s": facts["stall_s"],
                                                                       "wall_s": facts["wall_s"],
@@ -275,8 +279,8 @@ class SnapshotBench:
                                     f"{fmt_ms(facts['gate_ms'], 1e-3)} ms, snapshot {facts['wall_s'] * 1000:.0f} ms")
                     log(f"snapshot {kind} run {n}: snapfs {entry['wall_s'] * 1000:.0f} ms "
                         f"(metadata {entry['duration_ms']} ms), {ref_name} {entry['reference_s'] * 1000:.0f} ms, "
-                        f"longest write {entry['stall_s'] * 1000:.1f} ms over {entry['writes_during']} writes, "
-                        f"writer median {entry['writer_median_s'] * 1e6:.0f} µs")
+                        f"longest write {fmt_ms(entry['stall_s'])} ms over {entry['writes_during']} writes, "
+                        f"writer median {fmt_ms(entry['writer_median_s'], 1e3)} µs")
                 except (BenchError, OSError) as e:
                     entry["error"] = str(e)
                     rec["errors"].append(f"run {n}: {e}")
@@ -327,7 +331,9 @@ def make_stall_database(path, size):
 def summarize_snapshots(report):
     for rec in report["snapshot_results"]:
         ok = [r for r in rec["runs"] if "wall_s" in r and "reference_s" in r]
-        med = lambda key: statistics.median([r[key] for r in ok if r.get(key) is not None]) if ok else None
+        def med(key):
+            values = [r[key] for r in ok if r.get(key) is not None]
+            return statistics.median(values) if values else None
         s = {"n": len(ok), "snapfs_s": med("wall_s"), "duration_ms": med("duration_ms"),
              "reference_s": med("reference_s"), "stall_s": med("stall_s"),
              "stall_max_s": max((r["stall_s"] for r in ok if r.get("stall_s")), default=None),
@@ -380,7 +386,8 @@ def render_snapshots(report):
               "Writer: a process doing 4 KiB pwrite()s through the mount in a tight loop (over a 1 MiB file) "
               "during every snapfs snapshot; the stall is the longest single write that overlapped the snapshot "
               f"request or began within {STALL_AFTER_S} s after it (so that copy-up counts), the median write is "
-              "over the writes outside that window.", ""]
+              "over the writes outside that window. With the operation `none` among them, the snapfs time and "
+              "its ratio are those of a snapshot taken with no writer, as the reference's copy is.", ""]
     lines += [f"## Results (median of the repetitions)", ""] + snapshot_table(report) + [""]
     ops = cfg.get("stall_ops", ["pwrite"])
     if len(ops) > 1:
@@ -462,7 +469,8 @@ def parse_args(argv, lenient=False):
     p.add_argument("--snapshot-file-size", default="10K", help="size of each file (default 10K)")
     p.add_argument("--stall-ops", default="pwrite",
                    help="the changes timed during snapfs snapshots, one snapshot each: pwrite, fdatasync (pwrite "
-                        "then fdatasync), rename, unlink, sqlite (a commit on a database in the tree); default pwrite")
+                        "then fdatasync), rename, unlink, sqlite (a commit on a database in the tree), none (no writer: "
+                        "then the snapshot's time against the reference is this one's); default pwrite")
     p.add_argument("--stall-db-size", default="100M", help="size of the sqlite operation's database (default 100M)")
     cfg, unknown = p.parse_known_args(argv)
     if unknown and not lenient:

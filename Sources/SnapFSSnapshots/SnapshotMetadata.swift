@@ -111,7 +111,8 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     public var durationMs: Double
     /// How long changes through the mount were held at the freeze gate for this snapshot,
     /// in milliseconds: the whole build when it is frozen, the epoch alone when it is built
-    /// in the background; nil in metadata written before it was recorded.
+    /// in the background; nil for a database's commit snapshot, and in metadata written
+    /// before it was recorded.
     public var gateMs: Double?
     /// Protected from pruning (`snapfs hold`).
     public var held: Bool
@@ -180,7 +181,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         try c.encode(directories, forKey: .directories)
         try c.encode(bytes, forKey: .bytes)
         try c.encode(durationMs, forKey: .durationMs)
-        try c.encodeIfPresent(gateMs, forKey: .gateMs)
+        try c.encode(gateMs, forKey: .gateMs)  // null when not measured
         try c.encode(held, forKey: .held)
         try c.encode(sqlite, forKey: .sqlite)
         try c.encodeIfPresent(durable, forKey: .durable)

@@ -20,11 +20,11 @@ import Testing
         // Top-level keys, in sorted order (pretty-printing puts them at two spaces).
         let keys = text.split(separator: "\n").filter { $0.hasPrefix("  \"") }
             .map { $0.dropFirst(3).prefix { $0 != "\"" } }.map(String.init)
-        #expect(keys == ["bytes", "directories", "durationMs", "files", "format", "held", "label", "name",
+        #expect(keys == ["bytes", "directories", "durationMs", "files", "format", "gateMs", "held", "label", "name",
                          "paths", "scope", "sqlite", "strategy", "time", "trigger"])
         for line in [#""format" : 1"#, #""name" : "20261125T112233.456Z-nightly""#, #""time" : "2026-11-25T11:22:33.456Z""#,
                      #""label" : "nightly""#, #""kind" : "command""#, #""detail" : null"#, #""strategy" : "hardlink""#,
-                     #""scope" : "tree""#, #""held" : false"#, #""sqlite" : null"#, #""durationMs" : 0"#] {
+                     #""scope" : "tree""#, #""held" : false"#, #""sqlite" : null"#, #""durationMs" : 0"#, #""gateMs" : null"#] {
             #expect(text.contains(line), "\(line)")
         }
         #expect(text.hasPrefix("{\n") && text.hasSuffix("}\n"))

@@ -24,6 +24,9 @@ final class CloneDirectory: @unchecked Sendable {
     var attributes: [(name: [CChar], value: [UInt8])] = []
     /// Rollback journals copied into this directory (see ``HotJournal``); same thread.
     var journals: [[CChar]] = []
+    /// Entries that may be SQLite databases, confirmed and finished when the directory is
+    /// complete (see ``SQLiteCompanion/complete(_:sealLater:)``); same thread.
+    var databases: [[CChar]] = []
     /// A background build placed a file here that is copied by chunks (``RangedCopy``).
     var holdsChunkedCopy = false
 

@@ -54,7 +54,7 @@ final class CloneWorker {
                     if top && run.isExcludedAtTop(name) { return }
                     try cloneEntry(name, type: type, in: directory, status: nil)
                 }
-                try SQLiteCompanion.playBackJournals(of: directory)
+                try SQLiteCompanion.complete(directory)
             } catch {
                 run.fail(error)
             }
@@ -106,6 +106,7 @@ final class CloneWorker {
                 try syscall(linkat(directory.source, name, directory.target, name, 0))
                 statistics.files += 1
                 statistics.bytes += Int64(status.st_size)
+                SQLiteCompanion.note(name, status: status, source: -1, in: directory, noAccessTime: run.noAccessTime)
                 return
             }
         }
@@ -132,7 +133,11 @@ final class CloneWorker {
                 table[key] = made
                 return (made, true)
             }
-            if !first { return try link(name, in: directory, to: found) }
+            if !first {
+                try link(name, in: directory, to: found)
+                SQLiteCompanion.note(name, status: status, source: source, in: directory, noAccessTime: run.noAccessTime)
+                return
+            }
             origin = found
         }
         do throws(Errno) {
@@ -145,6 +150,7 @@ final class CloneWorker {
                 try copyContents(from: source, to: target, status: status)
             }
             try applyFileMetadata(status, from: source, to: target)
+            SQLiteCompanion.note(name, status: status, source: source, in: directory, noAccessTime: run.noAccessTime)
             if SQLiteCompanion.isJournalName(name) {
                 directory.journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
             } else if origin == nil && SQLiteCompanion.isCompanionName(name) {
@@ -311,7 +317,7 @@ final class CloneWorker {
                 level.directory.source = source.fd
                 level.directory.target = target.fd
                 defer { level.directory.source = -1; level.directory.target = -1 }
-                try SQLiteCompanion.playBackJournals(of: level.directory)
+                try SQLiteCompanion.complete(level.directory)
                 try level.directory.applyMetadata()
                 if !levels.isEmpty {
                     try source.ascend()

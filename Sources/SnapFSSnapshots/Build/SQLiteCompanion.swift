@@ -19,14 +19,14 @@ import SystemPackage
 enum SQLiteCompanion {
     static let suffixes = ["-wal", "-shm"]
 
-    /// Files already found not to be databases, by inode number, size and modification
-    /// time. A hard-link snapshot holds the same inodes as the one before for every file
-    /// that did not change (a change through the mount copies the file up to a new inode
-    /// first), and a btrfs snapshot the same inode numbers (on a device of its own, so the
-    /// device is left out), so a walk reads only the files that changed. Not the change
-    /// time: each hard link made moves it. At most `notDatabasesLimit` entries (then it
-    /// starts over). A file made to look the same (number, size and time to the nanosecond)
-    /// would only miss its companions.
+    /// Files already found not to be databases, by the live file's inode number, size and
+    /// modification time when a snapshot's walk placed it. The live tree keeps its inodes
+    /// from one snapshot to the next (a hard-link snapshot even shares them, and a change
+    /// through the mount copies a shared file up to a new inode first), so a walk reads
+    /// the header of only the files that changed. Not the change time: each hard link made
+    /// moves it. At most `notDatabasesLimit` entries (then it starts over). A file made to
+    /// look the same (number, size and time to the nanosecond) would only miss its
+    /// companions and its seal.
     struct FileIdentity: Hashable {
         let inode: UInt64, size: Int64, modified: Int64
 
@@ -76,9 +76,40 @@ enum SQLiteCompanion {
         return header[18] == 2 && header[19] == 2 ? .wal : .rollback
     }
 
-    /// The journals copied into `directory` (its target is open): a hot one is played back
-    /// into the snapshot's database and removed; any other is sealed with the rest.
-    static func playBackJournals(of directory: CloneDirectory) throws(Errno) {
+    /// Notes the file `name` that a walk just placed in `directory`'s copy if it may be a
+    /// database: not a companion, of a database's size, and not known as none (see
+    /// ``notDatabases``). `status` is the live file's as it was placed, `source` the live
+    /// file open, or -1 (then it is opened by name in `directory.source` when its header
+    /// must be read). A walk notes every file it places, so a snapshot built file by file
+    /// needs no second walk to find its databases.
+    static func note(_ name: UnsafePointer<CChar>, status: stat, source: Int32, in directory: CloneDirectory, noAccessTime: Int32) {
+        guard mayBeDatabase(status), !isCompanionName(name) else { return }
+        let identity = FileIdentity(status)
+        if notDatabases.withLock({ $0.contains(identity) }) { return }
+        let fd = source >= 0 ? source : snapfs_openat(directory.source, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | noAccessTime, 0)
+        defer { if source < 0 && fd >= 0 { close(fd) } }
+        // Unreadable here: the copy is looked at when the directory completes.
+        if fd >= 0 && databaseKind(fd) == .none {
+            notDatabases.withLock {
+                if $0.count >= notDatabasesLimit { $0.removeAll() }
+                $0.insert(identity)
+            }
+            return
+        }
+        directory.databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+    }
+
+    /// Completes a directory's copy for SQLite once its entries are made (its target is
+    /// open): plays its hot journals back (see ``HotJournal``) and seals the others; then
+    /// every database noted in it, or whose journal was there, is sealed if its copy has no
+    /// other name, and a WAL-mode one gets its missing companions. `sealLater` takes a
+    /// database whose copy has other names now (a background build's stash), to be sealed
+    /// once they are gone; without it such a copy stays unsealed, as a file that other names
+    /// share must.
+    static func complete(_ directory: CloneDirectory, sealLater: ((UnsafePointer<CChar>) -> Void)? = nil) throws(Errno) {
+        let suffix = "-journal".utf8.count
+        var candidates = directory.databases
+        for journal in directory.journals { candidates.append(Array(journal.dropLast(suffix + 1)) + [0]) }
         for journal in directory.journals where try !HotJournal.rollBack(in: directory.target, journal: journal) {
             let fd = snapfs_openat(directory.target, journal, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
             guard fd >= 0 else { continue }
@@ -87,8 +118,29 @@ enum SQLiteCompanion {
             if fstat(fd, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 1 { try Seal.apply(fd) }
         }
         directory.journals.removeAll()
+        directory.databases.removeAll()
+        guard !candidates.isEmpty else { return }
+        var seen = Set<[CChar]>()
+        var walDatabases: [[CChar]] = []
+        for name in candidates where seen.insert(name).inserted {
+            let fd = snapfs_openat(directory.target, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var status = stat()
+            guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
+            let kind = databaseKind(fd)
+            if kind == .none { continue }
+            if kind == .wal { walDatabases.append(name) }
+            // With its journal mode set to OFF, a connection could write a database without
+            // any companion file: so the snapshot's own copy is sealed too.
+            if status.st_nlink == 1 {
+                try Seal.apply(fd)
+            } else if let sealLater {
+                name.withUnsafeBufferPointer { sealLater($0.baseAddress!) }
+            }
+        }
+        try addMissing(in: directory.target, databases: walDatabases, seal: true)
     }
-
 
     /// Adds an empty `-wal` and `-shm` beside each of `databases` (NUL-terminated names in
     /// `dir`) that lacks them; returns whether it added any.

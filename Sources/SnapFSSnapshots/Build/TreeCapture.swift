@@ -90,35 +90,36 @@ public final class TreeCapture: @unchecked Sendable {
     private var directories: [UInt64: DirectoryState] = [:]
     /// Directories holding a file copied by chunks: their journals are played back, and
     /// their metadata applied, once the copies are complete (in ``finish()``).
-    private var deferred: [Deferred] = []
-
-    private struct Deferred {
-        let target: [UInt8]
-        let completion: Completion
-    }
+    private var deferred: [Completion] = []
 
     /// What completes a directory's copy once its entries are all made: the hot journals
-    /// to play back, then its metadata at the epoch (and, below the top, its seal).
+    /// to play back and the databases to finish (see ``SQLiteCompanion``), then its
+    /// metadata at the epoch (and, below the top, its seal).
     private struct Completion {
         let journals: [[CChar]]
+        let databases: [[CChar]]
         let status: stat
         let attributes: [(name: [CChar], value: [UInt8])]
         let isTop: Bool
+        /// The copy's handle in the store.
+        let target: [UInt8]
 
-        /// Applies it to the copy open at `target` (left open).
-        func apply(to target: Int32) throws(Errno) {
+        /// Applies it to the copy open at `fd` (left open). A database that the stash also
+        /// holds is sealed by ``TreeCapture/finish()``, once the stash is gone.
+        func apply(to fd: Int32, in capture: TreeCapture) throws(Errno) {
             let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: isTop)
-            directory.target = target
+            directory.target = fd
             defer { directory.target = -1 }
             directory.journals = journals
+            directory.databases = databases
             directory.status = status
             directory.attributes = attributes
-            try SQLiteCompanion.playBackJournals(of: directory)
+            try SQLiteCompanion.complete(directory) { capture.noteSealLater($0, target) }
             try directory.applyMetadata()
         }
     }
-    /// Companion files linked from the stash (sealed once the stash is gone: the seal
-    /// would refuse the stash's own unlink). Target directory handle and name.
+    /// Companion files and databases linked from the stash (sealed once the stash is gone:
+    /// the seal would refuse the stash's own unlink). Target directory handle and name.
     private var sealLater: [(directory: [UInt8], name: [CChar])] = []
     private var placeholders = 0
     /// Directories captured (listed, or failed); the snapshot's count once it succeeds.
@@ -279,7 +280,7 @@ public final class TreeCapture: @unchecked Sendable {
         for waiting in deferred {
             let target = try Self.open(waiting.target, in: store, O_RDONLY)
             defer { close(target) }
-            try waiting.completion.apply(to: target)
+            try waiting.apply(to: target, in: self)
         }
         deferred.removeAll()
         try TreeRemover.remove(parent: store, name: stashName)
@@ -587,14 +588,15 @@ public final class TreeCapture: @unchecked Sendable {
         if stashesCompleted.load(ordering: .acquiring) != stashesBefore {
             try recheck(directory, parent: target, isTop: isTop, worker: worker)
         }
-        let completion = Completion(journals: directory.journals, status: directory.status, attributes: attributes, isTop: isTop)
+        let completion = Completion(journals: directory.journals, databases: directory.databases, status: directory.status,
+                                    attributes: attributes, isTop: isTop, target: target)
         if directory.holdsChunkedCopy {
             monitor.lock()
-            deferred.append(Deferred(target: target, completion: completion))
+            deferred.append(completion)
             monitor.unlock()
         } else {
             // Complete: what is made later inside its subdirectories leaves its times alone.
-            try completion.apply(to: directory.target)
+            try completion.apply(to: directory.target, in: self)
         }
     }
 
@@ -627,7 +629,7 @@ public final class TreeCapture: @unchecked Sendable {
             }
             if failed { throw .canceled }
             // Filled at the end of the walk: this directory's journals are played back and
-            // its metadata applied after that (see ``Deferred``).
+            // its metadata applied after that (see ``deferred``).
             directory.holdsChunkedCopy = true
             return try linkFromStash(inode, as: name, in: directory, parent: parent, worker: worker)
         }
@@ -706,6 +708,10 @@ public final class TreeCapture: @unchecked Sendable {
             }
         } else if SQLiteCompanion.isCompanionName(name) {
             noteSealLater(name, parent)
+        } else {
+            // Few (objects changed during the build, or with several names): the copy is
+            // looked at when the directory completes.
+            directory.databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
         }
     }
 

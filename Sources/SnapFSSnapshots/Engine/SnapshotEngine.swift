@@ -528,25 +528,18 @@ public final class SnapshotEngine: Sendable {
         return Built(metadata: metadata, building: building, started: started)
     }
 
-    /// Finishes a built snapshot and publishes it; after the gate (still serial), so that
-    /// the walk that finds its WAL databases (reading the first bytes of every file whose
-    /// size could be a database's) never holds a writer. Then a btrfs snapshot is made
-    /// read-only; the other strategies' databases are sealed with their directories.
+    /// Finishes a built snapshot and publishes it; after the gate (still serial). A btrfs
+    /// snapshot gets the companions of its WAL databases, from a walk that reads the first
+    /// bytes of every file whose size could be a database's (``SQLiteCompanion``), and is
+    /// made read-only. The other strategies found and finished their databases as their
+    /// walk placed each file, and sealed them with their directories.
     private func publish(_ built: Built, serialHeld: Bool = true) throws(SnapshotFailure) -> SnapshotMetadata {
         var metadata = built.metadata
-        do throws(Errno) {
-            if strategy == .btrfs {
-                try BtrfsSubvolume.finishTree(in: catalog.directoryFD, name: built.building)
-            } else {
-                let top = try built.building.withCName { (name) throws(Errno) in
-                    try syscall(snapfs_openat(catalog.directoryFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0))
-                }
-                defer { close(top) }
-                try SQLiteCompanion.addToTree(top, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0, seal: true)
+        if strategy == .btrfs {
+            do throws(Errno) { try BtrfsSubvolume.finishTree(in: catalog.directoryFD, name: built.building) } catch {
+                _ = try? TreeRemover.remove(parent: catalog.directoryFD, name: built.building)
+                throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
             }
-        } catch {
-            _ = try? TreeRemover.remove(parent: catalog.directoryFD, name: built.building)
-            throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
         }
         metadata.durationMs = Self.rounded(Self.monotonicMilliseconds() - built.started)
         if serialHeld {

@@ -370,8 +370,13 @@ public final class TreeCapture: @unchecked Sendable {
             defer { directory.source = -1; directory.target = -1 }
             try worker.cloneEntry(&name, type: DirectoryEntries.Kind.of(mode: status.st_mode), in: directory, status: nil)
         } catch {
-            fail(error)
             result = .placed
+            // A change that removed its last name meanwhile captured that name's directory
+            // first, and with it the object as it was: nothing is left to take (an object
+            // with no name cannot be linked, ENOENT). Seen with the kernel's own setattr of
+            // a file's times racing its unlink.
+            var now = stat()
+            if error != .noSuchFileOrDirectory || fstat(fd, &now) != 0 || now.st_nlink != 0 { fail(error) }
         }
         settle(inode, result)
         if result == .stashed { stashesCompleted.wrappingAdd(1, ordering: .releasing) }

@@ -24,20 +24,39 @@ enum SQLiteCompanion {
     /// from one snapshot to the next (a hard-link snapshot even shares them, and a change
     /// through the mount copies a shared file up to a new inode first), so a walk reads
     /// the header of only the files that changed. Not the change time: each hard link made
-    /// moves it. At most `notDatabasesLimit` entries (then it starts over). A file made to
-    /// look the same (number, size and time to the nanosecond) would only miss its
-    /// companions and its seal.
-    struct FileIdentity: Hashable {
-        let inode: UInt64, size: Int64, modified: Int64
+    /// moves it. Each identity is kept as a 64-bit hash, so the set holds up to
+    /// `notDatabasesLimit` files in about 40 MiB (then it starts over). A file made to look
+    /// the same (number, size and time to the nanosecond), or one in 2^64 by chance, would
+    /// only miss its companions and its seal.
+    private static let notDatabases = Mutex<Set<UInt64>>([])
+    static let notDatabasesLimit = 4_000_000
 
-        init(_ status: stat) {
-            inode = UInt64(status.st_ino)
-            size = Int64(status.st_size)
-            modified = Int64(status.st_mtim.tv_sec) * 1_000_000_000 + Int64(status.st_mtim.tv_nsec)
+    private static func identity(_ status: stat) -> UInt64 {
+        // splitmix64's finalizer over each part in turn.
+        func mix(_ value: UInt64) -> UInt64 {
+            var z = value &+ 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        let modified = UInt64(bitPattern: Int64(status.st_mtim.tv_sec) &* 1_000_000_000 &+ Int64(status.st_mtim.tv_nsec))
+        return mix(mix(mix(UInt64(status.st_ino)) ^ UInt64(bitPattern: Int64(status.st_size))) ^ modified)
+    }
+
+    /// Whether the file with this status was found not to be a database.
+    static func knownNotDatabase(_ status: stat) -> Bool {
+        let key = identity(status)
+        return notDatabases.withLock { $0.contains(key) }
+    }
+
+    /// Remembers that the file with this status is not a database.
+    static func rememberNotDatabase(_ status: stat) {
+        let key = identity(status)
+        notDatabases.withLock {
+            if $0.count >= notDatabasesLimit { $0.removeAll() }
+            $0.insert(key)
         }
     }
-    static let notDatabases = Mutex<Set<FileIdentity>>([])
-    static let notDatabasesLimit = 1_000_000
 
     /// Whether `name` is SQLite's `-wal`, `-shm` or `-journal` file of some database.
     static func isCompanionName(_ name: UnsafePointer<CChar>) -> Bool {
@@ -84,18 +103,11 @@ enum SQLiteCompanion {
     /// needs no second walk to find its databases.
     static func note(_ name: UnsafePointer<CChar>, status: stat, source: Int32, in directory: CloneDirectory, noAccessTime: Int32) {
         guard mayBeDatabase(status), !isCompanionName(name) else { return }
-        let identity = FileIdentity(status)
-        if notDatabases.withLock({ $0.contains(identity) }) { return }
+        if knownNotDatabase(status) { return }
         let fd = source >= 0 ? source : snapfs_openat(directory.source, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | noAccessTime, 0)
         defer { if source < 0 && fd >= 0 { close(fd) } }
         // Unreadable here: the copy is looked at when the directory completes.
-        if fd >= 0 && databaseKind(fd) == .none {
-            notDatabases.withLock {
-                if $0.count >= notDatabasesLimit { $0.removeAll() }
-                $0.insert(identity)
-            }
-            return
-        }
+        if fd >= 0 && databaseKind(fd) == .none { return rememberNotDatabase(status) }
         directory.databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
     }
 
@@ -203,18 +215,12 @@ enum SQLiteCompanion {
             } else if kind == DirectoryEntries.Kind.regular && isJournalName(name) {
                 journals.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
             } else if kind == DirectoryEntries.Kind.regular && mayBeDatabase(status) {
-                let identity = FileIdentity(status)
-                if notDatabases.withLock({ $0.contains(identity) }) { return }
+                if knownNotDatabase(status) { return }
                 let fd = snapfs_openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | noAccessTime, 0)
                 if fd >= 0 {
                     defer { close(fd) }
                     let kind = databaseKind(fd)
-                    if kind == .none {
-                        notDatabases.withLock {
-                            if $0.count >= notDatabasesLimit { $0.removeAll() }
-                            $0.insert(identity)
-                        }
-                    }
+                    if kind == .none { rememberNotDatabase(status) }
                     if kind == .wal { databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
                     // A database of the snapshot's own is sealed too: with its journal mode
                     // set to OFF, a connection could write it without any companion file.

@@ -44,6 +44,11 @@ public final class Replicator: Sendable {
         public var dirsNew: Int
         public var dirsChanged: Int
         public var dirsUnmodified: Int
+        /// New file data chunks and new directory listings uploaded.
+        public var dataBlobs: Int
+        public var treeBlobs: Int
+        /// Bytes added to the repository (before compression): new file data and the
+        /// directory listings that changed.
         public var dataAdded: Int64
         public var totalFilesProcessed: Int
         public var totalBytesProcessed: Int64
@@ -52,7 +57,7 @@ public final class Replicator: Sendable {
         enum CodingKeys: String, CodingKey {
             case snapshotID = "snapshot_id", filesNew = "files_new", filesChanged = "files_changed",
                  filesUnmodified = "files_unmodified", dirsNew = "dirs_new", dirsChanged = "dirs_changed",
-                 dirsUnmodified = "dirs_unmodified", dataAdded = "data_added",
+                 dirsUnmodified = "dirs_unmodified", dataBlobs = "data_blobs", treeBlobs = "tree_blobs", dataAdded = "data_added",
                  totalFilesProcessed = "total_files_processed", totalBytesProcessed = "total_bytes_processed",
                  totalDuration = "total_duration"
         }
@@ -89,6 +94,10 @@ public final class Replicator: Sendable {
         let repositoryID = try repository.repositoryID()
         let lock = try lockRun(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
         defer { close(lock) }
+        // A restic killed in an earlier run left its lock in the repository, which would stop
+        // `restic check` and `prune`: `unlock` removes the locks of processes that are gone
+        // (and those older than 30 minutes), never a live one.
+        _ = try? repository.run(["unlock"])
         var record = ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
             ?? ReplicationRecord(repository: repository.shown, repositoryID: repositoryID)
         record.repository = repository.shown
@@ -100,6 +109,8 @@ public final class Replicator: Sendable {
             try? record.write(snapshotsFD: snapshotsFD)
             return report
         } catch {
+            // A restic that failed or was killed may have left its lock.
+            _ = try? repository.run(["unlock"])
             record.lastError = error.message
             record.lastErrorTime = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
             try? record.write(snapshotsFD: snapshotsFD)

@@ -1,6 +1,7 @@
 """Mounted tests of replication to a restic repository on a real S3 server (SeaweedFS's
 `weed mini`, started once for the session, loopback only) with Debian's restic:
-`snapfs replicate`, `snapfs list --from`, `snapfs restore --from`.
+`snapfs replicate`, `snapfs list --from`, `snapfs restore --from`, and a mount's
+continuous replication (`-o replicate_to=`), with the repository going away and back.
 
 Restores run as another machine would: with a fresh restic cache, from the repository
 alone, into a new directory; every database restored must pass integrity_check and hold a
@@ -20,7 +21,7 @@ from lib.cli import assert_one_snapfs_line
 from lib.common import SNAPFS, wait_until
 from lib.control import snapshot, status
 from lib.mount import proc_stat
-from lib.s3 import S3Server, restic, restic_binary
+from lib.s3 import S3Server, TCPProxy, restic, restic_binary
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +105,8 @@ def committed_prefix(path):
     c = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok", path
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 't'").fetchone():
+            return 0  # committed before the table was (the journal mode set, say)
         rows = [r[0] for r in c.execute("SELECT n FROM t ORDER BY n")]
     finally:
         c.close()
@@ -374,3 +377,88 @@ def test_wrong_repository_or_password_is_a_clear_error(s3, workdir, make_mount):
     assert r.returncode == 24
     assert "cannot reach" in assert_one_snapfs_line(r.stderr)
     assert record(m) == before
+
+
+# ---------------------------------------------------------------- the mount replicates
+
+def test_mount_replicates_continuously_and_survives_the_repository_going_away(s3, workdir, make_mount, monkeypatch):
+    proxy = TCPProxy(s3.port).up()
+    try:
+        run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy)
+    finally:
+        proxy.down()
+
+
+def run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy):
+    repo = Repo(s3, workdir, "continuous")
+    # Through the proxy, which the test can take down.
+    repo.location = repo.location.replace(f":{s3.port}/", f":{proxy.port}/")
+    r = repo.restic("init")
+    assert r.returncode == 0, r.stderr
+    for name, value in repo.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    m = make_mount(options=[f"replicate_to={repo.location}", f"replicate_password_file={repo.password_file}",
+                            "replicate_commit_interval=1s"])
+
+    def caught_up():
+        st = status(m.mnt)
+        return st.get("sqlite-pending") == "0" and st.get("replication-waiting") == "0"
+
+    write_tree(m.mnt, 50, dirs=5)
+    first = snapshot(m.mnt, label="first")
+    db = sqlite3.connect(str(m.mnt / "app.db"), isolation_level=None)
+    db.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+    n = 0
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        db.execute("INSERT INTO t VALUES (?, randomblob(100))", (n,))
+        n += 1
+        time.sleep(0.01)
+    db.close()
+    assert wait_until(caught_up, timeout=90, interval=0.2), status(m.mnt)
+    st = status(m.mnt)
+    assert st["replicate-to"] == repo.location
+    assert st["replication-oldest-waiting"] == "-"
+    assert st["replication-last-error"] == "-"
+    listed = repo.listed()
+    names = [s["name"] for s in listed]
+    assert first in names
+    commits = [s for s in listed if s["trigger"] == "sqlite"]
+    seconds = [int(s["time"][17:19]) + 60 * int(s["time"][14:16]) for s in commits]
+    assert len(seconds) == len(set(seconds)), f"more than one commit snapshot in a 1 s interval: {names}"
+    # The final state is there.
+    target = workdir / "final"
+    r = repo.restore(commits[-1]["name"], target)
+    assert r.returncode == 0, r.stderr
+    assert committed_prefix(target / "app.db") == n
+
+    # The repository goes away: the mount and its snapshots go on, status says why.
+    proxy.down()
+    (m.mnt / "while-down").write_text("written while the repository was away\n")
+    started = time.time()
+    away = [snapshot(m.mnt, label=f"away{i}", force=True) for i in range(3)]
+    assert time.time() - started < 20
+    assert (m.mnt / "while-down").read_text() == "written while the repository was away\n"
+
+    def reports_error():
+        st = status(m.mnt)
+        return "cannot reach" in st.get("replication-last-error", "")
+    assert wait_until(reports_error, timeout=60, interval=0.2), status(m.mnt)
+    st = status(m.mnt)
+    assert int(st["replication-waiting"]) == 3
+    assert st["replication-oldest-waiting"] == away[0]
+    r = subprocess.run([SNAPFS, "status", m.mnt, "--json"], capture_output=True, text=True, timeout=30)
+    assert json.loads(r.stdout)["replication-waiting"] == 3
+    assert "cannot reach" in m.log_file.read_text()
+
+    # Back: the backlog goes out, oldest first.
+    proxy.up()
+    assert wait_until(caught_up, timeout=120, interval=0.2), status(m.mnt)
+    assert status(m.mnt)["replication-last-error"] == "-"
+    names = [s["name"] for s in repo.listed()]
+    assert names[-3:] == away
+    [rec] = record(m)
+    assert set(away) <= set(rec["replicated"])
+    r = repo.restic("check")
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -125,13 +126,6 @@ class S3Server:
         except OSError:
             return ""
 
-    def pause(self):
-        """Stops the server's process (SIGSTOP): the repository becomes unreachable."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
-
-    def resume(self):
-        os.killpg(self.process.pid, signal.SIGCONT)
-
     def stop(self):
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)
@@ -148,3 +142,74 @@ def restic(server, repository, password_file, *args, timeout=300, env=None):
     e = server.environment() if env is None else env
     e.update(RESTIC_REPOSITORY=repository, RESTIC_PASSWORD_FILE=str(password_file))
     return subprocess.run([restic_binary(), *args], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+class TCPProxy:
+    """A loopback TCP forwarder to `target_port` that can be taken down (connections
+    refused, the open ones cut) and brought back up on the same port: a repository that
+    goes away and comes back."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.port = _ports(1)[0]
+        self.listener = None
+        self.connections = []
+        self.lock = threading.Lock()
+
+    def up(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+        return self
+
+    def down(self):
+        if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+            except OSError:
+                pass
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for c in connections:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

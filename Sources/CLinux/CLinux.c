@@ -58,6 +58,10 @@ int snapfs_spawn_add_fchdir(void *actions, int fd) {
     return posix_spawn_file_actions_addfchdir_np((posix_spawn_file_actions_t *)actions, fd);
 }
 
+int snapfs_spawn_add_closefrom(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+}
+
 int snapfs_fcntl_int(int fd, int cmd, int arg) {
     return fcntl(fd, cmd, arg);
 }

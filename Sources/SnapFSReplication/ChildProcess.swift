@@ -7,7 +7,10 @@ import SystemPackage
 /// its standard output and error captured (bounded), optionally in a directory given by a
 /// descriptor (`fchdir` in the child, so no name is looked up again).
 ///
-/// Built on `posix_spawnp`: nothing of snapfs runs in the child between fork and exec.
+/// The child gets no other descriptor of the caller's (a daemon's `/dev/fuse` held by a
+/// child would keep the mount alive after the daemon), except one the caller passes on
+/// as descriptor 3. Built on `posix_spawnp`: nothing of snapfs runs in the child between
+/// fork and exec.
 public struct ChildProcess: Sendable {
     /// The outcome of a run.
     public struct Outcome: Sendable {
@@ -38,12 +41,16 @@ public struct ChildProcess: Sendable {
     /// Keep only the last complete line of standard output (a stream of JSON progress lines
     /// ending in a summary).
     public var lastLineOnly = false
+    /// A descriptor the child gets as its descriptor 3 (a lock it holds too), or nil.
+    public var inheritedFD: Int32?
 
-    public init(arguments: [String], environment: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false) {
+    public init(arguments: [String], environment: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false,
+                inheritedFD: Int32? = nil) {
         self.arguments = arguments
         self.environment = environment
         self.directoryFD = directoryFD
         self.lastLineOnly = lastLineOnly
+        self.inheritedFD = inheritedFD
     }
 
     /// Starts the program, calls `started` with its pid (so that a caller can signal it),
@@ -65,6 +72,9 @@ public struct ChildProcess: Sendable {
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         if let directoryFD { _ = snapfs_spawn_add_fchdir(&actions, directoryFD) }
+        // dup2 onto 3 clears close-on-exec (also when it is 3 already).
+        if let inheritedFD { posix_spawn_file_actions_adddup2(&actions, inheritedFD, 3) }
+        _ = snapfs_spawn_add_closefrom(&actions, inheritedFD == nil ? 3 : 4)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -10,6 +10,10 @@ import SnapFSSnapshots
 /// of that interval was sent by an earlier run; the newest of all (the database's final
 /// state as far as the run knows) is always sent. A snapshot passed over is recorded with
 /// the later one of its database that stands for it, in the same write of the record.
+///
+/// A replicator that comes back (the daemon) holds back the commit snapshots of the
+/// interval still running, and sends its newest once it has ended: then every interval
+/// gets exactly one, the newest, and the final state follows within an interval.
 public struct ReplicationPlan: Equatable, Sendable {
     /// A snapshot of the backing store, as the plan needs it.
     public struct Candidate: Equatable, Sendable {
@@ -30,6 +34,8 @@ public struct ReplicationPlan: Equatable, Sendable {
     }
 
     public var steps: [Step]
+    /// When the interval of the commit snapshots held back ends (ms since the epoch), if any.
+    public var nextDueMs: Int64?
 
     /// - Parameters:
     ///   - local: the snapshots of the backing store, in any order.
@@ -37,7 +43,10 @@ public struct ReplicationPlan: Equatable, Sendable {
     ///   - lastSentCommitMs: per database, the time of the newest commit snapshot in the
     ///     repository.
     ///   - intervalMs: the commit interval; 0 sends every commit snapshot.
-    public init(local: [Candidate], done: Set<String>, lastSentCommitMs: [String: Int64], intervalMs: Int64) {
+    ///   - nowMs: hold back the commit snapshots of the interval running at this time; nil:
+    ///     send the newest of each database now.
+    public init(local: [Candidate], done: Set<String>, lastSentCommitMs: [String: Int64], intervalMs: Int64,
+                holdingOpenAt nowMs: Int64? = nil) {
         let waiting = local.filter { !done.contains($0.name.description) }.sorted { $0.name < $1.name }
         var chosen: [SnapshotName: [SnapshotName]] = [:]
         var byDatabase: [String: [SnapshotName]] = [:]
@@ -48,13 +57,26 @@ public struct ReplicationPlan: Equatable, Sendable {
                 chosen[candidate.name] = []
             }
         }
-        for (database, names) in byDatabase {
+        for (database, all) in byDatabase {
+            var names = all
+            var holding = false
+            if let nowMs {
+                let running = Self.interval(nowMs, intervalMs)
+                names = all.filter { Self.interval($0.timeMs, intervalMs) < running }
+                if names.count < all.count {
+                    holding = true
+                    let due = intervalMs > 0 ? (running + 1) * intervalMs : nowMs + 1
+                    nextDueMs = min(nextDueMs ?? due, due)
+                }
+            }
             var passed: [SnapshotName] = []
             let sentInterval = lastSentCommitMs[database].map { Self.interval($0, intervalMs) }
             for (index, name) in names.enumerated() {
-                let last = index == names.count - 1
+                let newest = index == names.count - 1
+                // The final state, unless newer ones are held back.
+                let last = newest && !holding
                 let interval = Self.interval(name.timeMs, intervalMs)
-                let newestOfInterval = last || Self.interval(names[index + 1].timeMs, intervalMs) != interval
+                let newestOfInterval = newest || Self.interval(names[index + 1].timeMs, intervalMs) != interval
                 if last || (newestOfInterval && interval != sentInterval) {
                     chosen[name] = passed
                     passed = []

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import SnapFSBacking
 import SnapFSSnapshots
+import Synchronization
 import SystemPackage
 
 /// Replicates the snapshots of one backing store to one restic repository.
@@ -17,8 +18,8 @@ import SystemPackage
 /// database and hold are tags (``ReplicaSnapshot``).
 ///
 /// One run at a time per store and repository: a lock file beside the record, held with
-/// `flock` by the run and inherited by its restic children, so that a run killed while
-/// restic goes on still holds it until restic ends.
+/// `flock` by the run and passed on to its `restic backup` children, so that a run killed
+/// while restic goes on still holds it until restic ends.
 public final class Replicator: Sendable {
     /// The backing directory (its canonical path: restic records it in the snapshots' paths).
     public let backing: String
@@ -34,6 +35,15 @@ public final class Replicator: Sendable {
         self.repository = repository
         self.commitIntervalMs = commitIntervalMs
     }
+
+    /// What earlier runs of this replicator learnt: the repository's ID (asked once), and
+    /// whether a restic of theirs may have left a lock in the repository (at the start, a
+    /// killed run of another process may have).
+    private struct Memory {
+        var repositoryID: String?
+        var mayHaveLeftLock = true
+    }
+    private let memory = Mutex(Memory())
 
     /// What restic's `backup --json` summary says of one snapshot sent.
     public struct BackupSummary: Codable, Equatable, Sendable {
@@ -83,43 +93,67 @@ public final class Replicator: Sendable {
         public var alreadyThere = 0
         /// Commit snapshots passed over in this run.
         public var passedOver = 0
+        /// Every name replicated or passed over, after the run.
+        public var done: Set<String> = []
+        /// When held back commit snapshots are due (ms since the epoch), if any.
+        public var nextDueMs: Int64?
     }
 
     /// Sends every snapshot not yet in the repository, oldest first; `progress` is called after
     /// each one is recorded, `started` with the pid of each restic child. The repository must
     /// exist (``ResticRepository/initialize()``).
-    public func run(progress: (Sent) -> Void = { _ in }, started: @escaping (pid_t) -> Void = { _ in }) throws(ReplicationError) -> Report {
+    ///
+    /// With `holdingOpenAt` (the daemon, which comes back), a commit snapshot whose interval
+    /// has not ended at that time is held back (``Report/nextDueMs`` says until when), so that
+    /// each interval gets one; without (a run by hand), the newest is sent at once. A run
+    /// that `cancelled` says was stopped on purpose records no error.
+    public func run(holdingOpenAt nowMs: Int64? = nil, progress: (Sent) -> Void = { _ in },
+                    started: @escaping (pid_t) -> Void = { _ in },
+                    cancelled: () -> Bool = { false }) throws(ReplicationError) -> Report {
         let snapshotsFD = try openSnapshots()
         defer { close(snapshotsFD) }
-        let repositoryID = try repository.repositoryID()
+        let repositoryID: String
+        if let known = memory.withLock({ $0.repositoryID }) {
+            repositoryID = known
+        } else {
+            repositoryID = try repository.repositoryID()
+            memory.withLock { $0.repositoryID = repositoryID }
+        }
         let lock = try lockRun(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
         defer { close(lock) }
-        // A restic killed in an earlier run left its lock in the repository, which would stop
-        // `restic check` and `prune`: `unlock` removes the locks of processes that are gone
-        // (and those older than 30 minutes), never a live one.
-        _ = try? repository.run(["unlock"])
+        if memory.withLock({ $0.mayHaveLeftLock }) {
+            // A restic killed in an earlier run left its lock in the repository, which would
+            // stop `restic check` and `prune`: `unlock` removes the locks of processes that are
+            // gone (and those older than 30 minutes), never a live one.
+            _ = try? repository.run(["unlock"])
+            memory.withLock { $0.mayHaveLeftLock = false }
+        }
         var record = ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
             ?? ReplicationRecord(repository: repository.shown, repositoryID: repositoryID)
         record.repository = repository.shown
         do {
-            let report = try send(snapshotsFD: snapshotsFD, record: &record, progress: progress, started: started)
+            var report = try send(snapshotsFD: snapshotsFD, lock: lock, record: &record, holdingOpenAt: nowMs,
+                                  progress: progress, started: started)
             record.lastSuccess = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
             record.lastError = nil
             record.lastErrorTime = nil
             try? record.write(snapshotsFD: snapshotsFD)
+            report.done = record.done
             return report
         } catch {
             // A restic that failed or was killed may have left its lock.
             _ = try? repository.run(["unlock"])
-            record.lastError = error.message
-            record.lastErrorTime = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
-            try? record.write(snapshotsFD: snapshotsFD)
+            if !cancelled() {
+                record.lastError = error.message
+                record.lastErrorTime = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
+                try? record.write(snapshotsFD: snapshotsFD)
+            }
             throw error
         }
     }
 
-    private func send(snapshotsFD: Int32, record: inout ReplicationRecord, progress: (Sent) -> Void,
-                      started: @escaping (pid_t) -> Void) throws(ReplicationError) -> Report {
+    private func send(snapshotsFD: Int32, lock: Int32, record: inout ReplicationRecord, holdingOpenAt nowMs: Int64?,
+                      progress: (Sent) -> Void, started: @escaping (pid_t) -> Void) throws(ReplicationError) -> Report {
         var report = Report(repositoryID: record.repositoryID)
         // What the repository holds of this store: restic recorded the directory it ran in.
         let prefix = backing + "/" + SnapshotCatalog.directoryName + "/"
@@ -146,13 +180,15 @@ public final class Replicator: Sendable {
         }
         let plan = ReplicationPlan(local: entries.map { .init(name: $0.name, database: $0.metadata?.sqlite?.database) },
                                    done: record.done.union(replicas.compactMap { $0.name?.description }),
-                                   lastSentCommitMs: lastSentCommitMs, intervalMs: commitIntervalMs)
+                                   lastSentCommitMs: lastSentCommitMs, intervalMs: commitIntervalMs, holdingOpenAt: nowMs)
+        report.nextDueMs = plan.nextDueMs
         let byName = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for step in plan.steps {
             guard let entry = byName[step.name] else { continue }
             let metadata = entry.metadataOrReconstructed
             let parent = Self.parent(for: metadata, among: replicas)
-            guard let summary = try backup(entry: entry, metadata: metadata, parent: parent, snapshotsFD: snapshotsFD, started: started) else {
+            guard let summary = try backup(entry: entry, metadata: metadata, parent: parent, snapshotsFD: snapshotsFD,
+                                           lock: lock, started: started) else {
                 continue  // deleted meanwhile
             }
             record.replicated[metadata.name] = summary.snapshotID
@@ -190,7 +226,7 @@ public final class Replicator: Sendable {
 
     /// Runs `restic backup .` in the snapshot's directory. Returns nil if the snapshot is gone.
     private func backup(entry: SnapshotEntry, metadata: SnapshotMetadata, parent: ReplicaSnapshot?, snapshotsFD: Int32,
-                        started: (pid_t) -> Void) throws(ReplicationError) -> BackupSummary? {
+                        lock: Int32, started: (pid_t) -> Void) throws(ReplicationError) -> BackupSummary? {
         let name = entry.name.description
         let dir = snapfs_openat(snapshotsFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
         if dir < 0 {
@@ -201,7 +237,7 @@ public final class Replicator: Sendable {
         var arguments = ["backup", ".", "--json", "--ignore-inode", "--ignore-ctime", "--time", entry.name.time.readable]
         for tag in ReplicaSnapshot.tags(for: metadata) { arguments += ["--tag", tag] }
         if let parent { arguments += ["--parent", parent.id] }
-        let outcome = try repository.run(arguments, directoryFD: dir, lastLineOnly: true, started: started)
+        let outcome = try repository.run(arguments, directoryFD: dir, lastLineOnly: true, inheritedFD: lock, started: started)
         let summary = try? JSONDecoder().decode(BackupSummary.self, from: Data(outcome.output))
         if outcome.status == 3, let summary {
             // Some files could not be read: restic made an incomplete snapshot, which must not
@@ -231,13 +267,13 @@ public final class Replicator: Sendable {
         return fd
     }
 
-    /// Takes the run's lock: `.snapshots/.meta/replication/REPOSITORY-ID.lock`, opened without
-    /// close-on-exec so that restic children hold it too. Waits for a run in progress.
+    /// Takes the run's lock: `.snapshots/.meta/replication/REPOSITORY-ID.lock`, passed on to
+    /// the `restic backup` children so that they hold it too. Waits for a run in progress.
     private func lockRun(snapshotsFD: Int32, repositoryID: String) throws(ReplicationError) -> Int32 {
         do throws(Errno) {
             let dir = try ReplicationRecord.openDirectory(snapshotsFD: snapshotsFD, create: true)
             defer { close(dir) }
-            let fd = try syscall(snapfs_openat(dir, repositoryID + ".lock", O_RDWR | O_CREAT | O_NOFOLLOW, 0o600))
+            let fd = try syscall(snapfs_openat(dir, repositoryID + ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600))
             while flock(fd, LOCK_EX) != 0 {
                 if errno != EINTR {
                     let error = Errno.current
@@ -249,5 +285,20 @@ public final class Replicator: Sendable {
         } catch {
             throw ReplicationError(.failed, "cannot lock the replication record in \(backing): \(error)")
         }
+    }
+}
+
+/// Where and how a mount replicates (`-o replicate_to=REPO`, `replicate_password_file=F`,
+/// `replicate_commit_interval=D`).
+public struct ReplicationSettings: Sendable, Equatable {
+    /// The repository's location.
+    public var location: String
+    /// An absolute path, or nil for the daemon's environment's `RESTIC_PASSWORD*`.
+    public var passwordFile: String?
+    public var commitIntervalMs: Int64 = Replicator.defaultCommitIntervalMs
+
+    public init(location: String, passwordFile: String? = nil) {
+        self.location = location
+        self.passwordFile = passwordFile
     }
 }

@@ -86,10 +86,10 @@ public struct ResticRepository: Sendable {
 
     /// Runs `restic ARGUMENTS` and returns its outcome, whatever its status. Throws only when
     /// restic cannot be started.
-    public func run(_ arguments: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false,
+    public func run(_ arguments: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false, inheritedFD: Int32? = nil,
                     started: (pid_t) -> Void = { _ in }) throws(ReplicationError) -> ChildProcess.Outcome {
         let child = ChildProcess(arguments: ["restic"] + arguments, environment: environment(),
-                                 directoryFD: directoryFD, lastLineOnly: lastLineOnly)
+                                 directoryFD: directoryFD, lastLineOnly: lastLineOnly, inheritedFD: inheritedFD)
         do {
             return try child.run(started: started)
         } catch .noSuchFileOrDirectory {

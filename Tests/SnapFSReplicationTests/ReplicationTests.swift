@@ -37,6 +37,25 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
         #expect(plan.steps[0].passesOver == [name(5100), name(5200)])
     }
 
+    @Test func theRunningIntervalIsHeldBackUntilItEnds() {
+        let a = [100, 900, 5100, 5200].map { ReplicationPlan.Candidate(name: name($0), database: "a.db") }
+        let tree = ReplicationPlan.Candidate(name: name(5300))
+        let plan = ReplicationPlan(local: a + [tree], done: [], lastSentCommitMs: [:], intervalMs: 5000,
+                                   holdingOpenAt: name(5400).timeMs)
+        #expect(plan.steps.map(\.name) == [name(900), name(5300)])
+        #expect(plan.steps[0].passesOver == [name(100)])
+        #expect(plan.nextDueMs == name(10000).timeMs)
+        // Only held ones: nothing is sent, nothing is passed over.
+        let held = ReplicationPlan(local: Array(a.suffix(2)), done: [], lastSentCommitMs: [:], intervalMs: 5000,
+                                   holdingOpenAt: name(5400).timeMs)
+        #expect(held.steps.isEmpty)
+        // Once the interval ended, its newest goes.
+        let later = ReplicationPlan(local: Array(a.suffix(2)), done: [], lastSentCommitMs: [:], intervalMs: 5000,
+                                    holdingOpenAt: name(10001).timeMs)
+        #expect(later.steps.map(\.name) == [name(5200)])
+        #expect(later.nextDueMs == nil)
+    }
+
     @Test func intervalZeroSendsEveryCommit() {
         let a = [1, 2, 3].map { ReplicationPlan.Candidate(name: name($0), database: "a.db") }
         let plan = ReplicationPlan(local: a, done: [], lastSentCommitMs: [:], intervalMs: 0)

@@ -92,6 +92,8 @@ public final class SnapshotEngine: Sendable {
     let buildSlot = BuildSlot()
     /// The background build in progress, for `status`.
     let buildingNow = Mutex<(name: String, capture: TreeCapture)?>(nil)
+    /// Told of each snapshot published (see ``attach(follower:)``).
+    let follower = Attachment<any SnapshotFollower>()
 
     private struct WeakLiveTree {
         weak var tree: (any LiveTree)?
@@ -170,6 +172,11 @@ public final class SnapshotEngine: Sendable {
     /// Connects the engine to the live tree it snapshots (called by the tree's owner).
     public func attach(_ tree: any LiveTree) {
         live.withLock { $0.tree = tree }
+    }
+
+    /// Connects the part that follows the snapshots published (replication).
+    public func attach(follower: any SnapshotFollower) {
+        self.follower.attach(follower)
     }
 
     /// Opens `.snapshots`, creating it private: only the daemon's user (root) may reach the
@@ -567,6 +574,7 @@ public final class SnapshotEngine: Sendable {
             throw SnapshotFailure(error, "\(what) could not be put in place: \(error)")
         }
         if let name = SnapshotName(parsing: metadata.name) { durability.published(name) }
+        follower.value?.snapshotPublished(metadata)
     }
 
     /// The kernel may remember that a name did not exist in `.snapshots`.
@@ -738,6 +746,7 @@ public final class SnapshotEngine: Sendable {
             let progress = capture.progress
             lines.append("building: \(name) (\(progress.captured) directories done, \(progress.waiting) found and waiting)")
         }
+        lines += follower.value?.statusLines(entries) ?? []
         return lines + (liveTree?.statusLines() ?? [])
     }
 

@@ -462,3 +462,67 @@ def run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy):
     assert set(away) <= set(rec["replicated"])
     r = repo.restic("check")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- retention carries over
+
+def test_retention_and_holds_carry_over_and_never_remove_what_is_not_replicated(s3, workdir, make_mount, monkeypatch):
+    proxy = TCPProxy(s3.port).up()
+    try:
+        repo = Repo(s3, workdir, "retention")
+        repo.location = repo.location.replace(f":{s3.port}/", f":{proxy.port}/")
+        assert repo.restic("init").returncode == 0
+        for name, value in repo.env().items():
+            if name.startswith("AWS_"):
+                monkeypatch.setenv(name, value)
+        m = make_mount(options=[f"replicate_to={repo.location}", f"replicate_password_file={repo.password_file}",
+                                "keep_last=2"])
+
+        def local():
+            return sorted(d.name for d in (m.backing / ".snapshots").iterdir() if not d.name.startswith("."))
+
+        def caught_up():
+            return status(m.mnt).get("replication-waiting") == "0"
+
+        (m.mnt / "f").write_text("0\n")
+        kept = snapshot(m.mnt, label="kept")
+        r = subprocess.run([SNAPFS, "hold", m.mnt, kept], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert wait_until(caught_up, timeout=60, interval=0.2), status(m.mnt)
+
+        # Away: keep_last=2 would remove the older ones, but they are not replicated yet.
+        proxy.down()
+        away = []
+        for i in range(4):
+            (m.mnt / "f").write_text(f"{i + 1}\n")
+            away.append(snapshot(m.mnt, label=f"away{i}"))
+        assert local() == sorted([kept] + away), "retention removed a snapshot not yet replicated"
+        assert status(m.mnt)["replication-waiting"] == "4"
+
+        # Back: everything is sent, then both sides keep the newest two and the held one.
+        proxy.up()
+        assert wait_until(caught_up, timeout=120, interval=0.2), status(m.mnt)
+
+        def remote_mirrors():
+            return [s["name"] for s in repo.listed()] == sorted([kept] + away[-2:])
+        assert wait_until(remote_mirrors, timeout=60, interval=1), repo.listed()
+        held = [s for s in repo.listed() if s["held"]]
+        assert [s["name"] for s in held] == [kept]
+        r = repo.restic("snapshots", "--tag", "snapfs-held", "--json")
+        assert [t for s in json.loads(r.stdout) for t in s["tags"] if t.startswith("snapfs-name=")] == [f"snapfs-name={kept}"]
+        r = subprocess.run([SNAPFS, "prune", m.mnt], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert local() == sorted([kept] + away[-2:])
+        [rec] = record(m)
+        assert set(local()) <= set(rec["replicated"])
+        # The first forget is followed by restic prune, and the repository is whole.
+        assert wait_until(lambda: "forgot 2 snapshots" in m.log_file.read_text() and "pruned" in m.log_file.read_text()), \
+            m.log_file.read_text()
+        r = repo.restic("check", "--read-data")
+        assert r.returncode == 0, r.stdout + r.stderr
+        target = workdir / "held"
+        r = repo.restore(kept, target)
+        assert r.returncode == 0, r.stderr
+        assert (target / "f").read_text() == "0\n"
+    finally:
+        proxy.down()

@@ -140,7 +140,8 @@ struct MountService {
             if let settings = mountOptions.replication {
                 let repository = ResticRepository(location: settings.location, passwordFile: settings.passwordFile)
                 let worker = ReplicationWorker(
-                    replicator: Replicator(backing: plan.backing, repository: repository, commitIntervalMs: settings.commitIntervalMs),
+                    replicator: Replicator(backing: plan.backing, repository: repository, commitIntervalMs: settings.commitIntervalMs,
+                                           retention: snapshotOptions.retention),
                     logger: logger)
                 engine.attach(follower: worker)
                 replication = worker

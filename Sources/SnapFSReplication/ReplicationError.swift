@@ -44,7 +44,11 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
                      "connection reset", "tls handshake", "no route to host"] where lower.contains(sign) {
             return ReplicationError(.unreachable, "cannot reach the repository \(repository): \(reason)")
         }
-        if lower.contains("is there a repository at the following location") || lower.contains("repository does not exist") {
+        if let locked = lines.first(where: { $0.contains("already locked") }) {
+            let detail = locked.hasPrefix("Fatal:") ? String(locked.dropFirst(6)).trimmingWhitespace() : locked
+            return ReplicationError(.failed, "the repository \(repository) is locked by another restic (\(detail)); try again once it is done")
+        }
+                if lower.contains("is there a repository at the following location") || lower.contains("repository does not exist") {
             return ReplicationError(.noRepository, "there is no restic repository at \(repository) (\(reason)); create one with snapfs replicate --init, or restic init")
         }
         return ReplicationError(.failed, "restic failed (exit \(status)) on \(repository): \(reason)")

@@ -23,6 +23,9 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
     /// The first wait after a failure, doubled at each failure up to ``maximumBackoffUs``.
     static let firstBackoffUs: Int64 = 1_000_000
     static let maximumBackoffUs: Int64 = 60_000_000
+    /// The least time between two `restic prune` runs (after the retention rules forgot
+    /// snapshots): pruning rewrites the repository's packs.
+    static let pruneSpacingUs: Int64 = 3_600_000_000
 
     private struct State {
         /// Names replicated or passed over, as the last run left them.
@@ -36,6 +39,9 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
         /// The restic child running now, if any.
         var child: pid_t?
         var stopping = false
+        /// When `restic prune` last ran (monotonic µs), and whether snapshots were forgotten since.
+        var lastPruneUs: Int64?
+        var pruneOwed = false
     }
     private let state = Mutex(State())
 
@@ -79,12 +85,14 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
     /// One run; returns when the next is due (nil: at the next snapshot).
     private func runOnce() -> Int64? {
         let now = MonotonicClock.microseconds()
-        let (stopping, notBefore) = state.withLock { ($0.stopping, $0.notBeforeUs) }
+        let (stopping, notBefore, lastPrune, owed) = state.withLock { ($0.stopping, $0.notBeforeUs, $0.lastPruneUs, $0.pruneOwed) }
         if stopping { return nil }
         if now < notBefore { return notBefore }
+        let pruneAllowed = lastPrune.map { now - $0 >= Self.pruneSpacingUs } ?? true
+        let prune: Replicator.PruneWhen = !pruneAllowed ? .never : owed ? .always : .ifForgotten
         do {
             let report = try replicator.run(
-                holdingOpenAt: SnapshotName.nowMs(),
+                holdingOpenAt: SnapshotName.nowMs(), prune: prune,
                 progress: { [self] sent in
                     state.withLock { $0.done.formUnion([sent.name] + sent.passedOver) }
                     logger.info("replicated snapshot \(sent.name) to \(replicator.repository.shown) as \(sent.id)")
@@ -99,7 +107,16 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
                 state.lastError = nil
                 state.lastSuccess = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
                 state.notBeforeUs = MonotonicClock.microseconds() + Self.spacingUs
+                if report.pruned {
+                    state.lastPruneUs = MonotonicClock.microseconds()
+                    state.pruneOwed = false
+                } else if !report.forgotten.isEmpty {
+                    state.pruneOwed = true
+                }
                 return recovered
+            }
+            if !report.forgotten.isEmpty {
+                logger.notice("forgot \(report.forgotten.count) snapshots in \(replicator.repository.shown) by the retention rules\(report.pruned ? ", and pruned it" : "")")
             }
             if recovered { logger.notice("replication to \(replicator.repository.shown) works again") }
             guard let due = report.nextDueMs else { return nil }
@@ -121,6 +138,16 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
             if changed { logger.warning("replication to \(replicator.repository.shown) failed, retrying with backoff: \(error.message)") }
             return retry
         }
+    }
+
+    /// What the next runs will send: of the commit snapshots, only those the plan sends (the
+    /// newest of each interval, and the newest), so that commits made while the repository
+    /// is away do not pile up beyond one per interval.
+    public func mustKeep(_ entries: [SnapshotEntry]) -> Set<String> {
+        let done = state.withLock { $0.done }
+        let plan = ReplicationPlan(local: entries.map { .init(name: $0.name, database: $0.metadata?.sqlite?.database) },
+                                   done: done, lastSentCommitMs: [:], intervalMs: replicator.commitIntervalMs)
+        return Set(plan.steps.map(\.name.description))
     }
 
     public func statusLines(_ entries: [SnapshotEntry]) -> [String] {

@@ -17,6 +17,11 @@ import SystemPackage
 /// link counts). The snapshot's time is restic's `--time`, its name, trigger, scope, label,
 /// database and hold are tags (``ReplicaSnapshot``).
 ///
+/// Retention carries over: after sending, the mount's rules (``RetentionPolicy``, the same
+/// code as the mount's own retention) are applied to the restic snapshots of this store,
+/// with held snapshots kept and the `snapfs-held` tag brought up to date, and `restic
+/// forget` removes the others (`restic prune` frees their data when asked).
+///
 /// One run at a time per store and repository: a lock file beside the record, held with
 /// `flock` by the run and passed on to its `restic backup` children, so that a run killed
 /// while restic goes on still holds it until restic ends.
@@ -26,14 +31,18 @@ public final class Replicator: Sendable {
     public let repository: ResticRepository
     /// The commit interval (see ``ReplicationPlan``).
     public let commitIntervalMs: Int64
+    /// The rules mirrored on the repository; empty: nothing is forgotten.
+    public let retention: RetentionPolicy
 
     /// The default commit interval: one commit snapshot per database every 5 s at most.
     public static let defaultCommitIntervalMs: Int64 = 5000
 
-    public init(backing: String, repository: ResticRepository, commitIntervalMs: Int64 = Replicator.defaultCommitIntervalMs) {
+    public init(backing: String, repository: ResticRepository, commitIntervalMs: Int64 = Replicator.defaultCommitIntervalMs,
+                retention: RetentionPolicy = RetentionPolicy()) {
         self.backing = backing
         self.repository = repository
         self.commitIntervalMs = commitIntervalMs
+        self.retention = retention
     }
 
     /// What earlier runs of this replicator learnt: the repository's ID (asked once), and
@@ -97,6 +106,12 @@ public final class Replicator: Sendable {
         public var done: Set<String> = []
         /// When held back commit snapshots are due (ms since the epoch), if any.
         public var nextDueMs: Int64?
+        /// Names of the restic snapshots forgotten by the retention rules.
+        public var forgotten: [String] = []
+        /// restic snapshots whose `snapfs-held` tag was added or removed.
+        public var retagged = 0
+        /// `restic prune` ran.
+        public var pruned = false
     }
 
     /// Sends every snapshot not yet in the repository, oldest first; `progress` is called after
@@ -107,7 +122,10 @@ public final class Replicator: Sendable {
     /// has not ended at that time is held back (``Report/nextDueMs`` says until when), so that
     /// each interval gets one; without (a run by hand), the newest is sent at once. A run
     /// that `cancelled` says was stopped on purpose records no error.
-    public func run(holdingOpenAt nowMs: Int64? = nil, progress: (Sent) -> Void = { _ in },
+    ///
+    /// With `prune`, `restic prune` runs after the retention rules forgot something (or
+    /// always, with `.always`).
+    public func run(holdingOpenAt nowMs: Int64? = nil, prune: PruneWhen = .never, progress: (Sent) -> Void = { _ in },
                     started: @escaping (pid_t) -> Void = { _ in },
                     cancelled: () -> Bool = { false }) throws(ReplicationError) -> Report {
         let snapshotsFD = try openSnapshots()
@@ -133,7 +151,7 @@ public final class Replicator: Sendable {
         record.repository = repository.shown
         do {
             var report = try send(snapshotsFD: snapshotsFD, lock: lock, record: &record, holdingOpenAt: nowMs,
-                                  progress: progress, started: started)
+                                  prune: prune, progress: progress, started: started)
             record.lastSuccess = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
             record.lastError = nil
             record.lastErrorTime = nil
@@ -152,8 +170,15 @@ public final class Replicator: Sendable {
         }
     }
 
+    /// When a run ends with `restic prune`.
+    public enum PruneWhen: Sendable {
+        case never
+        case ifForgotten
+        case always
+    }
+
     private func send(snapshotsFD: Int32, lock: Int32, record: inout ReplicationRecord, holdingOpenAt nowMs: Int64?,
-                      progress: (Sent) -> Void, started: @escaping (pid_t) -> Void) throws(ReplicationError) -> Report {
+                      prune: PruneWhen, progress: (Sent) -> Void, started: @escaping (pid_t) -> Void) throws(ReplicationError) -> Report {
         var report = Report(repositoryID: record.repositoryID)
         // What the repository holds of this store: restic recorded the directory it ran in.
         let prefix = backing + "/" + SnapshotCatalog.directoryName + "/"
@@ -207,7 +232,46 @@ public final class Replicator: Sendable {
             report.passedOver += step.passesOver.count
             progress(sent)
         }
+        try carryRetentionOver(entries: entries, replicas: &replicas, record: &record, report: &report, prune: prune,
+                               mine: { $0.paths.count == 1 && $0.paths[0] == prefix + ($0.name?.description ?? "") })
         return report
+    }
+
+    /// Brings the `snapfs-held` tags up to date with the snapshots held now, applies the
+    /// retention rules to this store's restic snapshots, forgets the others, and prunes.
+    private func carryRetentionOver(entries: [SnapshotEntry], replicas: inout [ReplicaSnapshot], record: inout ReplicationRecord,
+                                    report: inout Report, prune: PruneWhen,
+                                    mine: (ReplicaSnapshot) -> Bool) throws(ReplicationError) {
+        let held = Dictionary(entries.map { ($0.name.description, $0.held) }, uniquingKeysWith: { first, _ in first })
+        let add = replicas.filter { held[$0.name!.description] == true && !$0.held }.map(\.id)
+        let remove = replicas.filter { held[$0.name!.description] == false && $0.held }.map(\.id)
+        for (flag, ids) in [("--add", add), ("--remove", remove)] where !ids.isEmpty {
+            for chunk in ids.chunked(100) { try repository.checked(["tag", flag, ReplicaSnapshot.baseTag + "-held"] + chunk) }
+        }
+        if !add.isEmpty || !remove.isEmpty {
+            // restic gives a snapshot whose tags changed a new ID.
+            replicas = try repository.snapshots().filter(mine)
+            for replica in replicas where record.replicated[replica.name!.description] != nil {
+                record.replicated[replica.name!.description] = replica.shortID
+            }
+            report.retagged = add.count + remove.count
+        }
+        let forget = Self.toForget(replicas, retention: retention)
+        for chunk in forget.map(\.id).chunked(100) { try repository.checked(["forget"] + chunk) }
+        report.forgotten = forget.map { $0.name!.description }
+        if prune == .always || (prune == .ifForgotten && !forget.isEmpty) {
+            try repository.checked(["prune"])
+            report.pruned = true
+        }
+    }
+
+    /// The restic snapshots the retention rules remove: the rules of the mount, applied as
+    /// the mount applies them, a snapshot held if its tag says so.
+    static func toForget(_ replicas: [ReplicaSnapshot], retention: RetentionPolicy) -> [ReplicaSnapshot] {
+        guard !retention.isEmpty else { return [] }
+        let input = replicas.map { ($0.id, $0.name!.timeMs, $0.held, $0.database) }
+        let remove = Set(retention.prune(grouped: input).remove)
+        return replicas.filter { remove.contains($0.id) }
     }
 
     /// The parent restic compares with: the newest replica older than the snapshot of the same
@@ -300,5 +364,12 @@ public struct ReplicationSettings: Sendable, Equatable {
     public init(location: String, passwordFile: String? = nil) {
         self.location = location
         self.passwordFile = passwordFile
+    }
+}
+
+extension Array {
+    /// The elements in runs of at most `size` (command lines of bounded length).
+    func chunked(_ size: Int) -> [[Element]] {
+        stride(from: 0, to: count, by: size).map { Array(self[$0..<Swift.min($0 + size, count)]) }
     }
 }

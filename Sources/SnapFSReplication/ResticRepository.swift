@@ -135,10 +135,12 @@ public struct ResticRepository: Sendable {
         return config.id
     }
 
-    /// The restic snapshots that snapfs made (tag `snapfs`), oldest first.
+    /// The restic snapshots that snapfs made (tag `snapfs`), oldest first. Read without
+    /// taking restic's lock (`--no-lock`), so that a listing works while a `prune` or
+    /// `check` holds it.
     public func snapshots() throws(ReplicationError) -> [ReplicaSnapshot] {
         try checkPassword()
-        let output = try checked(["snapshots", "--json", "--tag", ReplicaSnapshot.baseTag])
+        let output = try checked(["snapshots", "--no-lock", "--json", "--tag", ReplicaSnapshot.baseTag])
         guard let list = ReplicaSnapshot.decodeList(output) else {
             throw ReplicationError(.failed, "cannot read the snapshot list of \(shown) (restic printed no JSON list)")
         }
@@ -149,7 +151,7 @@ public struct ResticRepository: Sendable {
     /// entries of its parent directory are listed (not the whole tree).
     public func contains(_ path: String, in id: String) throws(ReplicationError) -> Bool {
         let parent = path.split(separator: "/").dropLast().joined(separator: "/")
-        let output = try checked(["ls", "--json", id, "/" + parent])
+        let output = try checked(["ls", "--no-lock", "--json", id, "/" + parent])
         struct Node: Decodable { let path: String?; let struct_type: String? }
         for line in output.split(separator: UInt8(ascii: "\n")) {
             if let node = try? JSONDecoder().decode(Node.self, from: Data(line)), node.struct_type == "node", node.path == path {

@@ -56,6 +56,20 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
         #expect(later.nextDueMs == nil)
     }
 
+    @Test func retentionOnTheRepositoryIsTheMountsWithHolds() {
+        func replica(_ ms: Int64, held: Bool = false, database: String? = nil) -> ReplicaSnapshot {
+            var metadata = SnapshotMetadata(name: name(ms), trigger: Trigger(kind: database == nil ? .command : .sqlite), strategy: "copy",
+                                            scope: database == nil ? .tree : .files,
+                                            sqlite: database.map { SQLiteCommitInfo(database: $0, journalMode: "wal", sequence: 1, size: 1) })
+            metadata.held = held
+            return ReplicaSnapshot(id: "id\(ms)", tags: ReplicaSnapshot.tags(for: metadata))
+        }
+        let replicas = [replica(1, held: true), replica(2), replica(3), replica(4), replica(5, database: "a.db"), replica(6, database: "a.db")]
+        #expect(Replicator.toForget(replicas, retention: RetentionPolicy()).isEmpty)
+        #expect(Replicator.toForget(replicas, retention: RetentionPolicy(keepLast: 2)).map(\.id) == ["id2", "id3", "id4"])
+        #expect(Replicator.toForget(replicas, retention: RetentionPolicy(keepCommits: 1)).map(\.id) == ["id5"])
+    }
+
     @Test func intervalZeroSendsEveryCommit() {
         let a = [1, 2, 3].map { ReplicationPlan.Candidate(name: name($0), database: "a.db") }
         let plan = ReplicationPlan(local: a, done: [], lastSentCommitMs: [:], intervalMs: 0)
@@ -161,6 +175,8 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
         #expect(error.kind == .unreachable)
         #expect(!error.message.contains("u:p"))
         #expect(ReplicationError.restic(status: 1, errorText: "Fatal: something else\n", repository: shown).kind == .failed)
+        let locked = "unable to create lock in backend: repository is already locked exclusively by PID 1 on vm by root\nthe `unlock` command can be used to remove stale locks\n"
+        #expect(ReplicationError.restic(status: 1, errorText: locked, repository: shown).message.contains("already locked exclusively by PID 1"))
     }
 
     @Test func literalPatternsEscapeGlobCharacters() {

@@ -592,7 +592,7 @@ public final class SnapshotEngine: Sendable {
         let apply = { () throws(SnapshotFailure) -> [(name: String, hidden: String)] in
             let entries: [SnapshotEntry]
             do throws(Errno) { entries = try self.catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
-            let decision = self.options.retention.prune(grouped: Self.retentionInput(entries))
+            let decision = self.options.retention.prune(grouped: self.retentionInput(entries))
             var hidden: [(name: String, hidden: String)] = []
             for name in decision.remove {
                 do throws(Errno) { hidden.append((name, try self.catalog.hide(name))) } catch {
@@ -621,9 +621,14 @@ public final class SnapshotEngine: Sendable {
     }
 
     /// What the retention rules weigh of each snapshot: name, time, held, and the database
-    /// of a commit snapshot.
-    static func retentionInput(_ entries: [SnapshotEntry]) -> [(name: String, timeMs: Int64, held: Bool, database: String?)] {
-        entries.map { ($0.name.description, $0.name.timeMs, $0.held, $0.metadata?.sqlite?.database) }
+    /// of a commit snapshot. A snapshot not yet replicated counts as held: retention never
+    /// removes it (``SnapshotFollower/mustKeep(_:)``).
+    func retentionInput(_ entries: [SnapshotEntry]) -> [(name: String, timeMs: Int64, held: Bool, database: String?)] {
+        let unsent = follower.value?.mustKeep(entries) ?? []
+        return entries.map { entry in
+            let name = entry.name.description
+            return (name, entry.name.timeMs, entry.held || unsent.contains(name), entry.metadata?.sqlite?.database)
+        }
     }
 
     /// Whether to apply the retention rules after a snapshot: after each one, except when
@@ -658,9 +663,12 @@ public final class SnapshotEngine: Sendable {
             if belowFloor.exchange(false, ordering: .relaxed) { logger.notice("free space is above min_free=\(floor) again: snapshots resume") }
             return
         }
+        // Snapshots not yet replicated, which retention keeps: new snapshots are skipped first.
+        var unsent = 0
         if !options.retention.isEmpty, let entries = try? catalog.list() {
             let pending = "~pending"   // after every snapshot name, as the new one will be
-            var input = Self.retentionInput(entries)
+            var input = retentionInput(entries)
+            unsent = input.filter(\.held).count - entries.filter(\.held).count
             input.append((pending, Self.wallClockMs(), false, database))
             for name in options.retention.prune(grouped: input).remove where name != pending {
                 do throws(SnapshotFailure) { try remove(name) } catch { logger.error("\(error.message)") }
@@ -673,7 +681,8 @@ public final class SnapshotEngine: Sendable {
         }
         skippedForSpace.wrappingAdd(1, ordering: .relaxed)
         if !belowFloor.exchange(true, ordering: .relaxed) {
-            logger.warning("snapshots are skipped while free space stays below the floor: \(shortfall) (counted as skipped-for-space in status)")
+            let kept = unsent > 0 ? "; \(unsent) snapshots not yet replicated are kept, not removed" : ""
+            logger.warning("snapshots are skipped while free space stays below the floor: \(shortfall) (counted as skipped-for-space in status)\(kept)")
         }
         throw SnapshotFailure(.noSpace, "no snapshot: \(shortfall)", skippedForSpace: true)
     }

@@ -6,4 +6,7 @@ public protocol SnapshotFollower: AnyObject, Sendable {
     func snapshotPublished(_ metadata: SnapshotMetadata)
     /// Its `status` lines, given the snapshots the engine lists for its own.
     func statusLines(_ entries: [SnapshotEntry]) -> [String]
+    /// Of `entries`, the names the retention rules must keep as if held: snapshots the
+    /// follower has yet to send.
+    func mustKeep(_ entries: [SnapshotEntry]) -> Set<String>
 }

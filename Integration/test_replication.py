@@ -19,7 +19,8 @@ import pytest
 
 from lib.cli import assert_one_snapfs_line
 from lib.common import SNAPFS, wait_until
-from lib.control import snapshot, status
+from lib.control import control, snapshot, status
+from lib.loopfs import LoopFS
 from lib.mount import proc_stat
 from lib.s3 import S3Server, TCPProxy, restic, restic_binary
 
@@ -526,3 +527,31 @@ def test_retention_and_holds_carry_over_and_never_remove_what_is_not_replicated(
         assert (target / "f").read_text() == "0\n"
     finally:
         proxy.down()
+
+
+@pytest.mark.root
+def test_below_the_floor_new_snapshots_are_skipped_before_unreplicated_ones_go(workdir, make_mount):
+    """With the repository unreachable, keep_last=1 removes nothing: on a small disk the
+    snapshots stop at the free-space floor instead, and the log says why."""
+    password = workdir / "pw"
+    password.write_text(PASSWORD + "\n")
+    with LoopFS(workdir, "ext4", 64 << 20, name="small") as fs:
+        backing = fs.dir / "data"
+        backing.mkdir()
+        m = make_mount(backing=backing, options=["strategy=copy", "keep_last=1", "replicate_to=s3:http://127.0.0.1:9/none/x",
+                                                 f"replicate_password_file={password}"])
+        taken = []
+        for i in range(30):
+            (m.mnt / "big").write_bytes(os.urandom(6 << 20))
+            err, result, _ = control(m.mnt, f"snapshot round{i}")
+            if err:
+                break
+            taken.append(result.split()[2])
+        st = status(m.mnt)
+        assert int(st["skipped-for-space"]) >= 1, st
+        assert 2 <= len(taken) < 30
+        left = sorted(d.name for d in (backing / ".snapshots").iterdir() if not d.name.startswith("."))
+        assert left == taken, "retention removed a snapshot that was never replicated"
+        assert int(st["replication-waiting"]) == len(taken)
+        assert "not yet replicated are kept" in m.log_file.read_text()
+        m.stop()

@@ -390,17 +390,22 @@ def test_mount_replicates_continuously_and_survives_the_repository_going_away(s3
         proxy.down()
 
 
-def run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy):
-    repo = Repo(s3, workdir, "continuous")
-    # Through the proxy, which the test can take down.
+def replicating_mount(s3, workdir, make_mount, monkeypatch, proxy, name, *options):
+    """A new repository reached through `proxy` (which the test can take down), and a mount
+    replicating to it; the daemon gets the credentials in its environment."""
+    repo = Repo(s3, workdir, name)
     repo.location = repo.location.replace(f":{s3.port}/", f":{proxy.port}/")
     r = repo.restic("init")
     assert r.returncode == 0, r.stderr
-    for name, value in repo.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
-    m = make_mount(options=[f"replicate_to={repo.location}", f"replicate_password_file={repo.password_file}",
-                            "replicate_commit_interval=1s"])
+    for key, value in repo.env().items():
+        if key.startswith("AWS_") or key == "XDG_CACHE_HOME":  # restic's cache in the test's directory
+            monkeypatch.setenv(key, value)
+    m = make_mount(options=[f"replicate_to={repo.location}", f"replicate_password_file={repo.password_file}", *options])
+    return repo, m
+
+
+def run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy):
+    repo, m = replicating_mount(s3, workdir, make_mount, monkeypatch, proxy, "continuous", "replicate_commit_interval=1s")
 
     def caught_up():
         st = status(m.mnt)
@@ -470,14 +475,7 @@ def run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy):
 def test_retention_and_holds_carry_over_and_never_remove_what_is_not_replicated(s3, workdir, make_mount, monkeypatch):
     proxy = TCPProxy(s3.port).up()
     try:
-        repo = Repo(s3, workdir, "retention")
-        repo.location = repo.location.replace(f":{s3.port}/", f":{proxy.port}/")
-        assert repo.restic("init").returncode == 0
-        for name, value in repo.env().items():
-            if name.startswith("AWS_"):
-                monkeypatch.setenv(name, value)
-        m = make_mount(options=[f"replicate_to={repo.location}", f"replicate_password_file={repo.password_file}",
-                                "keep_last=2"])
+        repo, m = replicating_mount(s3, workdir, make_mount, monkeypatch, proxy, "retention", "keep_last=2")
 
         def local():
             return sorted(d.name for d in (m.backing / ".snapshots").iterdir() if not d.name.startswith("."))

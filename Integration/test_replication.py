@@ -371,6 +371,22 @@ def test_wrong_repository_or_password_is_a_clear_error(s3, workdir, make_mount):
     assert r.returncode == 24 and "--password-file" in assert_one_snapfs_line(r.stderr)
     assert record(m) == before, "a failed run records nothing"
 
+    # Bad input: one line, the documented code, nothing recorded.
+    plain = workdir / "plain"
+    plain.mkdir()
+    for args, code in ((["replicate", plain, "--to", repo.location], 17),
+                       (["replicate", m.mnt, "--to", repo.location, "--commit-interval", "soon"], 64),
+                       (["list", m.mnt, "--from", repo.location], 64),
+                       (["restore", "--from", repo.location, "latest"], 64),
+                       (["restore", m.mnt, "x", "--to", workdir / "t"], 64)):
+        r = repo.snapfs(*args)
+        assert r.returncode == code, (args, r.stderr)
+        assert_one_snapfs_line(r.stderr)
+    r = subprocess.run([SNAPFS, "mount", workdir / "b2", workdir / "m2", "-o", f"ro,replicate_to={repo.location}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64 and "read-only" in assert_one_snapfs_line(r.stderr)
+    assert record(m) == before
+
     # Nothing listens there: a clear error, quickly.
     down = Repo(s3, workdir, "down")
     down.location = "s3:http://127.0.0.1:9/snapfs/nothing"

@@ -84,6 +84,9 @@ public struct MountOptions: Sendable, Equatable {
         }
         problems += cache.problems
         parseReplicationOptions(replicationOptions)
+        if readOnly && replication != nil {
+            problems.append("replicate_to= sends the snapshots a mount takes, and a read-only mount takes none (snapfs replicate BACKING --to REPO sends those there are)")
+        }
         // FUSE over io_uring serves the mode without the kernel's cache, where every small
         // write is a request: that is the round trip it shortens.
         switch (writebackCacheGiven, uring) {

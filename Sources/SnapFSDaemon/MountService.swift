@@ -138,7 +138,7 @@ struct MountService {
             engine.startTimer()
             core.startSQLiteFlusher()
             if let settings = mountOptions.replication {
-                let repository = ResticRepository(location: settings.location, passwordFile: settings.passwordFile)
+                let repository = ResticRepository(location: settings.location, passwordFile: settings.passwordFile, watch: ChildWatch())
                 let worker = ReplicationWorker(
                     replicator: Replicator(backing: plan.backing, repository: repository, commitIntervalMs: settings.commitIntervalMs,
                                            retention: snapshotOptions.retention),

@@ -53,10 +53,10 @@ public struct ChildProcess: Sendable {
         self.inheritedFD = inheritedFD
     }
 
-    /// Starts the program, calls `started` with its pid (so that a caller can signal it),
-    /// reads its output until it exits, and reaps it. Throws when it cannot be started
-    /// (ENOENT: the program is not on PATH).
-    public func run(started: (pid_t) -> Void = { _ in }) throws(Errno) -> Outcome {
+    /// Starts the program, calls `running` with its pid (so that a caller can signal it),
+    /// reads its output until it exits, reaps it and calls `running` with nil. Throws when it
+    /// cannot be started (ENOENT: the program is not on PATH).
+    public func run(running: (pid_t?) -> Void = { _ in }) throws(Errno) -> Outcome {
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         try syscall(snapfs_pipe2(&outPipe, O_CLOEXEC))
@@ -104,13 +104,14 @@ public struct ChildProcess: Sendable {
             close(errPipe[0])
             throw Errno(rawValue: spawned)
         }
-        started(pid)
+        running(pid)
         var outcome = Outcome(status: 0, output: [], errorOutput: [], outputTruncated: false)
         drain(output: outPipe[0], error: errPipe[0], into: &outcome)
         close(outPipe[0])
         close(errPipe[0])
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        running(nil)
         outcome.status = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return outcome
     }

@@ -36,8 +36,6 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
         var lastError: String?
         var lastErrorTime: String?
         var lastSuccess: String?
-        /// The restic child running now, if any.
-        var child: pid_t?
         var stopping = false
         /// When `restic prune` last ran (monotonic µs), and whether snapshots were forgotten since.
         var lastPruneUs: Int64?
@@ -66,15 +64,11 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
         thread.start { [self] in runOnce() }
     }
 
-    /// Stops replicating: the restic child running now (if any) is interrupted, and no run
-    /// starts after. For the end of the daemon.
+    /// Stops replicating: the restic child running now (if any) is interrupted and waited
+    /// for (5 s at most), and no run starts after. For the end of the daemon.
     public func stop() {
-        let child = state.withLock { state in
-            state.stopping = true
-            return state.child
-        }
-        // restic removes its lock in the repository on SIGINT.
-        if let child { kill(child, SIGINT) }
+        state.withLock { $0.stopping = true }
+        replicator.repository.watch?.interrupt(timeoutMs: 5000)
     }
 
     public func snapshotPublished(_ metadata: SnapshotMetadata) {
@@ -97,13 +91,11 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
                     state.withLock { $0.done.formUnion([sent.name] + sent.passedOver) }
                     logger.info("replicated snapshot \(sent.name) to \(replicator.repository.shown) as \(sent.id)")
                 },
-                started: { [self] pid in state.withLock { $0.child = pid } },
                 cancelled: { [self] in state.withLock { $0.stopping } })
             let recovered = state.withLock { state in
                 let recovered = state.failures > 0
                 state.done = report.done
                 state.failures = 0
-                state.child = nil
                 state.lastError = nil
                 state.lastSuccess = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
                 state.notBeforeUs = MonotonicClock.microseconds() + Self.spacingUs
@@ -123,7 +115,6 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
             return MonotonicClock.microseconds() + max(0, due - SnapshotName.nowMs()) * 1000
         } catch {
             let (retry, changed) = state.withLock { state -> (Int64, Bool) in
-                state.child = nil
                 if state.stopping { return (.max, false) }
                 state.failures += 1
                 let backoff = min(Self.firstBackoffUs << min(state.failures - 1, 20), Self.maximumBackoffUs)

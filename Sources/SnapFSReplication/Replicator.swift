@@ -115,7 +115,7 @@ public final class Replicator: Sendable {
     }
 
     /// Sends every snapshot not yet in the repository, oldest first; `progress` is called after
-    /// each one is recorded, `started` with the pid of each restic child. The repository must
+    /// each one is recorded. The repository must
     /// exist (``ResticRepository/initialize()``).
     ///
     /// With `holdingOpenAt` (the daemon, which comes back), a commit snapshot whose interval
@@ -126,7 +126,6 @@ public final class Replicator: Sendable {
     /// With `prune`, `restic prune` runs after the retention rules forgot something (or
     /// always, with `.always`).
     public func run(holdingOpenAt nowMs: Int64? = nil, prune: PruneWhen = .never, progress: (Sent) -> Void = { _ in },
-                    started: @escaping (pid_t) -> Void = { _ in },
                     cancelled: () -> Bool = { false }) throws(ReplicationError) -> Report {
         let snapshotsFD = try openSnapshots()
         defer { close(snapshotsFD) }
@@ -151,7 +150,7 @@ public final class Replicator: Sendable {
         record.repository = repository.shown
         do {
             var report = try send(snapshotsFD: snapshotsFD, lock: lock, record: &record, holdingOpenAt: nowMs,
-                                  prune: prune, progress: progress, started: started)
+                                  prune: prune, progress: progress)
             record.lastSuccess = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
             record.lastError = nil
             record.lastErrorTime = nil
@@ -178,7 +177,7 @@ public final class Replicator: Sendable {
     }
 
     private func send(snapshotsFD: Int32, lock: Int32, record: inout ReplicationRecord, holdingOpenAt nowMs: Int64?,
-                      prune: PruneWhen, progress: (Sent) -> Void, started: @escaping (pid_t) -> Void) throws(ReplicationError) -> Report {
+                      prune: PruneWhen, progress: (Sent) -> Void) throws(ReplicationError) -> Report {
         var report = Report(repositoryID: record.repositoryID)
         // What the repository holds of this store: restic recorded the directory it ran in.
         let prefix = backing + "/" + SnapshotCatalog.directoryName + "/"
@@ -213,7 +212,7 @@ public final class Replicator: Sendable {
             let metadata = entry.metadataOrReconstructed
             let parent = Self.parent(for: metadata, among: replicas)
             guard let summary = try backup(entry: entry, metadata: metadata, parent: parent, snapshotsFD: snapshotsFD,
-                                           lock: lock, started: started) else {
+                                           lock: lock) else {
                 continue  // deleted meanwhile
             }
             record.replicated[metadata.name] = summary.snapshotID
@@ -290,7 +289,7 @@ public final class Replicator: Sendable {
 
     /// Runs `restic backup .` in the snapshot's directory. Returns nil if the snapshot is gone.
     private func backup(entry: SnapshotEntry, metadata: SnapshotMetadata, parent: ReplicaSnapshot?, snapshotsFD: Int32,
-                        lock: Int32, started: (pid_t) -> Void) throws(ReplicationError) -> BackupSummary? {
+                        lock: Int32) throws(ReplicationError) -> BackupSummary? {
         let name = entry.name.description
         let dir = snapfs_openat(snapshotsFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
         if dir < 0 {
@@ -301,7 +300,7 @@ public final class Replicator: Sendable {
         var arguments = ["backup", ".", "--json", "--ignore-inode", "--ignore-ctime", "--time", entry.name.time.readable]
         for tag in ReplicaSnapshot.tags(for: metadata) { arguments += ["--tag", tag] }
         if let parent { arguments += ["--parent", parent.id] }
-        let outcome = try repository.run(arguments, directoryFD: dir, lastLineOnly: true, inheritedFD: lock, started: started)
+        let outcome = try repository.run(arguments, directoryFD: dir, lastLineOnly: true, inheritedFD: lock)
         let summary = try? JSONDecoder().decode(BackupSummary.self, from: Data(outcome.output))
         if outcome.status == 3, let summary {
             // Some files could not be read: restic made an incomplete snapshot, which must not

@@ -2,6 +2,7 @@ import FoundationEssentials
 import Glibc
 import SnapFSBacking
 import SnapFSSnapshots
+import Synchronization
 import SystemPackage
 
 /// A restic repository, reached by running `restic` (the Debian package; 0.14 or later).
@@ -19,6 +20,8 @@ public struct ResticRepository: Sendable {
     /// The location as messages show it: credentials in a URL replaced by `***`.
     public let shown: String
     private let callerEnvironment: [String: String]
+    /// Where the restic running now is noted, so that its owner can interrupt it.
+    public let watch: ChildWatch?
 
     /// Variables passed on to restic whatever their name: what it needs to run and to find
     /// its cache, certificates and proxies.
@@ -27,7 +30,9 @@ public struct ResticRepository: Sendable {
     /// Prefixes of restic's own variables and of its backends'.
     static let passedPrefixes = ["RESTIC_", "AWS_", "B2_", "AZURE_", "GOOGLE_", "ST_", "OS_", "RCLONE_"]
 
-    public init(location: String, passwordFile: String? = nil, environment: [String: String] = ResticRepository.processEnvironment()) {
+    public init(location: String, passwordFile: String? = nil, environment: [String: String] = ResticRepository.processEnvironment(),
+                watch: ChildWatch? = nil) {
+        self.watch = watch
         self.location = location
         self.passwordFile = passwordFile
         shown = Redaction.userinfo(location)
@@ -86,12 +91,12 @@ public struct ResticRepository: Sendable {
 
     /// Runs `restic ARGUMENTS` and returns its outcome, whatever its status. Throws only when
     /// restic cannot be started.
-    public func run(_ arguments: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false, inheritedFD: Int32? = nil,
-                    started: (pid_t) -> Void = { _ in }) throws(ReplicationError) -> ChildProcess.Outcome {
+    public func run(_ arguments: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false,
+                    inheritedFD: Int32? = nil) throws(ReplicationError) -> ChildProcess.Outcome {
         let child = ChildProcess(arguments: ["restic"] + arguments, environment: environment(),
                                  directoryFD: directoryFD, lastLineOnly: lastLineOnly, inheritedFD: inheritedFD)
         do {
-            return try child.run(started: started)
+            return try child.run { pid in watch?.update(pid) }
         } catch .noSuchFileOrDirectory {
             throw ReplicationError(.resticMissing, "restic is not installed (apt-get install restic); snapfs replicates through it")
         } catch {
@@ -102,9 +107,8 @@ public struct ResticRepository: Sendable {
     /// Runs restic and returns its standard output; a non-zero status becomes the error its
     /// standard error describes.
     @discardableResult
-    public func checked(_ arguments: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false,
-                        started: (pid_t) -> Void = { _ in }) throws(ReplicationError) -> [UInt8] {
-        let outcome = try run(arguments, directoryFD: directoryFD, lastLineOnly: lastLineOnly, started: started)
+    public func checked(_ arguments: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false) throws(ReplicationError) -> [UInt8] {
+        let outcome = try run(arguments, directoryFD: directoryFD, lastLineOnly: lastLineOnly)
         guard outcome.status == 0 else {
             throw ReplicationError.restic(status: outcome.status, errorText: outcome.errorText, repository: shown)
         }
@@ -182,5 +186,26 @@ public struct ResticRepository: Sendable {
 
     static func isHexDigit(_ byte: UInt8) -> Bool {
         (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+    }
+}
+
+/// The restic child one owner runs now (a mount's replication), so that it can be
+/// interrupted when the daemon ends.
+public final class ChildWatch: Sendable {
+    private let current = Mutex<pid_t?>(nil)
+
+    public init() {}
+
+    func update(_ pid: pid_t?) {
+        current.withLock { $0 = pid }
+    }
+
+    /// Sends SIGINT to the child running now (restic then removes its lock and exits), and
+    /// waits until it is reaped, `timeoutMs` at most.
+    public func interrupt(timeoutMs: Int) {
+        guard let pid = current.withLock({ pid in pid.map { kill($0, SIGINT); return $0 } }) else { return }
+        for _ in 0..<max(1, timeoutMs / 50) where current.withLock({ $0 == pid }) {
+            usleep(50_000)
+        }
     }
 }

@@ -486,6 +486,37 @@ def run_continuous_replication(s3, workdir, make_mount, monkeypatch, proxy):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_unmount_interrupts_the_upload_and_the_next_run_finishes_it(s3, workdir, make_mount, monkeypatch):
+    proxy = TCPProxy(s3.port).up()
+    try:
+        repo, m = replicating_mount(s3, workdir, make_mount, monkeypatch, proxy, "unmount")
+        for i in range(16):
+            (m.mnt / f"blob{i:02d}").write_bytes(os.urandom(6 << 20))
+        name = snapshot(m.mnt, label="big")
+        daemon = m.pid
+        child = None
+
+        def uploading():
+            nonlocal child
+            child = child or restic_child(daemon)
+            return child is not None and bytes_read(child) > (24 << 20)
+        assert wait_until(uploading, timeout=120, interval=0.01), "the daemon never started restic backup"
+        started = time.time()
+        m.stop()
+        assert time.time() - started < 30
+        assert not os.path.exists(f"/proc/{child}") or wait_until(lambda: not os.path.exists(f"/proc/{child}"), timeout=30)
+        # Nothing half-published: the snapshot is not in the repository, nor recorded.
+        assert name not in [s["name"] for s in repo.listed()]
+        assert all(name not in rec["replicated"] for rec in record(m))
+        # A run by hand (or the next mount) sends it; restic's lock is gone.
+        report = repo.replicate(m.backing)
+        assert [s["name"] for s in report["sent"]] == [name]
+        r = repo.restic("check")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        proxy.down()
+
+
 # ---------------------------------------------------------------- retention carries over
 
 def test_retention_and_holds_carry_over_and_never_remove_what_is_not_replicated(s3, workdir, make_mount, monkeypatch):

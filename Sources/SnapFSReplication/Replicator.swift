@@ -115,8 +115,7 @@ public final class Replicator: Sendable {
     }
 
     /// Sends every snapshot not yet in the repository, oldest first; `progress` is called after
-    /// each one is recorded. The repository must
-    /// exist (``ResticRepository/initialize()``).
+    /// each one is recorded. The repository must exist (``ResticRepository/initialize()``).
     ///
     /// With `holdingOpenAt` (the daemon, which comes back), a commit snapshot whose interval
     /// has not ended at that time is held back (``Report/nextDueMs`` says until when), so that
@@ -181,9 +180,8 @@ public final class Replicator: Sendable {
         var report = Report(repositoryID: record.repositoryID)
         // What the repository holds of this store: restic recorded the directory it ran in.
         let prefix = backing + "/" + SnapshotCatalog.directoryName + "/"
-        var replicas = try repository.snapshots().filter { replica in
-            replica.paths.count == 1 && replica.paths[0] == prefix + (replica.name?.description ?? "")
-        }
+        let mine = { (replica: ReplicaSnapshot) in replica.paths == [prefix + (replica.name?.description ?? "")] }
+        var replicas = try repository.snapshots().filter(mine)
         let entries: [SnapshotEntry]
         do {
             entries = try SnapshotCatalog(directoryFD: snapshotsFD).list()
@@ -231,8 +229,7 @@ public final class Replicator: Sendable {
             report.passedOver += step.passesOver.count
             progress(sent)
         }
-        try carryRetentionOver(entries: entries, replicas: &replicas, record: &record, report: &report, prune: prune,
-                               mine: { $0.paths.count == 1 && $0.paths[0] == prefix + ($0.name?.description ?? "") })
+        try carryRetentionOver(entries: entries, replicas: &replicas, record: &record, report: &report, prune: prune, mine: mine)
         return report
     }
 

@@ -196,6 +196,22 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
         #expect(outcome.errorText == "oops\n")
     }
 
+    @Test func passesOnNoDescriptorButTheOneGiven() throws {
+        // Neither close-on-exec: without the spawner's care both would reach the child.
+        let stray = dup2(open("/dev/null", O_RDONLY), 200)
+        let lock = dup2(open("/dev/null", O_RDONLY), 201)
+        defer { close(stray); close(lock) }
+        // The shell's own descriptors (the listing opens one more, for the directory).
+        let list = ["sh", "-c", "for f in /proc/$$/fd/*; do echo ${f##*/}; done"]
+        let alone = try ChildProcess(arguments: list, environment: ["PATH=/usr/bin:/bin"]).run()
+        let aloneFDs = String(decoding: alone.output, as: UTF8.self).split(separator: "\n")
+        #expect(!aloneFDs.contains("200") && !aloneFDs.contains("201"))
+        let withLock = try ChildProcess(arguments: list, environment: ["PATH=/usr/bin:/bin"], inheritedFD: lock).run()
+        let lockFDs = String(decoding: withLock.output, as: UTF8.self).split(separator: "\n")
+        #expect(!lockFDs.contains("200") && !lockFDs.contains("201"))
+        #expect(lockFDs.count == aloneFDs.count + 1 && lockFDs.contains("3"))
+    }
+
     @Test func keepsTheLastLineOnly() throws {
         let child = ChildProcess(arguments: ["sh", "-c", "for i in 1 2 3; do echo line$i; done"], environment: ["PATH=/usr/bin:/bin"],
                                  lastLineOnly: true)

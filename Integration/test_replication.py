@@ -574,6 +574,27 @@ def test_retention_and_holds_carry_over_and_never_remove_what_is_not_replicated(
         proxy.down()
 
 
+def test_replicate_by_hand_mirrors_the_mounts_retention(s3, workdir, make_mount):
+    m = make_mount(options=["keep_last=1"])
+    repo = Repo(s3, workdir, "by-hand-retention")
+    (m.mnt / "f").write_text("1\n")
+    first = snapshot(m.mnt, label="one")
+    assert [s["name"] for s in repo.replicate(m.mnt, "--init")["sent"]] == [first]
+    (m.mnt / "f").write_text("2\n")
+    second = snapshot(m.mnt, label="two")
+    report = repo.replicate(m.mnt, "--prune")
+    assert [s["name"] for s in report["sent"]] == [second]
+    assert report["forgotten"] == [first] and report["pruned"]
+    assert [s["name"] for s in repo.listed()] == [second]
+    # Given the backing directory, there are no rules to mirror: nothing is forgotten.
+    (m.mnt / "f").write_text("3\n")
+    third = snapshot(m.mnt, label="three")
+    report = repo.replicate(m.backing)
+    assert report["forgotten"] == [] and [s["name"] for s in repo.listed()] == [second, third]
+    r = repo.restic("check")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.root
 def test_below_the_floor_new_snapshots_are_skipped_before_unreplicated_ones_go(workdir, make_mount):
     """With the repository unreachable, keep_last=1 removes nothing: on a small disk the

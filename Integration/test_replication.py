@@ -230,9 +230,12 @@ def test_replicated_snapshots_restore_elsewhere(s3, workdir, make_mount):
     assert again["sent"] == [] and again["alreadyThere"] == 0
 
 
-def test_one_changed_file_is_the_only_one_read(s3, workdir, make_mount):
-    m = make_mount()
-    repo = Repo(s3, workdir, "incremental")
+@pytest.mark.parametrize("strategy", ["hardlink", "copy"])
+def test_one_changed_file_is_the_only_one_read(s3, workdir, make_mount, strategy):
+    """Hard-link snapshots share inodes and change every file's ctime (link count); copies
+    give every file a new inode and ctime: either way only the changed file is read."""
+    m = make_mount(options=[f"strategy={strategy}"])
+    repo = Repo(s3, workdir, f"incremental-{strategy}")
     write_tree(m.mnt, 3000, dirs=30)
     snapshot(m.mnt, label="full")
     first = repo.replicate(m.mnt, "--init")
@@ -244,7 +247,7 @@ def test_one_changed_file_is_the_only_one_read(s3, workdir, make_mount):
     snapshot(m.mnt, label="one-change")
     [one] = repo.replicate(m.mnt)["sent"]
     s = one["summary"]
-    print(f"1-file change in 3000 files: files_changed={s['files_changed']} files_new={s['files_new']} "
+    print(f"{strategy}: 1-file change in 3000 files: files_changed={s['files_changed']} files_new={s['files_new']} "
           f"files_unmodified={s['files_unmodified']} data_blobs={s['data_blobs']} tree_blobs={s['tree_blobs']} "
           f"data_added={s['data_added']} "
           f"total_duration={s['total_duration']:.2f}s")

@@ -83,6 +83,8 @@ class S3Server:
         self.port = s3
         env = self.environment()
         env["S3_BUCKET"] = BUCKET
+        # Its sockets and log files go to its own directory, not /tmp.
+        env["TMPDIR"] = str(self.dir)
         (self.dir / "data").mkdir(exist_ok=True)
         log = open(self.dir / "weed.log", "wb")
         # Loopback only, every port chosen here, no telemetry, no WebDAV, Iceberg or Lance.
@@ -90,6 +92,7 @@ class S3Server:
             [self.weed, "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
              f"-admin.port={admin}", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+             f"-s3.localSocket={self.dir / 's3.sock'}", f"-filer.localSocket={self.dir / 'filer.sock'}",
              "-master.telemetry=false"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()

@@ -6,6 +6,7 @@ import PackageDescription
 //
 //   snapfs            the commands
 //   SnapFSDaemon      options, mount plan, the composition root of a mount, exit codes
+//   SnapFSReplication snapshots sent to, listed in and restored from a restic repository
 //   SnapFSFUSE        the kernel side: FUSE channel, ring, session, dispatch by node kind
 //   SnapFSCore        the filesystem: every operation, decided at one mutation gate
 //   SnapFSSnapshots   taking, building, listing, diffing, restoring and pruning snapshots
@@ -45,6 +46,10 @@ let package = Package(
         .target(name: "SnapFSSQLite", dependencies: ["SnapFSBacking", system]),
         .target(name: "SnapFSSnapshots", dependencies: ["SnapFSSQLite", "SnapFSBacking", "CLinux", system, logging]),
         .target(
+            name: "SnapFSReplication",
+            dependencies: ["SnapFSSnapshots", "SnapFSBacking", "CLinux", system, logging]
+        ),
+        .target(
             name: "SnapFSCore",
             dependencies: ["SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache", "SnapFSBacking", "CLinux", system, logging]
         ),
@@ -54,13 +59,13 @@ let package = Package(
         ),
         .target(
             name: "SnapFSDaemon",
-            dependencies: ["SnapFSFUSE", "SnapFSCore", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
+            dependencies: ["SnapFSFUSE", "SnapFSCore", "SnapFSReplication", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
                            "SnapFSBacking", "CLinux", system, logging]
         ),
         .executableTarget(
             name: "snapfs",
             dependencies: [
-                "SnapFSDaemon", "SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CLinux", system, logging,
+                "SnapFSDaemon", "SnapFSCore", "SnapFSReplication", "SnapFSSnapshots", "SnapFSBacking", "CLinux", system, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -68,6 +73,10 @@ let package = Package(
             name: "SnapFSCoreTests",
             dependencies: ["SnapFSDaemon", "SnapFSCore", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
                            "SnapFSBacking", "CLinux", system]
+        ),
+        .testTarget(
+            name: "SnapFSReplicationTests",
+            dependencies: ["SnapFSReplication", "SnapFSSnapshots", "SnapFSBacking"]
         ),
         .testTarget(
             name: "SnapFSFUSETests",

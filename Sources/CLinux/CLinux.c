@@ -2,6 +2,7 @@
 #include "CLinux.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -47,6 +48,18 @@ ssize_t snapfs_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_
 
 int snapfs_openat(int dirfd, const char *path, int flags, mode_t mode) {
     return openat(dirfd, path, flags, mode);
+}
+
+int snapfs_pipe2(int fds[2], int flags) {
+    return pipe2(fds, flags);
+}
+
+int snapfs_spawn_add_fchdir(void *actions, int fd) {
+    return posix_spawn_file_actions_addfchdir_np((posix_spawn_file_actions_t *)actions, fd);
+}
+
+int snapfs_spawn_add_closefrom(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
 }
 
 int snapfs_fcntl_int(int fd, int cmd, int arg) {

@@ -14,6 +14,9 @@ public enum ExitStatus {
     public static let badPath: Int32 = 21
     /// The daemon refused the command or failed to carry it out.
     public static let daemonFailed: Int32 = 22
+    /// The restic repository could not be reached, opened or written (wrong location or
+    /// password, server down, restic missing): `replicate`, `list --from`, `restore --from`.
+    public static let repositoryFailed: Int32 = 24
     /// Bad arguments.
     public static let usage: Int32 = 64
     /// The caller may not do this: changing snapshots (snapshot, prune, delete, hold,
@@ -36,7 +39,7 @@ public enum ExitStatus {
     public static let deadMount: Int32 = 23
 
     /// The exit codes as the commands' help shows them.
-    public static let help = "Exit codes: 0 done; 1 reading or writing files failed; 17 not a snapfs mount; 20 unknown snapshot; 21 path outside the mount or missing in the snapshot; 22 the daemon refused or failed; 64 bad arguments; 77 only root (the owner of the mount's root directory) may do this."
+    public static let help = "Exit codes: 0 done; 1 reading or writing files failed; 17 not a snapfs mount; 20 unknown snapshot; 21 path outside the mount or missing in the snapshot; 22 the daemon refused or failed; 24 the restic repository could not be reached, opened or written (replicate, list --from, restore --from); 64 bad arguments; 77 only root (the owner of the mount's root directory) may do this."
 
     /// The exit codes of `snapfs mount`.
     public static let mountHelp = "Exit codes: 0 mounted; 10 backing directory missing or not a directory; 11 mountpoint missing or not a directory; 12 mountpoint not empty; 13 mountpoint already mounted; 14 /dev/fuse missing or not accessible; 15 mountpoint and backing directory overlap; 16 the mount failed for another reason; 18 (at exit, in the foreground) cached data could not be written back, the files are named in the log; 19 the backing directory is already served by another snapfs daemon; 23 the mountpoint is a dead FUSE mount (its daemon was killed; clear it with fusermount3 -u MOUNTPOINT); 64 bad arguments or mount options (also a --pid-file or --log-file whose directory does not exist)."

@@ -1,6 +1,7 @@
 import SnapFSBacking
 import SnapFSCache
 import SnapFSCore
+import SnapFSReplication
 import SnapFSSQLite
 import SnapFSSnapshots
 /// The `-o` options of `snapfs mount`, split into snapfs's own and those for libfuse.
@@ -31,6 +32,8 @@ public struct MountOptions: Sendable, Equatable {
     /// user may hold open through the mount (nil: ``HandleLedger/Limits/defaults(descriptorLimit:)``).
     public var maxFilesPerUser: Int?
     public var maxDirectoriesPerUser: Int?
+    /// Continuous replication to a restic repository (`replicate_to=`, …), or nil.
+    public var replication: ReplicationSettings?
     /// Options that could not be understood, each as one sentence.
     public var problems: [String] = []
     /// Options passed on to libfuse and the kernel, in the order given.
@@ -66,6 +69,8 @@ public struct MountOptions: Sendable, Equatable {
                 parseSQLiteOption(option)
             case _ where option.contains("=") && Self.cacheKeys.contains(String(option.prefix { $0 != "=" })):
                 parseCacheOption(option)
+            case _ where option.contains("=") && option.hasPrefix("replicate_"):
+                replicationOptions.append(option)
             case _ where option.hasPrefix("max_files_per_user=") || option.hasPrefix("max_dirs_per_user="):
                 let key = String(option.prefix { $0 != "=" })
                 guard let count = Int(option.dropFirst(key.count + 1)), count > 0 else {
@@ -78,6 +83,10 @@ public struct MountOptions: Sendable, Equatable {
             }
         }
         problems += cache.problems
+        parseReplicationOptions(replicationOptions)
+        if readOnly && replication != nil {
+            problems.append("replicate_to= sends the snapshots a mount takes, and a read-only mount takes none (snapfs replicate BACKING --to REPO sends those there are)")
+        }
         // FUSE over io_uring serves the mode without the kernel's cache, where every small
         // write is a request: that is the round trip it shortens.
         switch (writebackCacheGiven, uring) {
@@ -89,6 +98,40 @@ public struct MountOptions: Sendable, Equatable {
         if snapshots.retention.isEmpty && !keepCommitsGiven {
             snapshots.retention.keepCommits = RetentionPolicy.defaultKeepCommits
         }
+    }
+
+    /// The `replicate_*=` options, read once all are known.
+    private var replicationOptions: [String] = []
+
+    private mutating func parseReplicationOptions(_ options: [String]) {
+        var location: String?
+        var passwordFile: String?
+        var intervalMs = Replicator.defaultCommitIntervalMs
+        for option in options {
+            let key = String(option.prefix { $0 != "=" })
+            let value = String(option.dropFirst(key.count + 1))
+            switch key {
+            case "replicate_to":
+                if value.isEmpty { problems.append("replicate_to= needs a restic repository") } else { location = value }
+            case "replicate_password_file":
+                if value.hasPrefix("/") { passwordFile = value } else { problems.append("replicate_password_file=\(value) must be an absolute path") }
+            case "replicate_commit_interval":
+                if let ms = value == "0" ? 0 : Self.parseDuration(value) {
+                    intervalMs = ms
+                } else {
+                    problems.append("replicate_commit_interval=\(value) is not a duration (like 500ms, 5s, 1m, or 0)")
+                }
+            default:
+                problems.append("unknown option \(key) (replicate_to, replicate_password_file, replicate_commit_interval)")
+            }
+        }
+        guard let location else {
+            if !options.isEmpty && problems.isEmpty { problems.append("replicate_password_file= and replicate_commit_interval= need replicate_to=") }
+            return
+        }
+        var settings = ReplicationSettings(location: location, passwordFile: passwordFile)
+        settings.commitIntervalMs = intervalMs
+        replication = settings
     }
 
     /// `keep_commits=` was given (0 then means: no bound).

@@ -5,6 +5,7 @@ import SnapFSBacking
 import SnapFSCache
 import SnapFSCore
 import SnapFSFUSE
+import SnapFSReplication
 import SnapFSSnapshots
 
 /// What `snapfs mount` was asked to do: the command line, with the snapshot flags already
@@ -131,18 +132,31 @@ struct MountService {
                 reportFailure(code: ExitStatus.mountFailed, message: error.message)
             }
         }
+        var replication: ReplicationWorker?
         if let engine {
             core.attach(engine)
             engine.startTimer()
             core.startSQLiteFlusher()
+            if let settings = mountOptions.replication {
+                let repository = ResticRepository(location: settings.location, passwordFile: settings.passwordFile, watch: ChildWatch())
+                let worker = ReplicationWorker(
+                    replicator: Replicator(backing: plan.backing, repository: repository, commitIntervalMs: settings.commitIntervalMs,
+                                           retention: snapshotOptions.retention),
+                    logger: logger)
+                engine.attach(follower: worker)
+                replication = worker
+            }
         }
         core.startCacheFlusher()
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
         engine?.logStartNotes()
+        replication?.start()
         ServiceNotification.send("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(plan.backing) at \(plan.mountpoint)")
         let ending = session.serve()
         ServiceNotification.send("STOPPING=1\nSTATUS=unmounted \(plan.mountpoint); writing back")
+        // A restic running now is interrupted (it removes its lock); the next mount goes on.
+        replication?.stop()
         // Commits still waiting for their interval get their snapshot now.
         core.snapshotDueSQLiteCommits(all: true)
         // Normally nothing is left (close writes back); what is left is what failed.

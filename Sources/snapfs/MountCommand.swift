@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import SnapFSBacking
 import SnapFSDaemon
 
 struct MountCommand: ParsableCommand {
@@ -90,6 +91,15 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Dirty data older than this is written back in the background, e.g. 500ms, 5s (-o dirty_age=…; default 5s).", valueName: "DURATION"))
     var dirtyAge: String?
 
+    @Option(name: .long, help: ArgumentHelp("Replicate every snapshot to this restic repository in the background, as snapfs replicate does (-o replicate_to=…; docs/replication.md). The repository must exist; credentials come from the daemon's environment (AWS_*, RESTIC_PASSWORD_FILE, …) or --replicate-password-file.", valueName: "REPOSITORY"))
+    var replicateTo: String?
+
+    @Option(name: .long, help: ArgumentHelp("The repository's password file (-o replicate_password_file=…, an absolute path there).", valueName: "FILE"))
+    var replicatePasswordFile: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("At most one commit snapshot per database per interval is replicated (-o replicate_commit_interval=…; default 5s; 0: every one).", valueName: "DURATION"))
+    var replicateCommitInterval: String?
+
     @Option(name: .long, help: .hidden)
     var readyFd: Int32?
 
@@ -113,6 +123,9 @@ struct MountCommand: ParsableCommand {
         if let cacheSize { extra.append("cache_size=\(cacheSize)") }
         if let dirtyLimit { extra.append("dirty_limit=\(dirtyLimit)") }
         if let dirtyAge { extra.append("dirty_age=\(dirtyAge)") }
+        if let replicateTo { extra.append("replicate_to=\(replicateTo)") }
+        if let replicatePasswordFile { extra.append("replicate_password_file=\(absolutePath(replicatePasswordFile))") }
+        if let replicateCommitInterval { extra.append("replicate_commit_interval=\(replicateCommitInterval)") }
         extra += sqliteInclude.map { "sqlite_include=\($0)" } + sqliteExclude.map { "sqlite_exclude=\($0)" }
         return options.flatMap { $0.split(separator: ",").map(String.init) } + extra
     }

@@ -10,22 +10,46 @@ struct RestoreCommand: ParsableCommand {
         commandName: "restore",
         abstract: "Make files, or the whole live tree, equal to a snapshot again.",
         discussion: """
-        First takes a safety snapshot of the live tree (label pre-restore) and prints its name, then makes each PATH (default: the whole tree, except .snapshots) equal to the snapshot's: content, permissions, owner, times, extended attributes and symlinks; entries the snapshot does not have are removed, only below the restored paths. Everything is done through the mount, so the daemon sees every change. No snapshot is ever changed or deleted. A PATH missing in the snapshot stops the command before anything changes. PATH is absolute inside the mount, or relative to MOUNT.
+        snapfs restore MOUNT SNAPSHOT [PATH...]: first takes a safety snapshot of the live tree (label pre-restore) and prints its name, then makes each PATH (default: the whole tree, except .snapshots) equal to the snapshot's: content, permissions, owner, times, extended attributes and symlinks; entries the snapshot does not have are removed, only below the restored paths. Everything is done through the mount, so the daemon sees every change. No snapshot is ever changed or deleted. A PATH missing in the snapshot stops the command before anything changes. PATH is absolute inside the mount, or relative to MOUNT.
+
+        snapfs restore --from REPOSITORY SNAPSHOT [PATH...] --to DIR: restores a snapshot that snapfs replicate sent to a restic repository, on any machine, into DIR (which must be empty or not exist yet), through restic. SNAPSHOT is a snapfs snapshot name, `latest`, or a restic snapshot ID; PATH is relative to the root of the snapshot's tree.
 
         \(ExitStatus.help)
         """
     )
 
-    @Argument(help: "The mountpoint of a snapfs mount.")
-    var mountpoint: String
+    @Argument(help: ArgumentHelp("MOUNT SNAPSHOT [PATH...], or with --from: SNAPSHOT [PATH...] (PATH: files or directories to restore, by default everything).",
+                                 valueName: "operands"))
+    var operands: [String] = []
 
-    @Argument(help: "The snapshot to restore from.")
-    var snapshot: String
+    @Option(name: .long, help: "Restore from this restic repository (where snapfs replicate sent the snapshots) instead of a mount.")
+    var from: String?
 
-    @Argument(help: "Files or directories to restore (default: everything).")
-    var paths: [String] = []
+    @Option(name: .long, help: "With --from: the directory to restore into (empty, or made).")
+    var to: String?
+
+    @OptionGroup var password: PasswordOption
+
+    var mountpoint: String { operands[0] }
+    var snapshot: String { operands[1] }
+    var paths: [String] { Array(operands.dropFirst(2)) }
+
+    func validate() throws {
+        if from != nil {
+            guard !operands.isEmpty else { throw ValidationError("missing SNAPSHOT to restore from the repository") }
+            guard to != nil else { throw ValidationError("--from needs --to DIR, the directory to restore into") }
+        } else {
+            guard to == nil else { throw ValidationError("--to is for restoring --from a repository; a mount is restored in place") }
+            guard operands.count >= 2 else { throw ValidationError("missing MOUNT and SNAPSHOT (or --from REPOSITORY SNAPSHOT --to DIR)") }
+        }
+    }
 
     func run() throws {
+        if let from {
+            try RepositoryRestore(repository: password.repository(from), snapshot: operands[0],
+                                  paths: Array(operands.dropFirst()), target: to!).run()
+            return
+        }
         if paths.contains(where: \.isEmpty) {
             throw CLIFailure("an empty PATH names nothing; give no PATH to restore the whole tree", code: ExitStatus.usage)
         }

@@ -14,7 +14,7 @@ struct SnapFS: ParsableCommand {
         version: version,
         subcommands: [MountCommand.self, UnmountCommand.self,
                       SnapshotCommand.self, ListCommand.self, DiffCommand.self, VersionsCommand.self,
-                      RestoreCommand.self, PruneCommand.self, DeleteCommand.self, HoldCommand.self,
+                      RestoreCommand.self, ReplicateCommand.self, PruneCommand.self, DeleteCommand.self, HoldCommand.self,
                       ReleaseCommand.self, StatusCommand.self],
         defaultSubcommand: MountCommand.self
     )

@@ -37,6 +37,14 @@ int snapfs_handle_of(int fd, unsigned char *buffer, size_t size);
 /* open_by_handle_at(mount_fd, buffer, flags) for a handle from snapfs_handle_of. */
 int snapfs_open_by_handle(int mount_fd, unsigned char *buffer, int flags);
 int snapfs_dev_minor(uint64_t dev);
+/* pipe2(fds, flags). */
+int snapfs_pipe2(int fds[2], int flags);
+/* posix_spawn_file_actions_addfchdir_np(actions, fd): the child's working directory is the
+   directory open at `fd`. `actions` is a posix_spawn_file_actions_t *. */
+int snapfs_spawn_add_fchdir(void *actions, int fd);
+/* posix_spawn_file_actions_addclosefrom_np(actions, from): every descriptor from `from` up
+   is closed in the child. */
+int snapfs_spawn_add_closefrom(void *actions, int from);
 
 enum {
     SNAPFS_RENAME_NOREPLACE = 1,

@@ -92,6 +92,8 @@ public final class SnapshotEngine: Sendable {
     let buildSlot = BuildSlot()
     /// The background build in progress, for `status`.
     let buildingNow = Mutex<(name: String, capture: TreeCapture)?>(nil)
+    /// Told of each snapshot published (see ``attach(follower:)``).
+    let follower = Attachment<any SnapshotFollower>()
 
     private struct WeakLiveTree {
         weak var tree: (any LiveTree)?
@@ -170,6 +172,11 @@ public final class SnapshotEngine: Sendable {
     /// Connects the engine to the live tree it snapshots (called by the tree's owner).
     public func attach(_ tree: any LiveTree) {
         live.withLock { $0.tree = tree }
+    }
+
+    /// Connects the part that follows the snapshots published (replication).
+    public func attach(follower: any SnapshotFollower) {
+        self.follower.attach(follower)
     }
 
     /// Opens `.snapshots`, creating it private: only the daemon's user (root) may reach the
@@ -571,6 +578,7 @@ public final class SnapshotEngine: Sendable {
             throw SnapshotFailure(error, "\(what) could not be put in place: \(error)")
         }
         if let name = SnapshotName(parsing: metadata.name) { durability.published(name) }
+        follower.value?.snapshotPublished(metadata)
     }
 
     /// The kernel may remember that a name did not exist in `.snapshots`.
@@ -588,7 +596,7 @@ public final class SnapshotEngine: Sendable {
         let apply = { () throws(SnapshotFailure) -> [(name: String, hidden: String)] in
             let entries: [SnapshotEntry]
             do throws(Errno) { entries = try self.catalog.list() } catch { throw SnapshotFailure(error, "cannot list the snapshots") }
-            let decision = self.options.retention.prune(grouped: Self.retentionInput(entries))
+            let decision = self.options.retention.prune(grouped: self.retentionInput(entries))
             var hidden: [(name: String, hidden: String)] = []
             for name in decision.remove {
                 do throws(Errno) { hidden.append((name, try self.catalog.hide(name))) } catch {
@@ -617,9 +625,14 @@ public final class SnapshotEngine: Sendable {
     }
 
     /// What the retention rules weigh of each snapshot: name, time, held, and the database
-    /// of a commit snapshot.
-    static func retentionInput(_ entries: [SnapshotEntry]) -> [(name: String, timeMs: Int64, held: Bool, database: String?)] {
-        entries.map { ($0.name.description, $0.name.timeMs, $0.held, $0.metadata?.sqlite?.database) }
+    /// of a commit snapshot. A snapshot not yet replicated counts as held: retention never
+    /// removes it (``SnapshotFollower/mustKeep(_:)``).
+    func retentionInput(_ entries: [SnapshotEntry]) -> [(name: String, timeMs: Int64, held: Bool, database: String?)] {
+        let unsent = follower.value?.mustKeep(entries) ?? []
+        return entries.map { entry in
+            let name = entry.name.description
+            return (name, entry.name.timeMs, entry.held || unsent.contains(name), entry.metadata?.sqlite?.database)
+        }
     }
 
     /// Whether to apply the retention rules after a snapshot: after each one, except when
@@ -654,9 +667,12 @@ public final class SnapshotEngine: Sendable {
             if belowFloor.exchange(false, ordering: .relaxed) { logger.notice("free space is above min_free=\(floor) again: snapshots resume") }
             return
         }
+        // Snapshots not yet replicated, which retention keeps: new snapshots are skipped first.
+        var unsent = 0
         if !options.retention.isEmpty, let entries = try? catalog.list() {
             let pending = "~pending"   // after every snapshot name, as the new one will be
-            var input = Self.retentionInput(entries)
+            var input = retentionInput(entries)
+            unsent = input.filter(\.held).count - entries.filter(\.held).count
             input.append((pending, Self.wallClockMs(), false, database))
             for name in options.retention.prune(grouped: input).remove where name != pending {
                 do throws(SnapshotFailure) { try remove(name) } catch { logger.error("\(error.message)") }
@@ -669,7 +685,8 @@ public final class SnapshotEngine: Sendable {
         }
         skippedForSpace.wrappingAdd(1, ordering: .relaxed)
         if !belowFloor.exchange(true, ordering: .relaxed) {
-            logger.warning("snapshots are skipped while free space stays below the floor: \(shortfall) (counted as skipped-for-space in status)")
+            let kept = unsent > 0 ? "; \(unsent) snapshots not yet replicated are kept, not removed" : ""
+            logger.warning("snapshots are skipped while free space stays below the floor: \(shortfall) (counted as skipped-for-space in status)\(kept)")
         }
         throw SnapshotFailure(.noSpace, "no snapshot: \(shortfall)", skippedForSpace: true)
     }
@@ -742,6 +759,7 @@ public final class SnapshotEngine: Sendable {
             let progress = capture.progress
             lines.append("building: \(name) (\(progress.captured) directories done, \(progress.waiting) found and waiting)")
         }
+        lines += follower.value?.statusLines(entries) ?? []
         return lines + (liveTree?.statusLines() ?? [])
     }
 

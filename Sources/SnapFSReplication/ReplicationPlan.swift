@@ -1,0 +1,95 @@
+import SnapFSSnapshots
+
+/// Which snapshots a replication run sends, in which order, and which commit snapshots it
+/// passes over.
+///
+/// Every snapshot not yet replicated (nor passed over) is sent, oldest first, except the
+/// snapshots taken at SQLite commits, of which at most one per interval per database is
+/// sent: intervals are aligned on the epoch (with 5 s: :00, :05, :10, …), and of the
+/// waiting commit snapshots of a database the newest of each interval is sent, unless one
+/// of that interval was sent by an earlier run; the newest of all (the database's final
+/// state as far as the run knows) is always sent. A snapshot passed over is recorded with
+/// the later one of its database that stands for it, in the same write of the record.
+///
+/// A replicator that comes back (the daemon) holds back the commit snapshots of the
+/// interval still running, and sends its newest once it has ended: then every interval
+/// gets exactly one, the newest, and the final state follows within an interval.
+public struct ReplicationPlan: Equatable, Sendable {
+    /// A snapshot of the backing store, as the plan needs it.
+    public struct Candidate: Equatable, Sendable {
+        public var name: SnapshotName
+        /// The database, for a snapshot taken at a SQLite commit; nil otherwise.
+        public var database: String?
+
+        public init(name: SnapshotName, database: String? = nil) {
+            self.name = name
+            self.database = database
+        }
+    }
+
+    /// One snapshot to send, and the commit snapshots it stands for.
+    public struct Step: Equatable, Sendable {
+        public var name: SnapshotName
+        public var passesOver: [SnapshotName]
+    }
+
+    public var steps: [Step]
+    /// When the interval of the commit snapshots held back ends (ms since the epoch), if any.
+    public var nextDueMs: Int64?
+
+    /// - Parameters:
+    ///   - local: the snapshots of the backing store, in any order.
+    ///   - done: names already replicated or passed over.
+    ///   - lastSentCommitMs: per database, the time of the newest commit snapshot in the
+    ///     repository.
+    ///   - intervalMs: the commit interval; 0 sends every commit snapshot.
+    ///   - nowMs: hold back the commit snapshots of the interval running at this time; nil:
+    ///     send the newest of each database now.
+    public init(local: [Candidate], done: Set<String>, lastSentCommitMs: [String: Int64], intervalMs: Int64,
+                holdingOpenAt nowMs: Int64? = nil) {
+        let waiting = local.filter { !done.contains($0.name.description) }.sorted { $0.name < $1.name }
+        var chosen: [SnapshotName: [SnapshotName]] = [:]
+        var byDatabase: [String: [SnapshotName]] = [:]
+        for candidate in waiting {
+            if let database = candidate.database {
+                byDatabase[database, default: []].append(candidate.name)
+            } else {
+                chosen[candidate.name] = []
+            }
+        }
+        for (database, all) in byDatabase {
+            var names = all
+            var holding = false
+            if let nowMs {
+                let running = Self.interval(nowMs, intervalMs)
+                names = all.filter { Self.interval($0.timeMs, intervalMs) < running }
+                if names.count < all.count {
+                    holding = true
+                    let due = intervalMs > 0 ? (running + 1) * intervalMs : nowMs + 1
+                    nextDueMs = min(nextDueMs ?? due, due)
+                }
+            }
+            var passed: [SnapshotName] = []
+            let sentInterval = lastSentCommitMs[database].map { Self.interval($0, intervalMs) }
+            for (index, name) in names.enumerated() {
+                let newest = index == names.count - 1
+                // The final state, unless newer ones are held back.
+                let last = newest && !holding
+                let interval = Self.interval(name.timeMs, intervalMs)
+                let newestOfInterval = newest || Self.interval(names[index + 1].timeMs, intervalMs) != interval
+                if last || (newestOfInterval && interval != sentInterval) {
+                    chosen[name] = passed
+                    passed = []
+                } else {
+                    passed.append(name)
+                }
+            }
+        }
+        steps = chosen.keys.sorted().map { Step(name: $0, passesOver: chosen[$0]!) }
+    }
+
+    /// The interval a time falls in; with no interval, every millisecond is its own.
+    static func interval(_ timeMs: Int64, _ intervalMs: Int64) -> Int64 {
+        intervalMs > 0 ? timeMs / intervalMs : timeMs
+    }
+}

@@ -28,7 +28,13 @@ enum SQLiteCompanion {
     /// `notDatabasesLimit` files in about 40 MiB (then it starts over). A file made to look
     /// the same (number, size and time to the nanosecond), or one in 2^64 by chance, would
     /// only miss its companions and its seal.
-    private static let notDatabases = Mutex<Set<UInt64>>([])
+    /// In shards with a lock each: the build's threads look up every file, and with one
+    /// lock a thread preempted while holding it held up the others (a 30,000-file snapshot
+    /// took 0.5–0.8 s instead of 0.17 s at times).
+    private static let notDatabases = (0..<64).map { _ in NotDatabaseShard() }
+    private final class NotDatabaseShard: Sendable {
+        let keys = Mutex<Set<UInt64>>([])
+    }
     static let notDatabasesLimit = 4_000_000
 
     private static func identity(_ status: stat) -> UInt64 {
@@ -46,14 +52,14 @@ enum SQLiteCompanion {
     /// Whether the file with this status was found not to be a database.
     static func knownNotDatabase(_ status: stat) -> Bool {
         let key = identity(status)
-        return notDatabases.withLock { $0.contains(key) }
+        return notDatabases[Int(key >> 58)].keys.withLock { $0.contains(key) }
     }
 
     /// Remembers that the file with this status is not a database.
     static func rememberNotDatabase(_ status: stat) {
         let key = identity(status)
-        notDatabases.withLock {
-            if $0.count >= notDatabasesLimit { $0.removeAll() }
+        notDatabases[Int(key >> 58)].keys.withLock {
+            if $0.count >= notDatabasesLimit / 64 { $0.removeAll() }
             $0.insert(key)
         }
     }

@@ -3,6 +3,7 @@ checked with the real `promtool check metrics` (Debian `prometheus`). The values
 what is done through the mount; bad addresses and a busy port refuse the mount; hostile
 clients hold up neither the daemon nor another client."""
 
+import errno
 import os
 import shutil
 import socket
@@ -17,7 +18,7 @@ import pytest
 
 from lib.cli import assert_one_snapfs_line, run
 from lib.common import SNAPFS, cannot, snapfs_available, wait_until
-from lib.control import snapshot, status
+from lib.control import control, snapshot, status
 from lib.mount import Mount, is_mounted, log_text
 
 # A scrape that takes longer than this has waited for something it should not: the
@@ -222,3 +223,18 @@ def test_hostile_clients_do_not_hold_up_others(metrics_mount):
     (m.mnt / "after").write_text("still here")
     assert (m.mnt / "after").read_text() == "still here"
     assert "snapfs_snapshots_kept" in fetch(port)
+
+
+def test_skipped_for_space_is_counted_apart_from_failures(make_mount):
+    port = free_port()
+    # A floor above what the backing filesystem has free: every snapshot is skipped.
+    m = make_mount(extra_args=["--metrics", str(port), "--min-free", "99%"])
+    (m.mnt / "f").write_text("x")
+    err, result, _ = control(m.mnt, "snapshot")
+    assert err == errno.ENOSPC, result
+    got = samples(fetch(port))
+    assert got["snapfs_snapshots_skipped_for_space_total"] == 1
+    assert got['snapfs_snapshots_failed_total{trigger="control"}'] == 0
+    assert got['snapfs_snapshots_made_total{trigger="control"}'] == 0
+    assert got["snapfs_backing_free_bytes"] < got["snapfs_min_free_bytes"]
+    assert "snapfs_newest_snapshot_age_seconds" not in got    # none yet

@@ -134,7 +134,7 @@ def test_other_paths_and_methods(metrics_mount):
 
 def test_read_only_mount_has_metrics(make_mount):
     port = free_port()
-    m = make_mount(options=["ro"], extra_args=["--metrics", f"127.0.0.1:{port}"])
+    m = make_mount(options=["ro", f"metrics=127.0.0.1:{port}"])    # as fstab gives it
     os.listdir(m.mnt)
     text = fetch(port)
     promtool_check(text)

@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -44,6 +45,10 @@ int snapfs_fallocate(int fd, int mode, off_t offset, off_t length) {
 
 ssize_t snapfs_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t length, unsigned int flags) {
     return copy_file_range(fd_in, off_in, fd_out, off_out, length, flags);
+}
+
+int snapfs_accept_nonblocking(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 int snapfs_openat(int dirfd, const char *path, int flags, mode_t mode) {

@@ -34,6 +34,8 @@ public struct MountOptions: Sendable, Equatable {
     public var maxDirectoriesPerUser: Int?
     /// Continuous replication to a restic repository (`replicate_to=`, …), or nil.
     public var replication: ReplicationSettings?
+    /// Where to serve Prometheus metrics (`metrics=ADDR:PORT`; docs/monitoring.md).
+    public var metrics: MetricsAddress?
     /// Options that could not be understood, each as one sentence.
     public var problems: [String] = []
     /// Options passed on to libfuse and the kernel, in the order given.
@@ -71,6 +73,13 @@ public struct MountOptions: Sendable, Equatable {
                 parseCacheOption(option)
             case _ where option.contains("=") && option.hasPrefix("replicate_"):
                 replicationOptions.append(option)
+            case _ where option.hasPrefix("metrics="):
+                let value = String(option.dropFirst("metrics=".count))
+                if let address = MetricsAddress(parsing: value) {
+                    metrics = address
+                } else {
+                    problems.append("metrics=\(value) is not a port or ADDRESS:PORT (like 9419, 127.0.0.1:9419, [::1]:9419; port 1-65535)")
+                }
             case _ where option.hasPrefix("max_files_per_user=") || option.hasPrefix("max_dirs_per_user="):
                 let key = String(option.prefix { $0 != "=" })
                 guard let count = Int(option.dropFirst(key.count + 1)), count > 0 else {

@@ -85,6 +85,12 @@ struct MountService {
         } catch {
             reportFailure(code: error.exitCode, message: error.message)
         }
+        // Bound before the mount: a busy port refuses the mount instead of serving without metrics.
+        var metricsServer: MetricsServer?
+        if let address = mountOptions.metrics {
+            do { metricsServer = try MetricsServer(address: address) } catch { reportFailure(code: error.code, message: error.message) }
+        }
+        let startedMs = SnapshotName.nowMs()
         let snapshotState = SnapshotState()
         let core: SnapFileSystem
         do {
@@ -148,8 +154,16 @@ struct MountService {
             }
         }
         core.startCacheFlusher()
+        if let metricsServer {
+            metricsServer.start { [engine] in
+                MetricsText.render(status: engine?.statusLines() ?? core.statusLines(), nowMs: SnapshotName.nowMs(), startedMs: startedMs)
+            }
+        }
         reportReady()
         logger.notice("serving \(plan.backing) at \(plan.mountpoint) (snapshots: \(engine?.strategy.rawValue ?? "off"))")
+        if let address = metricsServer?.address {
+            logger.notice("metrics at http://\(address)/metrics\(address.isLoopback ? "" : " (not loopback: reachable from other machines)")")
+        }
         engine?.logStartNotes()
         replication?.start()
         ServiceNotification.send("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(plan.backing) at \(plan.mountpoint)")

@@ -51,15 +51,25 @@ public struct SpaceFloor: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Why a snapshot of about `bytes` and `inodes` would go below the floor on the
-    /// filesystem of `fd`, or nil if it would not (or the filesystem cannot tell).
-    func shortfall(on fd: Int32, adding bytes: Int64, inodes: Int64) -> String? {
+    /// The bytes free to unprivileged users on the filesystem of `fd`, and this floor in
+    /// bytes there (nil when the filesystem cannot tell); for `status`.
+    func freeAndFloor(on fd: Int32) -> (free: Int64, floor: Int64)? {
+        measure(fd).map { ($0.available, $0.floor) }
+    }
+
+    /// The filesystem of `fd`: its statistics, size and bytes available in bytes, and this floor.
+    private func measure(_ fd: Int32) -> (fs: statvfs, total: Int64, available: Int64, floor: Int64)? {
         var fs = statvfs()
         guard fstatvfs(fd, &fs) == 0 else { return nil }
         let unit = Int64(fs.f_frsize > 0 ? fs.f_frsize : fs.f_bsize)
         let total = Int64(fs.f_blocks) * unit
-        let available = Int64(fs.f_bavail) * unit
-        let floor = self.bytes(ofTotal: total)
+        return (fs, total, Int64(fs.f_bavail) * unit, bytes(ofTotal: total))
+    }
+
+    /// Why a snapshot of about `bytes` and `inodes` would go below the floor on the
+    /// filesystem of `fd`, or nil if it would not (or the filesystem cannot tell).
+    func shortfall(on fd: Int32, adding bytes: Int64, inodes: Int64) -> String? {
+        guard let (fs, total, available, floor) = measure(fd) else { return nil }
         if floor > 0 && available - bytes < floor {
             return "\(Self.size(available)) free of \(Self.size(total)), a snapshot of about \(Self.size(bytes)) would go below min_free=\(self) (\(Self.size(floor)))"
         }

@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import SnapFSDaemon
+import SnapFSSnapshots
 
 /// A client of the control file `MOUNT/.snapfs-control`: one command per `write()`, then the
 /// outcome and the status read back from offset 0 of the same open file.
@@ -82,9 +83,7 @@ struct ControlClient {
         }
         var reply = Reply(result: [], status: [], writeError: writeError)
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let key = String(line[..<colon])
-            let value = String(line[line.index(after: colon)...].drop { $0 == " " })
+            guard let (key, value) = StatusLine.split(line) else { continue }
             if key == "result" {
                 reply.result = value.split(separator: " ")
             } else {

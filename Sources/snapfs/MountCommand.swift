@@ -10,7 +10,7 @@ struct MountCommand: ParsableCommand {
         discussion: """
         Runs in the background and returns once the mount is ready, unless --foreground. The daemon flushes and exits on unmount, SIGINT, SIGTERM or SIGHUP.
 
-        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); cache_size=, dirty_limit=, dirty_age= (as the flags below); writeback_cache / no_writeback_cache (the kernel's write-back cache, on by default: small writes are batched into pages; with no_writeback_cache every write() is a request, and, run as root on Linux ≥ 6.9, files opened read-only and DELETE-mode journals pass through to the backing file); nopassthrough (with no_writeback_cache: serve every read through snapfs); uring / nouring (requests over io_uring with per-CPU queues, off by default: Linux ≥ 6.14, root; sets the fuse module's enable_uring parameter; implies no_writeback_cache); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); max_files_per_user=N, max_dirs_per_user=N (the most files and directories one user may hold open through the mount; past it that user's open fails with EMFILE; default a quarter of the daemon's descriptor limit, and 1024); durable_delay=D (how long a new snapshot may wait for the batch that makes it durable, one syncfs for many: 0 to 1h, default 5s); frozen_build (build tree snapshots with every change held at the gate, as before background builds); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
+        -o takes FUSE mount options (allow_other, default_permissions, ro, rw, fsname=…, max_read=…) and these of snapfs: nonempty (mount over a non-empty directory); cache_size=, dirty_limit=, dirty_age= (as the flags below); writeback_cache / no_writeback_cache (the kernel's write-back cache, on by default: small writes are batched into pages; with no_writeback_cache every write() is a request, and, run as root on Linux ≥ 6.9, files opened read-only and DELETE-mode journals pass through to the backing file); nopassthrough (with no_writeback_cache: serve every read through snapfs); uring / nouring (requests over io_uring with per-CPU queues, off by default: Linux ≥ 6.14, root; sets the fuse module's enable_uring parameter; implies no_writeback_cache); noallow_other (when run as root, do not add allow_other); noacl (do not enforce POSIX ACLs: saves a request after each change to a directory); max_files_per_user=N, max_dirs_per_user=N (the most files and directories one user may hold open through the mount; past it that user's open fails with EMFILE; default a quarter of the daemon's descriptor limit, and 1024); durable_delay=D (how long a new snapshot may wait for the batch that makes it durable, one syncfs for many: 0 to 1h, default 5s); frozen_build (build tree snapshots with every change held at the gate, as before background builds); metrics=[ADDR:]PORT (as --metrics); debug (same as --debug). The words mount(8) passes from /etc/fstab (defaults, auto, noauto, user, nofail, _netdev, x-…) are accepted and ignored. snapfs always uses default_permissions, and adds allow_other when run as root, so that the mount behaves for every user like the directory itself.
 
         \(ExitStatus.mountHelp)
         """
@@ -60,6 +60,9 @@ struct MountCommand: ParsableCommand {
 
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Free space snapshots always leave to users, a share or a size, e.g. 5%, 2G; below it the retention rules are applied early, else the snapshot is skipped (-o min_free=…; default 5%; 0: none).", valueName: "SIZE|PERCENT"))
     var minFree: String?
+
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR:PORT/metrics; a bare PORT (or :PORT) is 127.0.0.1:PORT, another address only when given, e.g. [::1]:9419 (-o metrics=…; docs/monitoring.md).", valueName: "[ADDR:]PORT"))
+    var metrics: String?
 
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Also take a snapshot at this interval, e.g. 15m, 1h (-o every=…).", valueName: "DURATION"))
     var every: String?
@@ -116,6 +119,7 @@ struct MountCommand: ParsableCommand {
         if let keepCommits { extra.append("keep_commits=\(keepCommits)") }
         if let minFree { extra.append("min_free=\(minFree)") }
         if let every { extra.append("every=\(every)") }
+        if let metrics { extra.append("metrics=\(metrics)") }
         if snapshotUnchanged { extra.append("snapshot_unchanged") }
         if let sqlite { extra.append("sqlite=\(sqlite)") }
         if let sqliteScope { extra.append("sqlite_scope=\(sqliteScope)") }

@@ -22,6 +22,8 @@ int snapfs_fallocate(int fd, int mode, off_t offset, off_t length);
 ssize_t snapfs_copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t length, unsigned int flags);
 int snapfs_openat(int dirfd, const char *path, int flags, mode_t mode);
 int snapfs_fcntl_int(int fd, int cmd, int arg);
+/* accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (accept4 is _GNU_SOURCE-only). */
+int snapfs_accept_nonblocking(int fd);
 int snapfs_ioctl_int(int fd, unsigned long request, long arg);
 int snapfs_syncfs(int fd);
 /* sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE): starts writing the range back, without waiting. */

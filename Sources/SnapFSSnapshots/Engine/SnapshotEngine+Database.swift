@@ -68,13 +68,19 @@ extension SnapshotEngine {
     public func takeDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger, info: SQLiteCommitInfo,
                              alreadySerial: Bool = false) throws(SnapshotFailure) -> SnapshotMetadata {
         let metadata: SnapshotMetadata
-        if alreadySerial {
-            metadata = try buildDatabase(source, trigger: trigger, info: info)
-        } else {
-            metadata = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotMetadata in
-                try buildDatabase(source, trigger: trigger, info: info)
+        do throws(SnapshotFailure) {
+            if alreadySerial {
+                metadata = try buildDatabase(source, trigger: trigger, info: info)
+            } else {
+                metadata = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotMetadata in
+                    try buildDatabase(source, trigger: trigger, info: info)
+                }
             }
+        } catch {
+            counts.countFailed(trigger.kind, error)
+            throw error
         }
+        counts.countMade(trigger.kind)
         logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
         announce(metadata.name)
         pruneIfDue(after: metadata.name, alreadySerial: alreadySerial)

@@ -78,6 +78,8 @@ public final class SnapshotEngine: Sendable {
     /// Snapshots not taken to keep the free space floor, and whether the last one was.
     let skippedForSpace = Atomic<Int>(0)
     let belowFloor = Atomic<Bool>(false)
+    /// Snapshots made and failed since the mount, by trigger.
+    public let counts = SnapshotCounts()
     /// Snapshots since the retention rules were last applied (see ``pruneIsDue()``).
     let sinceLastPrune = Atomic<Int>(0)
     /// Makes published snapshots durable in batches.
@@ -290,6 +292,17 @@ public final class SnapshotEngine: Sendable {
     /// committed state to take now (then no snapshot is made).
     public func take(label: String?, trigger: Trigger, force: Bool = false, excluding: UInt64? = nil,
                      atCommit: (() -> SQLiteCommitInfo?)? = nil, wait: Bool = true) throws(SnapshotFailure) -> SnapshotOutcome {
+        // Made: counted where each is published (``logCreated(_:)``), also in the background.
+        do throws(SnapshotFailure) {
+            return try takeTree(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait)
+        } catch {
+            counts.countFailed(trigger.kind, error)
+            throw error
+        }
+    }
+
+    private func takeTree(label: String?, trigger: Trigger, force: Bool, excluding: UInt64?,
+                          atCommit: (() -> SQLiteCommitInfo?)?, wait: Bool) throws(SnapshotFailure) -> SnapshotOutcome {
         // A tree snapshot waits for the one being built (its epoch comes after that one's end).
         let background = atCommit == nil && backgroundBuilds
         if background { buildSlot.acquire() }
@@ -377,6 +390,7 @@ public final class SnapshotEngine: Sendable {
                     let metadata = try completeCapture(started)
                     logCreated(metadata)
                 } catch {
+                    counts.countFailed(trigger.kind, error)
                     logger.error("snapshot \(started.built.metadata.name) failed: \(error.message)")
                 }
             }
@@ -387,6 +401,7 @@ public final class SnapshotEngine: Sendable {
     }
 
     private func logCreated(_ metadata: SnapshotMetadata) {
+        counts.countMade(metadata.trigger.kind)
         logger.info("snapshot \(metadata.name): \(metadata.files) files, \(metadata.bytes) bytes, \(metadata.durationMs) ms")
         announce(metadata.name)
         pruneIfDue(after: metadata.name)
@@ -753,6 +768,11 @@ public final class SnapshotEngine: Sendable {
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
         lines.append("min-free: \(options.minFree)")
         lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
+        if let (free, floor) = options.minFree.freeAndFloor(on: backingFD) {
+            lines.append("free-bytes: \(free)")
+            lines.append("min-free-bytes: \(floor)")
+        }
+        lines += counts.statusLines()
         if let interval = options.intervalMs { lines.append("every: \(interval / 1000)s") }
         lines.append("build: \(backgroundBuilds ? "background" : "frozen")")
         if let (name, capture) = buildingNow.withLock({ $0 }) {

@@ -238,3 +238,31 @@ def test_skipped_for_space_is_counted_apart_from_failures(make_mount):
     assert got['snapfs_snapshots_made_total{trigger="control"}'] == 0
     assert got["snapfs_backing_free_bytes"] < got["snapfs_min_free_bytes"]
     assert "snapfs_newest_snapshot_age_seconds" not in got    # none yet
+
+
+def test_replication_lag_and_failure(make_mount, workdir):
+    """With replicate_to= a repository that cannot be reached: the snapshots wait, the lag
+    is the oldest one's age, and the failure shows, in the metrics as in status."""
+    port = free_port()
+    password = workdir / "pw"
+    password.write_text("not used\n")
+    m = make_mount(extra_args=["--metrics", str(port)],
+                   options=["replicate_to=s3:http://127.0.0.1:9/none/x", f"replicate_password_file={password}"])
+    (m.mnt / "a").write_text("a")
+    first = snapshot(m.mnt, force=True)
+    time.sleep(1.1)
+    snapshot(m.mnt, force=True)
+    assert wait_until(lambda: status(m.mnt).get("replication-last-error", "-") != "-", timeout=60), status(m.mnt)
+    text = fetch(port)
+    promtool_check(text)
+    got = samples(text)
+    assert got["snapfs_replication_waiting_snapshots"] == 2
+    assert got["snapfs_replication_failing"] == 1
+    # The oldest waiting is the first snapshot: at least the second's second older.
+    assert status(m.mnt)["replication-oldest-waiting"] == first
+    assert 1 <= got["snapfs_replication_lag_seconds"] < 600
+
+
+def test_no_replication_metrics_without_replication(metrics_mount):
+    m, port = metrics_mount
+    assert not [k for k in samples(fetch(port)) if k.startswith("snapfs_replication_")]

@@ -55,6 +55,7 @@ public enum MetricsText {
         Plain(key: "cache write-back errors", token: 0, name: "snapfs_cache_write_back_errors_total", kind: .counter, help: "Write-backs that failed (ENOSPC, EIO); the data stays cached (status: cache write-back errors)."),
         Plain(key: "descriptors", token: 0, name: "snapfs_open_descriptors", kind: .gauge, help: "Descriptors the daemon has open (status: descriptors)."),
         Plain(key: "descriptors", token: 2, name: "snapfs_descriptor_limit", kind: .gauge, help: "The daemon's descriptor limit (status: descriptors)."),
+        Plain(key: "replication-waiting", token: 0, name: "snapfs_replication_waiting_snapshots", kind: .gauge, help: "Snapshots not yet sent to the replication repository (status: replication-waiting)."),
         Plain(key: "open-handles", token: 0, name: "snapfs_open_handles", kind: .gauge, help: "Files and directories held open for users through the mount (status: open-handles)."),
     ]
 
@@ -92,6 +93,16 @@ public enum MetricsText {
             family("snapfs_newest_snapshot_timestamp_seconds", .gauge, "When the newest snapshot was taken, in seconds since the epoch (status: newest).", samples)
             let age = SnapshotName(parsing: newest).map { [("", seconds(max(0, nowMs - $0.timeMs)))] } ?? []
             family("snapfs_newest_snapshot_age_seconds", .gauge, "Seconds since the newest snapshot was taken (status: newest).", age)
+        }
+        if let oldest = values["replication-oldest-waiting"] {
+            // The replication lag: how old the oldest snapshot not yet sent is (none: 0).
+            let lag = SnapshotName(parsing: oldest).map { seconds(max(0, nowMs - $0.timeMs)) } ?? "0"
+            family("snapfs_replication_lag_seconds", .gauge, "Age of the oldest snapshot not yet sent to the replication repository; 0 when none waits (status: replication-oldest-waiting).",
+                   [("", lag)])
+        }
+        if let error = values["replication-last-error"] {
+            family("snapfs_replication_failing", .gauge, "1 while the last replication run failed (status: replication-last-error).",
+                   [("", error == "-" ? "0" : "1")])
         }
         if let changed = values["changed"] {
             family("snapfs_changed_since_newest_snapshot", .gauge, "1 if anything changed since the newest snapshot (status: changed).",

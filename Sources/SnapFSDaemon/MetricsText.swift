@@ -55,6 +55,8 @@ public enum MetricsText {
         Plain(key: "cache write-back errors", token: 0, name: "snapfs_cache_write_back_errors_total", kind: .counter, help: "Write-backs that failed (ENOSPC, EIO); the data stays cached (status: cache write-back errors)."),
         Plain(key: "descriptors", token: 0, name: "snapfs_open_descriptors", kind: .gauge, help: "Descriptors the daemon has open (status: descriptors)."),
         Plain(key: "descriptors", token: 2, name: "snapfs_descriptor_limit", kind: .gauge, help: "The daemon's descriptor limit (status: descriptors)."),
+        Plain(key: "hooks-skipped", token: 0, name: "snapfs_snapshots_skipped_by_hook_total", kind: .counter, help: "Snapshots skipped because the pre-snapshot hook failed (status: hooks-skipped)."),
+        Plain(key: "hooks-post-failed", token: 0, name: "snapfs_post_snapshot_hook_failures_total", kind: .counter, help: "Post-snapshot hooks that failed (status: hooks-post-failed)."),
         Plain(key: "replication-waiting", token: 0, name: "snapfs_replication_waiting_snapshots", kind: .gauge, help: "Snapshots not yet sent to the replication repository (status: replication-waiting)."),
         Plain(key: "open-handles", token: 0, name: "snapfs_open_handles", kind: .gauge, help: "Files and directories held open for users through the mount (status: open-handles)."),
     ]

@@ -63,6 +63,9 @@ public struct MountOptions: Sendable, Equatable {
                 passed.append(option)
             case "snapshot_unchanged": snapshots.skipUnchanged = false
             case "frozen_build": snapshots.backgroundBuild = false
+            case "hooks_on_commits": snapshots.hooks.onCommits = true
+            case _ where option.hasPrefix("pre_snapshot="): snapshots.hooks.pre = hookCommand(option)
+            case _ where option.hasPrefix("post_snapshot="): snapshots.hooks.post = hookCommand(option)
             case _ where Self.ignored.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="):
                 continue
             case _ where option.contains("=") && Self.snapshotKeys.contains(String(option.prefix { $0 != "=" })):
@@ -149,7 +152,18 @@ public struct MountOptions: Sendable, Equatable {
     private var writebackCacheGiven: Bool?
 
     static let snapshotKeys: Set<String> = ["strategy", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
-                                            "keep_commits", "every", "min_free", "durable_delay"]
+                                            "keep_commits", "every", "min_free", "durable_delay", "hook_timeout"]
+
+    /// The command of `pre_snapshot=` or `post_snapshot=` (not empty).
+    private mutating func hookCommand(_ option: String) -> String? {
+        let key = String(option.prefix { $0 != "=" })
+        let command = String(option.dropFirst(key.count + 1))
+        if command.allSatisfy({ $0 == " " || $0 == "\t" }) {
+            problems.append("\(key)= needs a command (a program or a shell command line)")
+            return nil
+        }
+        return command
+    }
 
     private mutating func parseSnapshotOption(_ option: String) {
         let key = String(option.prefix { $0 != "=" })
@@ -174,6 +188,12 @@ public struct MountOptions: Sendable, Equatable {
                 snapshots.intervalMs = ms
             } else {
                 problems.append("every=\(value) is not a duration of at least 1s (like 30s, 15m, 1h, 1d)")
+            }
+        case "hook_timeout":
+            if let ms = Self.parseDuration(value), ms >= 100, ms <= 3_600_000 {
+                snapshots.hooks.timeoutMs = ms
+            } else {
+                problems.append("hook_timeout=\(value) is not a duration from 100ms to 1h (like 30s, 5m)")
             }
         case "durable_delay":
             if let ms = value == "0" ? 0 : Self.parseDuration(value), ms <= 3_600_000 {

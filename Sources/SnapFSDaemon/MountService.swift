@@ -102,6 +102,7 @@ struct MountService {
         // Checked before mounting; `.snapshots` is made once the mount succeeded, so a
         // mount that fails leaves the backing directory as it was.
         var snapshotOptions = mountOptions.snapshots
+        snapshotOptions.hooks.mountpoint = plan.mountpoint
         do {
             snapshotOptions.strategy = try SnapshotEngine.chooseStrategy(backingPath: plan.backing, forced: snapshotOptions.strategy)
         } catch {

@@ -30,27 +30,13 @@ public struct ResticRepository: Sendable {
     /// Prefixes of restic's own variables and of its backends'.
     static let passedPrefixes = ["RESTIC_", "AWS_", "B2_", "AZURE_", "GOOGLE_", "ST_", "OS_", "RCLONE_"]
 
-    public init(location: String, passwordFile: String? = nil, environment: [String: String] = ResticRepository.processEnvironment(),
+    public init(location: String, passwordFile: String? = nil, environment: [String: String] = ChildProcess.callerEnvironment(),
                 watch: ChildWatch? = nil) {
         self.watch = watch
         self.location = location
         self.passwordFile = passwordFile
         shown = Redaction.userinfo(location)
         callerEnvironment = environment
-    }
-
-    /// The calling process's environment.
-    public static func processEnvironment() -> [String: String] {
-        var result: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            entry += 1
-        }
-        return result
     }
 
     /// restic's whole environment (`NAME=value`).

@@ -94,6 +94,18 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Dirty data older than this is written back in the background, e.g. 500ms, 5s (-o dirty_age=…; default 5s).", valueName: "DURATION"))
     var dirtyAge: String?
 
+    @Option(name: .long, help: ArgumentHelp("A command run (by /bin/sh) before each snapshot; if it fails, the snapshot is skipped (-o pre_snapshot=…; docs/snapshots.md#hooks).", valueName: "COMMAND"))
+    var preSnapshot: String?
+
+    @Option(name: .long, help: ArgumentHelp("A command run (by /bin/sh) after each snapshot, made or not, with its name and result in the environment (-o post_snapshot=…).", valueName: "COMMAND"))
+    var postSnapshot: String?
+
+    @Option(name: .long, help: ArgumentHelp("How long a hook may run before it is killed (-o hook_timeout=…; default 60s).", valueName: "DURATION"))
+    var hookTimeout: String?
+
+    @Flag(name: .long, help: "Run the hooks for SQLite commit snapshots too (-o hooks_on_commits; off: they would run at every commit).")
+    var hooksOnCommits = false
+
     @Option(name: .long, help: ArgumentHelp("Replicate every snapshot to this restic repository in the background, as snapfs replicate does (-o replicate_to=…; docs/replication.md). The repository must exist; credentials come from the daemon's environment (AWS_*, RESTIC_PASSWORD_FILE, …) or --replicate-password-file.", valueName: "REPOSITORY"))
     var replicateTo: String?
 
@@ -127,6 +139,10 @@ struct MountCommand: ParsableCommand {
         if let cacheSize { extra.append("cache_size=\(cacheSize)") }
         if let dirtyLimit { extra.append("dirty_limit=\(dirtyLimit)") }
         if let dirtyAge { extra.append("dirty_age=\(dirtyAge)") }
+        if let preSnapshot { extra.append("pre_snapshot=\(preSnapshot)") }
+        if let postSnapshot { extra.append("post_snapshot=\(postSnapshot)") }
+        if let hookTimeout { extra.append("hook_timeout=\(hookTimeout)") }
+        if hooksOnCommits { extra.append("hooks_on_commits") }
         if let replicateTo { extra.append("replicate_to=\(replicateTo)") }
         if let replicatePasswordFile { extra.append("replicate_password_file=\(absolutePath(replicatePasswordFile))") }
         if let replicateCommitInterval { extra.append("replicate_commit_interval=\(replicateCommitInterval)") }

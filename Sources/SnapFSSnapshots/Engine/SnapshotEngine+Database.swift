@@ -67,6 +67,9 @@ extension SnapshotEngine {
     @discardableResult
     public func takeDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger, info: SQLiteCommitInfo,
                              alreadySerial: Bool = false) throws(SnapshotFailure) -> SnapshotMetadata {
+        // Hooks only when asked for commit snapshots too (`hooks_on_commits`).
+        let hooked = options.hooks.apply(to: trigger)
+        if hooked { try runPreHook(trigger: trigger, label: nil) }
         let metadata: SnapshotMetadata
         do throws(SnapshotFailure) {
             if alreadySerial {
@@ -78,9 +81,11 @@ extension SnapshotEngine {
             }
         } catch {
             counts.countFailed(trigger.kind, error)
+            if hooked { runPostHook(trigger: trigger, label: nil, result: "failed", snapshot: nil) }
             throw error
         }
         counts.countMade(trigger.kind)
+        if hooked { runPostHook(trigger: trigger, label: nil, result: "created", snapshot: metadata.name) }
         logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
         announce(metadata.name)
         pruneIfDue(after: metadata.name, alreadySerial: alreadySerial)

@@ -25,6 +25,8 @@ public struct SnapshotOptions: Sendable, Equatable {
     /// Build tree snapshots in the background with copy-before-write (``TreeCapture``),
     /// where the backing filesystem allows; false: inside the closed gate, as before.
     public var backgroundBuild = true
+    /// Programs run before and after each snapshot (``SnapshotHooks``).
+    public var hooks = SnapshotHooks()
 
     public init() {}
 }
@@ -77,6 +79,9 @@ public final class SnapshotEngine: Sendable {
     let lastName = Mutex<SnapshotName?>(nil)
     /// Snapshots not taken to keep the free space floor, and whether the last one was.
     let skippedForSpace = Atomic<Int>(0)
+    /// Snapshots a failing pre-snapshot hook skipped; post-snapshot hooks that failed.
+    let hooksSkipped = Atomic<Int>(0)
+    let postHookFailures = Atomic<Int>(0)
     let belowFloor = Atomic<Bool>(false)
     /// Snapshots made and failed since the mount, by trigger.
     public let counts = SnapshotCounts()
@@ -292,9 +297,60 @@ public final class SnapshotEngine: Sendable {
     /// committed state to take now (then no snapshot is made).
     public func take(label: String?, trigger: Trigger, force: Bool = false, excluding: UInt64? = nil,
                      atCommit: (() -> SQLiteCommitInfo?)? = nil, wait: Bool = true) throws(SnapshotFailure) -> SnapshotOutcome {
+        guard options.hooks.apply(to: trigger) else {
+            return try takeNow(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait)
+        }
+        try runPreHook(trigger: trigger, label: label)
+        let outcome: SnapshotOutcome
+        do throws(SnapshotFailure) {
+            outcome = try takeNow(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait) { [self] built in
+                runPostHook(trigger: trigger, label: label, result: built == nil ? "failed" : "created", snapshot: built?.name)
+            }
+        } catch {
+            runPostHook(trigger: trigger, label: label, result: "failed", snapshot: nil)
+            throw error
+        }
+        switch outcome {
+        case .created(let metadata): runPostHook(trigger: trigger, label: label, result: "created", snapshot: metadata.name)
+        case .unchanged: runPostHook(trigger: trigger, label: label, result: "unchanged", snapshot: nil)
+        case .started: break  // the build runs it once it is published or has failed
+        }
+        return outcome
+    }
+
+    /// Runs the pre-snapshot hook; a failure skips the snapshot (counted and logged), and the
+    /// post-snapshot hook runs with the result `skipped`.
+    func runPreHook(trigger: Trigger, label: String?) throws(SnapshotFailure) {
+        guard let command = options.hooks.pre else { return }
+        let run = options.hooks.run(command, stage: "pre", trigger: trigger, label: label, backing: backingPath)
+        if let run, run.succeeded { return }
+        hooksSkipped.wrappingAdd(1, ordering: .relaxed)
+        let why = run?.summary ?? "could not be started"
+        logger.warning("no snapshot (\(trigger.kind.rawValue)): the pre-snapshot hook \(why)")
+        runPostHook(trigger: trigger, label: label, result: "skipped", snapshot: nil)
+        throw SnapshotFailure(.canceled, "no snapshot: the pre-snapshot hook \(why)")
+    }
+
+    /// Runs the post-snapshot hook; a failure is logged and counted, and changes nothing.
+    func runPostHook(trigger: Trigger, label: String?, result: String, snapshot: String?) {
+        guard let command = options.hooks.post else { return }
+        let run = options.hooks.run(command, stage: "post", trigger: trigger, label: label, backing: backingPath,
+                                    result: result, snapshot: snapshot)
+        if let run, run.succeeded { return }
+        postHookFailures.wrappingAdd(1, ordering: .relaxed)
+        logger.warning("the post-snapshot hook \(run?.summary ?? "could not be started") (\(snapshot ?? result))")
+    }
+
+    /// ``take(label:trigger:force:excluding:atCommit:wait:)`` without the hooks, counting
+    /// failures; `published` is told the end of a build that goes on in the background (nil:
+    /// it failed).
+    private func takeNow(label: String?, trigger: Trigger, force: Bool, excluding: UInt64?,
+                         atCommit: (() -> SQLiteCommitInfo?)?, wait: Bool,
+                         published: (@Sendable (SnapshotMetadata?) -> Void)? = nil) throws(SnapshotFailure) -> SnapshotOutcome {
         // Made: counted where each is published (``logCreated(_:)``), also in the background.
         do throws(SnapshotFailure) {
-            return try takeTree(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait)
+            return try takeTree(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait,
+                                published: published)
         } catch {
             counts.countFailed(trigger.kind, error)
             throw error
@@ -302,7 +358,8 @@ public final class SnapshotEngine: Sendable {
     }
 
     private func takeTree(label: String?, trigger: Trigger, force: Bool, excluding: UInt64?,
-                          atCommit: (() -> SQLiteCommitInfo?)?, wait: Bool) throws(SnapshotFailure) -> SnapshotOutcome {
+                          atCommit: (() -> SQLiteCommitInfo?)?, wait: Bool,
+                          published: (@Sendable (SnapshotMetadata?) -> Void)?) throws(SnapshotFailure) -> SnapshotOutcome {
         // A tree snapshot waits for the one being built (its epoch comes after that one's end).
         let background = atCommit == nil && backgroundBuilds
         if background { buildSlot.acquire() }
@@ -389,9 +446,11 @@ public final class SnapshotEngine: Sendable {
                 do throws(SnapshotFailure) {
                     let metadata = try completeCapture(started)
                     logCreated(metadata)
+                    published?(metadata)
                 } catch {
                     counts.countFailed(trigger.kind, error)
                     logger.error("snapshot \(started.built.metadata.name) failed: \(error.message)")
+                    published?(nil)
                 }
             }
             return .started(name: started.built.metadata.name)
@@ -768,6 +827,11 @@ public final class SnapshotEngine: Sendable {
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
         lines.append("min-free: \(options.minFree)")
         lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
+        if !options.hooks.isEmpty {
+            lines.append("hooks: pre=\(options.hooks.pre == nil ? "no" : "yes") post=\(options.hooks.post == nil ? "no" : "yes") timeout=\(options.hooks.timeoutMs)ms on-commits=\(options.hooks.onCommits ? "yes" : "no")")
+            lines.append("hooks-skipped: \(hooksSkipped.load(ordering: .relaxed))")
+            lines.append("hooks-post-failed: \(postHookFailures.load(ordering: .relaxed))")
+        }
         if let (free, floor) = options.minFree.freeAndFloor(on: backingFD) {
             lines.append("free-bytes: \(free)")
             lines.append("min-free-bytes: \(floor)")

@@ -1,6 +1,6 @@
 import CLinux
 import Glibc
-import SnapFSBacking
+import Synchronization
 import SystemPackage
 
 /// A program run to its end with an explicit environment, its standard input `/dev/null`,
@@ -23,6 +23,8 @@ public struct ChildProcess: Sendable {
         public var errorOutput: [UInt8]
         /// The output was larger than the limit and was cut.
         public var outputTruncated: Bool
+        /// It ran past ``ChildProcess/timeoutMs`` and was killed.
+        public var timedOut = false
 
         public var errorText: String { String(decoding: errorOutput, as: UTF8.self) }
     }
@@ -43,6 +45,9 @@ public struct ChildProcess: Sendable {
     public var lastLineOnly = false
     /// A descriptor the child gets as its descriptor 3 (a lock it holds too), or nil.
     public var inheritedFD: Int32?
+    /// How long the program may run, or nil: past it, the child and everything it started
+    /// (it runs in a process group of its own) get SIGKILL, and ``Outcome/timedOut`` is set.
+    public var timeoutMs: Int?
 
     public init(arguments: [String], environment: [String], directoryFD: Int32? = nil, lastLineOnly: Bool = false,
                 inheritedFD: Int32? = nil) {
@@ -51,6 +56,20 @@ public struct ChildProcess: Sendable {
         self.directoryFD = directoryFD
         self.lastLineOnly = lastLineOnly
         self.inheritedFD = inheritedFD
+    }
+
+    /// The calling process's environment, by name.
+    public static func callerEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            entry += 1
+        }
+        return result
     }
 
     /// Starts the program, calls `running` with its pid (so that a caller can signal it),
@@ -87,7 +106,12 @@ public struct ChildProcess: Sendable {
         sigemptyset(&defaults)
         for signal in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { sigaddset(&defaults, signal) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if timeoutMs != nil {
+            flags |= POSIX_SPAWN_SETPGROUP
+            posix_spawnattr_setpgroup(&attributes, 0)
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
@@ -105,12 +129,16 @@ public struct ChildProcess: Sendable {
             throw Errno(rawValue: spawned)
         }
         running(pid)
+        // The group is killed at the deadline unless the run ends first; its pipes then close
+        // too, whatever the program left running.
+        let deadline = timeoutMs.map { TimeoutKill(group: pid, afterMs: $0) }
         var outcome = Outcome(status: 0, output: [], errorOutput: [], outputTruncated: false)
         drain(output: outPipe[0], error: errPipe[0], into: &outcome)
         close(outPipe[0])
         close(errPipe[0])
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        if let deadline { outcome.timedOut = deadline.cancel() }
         running(nil)
         outcome.status = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return outcome
@@ -160,5 +188,30 @@ public struct ChildProcess: Sendable {
             }
         }
         if lastLineOnly && !pendingLine.isEmpty { outcome.output = pendingLine }
+    }
+}
+
+/// Kills a process group once a time has passed, unless cancelled first (a thread that looks
+/// every 20 ms: it runs only while a program with a timeout does).
+private final class TimeoutKill: Sendable {
+    private static let running = 0, cancelled = 1, fired = 2
+    private let state = Atomic<Int>(TimeoutKill.running)
+
+    init(group: pid_t, afterMs: Int) {
+        let end = MonotonicClock.microseconds() + Int64(afterMs) * 1000
+        BackgroundThread.start { [self] in
+            while MonotonicClock.microseconds() < end {
+                if state.load(ordering: .acquiring) == Self.cancelled { return }
+                BackgroundThread.sleep(milliseconds: 20)
+            }
+            if state.compareExchange(expected: Self.running, desired: Self.fired, ordering: .acquiringAndReleasing).exchanged {
+                kill(-group, SIGKILL)
+            }
+        }
+    }
+
+    /// Stops the timer; returns whether it had fired.
+    func cancel() -> Bool {
+        !state.compareExchange(expected: Self.running, desired: Self.cancelled, ordering: .acquiringAndReleasing).exchanged
     }
 }

@@ -14,12 +14,11 @@ from the first object listed whose restore holds it."""
 import bisect
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
 
-from Integration.lib.s3 import ACCESS_KEY, BUCKET, SECRET_KEY
+from Integration.lib.s3 import ACCESS_KEY, BUCKET, SECRET_KEY, file_tail, stop_process
 
 
 class BucketWatch:
@@ -132,19 +131,10 @@ class Litestream:
         return subprocess.run(args + [str(self.db)], capture_output=True, text=True, timeout=timeout, env=self.env)
 
     def log_tail(self, n=10):
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return file_tail(self.log, n)
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
+        stop_process(self.process, timeout=30)
 
 
 def ltx_max_txid(key):

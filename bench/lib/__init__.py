@@ -9,6 +9,7 @@
     request_counts  snapfs's request counters, per operation
     databases       the SQLite databases the SQLite benchmarks start from
     trees           removing what a benchmark made, sealed snapshots included
+    replicas        replication's lag: a bucket's new objects timed as first listed; Litestream
 
 Mounting snapfs, waiting for its daemon, /proc/self/mountinfo and loop file systems have one
 home for the tests and the benchmarks: Integration/lib (see its __init__.py). Importing this

@@ -192,19 +192,20 @@ enum SQLiteCompanion {
     /// Gives every WAL database of the tree at `root` its missing companions, keeping each
     /// directory's times: for a btrfs snapshot, which is taken whole by the filesystem and
     /// so is not listed file by file as the other strategies' are. Walks with a cursor (one
-    /// descriptor, no recursion); opens only files whose size could be a database's.
-    static func addToTree(_ root: Int32, noAccessTime: Int32, seal: Bool = false) throws(Errno) {
+    /// descriptor, no recursion); opens only files whose size could be a database's. Also
+    /// for a store made by an earlier version (``StoreMigration``), which seals afterwards.
+    static func addToTree(_ root: Int32, noAccessTime: Int32) throws(Errno) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
         // O_NOATIME: listing the snapshot must not change its directories' access times.
         try DirectoryCursor(at: root, extraFlags: noAccessTime).walk { (cursor) throws(Errno) in
-            try visit(cursor, buffer, noAccessTime, seal)
+            try visit(cursor, buffer, noAccessTime)
         }
     }
 
     /// Adds the companions in the directory at `cursor`; returns its subdirectories.
     private static func visit(_ cursor: DirectoryCursor, _ buffer: UnsafeMutableRawBufferPointer,
-                              _ noAccessTime: Int32, _ seal: Bool) throws(Errno) -> [[UInt8]] {
+                              _ noAccessTime: Int32) throws(Errno) -> [[UInt8]] {
         var subdirectories: [[UInt8]] = []
         var databases: [[CChar]] = []
         var journals: [[CChar]] = []
@@ -228,22 +229,16 @@ enum SQLiteCompanion {
                     let kind = databaseKind(fd)
                     if kind == .none { rememberNotDatabase(status) }
                     if kind == .wal { databases.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1))) }
-                    // A database of the snapshot's own is sealed too: with its journal mode
-                    // set to OFF, a connection could write it without any companion file.
-                    if seal && kind != .none && status.st_nlink == 1 { try Seal.apply(fd) }
                 }
             }
         }
         guard !journals.isEmpty || !databases.isEmpty else { return subdirectories }
-        // A sealed directory is opened up for the change and sealed again.
-        let wasSealed = seal ? try Seal.remove(dir) : false
         var changed = false
-        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal, seal: seal) { changed = true }
-        if try addMissing(in: dir, databases: databases, seal: seal) || changed {
+        for journal in journals where try HotJournal.rollBack(in: dir, journal: journal, seal: false) { changed = true }
+        if try addMissing(in: dir, databases: databases, seal: false) || changed {
             var times = [cursor.status.st_atim, cursor.status.st_mtim]
             try syscall(futimens(dir, &times))
         }
-        if wasSealed { try Seal.apply(dir) }
         return subdirectories
     }
 }

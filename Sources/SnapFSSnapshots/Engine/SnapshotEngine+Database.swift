@@ -68,24 +68,18 @@ extension SnapshotEngine {
     public func takeDatabase(_ source: DatabaseSnapshotSource, trigger: Trigger, info: SQLiteCommitInfo,
                              alreadySerial: Bool = false) throws(SnapshotFailure) -> SnapshotMetadata {
         // Hooks only when asked for commit snapshots too (`hooks_on_commits`).
-        let hooked = options.hooks.apply(to: trigger)
-        if hooked { try runPreHook(trigger: trigger, label: nil) }
-        let metadata: SnapshotMetadata
-        do throws(SnapshotFailure) {
-            if alreadySerial {
-                metadata = try buildDatabase(source, trigger: trigger, info: info)
-            } else {
-                metadata = try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotMetadata in
+        let metadata = try withHooks(trigger, label: nil, { (_) throws(SnapshotFailure) -> SnapshotMetadata in
+            do throws(SnapshotFailure) {
+                if alreadySerial { return try buildDatabase(source, trigger: trigger, info: info) }
+                return try serial.withLock { (_: inout Void) throws(SnapshotFailure) -> SnapshotMetadata in
                     try buildDatabase(source, trigger: trigger, info: info)
                 }
+            } catch {
+                counts.countFailed(trigger.kind, error)
+                throw error
             }
-        } catch {
-            counts.countFailed(trigger.kind, error)
-            if hooked { runPostHook(trigger: trigger, label: nil, result: "failed", snapshot: nil) }
-            throw error
-        }
+        }, ended: { ("created", $0.name) })
         counts.countMade(trigger.kind)
-        if hooked { runPostHook(trigger: trigger, label: nil, result: "created", snapshot: metadata.name) }
         logger.debug("snapshot \(metadata.name) of \(info.database) (\(info.journalMode) #\(info.sequence)), \(metadata.durationMs) ms")
         announce(metadata.name)
         pruneIfDue(after: metadata.name, alreadySerial: alreadySerial)

@@ -297,25 +297,39 @@ public final class SnapshotEngine: Sendable {
     /// committed state to take now (then no snapshot is made).
     public func take(label: String?, trigger: Trigger, force: Bool = false, excluding: UInt64? = nil,
                      atCommit: (() -> SQLiteCommitInfo?)? = nil, wait: Bool = true) throws(SnapshotFailure) -> SnapshotOutcome {
-        guard options.hooks.apply(to: trigger) else {
-            return try takeNow(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait)
+        // A build that goes on in the background runs the post-hook once it has ended.
+        let published: @Sendable (SnapshotMetadata?) -> Void = { [self] built in
+            runPostHook(trigger: trigger, label: label, result: built == nil ? "failed" : "created", snapshot: built?.name)
         }
-        try runPreHook(trigger: trigger, label: label)
-        let outcome: SnapshotOutcome
-        do throws(SnapshotFailure) {
-            outcome = try takeNow(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit, wait: wait) { [self] built in
-                runPostHook(trigger: trigger, label: label, result: built == nil ? "failed" : "created", snapshot: built?.name)
+        let take = { (hooked: Bool) throws(SnapshotFailure) -> SnapshotOutcome in
+            try self.takeNow(label: label, trigger: trigger, force: force, excluding: excluding, atCommit: atCommit,
+                             wait: wait, published: hooked ? published : nil)
+        }
+        let ended = { (outcome: SnapshotOutcome) -> (result: String, snapshot: String?)? in
+            switch outcome {
+            case .created(let metadata): return ("created", metadata.name)
+            case .unchanged: return ("unchanged", nil)
+            case .started: return nil
             }
-        } catch {
+        }
+        return try withHooks(trigger, label: label, take, ended: ended)
+    }
+
+    /// Runs `body` between the pre- and post-snapshot hooks when snapshots with `trigger`
+    /// run them (``SnapshotHooks/apply(to:)``), else `body` alone; `body` is told which.
+    /// The post-hook is told `failed` when `body` throws, else what `ended` makes of its
+    /// result, and is not run here when `ended` gives nil (`body` handed it on).
+    func withHooks<T>(_ trigger: Trigger, label: String?, _ body: (_ hooked: Bool) throws(SnapshotFailure) -> T,
+                      ended: (T) -> (result: String, snapshot: String?)?) throws(SnapshotFailure) -> T {
+        guard options.hooks.apply(to: trigger) else { return try body(false) }
+        try runPreHook(trigger: trigger, label: label)
+        let value: T
+        do throws(SnapshotFailure) { value = try body(true) } catch {
             runPostHook(trigger: trigger, label: label, result: "failed", snapshot: nil)
             throw error
         }
-        switch outcome {
-        case .created(let metadata): runPostHook(trigger: trigger, label: label, result: "created", snapshot: metadata.name)
-        case .unchanged: runPostHook(trigger: trigger, label: label, result: "unchanged", snapshot: nil)
-        case .started: break  // the build runs it once it is published or has failed
-        }
-        return outcome
+        if let end = ended(value) { runPostHook(trigger: trigger, label: label, result: end.result, snapshot: end.snapshot) }
+        return value
     }
 
     /// Runs the pre-snapshot hook; a failure skips the snapshot (counted and logged), and the

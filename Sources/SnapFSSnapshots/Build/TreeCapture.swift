@@ -265,10 +265,21 @@ public final class TreeCapture: @unchecked Sendable {
         finished = true
         stopped.store(true, ordering: .releasing)
         while busy > 0 { monitor.wait() }
-        let error = failure
         monitor.unlock()
+        // A claim reads `stopped` and counts itself busy under its shard's lock: once every
+        // shard's lock has been taken after the store, each claim either counted itself or
+        // saw `stopped`. Without this a claim that read `stopped` just before the store could
+        // count itself after the check below, and link into the stash while it is removed.
+        for shard in shards {
+            shard.monitor.lock()
+            shard.monitor.unlock()
+        }
         // A capture that began before the end finishes its clone (microseconds).
         while busyObjects.load(ordering: .acquiring) > 0 { usleep(100) }
+        // Read last: a capture that was still running may have failed.
+        monitor.lock()
+        let error = failure
+        monitor.unlock()
         if let error { throw error }
     }
 

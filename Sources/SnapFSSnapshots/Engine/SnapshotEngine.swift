@@ -367,6 +367,9 @@ public final class SnapshotEngine: Sendable {
                                 published: published)
         } catch {
             counts.countFailed(trigger.kind, error)
+            // Whoever asked is told too; the log is where an operator looks afterwards.
+            // (Skipped for space: logged where the floor is checked.)
+            if !error.skippedForSpace { logger.error("snapshot (\(trigger.kind.rawValue)) failed: \(error.message)") }
             throw error
         }
     }
@@ -873,11 +876,8 @@ public final class SnapshotEngine: Sendable {
         let interval = options.intervalMs!
         while true {
             BackgroundThread.sleep(milliseconds: interval)
-            do throws(SnapshotFailure) {
-                _ = try take(label: nil, trigger: Trigger(kind: .timer, detail: "every \(interval / 1000)s"))
-            } catch where !error.skippedForSpace {
-                logger.error("timed snapshot failed: \(error.message)")
-            } catch {}
+            // A failure is counted and logged by ``takeNow``.
+            _ = try? take(label: nil, trigger: Trigger(kind: .timer, detail: "every \(interval / 1000)s"))
         }
     }
 

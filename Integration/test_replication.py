@@ -262,6 +262,70 @@ def test_one_changed_file_is_the_only_one_read(s3, workdir, make_mount, strategy
     assert s["data_added"] < 3000 * 1024, s
 
 
+def restic_logging(workdir):
+    """A directory holding a `restic` that logs its subcommand to calls.log, then runs the
+    real one: how many restic processes a run starts, and which."""
+    bindir = workdir / "logging-restic"
+    bindir.mkdir(exist_ok=True)
+    log = bindir / "calls.log"
+    wrapper = bindir / "restic"
+    wrapper.write_text(f"#!/bin/sh\necho \"$1\" >> {log}\nexec {restic_binary()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return bindir, log
+
+
+def test_a_run_that_can_trust_its_record_starts_restic_only_to_send(s3, workdir, make_mount):
+    """Each restic start costs about half a second: once a run has ended cleanly, the next
+    sends with one restic (`backup`), its parent and the repository's ID from the record.
+    A record left by a killed run is noticed, and so is a parent the repository no longer
+    has (forgotten, or another repository at the same location): the run then asks the
+    repository what it holds."""
+    m = make_mount()
+    repo = Repo(s3, workdir, "trusted")
+    bindir, log = restic_logging(workdir)
+
+    def replicate_logged():
+        log.write_text("")
+        env = repo.env()
+        env["PATH"] = f"{bindir}:{env['PATH']}"
+        r = subprocess.run([SNAPFS, "replicate", m.mnt, "--to", repo.location, "--json",
+                            "--password-file", repo.password_file], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout), log.read_text().split()
+
+    (m.mnt / "f").write_text("0\n")
+    snapshot(m.mnt, label="first")
+    repo.replicate(m.mnt, "--init")
+    (m.mnt / "f").write_text("1\n")
+    second = snapshot(m.mnt, label="second")
+    report, calls = replicate_logged()
+    assert [s["name"] for s in report["sent"]] == [second]
+    assert calls == ["backup"], calls
+    # Nothing to send: by hand, the repository is still opened (a wrong password is said).
+    report, calls = replicate_logged()
+    assert report["sent"] == [] and calls == ["cat"], calls
+
+    # A run killed while restic sent: the record still names the snapshot in flight.
+    [path] = (m.backing / ".snapshots" / ".meta" / "replication").glob("*.json")
+    rec = json.loads(path.read_text())
+    rec["inFlight"] = second
+    path.write_text(json.dumps(rec))
+    report, calls = replicate_logged()
+    assert report["sent"] == [] and report["alreadyThere"] == 0, report
+    assert "snapshots" in calls and "unlock" in calls, calls
+    assert json.loads(path.read_text()).get("inFlight") is None
+
+    # Another repository at the same location: the record's parent is unknown there.
+    r = repo.restic("forget", "--prune", *[s["id"] for s in repo.listed()])
+    assert r.returncode == 0, r.stderr
+    (m.mnt / "f").write_text("2\n")
+    third = snapshot(m.mnt, label="third")
+    report, calls = replicate_logged()
+    assert calls[0] == "backup" and "snapshots" in calls, calls
+    assert [s["name"] for s in report["sent"]] == [third], report
+    assert [s["name"] for s in repo.listed()] == [third]
+
+
 @pytest.mark.parametrize("victim", ["restic", "snapfs"])
 def test_killed_upload_is_resumed(s3, workdir, make_mount, victim):
     m = make_mount()

@@ -29,6 +29,17 @@ public struct ReplicationRecord: Codable, Equatable, Sendable {
     public var replicated: [String: String] = [:]
     /// Commit snapshots passed over (a later one of the same interval stands for them).
     public var skipped: [String] = []
+    /// The snapshot a run was sending when it wrote the record last (set before `restic
+    /// backup` starts, cleared once its result is recorded): a record that still names one
+    /// comes from a run that was killed or failed, so the next run asks the repository what
+    /// it holds (and removes restic's stale locks) instead of trusting the record.
+    public var inFlight: String?
+    /// The replicated snapshots whose restic snapshot carries the `snapfs-held` tag, as far
+    /// as this store knows (nil: not known, as in records of earlier versions).
+    public var heldThere: [String]?
+    /// Whether the retention rules may have something to forget in the repository that the
+    /// last run did not apply (nil: not known).
+    public var retentionOwed: Bool?
     /// When the last run ended without an error, ISO 8601 UTC.
     public var lastSuccess: String?
     /// The last run's error, if it failed, and when.
@@ -48,6 +59,15 @@ public struct ReplicationRecord: Codable, Equatable, Sendable {
     public mutating func keepOnly(_ names: Set<String>) {
         replicated = replicated.filter { names.contains($0.key) }
         skipped = skipped.filter { names.contains($0) }
+        heldThere = heldThere?.filter { names.contains($0) }
+    }
+
+    /// The record of the repository at `shown` in the store, if exactly one record names
+    /// that location: the repository's ID without asking restic (``Replicator`` checks it
+    /// by using it: a `--parent` from another repository fails the backup).
+    public static func forLocation(_ shown: String, snapshotsFD: Int32) -> ReplicationRecord? {
+        let matching = all(snapshotsFD: snapshotsFD).filter { $0.repository == shown }
+        return matching.count == 1 ? matching[0] : nil
     }
 
     public static func fileName(repositoryID: String) -> String { repositoryID + ".json" }

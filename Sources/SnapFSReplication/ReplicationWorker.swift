@@ -55,7 +55,7 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if fd >= 0 {
             let shown = replicator.repository.shown
-            if let record = ReplicationRecord.all(snapshotsFD: fd).first(where: { $0.repository == shown }) {
+            if let record = ReplicationRecord.forLocation(shown, snapshotsFD: fd) {
                 state.withLock { $0.done = record.done }
             }
             close(fd)

@@ -45,14 +45,20 @@ public final class Replicator: Sendable {
         self.retention = retention
     }
 
-    /// What earlier runs of this replicator learnt: the repository's ID (asked once), and
-    /// whether a restic of theirs may have left a lock in the repository (at the start, a
-    /// killed run of another process may have).
+    /// What earlier runs of this replicator learnt: the repository's ID (asked once), whether
+    /// a restic of theirs may have left a lock in the repository (at the start, a killed run
+    /// of another process may have), and when the retention rules were last applied.
     private struct Memory {
         var repositoryID: String?
         var mayHaveLeftLock = true
+        var lastRetentionMs: Int64?
     }
     private let memory = Mutex(Memory())
+
+    /// The least time between two applications of the retention rules (each lists the
+    /// repository's snapshots, a restic start of its own) in a replicator that runs again
+    /// and again (the mount's).
+    static let retentionSpacingMs: Int64 = 10_000
 
     /// What restic's `backup --json` summary says of one snapshot sent.
     public struct BackupSummary: Codable, Equatable, Sendable {
@@ -124,10 +130,36 @@ public final class Replicator: Sendable {
     ///
     /// With `prune`, `restic prune` runs after the retention rules forgot something (or
     /// always, with `.always`).
-    public func run(holdingOpenAt nowMs: Int64? = nil, prune: PruneWhen = .never, progress: (Sent) -> Void = { _ in },
-                    cancelled: () -> Bool = { false }) throws(ReplicationError) -> Report {
+    /// With `confirmIdle` (a run by hand), a run that trusted its record and had nothing to
+    /// send still opens the repository (`restic cat config`), so that a wrong password or
+    /// location is reported, not passed over.
+    public func run(holdingOpenAt nowMs: Int64? = nil, prune: PruneWhen = .never, confirmIdle: Bool = false,
+                    progress: (Sent) -> Void = { _ in }, cancelled: () -> Bool = { false }) throws(ReplicationError) -> Report {
         let snapshotsFD = try openSnapshots()
         defer { close(snapshotsFD) }
+        // Each restic start costs about half a second (it derives the key from the password):
+        // a run that can trust its record starts restic only to send.
+        if var trusted = trustedRecord(snapshotsFD: snapshotsFD, prune: prune) {
+            if confirmIdle && isIdle(snapshotsFD: snapshotsFD, record: trusted) {
+                // Before anything is written: a wrong password fails here, and another
+                // repository at that location takes the full run below.
+                let id = try repository.repositoryID()
+                memory.withLock { $0.repositoryID = id }
+                if id != trusted.repositoryID {
+                    trusted = ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: id)
+                        ?? ReplicationRecord(repository: repository.shown, repositoryID: id)
+                    return try run(snapshotsFD: snapshotsFD, record: trusted, listing: true, holdingOpenAt: nowMs, prune: prune,
+                                   progress: progress, cancelled: cancelled)
+                }
+            }
+            do {
+                return try run(snapshotsFD: snapshotsFD, record: trusted, listing: false, holdingOpenAt: nowMs, prune: prune,
+                               progress: progress, cancelled: cancelled)
+            } catch where !cancelled() && Self.trustMisplaced(error) {
+                // The record was wrong after all: once more, asking the repository.
+                memory.withLock { $0.repositoryID = nil; $0.mayHaveLeftLock = true }
+            }
+        }
         let repositoryID: String
         if let known = memory.withLock({ $0.repositoryID }) {
             repositoryID = known
@@ -135,20 +167,102 @@ public final class Replicator: Sendable {
             repositoryID = try repository.repositoryID()
             memory.withLock { $0.repositoryID = repositoryID }
         }
-        let lock = try lockRun(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
+        let record = ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
+            ?? ReplicationRecord(repository: repository.shown, repositoryID: repositoryID)
+        return try run(snapshotsFD: snapshotsFD, record: record, listing: true, holdingOpenAt: nowMs, prune: prune,
+                       progress: progress, cancelled: cancelled)
+    }
+
+    /// The record a run may go by without asking the repository what it holds: the one of
+    /// this location (or of the ID known from an earlier run), left by a run that ended
+    /// cleanly, whose held tags agree with the holds now, when the retention rules have
+    /// nothing to forget (or were applied less than ``retentionSpacingMs`` ago).
+    /// nil: the run lists the repository's snapshots first.
+    private func trustedRecord(snapshotsFD: Int32, prune: PruneWhen) -> ReplicationRecord? {
+        if prune == .always { return nil }
+        let knownID = memory.withLock { $0.repositoryID }
+        let found = knownID.flatMap { ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: $0) }
+            ?? ReplicationRecord.forLocation(repository.shown, snapshotsFD: snapshotsFD)
+        guard let record = found, record.inFlight == nil, let heldThere = record.heldThere,
+              !record.replicated.isEmpty else { return nil }
+        guard let entries = try? SnapshotCatalog(directoryFD: snapshotsFD).list() else { return nil }
+        let heldHere = Set(entries.filter(\.held).map(\.name.description)).intersection(record.replicated.keys)
+        guard heldHere == Set(heldThere) else { return nil }
+        if retentionOwed(record: record, entries: entries, replicas: replicas(of: entries, in: record)) && !retentionSpaced() {
+            return nil
+        }
+        return record
+    }
+
+    /// Whether every snapshot of the store is replicated or passed over, as `record` says.
+    private func isIdle(snapshotsFD: Int32, record: ReplicationRecord) -> Bool {
+        guard let entries = try? SnapshotCatalog(directoryFD: snapshotsFD).list() else { return false }
+        let done = record.done
+        return entries.allSatisfy { done.contains($0.name.description) }
+    }
+
+    /// Whether a failure of a run that trusted its record may come from that trust: the
+    /// parent it named is not in the repository (forgotten elsewhere, or another repository
+    /// at the same location), or a lock a killed restic left stops it. Anything else (the
+    /// repository unreachable, restic killed) is the run's failure, reported as it is.
+    static func trustMisplaced(_ error: ReplicationError) -> Bool {
+        error.message.contains("no matching ID found") || error.message.contains("locked by another restic")
+    }
+
+    /// Whether the retention rules may have something to forget in the repository: they
+    /// forget some of the snapshots the record holds, or a replicated snapshot was deleted
+    /// here since the rules were last applied (the repository may still hold it), or the
+    /// record does not say.
+    private func retentionOwed(record: ReplicationRecord, entries: [SnapshotEntry], replicas: [ReplicaSnapshot]) -> Bool {
+        guard !retention.isEmpty else { return false }
+        if record.retentionOwed ?? true { return true }
+        let local = Set(entries.map(\.name.description))
+        if record.replicated.keys.contains(where: { !local.contains($0) }) { return true }
+        return !Self.toForget(replicas, retention: retention).isEmpty
+    }
+
+    /// Whether the rules were applied by this replicator less than ``retentionSpacingMs`` ago.
+    private func retentionSpaced() -> Bool {
+        guard let last = memory.withLock({ $0.lastRetentionMs }) else { return false }
+        return SnapshotName.nowMs() - last < Self.retentionSpacingMs
+    }
+
+    /// The restic snapshots the record says the repository holds of `entries`, with the tags
+    /// they were sent with.
+    private func replicas(of entries: [SnapshotEntry], in record: ReplicationRecord) -> [ReplicaSnapshot] {
+        let prefix = backing + "/" + SnapshotCatalog.directoryName + "/"
+        return entries.compactMap { entry in
+            guard let id = record.replicated[entry.name.description] else { return nil }
+            return ReplicaSnapshot(id: id, paths: [prefix + entry.name.description],
+                                   tags: ReplicaSnapshot.tags(for: entry.metadataOrReconstructed))
+        }
+    }
+
+    /// One run with `record`; `listing`: the repository's snapshots are listed first (and
+    /// restic's stale locks removed at the first run of the process), else the record
+    /// stands for them.
+    private func run(snapshotsFD: Int32, record found: ReplicationRecord, listing: Bool, holdingOpenAt nowMs: Int64?,
+                     prune: PruneWhen, progress: (Sent) -> Void, cancelled: () -> Bool) throws(ReplicationError) -> Report {
+        var record = found
+        let lock = try lockRun(snapshotsFD: snapshotsFD, repositoryID: record.repositoryID)
         defer { close(lock) }
-        if memory.withLock({ $0.mayHaveLeftLock }) {
+        if listing && memory.withLock({ $0.mayHaveLeftLock }) {
             // A restic killed in an earlier run left its lock in the repository, which would
             // stop `restic check` and `prune`: `unlock` removes the locks of processes that are
             // gone (and those older than 30 minutes), never a live one.
             _ = try? repository.run(["unlock"])
             memory.withLock { $0.mayHaveLeftLock = false }
         }
-        var record = ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: repositoryID)
-            ?? ReplicationRecord(repository: repository.shown, repositoryID: repositoryID)
+        if !listing, let current = ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: record.repositoryID) {
+            // Another run may have written it while this one waited for the lock.
+            record = current
+            guard record.inFlight == nil else {
+                throw ReplicationError(.failed, "the replication record of \(repository.shown) names a snapshot being sent")
+            }
+        }
         record.repository = repository.shown
         do {
-            var report = try send(snapshotsFD: snapshotsFD, lock: lock, record: &record, holdingOpenAt: nowMs,
+            var report = try send(snapshotsFD: snapshotsFD, lock: lock, record: &record, listing: listing, holdingOpenAt: nowMs,
                                   prune: prune, progress: progress)
             record.lastSuccess = UTCTime(milliseconds: SnapshotName.nowMs())?.iso8601
             record.lastError = nil
@@ -175,13 +289,12 @@ public final class Replicator: Sendable {
         case always
     }
 
-    private func send(snapshotsFD: Int32, lock: Int32, record: inout ReplicationRecord, holdingOpenAt nowMs: Int64?,
+    private func send(snapshotsFD: Int32, lock: Int32, record: inout ReplicationRecord, listing: Bool, holdingOpenAt nowMs: Int64?,
                       prune: PruneWhen, progress: (Sent) -> Void) throws(ReplicationError) -> Report {
         var report = Report(repositoryID: record.repositoryID)
         // What the repository holds of this store: restic recorded the directory it ran in.
         let prefix = backing + "/" + SnapshotCatalog.directoryName + "/"
         let mine = { (replica: ReplicaSnapshot) in replica.paths == [prefix + (replica.name?.description ?? "")] }
-        var replicas = try repository.snapshots().filter(mine)
         let entries: [SnapshotEntry]
         do {
             entries = try SnapshotCatalog(directoryFD: snapshotsFD).list()
@@ -189,11 +302,23 @@ public final class Replicator: Sendable {
             throw ReplicationError(.failed, "cannot list the snapshots of \(backing): \(error)")
         }
         let localNames = Set(entries.map(\.name.description))
-        for replica in replicas {
-            guard let name = replica.name?.description, localNames.contains(name), record.replicated[name] == nil else { continue }
-            record.replicated[name] = replica.shortID
-            report.alreadyThere += 1
+        var replicas: [ReplicaSnapshot]
+        if listing {
+            replicas = try repository.snapshots().filter(mine)
+            for replica in replicas {
+                guard let name = replica.name?.description, localNames.contains(name), record.replicated[name] == nil else { continue }
+                record.replicated[name] = replica.shortID
+                report.alreadyThere += 1
+            }
+            record.heldThere = replicas.filter(\.held).compactMap { $0.name?.description }.filter { record.replicated[$0] != nil }
+            // Whatever a killed run was sending is in the listing, or is sent again below.
+            record.inFlight = nil
+        } else {
+            // The record stands for the listing: the snapshots of this store it holds, with
+            // the tags they were sent with (their holds agree, see trustedRecord).
+            replicas = self.replicas(of: entries, in: record)
         }
+        var owed = !listing && retentionOwed(record: record, entries: entries, replicas: replicas)
         record.keepOnly(localNames)
         var lastSentCommitMs: [String: Int64] = [:]
         for replica in replicas {
@@ -209,11 +334,21 @@ public final class Replicator: Sendable {
             guard let entry = byName[step.name] else { continue }
             let metadata = entry.metadataOrReconstructed
             let parent = Self.parent(for: metadata, among: replicas)
+            // Named in the record while restic sends it: a run killed meanwhile is seen.
+            record.inFlight = metadata.name
+            do {
+                try record.write(snapshotsFD: snapshotsFD)
+            } catch {
+                throw ReplicationError(.failed, "cannot write the replication record in \(backing): \(error)")
+            }
             guard let summary = try backup(entry: entry, metadata: metadata, parent: parent, snapshotsFD: snapshotsFD,
                                            lock: lock) else {
+                record.inFlight = nil
                 continue  // deleted meanwhile
             }
+            record.inFlight = nil
             record.replicated[metadata.name] = summary.snapshotID
+            if metadata.held { record.heldThere = (record.heldThere ?? []) + [metadata.name] }
             record.skipped += step.passesOver.map(\.description)
             do {
                 try record.write(snapshotsFD: snapshotsFD)
@@ -229,7 +364,19 @@ public final class Replicator: Sendable {
             report.passedOver += step.passesOver.count
             progress(sent)
         }
-        try carryRetentionOver(entries: entries, replicas: &replicas, record: &record, report: &report, prune: prune, mine: mine)
+        if listing {
+            try carryRetentionOver(entries: entries, replicas: &replicas, record: &record, report: &report, prune: prune, mine: mine)
+            memory.withLock { $0.lastRetentionMs = SnapshotName.nowMs() }
+            record.retentionOwed = false
+        } else if !retention.isEmpty {
+            owed = owed || !Self.toForget(replicas, retention: retention).isEmpty
+            record.retentionOwed = owed
+            if owed, let last = memory.withLock({ $0.lastRetentionMs }) {
+                // The rules are applied by the first run after the spacing: come back then.
+                let due = last + Self.retentionSpacingMs
+                report.nextDueMs = min(report.nextDueMs ?? due, due)
+            }
+        }
         return report
     }
 
@@ -252,6 +399,7 @@ public final class Replicator: Sendable {
             }
             report.retagged = add.count + remove.count
         }
+        record.heldThere = replicas.filter(\.held).compactMap { $0.name?.description }.filter { record.replicated[$0] != nil }
         let forget = Self.toForget(replicas, retention: retention)
         for chunk in forget.map(\.id).chunked(100) { try repository.checked(["forget"] + chunk) }
         report.forgotten = forget.map { $0.name!.description }

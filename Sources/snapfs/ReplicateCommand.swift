@@ -57,7 +57,7 @@ struct ReplicateCommand: ParsableCommand {
                     try repository.initialize()
                 }
             }
-            report = try replicator.run(prune: prune ? .always : .never, progress: { sent in
+            report = try replicator.run(prune: prune ? .always : .never, confirmIdle: true, progress: { sent in
                 guard !json else { return }
                 let s = sent.summary
                 print("\(sent.name) -> \(sent.id): \(s.filesNew) new, \(s.filesChanged) changed, \(s.filesUnmodified) unmodified files; \(Format.size(s.dataAdded)) added"

@@ -38,7 +38,8 @@ def free_port():
 
 
 class Smbd:
-    """One smbd sharing `mnt` as //127.0.0.1/data (guests map to `nobody`), all its files under `root`."""
+    """One smbd sharing `mnt` (the mount or a folder in it) as //127.0.0.1/data (guests map
+    to `nobody`), all its files under `root`."""
 
     def __init__(self, root, mnt):
         self.root = root
@@ -262,6 +263,24 @@ def test_commit_snapshots_are_not_versions(workdir, make_mount):
     server = Smbd(workdir / "samba", m.mnt).start()
     try:
         assert list(server.versions("app.db")) == [token(tree)]
+    finally:
+        server.stop()
+
+
+def test_share_of_a_folder_in_the_mount(snapfs_mount, workdir):
+    """A share of a folder below the mount's root finds the view at the mount's root
+    (shadow_copy2 looks for `shadow:snapdir` at the mount point) and maps paths below it."""
+    m = snapfs_mount
+    os.chmod(workdir, 0o755)
+    (m.mnt / "projects" / "a").mkdir(parents=True)
+    (m.mnt / "projects" / "a" / "plan").write_text("draft\n")
+    name = snapshot(m.mnt)
+    (m.mnt / "projects" / "a" / "plan").write_text("final\n")
+    server = Smbd(workdir / "samba", m.mnt / "projects").start()
+    try:
+        assert server.versions("a/plan") == {token(name): 6}
+        assert server.get(f"{token(name)}/a/plan", workdir / "out") == b"draft\n"
+        assert server.get("a/plan", workdir / "out") == b"final\n"
     finally:
         server.stop()
 

@@ -42,7 +42,7 @@ extension SnapFileSystem {
     /// Opens the backing object `name` in `dir` as `SNAPFS_O_PATH` and references its inode,
     /// in the `.snapshots/.gmt` view when `previousVersions`.
     func entry(backingName name: UnsafePointer<CChar>, in dir: Inode,
-                       previousVersions: Bool) throws(Errno) -> Entry {
+                     previousVersions: Bool) throws(Errno) -> Entry {
         // Read before the object's link count: a snapshot that links the object after
         // this point also raises the generation after it (see SnapshotState).
         let generation = snapshotState.currentGeneration

@@ -85,6 +85,12 @@ public struct UTCTime: Equatable, Sendable {
         "\(pad(year, 4))\(pad(month, 2))\(pad(day, 2))T\(pad(hour, 2))\(pad(minute, 2))\(pad(second, 2)).\(pad(millisecond, 3))Z"
     }
 
+    /// `@GMT-2026.11.25-11.22.33`: the token by which SMB names a previous version, to the
+    /// second (see ``PreviousVersions``).
+    public var gmtToken: String {
+        "@GMT-\(pad(year, 4)).\(pad(month, 2)).\(pad(day, 2))-\(pad(hour, 2)).\(pad(minute, 2)).\(pad(second, 2))"
+    }
+
     /// `2026-11-25 11:22:33` (for tables read by people).
     public var readable: String {
         "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2)) \(pad(hour, 2)):\(pad(minute, 2)):\(pad(second, 2))"

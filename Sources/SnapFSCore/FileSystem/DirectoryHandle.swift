@@ -1,10 +1,14 @@
 import CLinux
 import Glibc
+import SnapFSSnapshots
 import Synchronization
 
 /// A directory opened through the mount, read with a `DIR` stream.
 public final class DirectoryHandle: Sendable {
     public let inode: Inode
+    /// For `.snapshots/.gmt`: its entries, read once at open (as a `DIR` stream reads a
+    /// directory's entries as of its opening), listed instead of the stream's.
+    let versions: [PreviousVersions.Version]?
 
     struct Stream: @unchecked Sendable {  // the DIR stream is only used under the mutex
         let dir: OpaquePointer
@@ -16,8 +20,9 @@ public final class DirectoryHandle: Sendable {
     /// The open counted against its user's bound (see ``HandleLedger``), given back with it.
     private let charge: HandleCharge?
 
-    init(inode: Inode, dir: OpaquePointer, charge: HandleCharge? = nil) {
+    init(inode: Inode, dir: OpaquePointer, charge: HandleCharge? = nil, versions: [PreviousVersions.Version]? = nil) {
         self.inode = inode
+        self.versions = versions
         self.stream = Mutex(Stream(dir: dir, position: 0))
         self.charge = charge
         inode.directoryOpened()

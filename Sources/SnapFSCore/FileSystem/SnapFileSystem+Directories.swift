@@ -15,7 +15,16 @@ extension SnapFileSystem {
             close(fd)
             throw error
         }
-        return DirectoryHandle(inode: node, dir: dir, charge: charge)
+        var versions: [PreviousVersions.Version]?
+        if node.inPreviousVersions && snapshotState.isStore(node.key) {
+            do throws(Errno) {
+                versions = try snapshotState.previousVersions.versions(storeFD: fd)
+            } catch {
+                closedir(dir)
+                throw error
+            }
+        }
+        return DirectoryHandle(inode: node, dir: dir, charge: charge, versions: versions)
     }
 
     /// Lists entries from `offset`, handing each to `emit` until it returns false (buffer full).
@@ -23,6 +32,9 @@ extension SnapFileSystem {
     /// back if `emit` refuses the entry).
     public func readdir(_ handle: DirectoryHandle, offset: Int64, plus: Bool,
                         emit: (DirectoryEntry) -> Bool) throws(Errno) {
+        if let versions = handle.versions {
+            return try listVersions(versions, of: handle.inode, offset: offset, plus: plus, emit: emit)
+        }
         try handle.stream.withLock { stream throws(Errno) in
             if offset != stream.position {
                 seekdir(stream.dir, Int(offset))
@@ -76,6 +88,52 @@ extension SnapFileSystem {
         let accepted = emit(DirectoryEntry(name: name, attributes: st, nextOffset: nextOffset, entry: entry))
         if !accepted, let entry { inodes.forget(entry.inode, count: 1) }
         return accepted
+    }
+
+    /// Lists `.snapshots/.gmt` from `offset`: `.`, `..`, then one directory per token
+    /// (offsets 1, 2, 3…: the position of the next entry). With `plus`, each token is looked
+    /// up; one whose snapshot was deleted since the open is left out.
+    private func listVersions(_ versions: [PreviousVersions.Version], of dir: Inode, offset: Int64, plus: Bool,
+                              emit: (DirectoryEntry) -> Bool) throws(Errno) {
+        guard offset >= 0 else { throw Errno.invalidArgument }
+        var position = Int(clamping: offset)
+        while position < versions.count + 2 {
+            var st = stat()
+            st.st_mode = S_IFDIR
+            var entry: Entry?
+            let name = position == 0 ? "." : position == 1 ? ".." : versions[position - 2].token
+            if position < 2 {
+                st = try attributes(of: dir)
+                // `..` is `.snapshots`: the same store, as it shows there.
+                if position == 1 { st.st_ino &= ~(UInt(1) << 62) }
+            } else {
+                let snapshot = versions[position - 2].snapshot.description
+                do throws(Errno) {
+                    if plus {
+                        entry = try snapshot.withCName { (cName) throws(Errno) in
+                            try self.entry(backingName: cName, in: dir, previousVersions: true)
+                        }
+                        st = entry!.attributes
+                    } else {
+                        st = try dir.withFD { (storeFD) throws(Errno) in
+                            try snapshot.withCName { (cName) throws(Errno) in try FileStatus.of(cName, in: storeFD) }
+                        }
+                        st.st_ino |= UInt(1) << 63 | UInt(1) << 62
+                    }
+                } catch .noSuchFileOrDirectory {
+                    position += 1
+                    continue   // deleted since the open
+                }
+            }
+            let accepted = try name.withCName { (cName) throws(Errno) -> Bool in
+                emit(DirectoryEntry(name: cName, attributes: st, nextOffset: Int64(position + 1), entry: entry))
+            }
+            if !accepted {
+                if let entry { inodes.forget(entry.inode, count: 1) }
+                return
+            }
+            position += 1
+        }
     }
 
     public func releasedir(_ handle: DirectoryHandle) {}

@@ -14,6 +14,35 @@ extension SnapFileSystem {
 
     /// Opens `name` in `dir` as `SNAPFS_O_PATH` and references its inode.
     func entry(named name: UnsafePointer<CChar>, in dir: Inode) throws(Errno) -> Entry {
+        if dir.inSnapshotView, let entry = try previousVersionsEntry(named: name, in: dir) { return entry }
+        return try entry(backingName: name, in: dir, previousVersions: dir.inPreviousVersions)
+    }
+
+    /// `.snapshots/.gmt` and the tokens in it (see ``PreviousVersions``), whose names are
+    /// not the backing names; nil for any other name, which is looked up as it is.
+    private func previousVersionsEntry(named name: UnsafePointer<CChar>, in dir: Inode) throws(Errno) -> Entry? {
+        if dir.inPreviousVersions {
+            // Inside a version, names are the snapshot's own.
+            guard snapshotState.isStore(dir.key) else { return nil }
+            // `.gmt` itself (backed by the store): only its tokens, never a snapshot's own name.
+            guard let token = String(validatingCString: name) else { throw Errno.noSuchFileOrDirectory }
+            let snapshot = try dir.withFD { (storeFD) throws(Errno) in
+                try snapshotState.previousVersions.snapshot(forToken: token, storeFD: storeFD)
+            }
+            guard let snapshot else { throw Errno.noSuchFileOrDirectory }
+            return try snapshot.withCName { (cName) throws(Errno) in
+                try entry(backingName: cName, in: dir, previousVersions: true)
+            }
+        }
+        // `.snapshots/.gmt`: the store once more, as the root of the view.
+        guard PreviousVersions.isDirectory(name), snapshotState.isStore(dir.key) else { return nil }
+        return try entry(backingName: ".", in: dir, previousVersions: true)
+    }
+
+    /// Opens the backing object `name` in `dir` as `SNAPFS_O_PATH` and references its inode,
+    /// in the `.snapshots/.gmt` view when `previousVersions`.
+    func entry(backingName name: UnsafePointer<CChar>, in dir: Inode,
+                     previousVersions: Bool) throws(Errno) -> Entry {
         // Read before the object's link count: a snapshot that links the object after
         // this point also raises the generation after it (see SnapshotState).
         let generation = snapshotState.currentGeneration
@@ -33,7 +62,7 @@ extension SnapFileSystem {
         // above), one link proves nothing: the build may link the object later.
         let owned = st.st_nlink <= 1 && snapshotState.activeCapture == nil
         let inode = inodes.reference(fd: fd, status: st, snapshotView: snapshotView,
-                                     privateGeneration: owned ? generation : 0)
+                                     previousVersions: previousVersions, privateGeneration: owned ? generation : 0)
         if !snapshotView && st.fileType == S_IFREG {
             if snapshotState.sharesBackingObjects { inode.remember(name: name, in: dir) }
             classifySQLiteCompanion(inode, name: name, in: dir)

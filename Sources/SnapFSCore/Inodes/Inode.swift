@@ -23,6 +23,9 @@ public final class Inode: Sendable {
     public let fileType: mode_t
     /// The inode belongs to `.snapshots/`, where nothing may change.
     public let inSnapshotView: Bool
+    /// The inode belongs to `.snapshots/.gmt/`, the view of the tree snapshots by second
+    /// for SMB's previous versions (see ``PreviousVersions``); also ``inSnapshotView``.
+    public let inPreviousVersions: Bool
     /// What each feature keeps per inode, defined where the feature lives: copy-up
     /// (`SnapFileSystem+CopyUp`), commit detection (`SQLite/SQLiteNodeState`), the page
     /// cache and the kernel's times (`SnapFileSystem+Cache`).
@@ -70,11 +73,12 @@ public final class Inode: Sendable {
 
     /// Takes ownership of `fd`. With no `pool`, the descriptor stays open for the inode's life.
     init(id: UInt64, fd: Int32, key: BackingKey, fileType: mode_t, pool: DescriptorPool? = nil,
-         inSnapshotView: Bool = false, privateGeneration: UInt64 = 0) {
+         inSnapshotView: Bool = false, inPreviousVersions: Bool = false, privateGeneration: UInt64 = 0) {
         self.id = id
         self.fileType = fileType
         self.pool = pool
-        self.inSnapshotView = inSnapshotView
+        self.inSnapshotView = inSnapshotView || inPreviousVersions
+        self.inPreviousVersions = inPreviousVersions
         self.copyUp = CopyUpNodeState(privateGeneration: privateGeneration)
         self.slot = Mutex(Slot(fd: fd, key: key))
     }
@@ -95,10 +99,13 @@ public final class Inode: Sendable {
     /// a copy-up (see ``CopyUpNodeState/reportedInode``); under `.snapshots/`, the backing number with the
     /// top bit set, so that a snapshot's file never passes for the live file it was
     /// hard-linked from (or whose number the live file kept), as `cp` and `diff` would take it.
+    /// Under `.snapshots/.gmt/` the next bit is set too: there the same objects show a second
+    /// time, and `.gmt` is the store itself, which `find` would take for a loop.
     @inline(__always)
     func applyReportedInode(_ st: inout stat) {
         if inSnapshotView {
             st.st_ino |= UInt(1) << 63
+            if inPreviousVersions { st.st_ino |= UInt(1) << 62 }
             return
         }
         let reported = copyUp.reportedInode.load(ordering: .relaxed)

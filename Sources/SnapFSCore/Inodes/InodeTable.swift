@@ -18,9 +18,13 @@ public final class InodeTable: Sendable {
 
     /// The live tree and `.snapshots/` never share a kernel inode, even where a hard-link
     /// snapshot shares the backing object: a write through one must not show through the other.
+    /// Nor do `.snapshots/` and its view by second `.snapshots/.gmt/` (the same snapshot
+    /// directories under other names): a directory with two parents would be a hard-linked
+    /// directory to the kernel.
     private struct TableKey: Hashable {
         let backing: BackingKey
         let snapshotView: Bool
+        var previousVersions = false
     }
 
     private struct State {
@@ -61,12 +65,14 @@ public final class InodeTable: Sendable {
 
     /// Adds one kernel reference to the inode of `fd`'s backing object, creating the
     /// inode if the kernel does not hold it yet. Takes ownership of `fd` either way.
-    /// `snapshotView`: the object was reached under `.snapshots/`. `privateGeneration`: for a
+    /// `snapshotView`: the object was reached under `.snapshots/`; `previousVersions`: under
+    /// `.snapshots/.gmt/` (implies `snapshotView`). `privateGeneration`: for a
     /// new inode, the snapshot generation up to which its object is known not to be shared.
-    public func reference(fd: Int32, status st: stat, snapshotView: Bool = false,
+    public func reference(fd: Int32, status st: stat, snapshotView: Bool = false, previousVersions: Bool = false,
                           privateGeneration: @autoclosure () -> UInt64 = 0) -> Inode {
         let backing = BackingKey(st)
-        let key = TableKey(backing: backing, snapshotView: snapshotView)
+        let key = TableKey(backing: backing, snapshotView: snapshotView || previousVersions,
+                           previousVersions: previousVersions)
         let pool = self.pool.flatMap { $0.device == backing.device ? $0 : nil }
         let (inode, outcome) = state.withLock { state -> (Inode, Inode.Claim?) in
             if let id = state.byKey[key], var node = state.byID[id] {
@@ -83,7 +89,8 @@ public final class InodeTable: Sendable {
             let id = state.nextID
             state.nextID += 1
             let inode = Inode(id: id, fd: fd, key: backing, fileType: st.fileType, pool: pool,
-                              inSnapshotView: snapshotView, privateGeneration: privateGeneration())
+                              inSnapshotView: snapshotView, inPreviousVersions: previousVersions,
+                              privateGeneration: privateGeneration())
             state.byID[id] = Node(inode: inode, lookups: 1)
             state.byKey[key] = id
             return (inode, nil)
@@ -119,7 +126,8 @@ public final class InodeTable: Sendable {
                 return nil
             }
             state.byID[id] = nil
-            let key = TableKey(backing: node.inode.key, snapshotView: node.inode.inSnapshotView)
+            let key = TableKey(backing: node.inode.key, snapshotView: node.inode.inSnapshotView,
+                               previousVersions: node.inode.inPreviousVersions)
             if state.byKey[key] == id { state.byKey[key] = nil }
             return node.inode
         }
@@ -130,9 +138,11 @@ public final class InodeTable: Sendable {
     func rekey(_ inode: Inode, from old: BackingKey) {
         let new = inode.key
         state.withLock { state in
-            let oldKey = TableKey(backing: old, snapshotView: inode.inSnapshotView)
+            let oldKey = TableKey(backing: old, snapshotView: inode.inSnapshotView,
+                                  previousVersions: inode.inPreviousVersions)
             if state.byKey[oldKey] == inode.id { state.byKey[oldKey] = nil }
-            state.byKey[TableKey(backing: new, snapshotView: inode.inSnapshotView)] = inode.id
+            state.byKey[TableKey(backing: new, snapshotView: inode.inSnapshotView,
+                                 previousVersions: inode.inPreviousVersions)] = inode.id
         }
     }
 

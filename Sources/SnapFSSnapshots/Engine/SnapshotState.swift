@@ -36,6 +36,9 @@ public final class SnapshotState: Sendable {
     let capture = Mutex<TreeCapture?>(nil)
     let capturing = Atomic<Bool>(false)
 
+    /// The tree snapshots by second, for `MOUNT/.snapshots/.gmt` (see ``PreviousVersions``).
+    package let previousVersions = PreviousVersionsIndex()
+
     public init() {}
 
     /// The capture in progress, for the change path (inside the gate).
@@ -58,6 +61,10 @@ public final class SnapshotState: Sendable {
     public var changed: Bool { changedSinceSnapshot.load(ordering: .relaxed) }
     public var sharesBackingObjects: Bool { sharesObjects.load(ordering: .relaxed) }
     public var currentGeneration: UInt64 { generation.load(ordering: .acquiring) }
+
+    /// Whether `key` is `BACKING/.snapshots` (`MOUNT/.snapshots` and its `.gmt` view).
+    @inline(__always)
+    package func isStore(_ key: BackingKey) -> Bool { store.withLock { $0 == key } }
 
     /// Shows the snapshot store's directory as ``storeViewMode`` (`st` is of `key`, an
     /// object under `.snapshots`).

@@ -7,7 +7,7 @@ import SnapFSSnapshots
 struct SnapshotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshot",
-        abstract: "Flush a snapfs mount and take a snapshot now.",
+        abstract: "Flush a snapfs mount and take a snapshot now, or a pair of snapshots around a command.",
         discussion: """
         Prints the new snapshot's name once it is published (with --no-wait: once its moment is fixed). Without --force, when nothing changed since the newest snapshot, no snapshot is made and `unchanged since NAME` goes to stderr (exit 0). The mount's retention rules are applied afterwards.
 

@@ -100,6 +100,31 @@ def test_the_newest_pair_of_a_label_and_a_command_that_changes_nothing(snapfs_mo
     assert [(p["pre"], p["post"]) for p in pairs] == [first, first, second, second]
 
 
+def test_a_pair_without_a_label_is_found_by_name(snapfs_mount):
+    m = snapfs_mount
+    pre, post = pair_names(snapfs("snapshot", m.mnt, "--", "touch", m.mnt / "t", check=0).stderr)
+    assert re.fullmatch(NAME, pre) and re.fullmatch(NAME, post)
+    assert diff_lines(m.mnt, "--pair", post) == ["+ t"]
+    assert listed(m)[post]["pair"] == {"role": "post", "pre": pre, "post": post}
+
+
+def test_a_post_snapshot_that_fails_is_exit_22_and_says_why(make_mount, workdir):
+    """A pre-snapshot hook that refuses once the command has run: the pre snapshot is
+    taken, the post is not; snapfs says what the command did and which pre there is."""
+    flag = workdir / "command-ran"
+    m = make_mount(extra_args=["--pre-snapshot", f"test ! -e {flag}"])
+    r = snapfs("snapshot", m.mnt, "--label", "half", "--", "touch", flag)
+    assert r.returncode == 22, r.stderr
+    pre = re.search(rf"^pre snapshot: ({NAME}-half)$", r.stderr, re.M).group(1)
+    assert "post snapshot:" not in r.stderr
+    [line] = [line for line in r.stderr.splitlines() if line.startswith("snapfs:")]
+    assert line.startswith("snapfs: the command exited with 0, but the post snapshot failed") and pre in line, line
+    assert flag.exists()
+    assert [x["pair"]["role"] for x in listed(m).values()] == ["pre"]
+    r = snapfs("diff", m.mnt, "--pair", "half")
+    assert r.returncode == 20 and "no post snapshot" in r.stderr
+
+
 def test_a_failing_command_passes_its_exit_code_on_and_the_post_snapshot_is_taken(snapfs_mount):
     m = snapfs_mount
     r = snapfs("snapshot", m.mnt, "--label", "broken", "--", "sh", "-c", f"echo y > '{m.mnt}/g'; exit 3")

@@ -77,6 +77,19 @@ struct ForegroundCommand {
         return .killed(signal: status & 0x7f)
     }
 
+    /// Runs `body` with SIGINT and SIGQUIT ignored: the command and the post snapshot of a
+    /// pair, so that a Ctrl-C pressed again while the post snapshot is taken does not leave
+    /// snapfs dead with the snapshot's outcome unreported.
+    static func ignoringInterrupts<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        let previousInterrupt = signal(SIGINT, SIG_IGN)
+        let previousQuit = signal(SIGQUIT, SIG_IGN)
+        defer {
+            signal(SIGINT, previousInterrupt)
+            signal(SIGQUIT, previousQuit)
+        }
+        return try body()
+    }
+
     /// The running command, for the handler that passes SIGTERM and SIGHUP on; 0 when none.
     /// Written before the handlers can see a command and cleared after it ended, by the one
     /// thread of the CLI.

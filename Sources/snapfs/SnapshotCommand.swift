@@ -68,7 +68,13 @@ struct SnapshotCommand: ParsableCommand {
     private func runPair(_ mount: MountedSnapshots) throws {
         let pre = try takePaired(mount, pair: SnapshotPair(role: .pre), what: "the pre snapshot")
         FileHandleStandardError.write("pre snapshot: \(pre)\n")
-        let ending = ForegroundCommand(arguments: command).run()
+        let (ending, taken) = ForegroundCommand.ignoringInterrupts { () -> (ForegroundCommand.Ending, Result<String, CLIFailure>) in
+            let ending = ForegroundCommand(arguments: command).run()
+            let taken = Result { () throws(CLIFailure) in
+                try takePaired(mount, pair: SnapshotPair(role: .post, pre: pre), what: "the post snapshot")
+            }
+            return (ending, taken)
+        }
         let shown = Self.quoted(command[0])
         let outcome = switch ending {
         case .exited(let status): "the command exited with \(status)"
@@ -76,9 +82,9 @@ struct SnapshotCommand: ParsableCommand {
         case .notStarted(let error): "the command \(shown) could not be run (\(String(cString: strerror(error))))"
         }
         let post: String
-        do {
-            post = try takePaired(mount, pair: SnapshotPair(role: .post, pre: pre), what: "the post snapshot")
-        } catch {
+        switch taken {
+        case .success(let name): post = name
+        case .failure(let error):
             throw CLIFailure("\(outcome), but \(error.message) (the pre snapshot is \(pre))", code: ExitStatus.daemonFailed)
         }
         FileHandleStandardError.write("post snapshot: \(post)\n")

@@ -90,9 +90,8 @@ struct RestoreCommand: ParsableCommand {
         do {
             summary = try TreeRestore(excludedAtRoot: MountedSnapshots.reservedNames, progress: progress.meter)
                 .restore(from: source, to: mount.canonical, paths: relative)
-            progress.finish()
+            progress.finish()  // before the summary, which may go to the same terminal
         } catch {
-            progress.finish()
             throw CLIFailure("restoring from \(snapshot) stopped: \(error); the tree as it was before is in snapshot \(safety)", code: ExitStatus.failed)
         }
         let what = paths.isEmpty ? "the whole tree" : relative.map(PathText.escaped).joined(separator: ", ")

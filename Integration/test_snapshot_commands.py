@@ -18,7 +18,7 @@ from lib.common import SNAPFS
 TIMEOUT = 60
 NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z(-[^\s/]+)?$")
 METADATA_KEYS = {"format", "name", "time", "label", "trigger", "strategy", "scope", "paths",
-                 "files", "directories", "bytes", "durationMs", "gateMs", "held", "sqlite"}
+                 "files", "directories", "bytes", "durationMs", "gateMs", "held", "sqlite", "pair"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -103,18 +103,19 @@ def test_list_table_and_json(snapfs_mount):
     b = take(m)
 
     rows = table(snapfs("list", m.mnt, check=0).stdout)
-    assert rows[0] == ["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]
+    assert rows[0] == ["NAME", "TIME", "TRIGGER", "LABEL", "PAIR", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]
     assert [r[0] for r in rows[1:]] == [a, b]
     ra = rows[1]
     assert ra[1].startswith(f"{a[0:4]}-{a[4:6]}-{a[6:8]} {a[9:11]}:{a[11:13]}:{a[13:15]}")
     assert ra[2] == "command"
     assert ra[3] == "nightly"
     assert rows[2][3] == "-"
-    assert int(ra[4]) >= 2
-    assert re.match(r"^\d+(\.\d)? (B|KiB|MiB|GiB)$", ra[5]), ra[5]
-    assert ra[6] in ("hardlink", "reflink", "btrfs", "copy")
-    assert ra[7] == "no"
-    assert ra[8] == "yes"  # taken explicitly: durable when `snapfs snapshot` returned
+    assert ra[4] == "-"  # not one of a pair
+    assert int(ra[5]) >= 2
+    assert re.match(r"^\d+(\.\d)? (B|KiB|MiB|GiB)$", ra[6]), ra[6]
+    assert ra[7] in ("hardlink", "reflink", "btrfs", "copy")
+    assert ra[8] == "no"
+    assert ra[9] == "yes"  # taken explicitly: durable when `snapfs snapshot` returned
 
     meta = list_json(m.mnt)
     assert [x["name"] for x in meta] == [a, b]
@@ -292,7 +293,7 @@ def test_hold_release_delete(snapfs_mount):
     b = take(m)
     assert snapfs("hold", m.mnt, a, check=0).stdout.strip() == f"held {a}"
     assert {x["name"]: x["held"] for x in list_json(m.mnt)} == {a: True, b: False}
-    assert table(snapfs("list", m.mnt, check=0).stdout)[1][7] == "yes"
+    assert table(snapfs("list", m.mnt, check=0).stdout)[1][8] == "yes"
     line = one_error_line(snapfs("delete", m.mnt, a), 22)
     assert "held" in line
     assert snapfs("release", m.mnt, a, check=0).stdout.strip() == f"released {a}"

@@ -32,10 +32,16 @@ public struct Trigger: Codable, Equatable, Sendable {
     public var kind: Kind
     /// Free text that the trigger adds (`--trigger=KIND:DETAIL`), or nil.
     public var detail: String?
+    /// The snapshot's place in a pre/post pair (`--pair=`), or nil. Carried with the trigger
+    /// from the request to the metadata, where it is stored as ``SnapshotMetadata/pair``
+    /// (not inside `trigger`): ``SnapshotMetadata/init(name:trigger:strategy:scope:paths:files:directories:bytes:durationMs:held:sqlite:)``
+    /// moves it there.
+    public var pair: SnapshotPair?
 
-    public init(kind: Kind, detail: String? = nil) {
+    public init(kind: Kind, detail: String? = nil, pair: SnapshotPair? = nil) {
         self.kind = kind
         self.detail = detail
+        self.pair = pair
     }
 
     private enum CodingKeys: String, CodingKey { case kind, detail }
@@ -117,11 +123,15 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     /// Protected from pruning (`snapfs hold`).
     public var held: Bool
     public var sqlite: SQLiteCommitInfo?
+    /// The snapshot's place in a pre/post pair (`snapfs snapshot --label L -- COMMAND`), or
+    /// nil for a snapshot taken alone.
+    public var pair: SnapshotPair?
     /// Not stored: set by `list --json` (whether the snapshot is on the disk for sure, see
     /// ``SnapshotEntry/durable``); nil in the metadata file.
     public var durable: Bool?
 
-    /// Metadata for the snapshot `name`; `time` and `label` come from the name.
+    /// Metadata for the snapshot `name`; `time` and `label` come from the name, `pair` from
+    /// the trigger (completed with this snapshot's own name).
     public init(name: SnapshotName, trigger: Trigger, strategy: String, scope: Scope = .tree,
                 paths: [String] = [], files: Int = 0, directories: Int = 0, bytes: Int64 = 0,
                 durationMs: Double = 0, held: Bool = false, sqlite: SQLiteCommitInfo? = nil) {
@@ -129,6 +139,15 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         self.name = name.description
         time = name.time.iso8601
         label = name.label
+        var trigger = trigger
+        if var pair = trigger.pair {
+            switch pair.role {
+            case .pre: pair.pre = name.description
+            case .post: pair.post = name.description
+            }
+            self.pair = pair
+            trigger.pair = nil
+        }
         self.trigger = trigger
         self.strategy = strategy
         self.scope = scope
@@ -142,7 +161,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case format, name, time, label, trigger, strategy, scope, paths, files, directories, bytes, durationMs, gateMs, held, sqlite, durable
+        case format, name, time, label, trigger, strategy, scope, paths, files, directories, bytes, durationMs, gateMs, held, sqlite, pair, durable
     }
 
     public init(from decoder: any Decoder) throws {
@@ -165,6 +184,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         gateMs = try c.decodeIfPresent(Double.self, forKey: .gateMs)
         held = try c.decodeIfPresent(Bool.self, forKey: .held) ?? false
         sqlite = try c.decodeIfPresent(SQLiteCommitInfo.self, forKey: .sqlite)
+        pair = try c.decodeIfPresent(SnapshotPair.self, forKey: .pair)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -184,6 +204,7 @@ public struct SnapshotMetadata: Codable, Equatable, Sendable {
         try c.encode(gateMs, forKey: .gateMs)  // null when not measured
         try c.encode(held, forKey: .held)
         try c.encode(sqlite, forKey: .sqlite)
+        try c.encode(pair, forKey: .pair)  // null for a snapshot taken alone
         try c.encodeIfPresent(durable, forKey: .durable)
     }
 

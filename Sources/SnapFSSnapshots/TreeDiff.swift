@@ -57,28 +57,32 @@ public struct TreeDiff: Sendable {
         self.excludedAtRoot = Set(excludedAtRoot.map { Array($0.utf8) })
     }
 
-    /// Compares the trees at `oldPath` and `newPath`.
-    public func compare(oldPath: String, newPath: String, only paths: [String]? = nil) throws(Errno) -> [Difference] {
+    /// Compares the trees at `oldPath` and `newPath`; `progress` is told of every entry
+    /// compared.
+    public func compare(oldPath: String, newPath: String, only paths: [String]? = nil,
+                        progress: ProgressMeter? = nil) throws(Errno) -> [Difference] {
         let old = open(oldPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if old < 0 { throw Errno.current }
         defer { close(old) }
         let new = open(newPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if new < 0 { throw Errno.current }
         defer { close(new) }
-        return try compare(old: old, new: new, only: paths)
+        return try compare(old: old, new: new, only: paths, progress: progress)
     }
 
     /// Compares the trees below the directories `old` and `new`, sorted by path (byte order).
     /// With `paths` (relative, `/`-separated), only those paths and what lies below them are
-    /// compared; a path missing on both sides gives nothing.
-    public func compare(old: Int32, new: Int32, only paths: [String]? = nil) throws(Errno) -> [Difference] {
+    /// compared; a path missing on both sides gives nothing. `progress` is told of every
+    /// entry compared.
+    public func compare(old: Int32, new: Int32, only paths: [String]? = nil,
+                        progress: ProgressMeter? = nil) throws(Errno) -> [Difference] {
         var differences: [Difference] = []
         if let paths {
             var seen: Set<[UInt8]> = []
             for path in paths {
                 let components = path.split(separator: "/").filter { $0 != "." }.map { Array($0.utf8) }
                 guard !components.isEmpty else {
-                    try walk(old: DirectoryCursor(at: old), new: DirectoryCursor(at: new), prefix: [], atRoot: true, into: &differences)
+                    try walk(old: DirectoryCursor(at: old), new: DirectoryCursor(at: new), prefix: [], atRoot: true, progress: progress, into: &differences)
                     continue
                 }
                 if components.contains([UInt8(ascii: "."), UInt8(ascii: ".")]) { throw Errno.invalidArgument }
@@ -89,15 +93,16 @@ public struct TreeDiff: Sendable {
                 defer { if let newParent { close(newParent) } }
                 let name = components.last!
                 let path = Array(components.joined(separator: [UInt8(ascii: "/")]))
+                progress?.tick()
                 if let descend = try compareEntry(oldParent, newParent, name: name, path: path, into: &differences) {
                     try walk(old: descend.old ? DirectoryCursor(at: oldParent!, name) : nil,
                              new: descend.new ? DirectoryCursor(at: newParent!, name) : nil,
-                             prefix: path, atRoot: false, into: &differences)
+                             prefix: path, atRoot: false, progress: progress, into: &differences)
                 }
             }
             differences = differences.filter { seen.insert($0.path).inserted }
         } else {
-            try walk(old: DirectoryCursor(at: old), new: DirectoryCursor(at: new), prefix: [], atRoot: true, into: &differences)
+            try walk(old: DirectoryCursor(at: old), new: DirectoryCursor(at: new), prefix: [], atRoot: true, progress: progress, into: &differences)
         }
         return differences.sorted { $0.path.lexicographicallyPrecedes($1.path) }
     }
@@ -123,7 +128,7 @@ public struct TreeDiff: Sendable {
     /// then everything on the other side is added or deleted). Iterative, with one descriptor
     /// per side whatever the depth.
     private func walk(old: DirectoryCursor?, new: DirectoryCursor?, prefix: [UInt8], atRoot: Bool,
-                      into differences: inout [Difference]) throws(Errno) {
+                      progress: ProgressMeter?, into differences: inout [Difference]) throws(Errno) {
         var levels = [Level(names: try names(old: old, new: new, atRoot: atRoot), prefix: prefix, old: old != nil, new: new != nil)]
         while !levels.isEmpty {
             let top = levels.count - 1
@@ -139,6 +144,7 @@ public struct TreeDiff: Sendable {
             levels[top].next += 1
             let prefix = levels[top].prefix
             let path = prefix.isEmpty ? name : prefix + [UInt8(ascii: "/")] + name
+            progress?.tick()
             guard let descent = try compareEntry(levels[top].old ? old!.fd : nil, levels[top].new ? new!.fd : nil,
                                                  name: name, path: path, into: &differences) else { continue }
             if descent.old { try old!.descend(name) }

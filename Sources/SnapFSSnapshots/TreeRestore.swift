@@ -45,9 +45,13 @@ public struct TreeRestore {
     /// Names left alone at the top of both trees (`.snapshots`, `.snapfs-control`): never
     /// restored, never removed.
     public var excludedAtRoot: Set<[UInt8]>
+    /// Told of every entry of the snapshot restored and every entry removed from the target
+    /// (with what is below it, as one), for a progress line; nil for none.
+    public var progress: ProgressMeter?
 
-    public init(excludedAtRoot: [String] = []) {
+    public init(excludedAtRoot: [String] = [], progress: ProgressMeter? = nil) {
         self.excludedAtRoot = Set(excludedAtRoot.map { Array($0.utf8) })
+        self.progress = progress
     }
 
     /// Restores `paths` (relative, `/`-separated; `""` or `.` for the whole tree) from the
@@ -92,7 +96,7 @@ public struct TreeRestore {
             defer { close(parent) }
             if try TreeDiff.status(parent, components.last!) == nil { throw Errno.noSuchFileOrDirectory }
         }
-        var run = Run(excludedAtRoot: excludedAtRoot, targetRoot: target)
+        var run = Run(excludedAtRoot: excludedAtRoot, targetRoot: target, progress: progress)
         for components in split {
             let sourceCursor = try DirectoryCursor(at: source)
             let targetCursor = try DirectoryCursor(at: target)
@@ -110,6 +114,7 @@ public struct TreeRestore {
 private struct Run {
     let excludedAtRoot: Set<[UInt8]>
     let targetRoot: Int32
+    let progress: ProgressMeter?
     var summary = TreeRestore.Summary()
     /// Source (st_dev, st_ino) of multiply-linked files → their restored path below the
     /// target and the identity of the file restored there.
@@ -118,9 +123,10 @@ private struct Run {
     static let dot = Array(".".utf8)
     static let slash = UInt8(ascii: "/")
 
-    init(excludedAtRoot: Set<[UInt8]>, targetRoot: Int32) {
+    init(excludedAtRoot: Set<[UInt8]>, targetRoot: Int32, progress: ProgressMeter?) {
         self.excludedAtRoot = excludedAtRoot
         self.targetRoot = targetRoot
+        self.progress = progress
     }
 
     /// What `restoreEntry` left to do: nothing more, or walk into a directory.
@@ -207,6 +213,7 @@ private struct Run {
     /// Restores the entry `name` of `sourceDir` into `targetDir`. A directory is only made
     /// (empty, private) and returned as `.directory`: the caller walks into it.
     mutating func restoreEntry(_ sourceDir: Int32, _ targetDir: Int32, _ name: [UInt8], path: [[UInt8]]) throws(Errno) -> Next {
+        progress?.tick()
         guard let source = try TreeDiff.status(sourceDir, name) else { throw Errno.noSuchFileOrDirectory }
         var target = try TreeDiff.status(targetDir, name)
         if let existing = target, existing.fileType != source.fileType {
@@ -426,6 +433,7 @@ private struct Run {
         guard try TreeDiff.status(dir, name) != nil else { return }
         try name.withCString { (cName) throws(Errno) in try TreeRemover.remove(parent: dir, entry: cName) }
         summary.removed += 1
+        progress?.tick()
     }
 
     func ignoringUnsupported(_ body: () throws(Errno) -> Void) throws(Errno) {

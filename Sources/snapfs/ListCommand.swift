@@ -10,7 +10,7 @@ struct ListCommand: ParsableCommand {
         commandName: "list",
         abstract: "List the snapshots of a snapfs mount or of a backing directory.",
         discussion: """
-        Works on a mount, on a backing directory without snapfs running, or with --from on a restic repository that snapfs replicate sent snapshots to (from any machine: NAME, TIME, TRIGGER, LABEL, ID (restic's), HOST and SOURCE, the backing directory they came from; --json: objects with name, time, trigger, label, scope, database, held, id, host, source). The table shows NAME, TIME (UTC), TRIGGER (for a SQLite commit: sqlite:DATABASE#SEQUENCE), LABEL, FILES, SIZE, STRATEGY, HELD and DURABLE (no: published less than a batch delay ago, and not yet synced to the disk; a crash before then removes it), oldest first; `?` marks what a snapshot without readable metadata cannot tell. --json prints a JSON array of the snapshots' metadata objects (for a snapshot without metadata: what its name tells, with trigger kind and strategy "unknown"), each with "durable".
+        Works on a mount, on a backing directory without snapfs running, or with --from on a restic repository that snapfs replicate sent snapshots to (from any machine: NAME, TIME, TRIGGER, LABEL, ID (restic's), HOST and SOURCE, the backing directory they came from; --json: objects with name, time, trigger, label, scope, database, held, id, host, source). The table shows NAME, TIME (UTC), TRIGGER (for a SQLite commit: sqlite:DATABASE#SEQUENCE), LABEL, PAIR (pre or post for the snapshots of a pair, taken by snapfs snapshot -- COMMAND), FILES, SIZE, STRATEGY, HELD and DURABLE (no: published less than a batch delay ago, and not yet synced to the disk; a crash before then removes it), oldest first; `?` marks what a snapshot without readable metadata cannot tell. --json prints a JSON array of the snapshots' metadata objects (for a snapshot without metadata: what its name tells, with trigger kind and strategy "unknown"), each with "durable" and "pair" (null, or {"role": "pre" | "post", "pre": NAME, "post": NAME or null while a pre has no post}).
 
         \(ExitStatus.help)
         """
@@ -39,10 +39,10 @@ struct ListCommand: ParsableCommand {
         }
         let entries = try Self.entries(at: path)
         if json {
-            JSONOutput.print(entries.map(\.listed))
+            JSONOutput.print(SnapshotPair.completed(entries))
             return
         }
-        var rows = [["NAME", "TIME", "TRIGGER", "LABEL", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]]
+        var rows = [["NAME", "TIME", "TRIGGER", "LABEL", "PAIR", "FILES", "SIZE", "STRATEGY", "HELD", "DURABLE"]]
         for entry in entries {
             let metadata = entry.metadata
             rows.append([
@@ -50,6 +50,7 @@ struct ListCommand: ParsableCommand {
                 Format.time(ms: entry.name.timeMs),
                 metadata.map(Self.trigger) ?? "?",
                 entry.name.label ?? "-",
+                metadata.map { $0.pair?.role.rawValue ?? "-" } ?? "?",
                 metadata.map { String($0.files) } ?? "?",
                 metadata.map { Format.size($0.bytes) } ?? "?",
                 metadata?.strategy ?? "?",

@@ -10,7 +10,7 @@ struct RestoreCommand: ParsableCommand {
         commandName: "restore",
         abstract: "Make files, or the whole live tree, equal to a snapshot again.",
         discussion: """
-        snapfs restore MOUNT SNAPSHOT [PATH...]: first takes a safety snapshot of the live tree (label pre-restore) and prints its name, then makes each PATH (default: the whole tree, except .snapshots) equal to the snapshot's: content, permissions, owner, times, extended attributes and symlinks; entries the snapshot does not have are removed, only below the restored paths. Everything is done through the mount, so the daemon sees every change. No snapshot is ever changed or deleted. A PATH missing in the snapshot stops the command before anything changes. PATH is absolute inside the mount, or relative to MOUNT.
+        snapfs restore MOUNT SNAPSHOT [PATH...]: first takes a safety snapshot of the live tree (label pre-restore) and prints its name, then makes each PATH (default: the whole tree, except .snapshots) equal to the snapshot's: content, permissions, owner, times, extended attributes and symlinks; entries the snapshot does not have are removed, only below the restored paths. Everything is done through the mount, so the daemon sees every change. No snapshot is ever changed or deleted. A PATH missing in the snapshot stops the command before anything changes. PATH is absolute inside the mount, or relative to MOUNT. On a terminal (stderr), a line counts the entries restored while the walk goes on.
 
         snapfs restore --from REPOSITORY SNAPSHOT [PATH...] --to DIR: restores a snapshot that snapfs replicate sent to a restic repository, on any machine, into DIR (which must be empty or not exist yet), through restic. SNAPSHOT is a snapfs snapshot name, `latest`, or a restic snapshot ID; PATH is relative to the root of the snapshot's tree.
 
@@ -85,9 +85,12 @@ struct RestoreCommand: ParsableCommand {
         }
         print("safety snapshot: \(safety)")
         let summary: TreeRestore.Summary
+        let progress = TerminalProgress("entries restored", json: false)
+        defer { progress.finish() }
         do {
-            summary = try TreeRestore(excludedAtRoot: MountedSnapshots.reservedNames)
+            summary = try TreeRestore(excludedAtRoot: MountedSnapshots.reservedNames, progress: progress.meter)
                 .restore(from: source, to: mount.canonical, paths: relative)
+            progress.finish()  // before the summary, which may go to the same terminal
         } catch {
             throw CLIFailure("restoring from \(snapshot) stopped: \(error); the tree as it was before is in snapshot \(safety)", code: ExitStatus.failed)
         }

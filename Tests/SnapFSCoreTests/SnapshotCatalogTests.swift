@@ -21,10 +21,10 @@ import Testing
         let keys = text.split(separator: "\n").filter { $0.hasPrefix("  \"") }
             .map { $0.dropFirst(3).prefix { $0 != "\"" } }.map(String.init)
         #expect(keys == ["bytes", "directories", "durationMs", "files", "format", "gateMs", "held", "label", "name",
-                         "paths", "scope", "sqlite", "strategy", "time", "trigger"])
+                         "pair", "paths", "scope", "sqlite", "strategy", "time", "trigger"])
         for line in [#""format" : 1"#, #""name" : "20261125T112233.456Z-nightly""#, #""time" : "2026-11-25T11:22:33.456Z""#,
                      #""label" : "nightly""#, #""kind" : "command""#, #""detail" : null"#, #""strategy" : "hardlink""#,
-                     #""scope" : "tree""#, #""held" : false"#, #""sqlite" : null"#, #""durationMs" : 0"#, #""gateMs" : null"#] {
+                     #""scope" : "tree""#, #""held" : false"#, #""sqlite" : null"#, #""durationMs" : 0"#, #""gateMs" : null"#, #""pair" : null"#] {
             #expect(text.contains(line), "\(line)")
         }
         #expect(text.hasPrefix("{\n") && text.hasSuffix("}\n"))

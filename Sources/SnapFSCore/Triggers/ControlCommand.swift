@@ -1,7 +1,7 @@
 import SnapFSSnapshots
 /// A command written to the control file (`MOUNT/.snapfs-control`), one per `write()`:
 ///
-///     snapshot [--force] [--no-wait] [--trigger=KIND[:DETAIL]] [LABEL]
+///     snapshot [--force] [--no-wait] [--trigger=KIND[:DETAIL]] [--pair=pre|post:PRE] [LABEL]
 ///     prune
 ///     delete NAME | hold NAME | release NAME
 ///     flush       (write every cached change back to the backing directory)
@@ -40,6 +40,7 @@ public enum ControlCommand: Equatable, Sendable {
             var wait = true
             var trigger = Trigger(kind: .control)
             var label: String?
+            var pair: SnapshotPair?
             for argument in arguments {
                 if argument == "--force" {
                     force = true
@@ -47,6 +48,12 @@ public enum ControlCommand: Equatable, Sendable {
                     wait = false
                 } else if argument.hasPrefix("--trigger=") {
                     trigger = try parseTrigger(String(argument.dropFirst("--trigger=".count)))
+                } else if argument.hasPrefix("--pair=") {
+                    // The pre or post snapshot of a pair (`snapfs snapshot --label L -- COMMAND`).
+                    guard let parsed = SnapshotPair(argument: String(argument.dropFirst("--pair=".count))) else {
+                        throw ParseError(message: "--pair is pre, or post:NAME naming the pre snapshot")
+                    }
+                    pair = parsed
                 } else if argument.hasPrefix("--") {
                     throw ParseError(message: "unknown option \(argument) for snapshot")
                 } else if label == nil {
@@ -62,6 +69,7 @@ public enum ControlCommand: Equatable, Sendable {
                     throw ParseError(message: error.message)
                 }
             }
+            trigger.pair = pair
             return .snapshot(label: label, force: force, trigger: trigger, wait: wait)
         case "prune", "flush":
             guard arguments.isEmpty else { throw ParseError(message: "\(verb) takes no arguments") }

@@ -103,9 +103,9 @@ def test_install_puts_every_file_in_place(installed):
     man = files["usr/local/share/man/man1/snapfs.1"][1].decode()
     assert man.startswith(".\\\"") or ".TH" in man or ".Dt SNAPFS 1" in man, man[:200]
     assert "snapfs" in man and "mount" in man
-    assert "complete -F" in files["usr/local/share/bash-completion/completions/snapfs"][1].decode()
+    assert re.search(r"^complete .*-F _snapfs snapfs$", files["usr/local/share/bash-completion/completions/snapfs"][1].decode(), re.M)
     assert files["usr/local/share/zsh/site-functions/_snapfs"][1].decode().startswith("#compdef snapfs")
-    assert "complete -c snapfs" in files["usr/local/share/fish/vendor_completions.d/snapfs.fish"][1].decode()
+    assert "complete -c 'snapfs'" in files["usr/local/share/fish/vendor_completions.d/snapfs.fish"][1].decode()
     unit = files["usr/local/lib/systemd/system/snapfs@.service"][1].decode()
     assert re.search(r"^ExecStart=/usr/local/bin/snapfs mount --foreground ", unit, re.M), unit
     helper = files["sbin/mount.fuse.snapfs"][1].decode()
@@ -191,7 +191,7 @@ def test_mount8_runs_the_installed_helper(installed, env, how):
         echo "MOUNT_RC=$?"
         echo "TYPE=$(awk '$5 == "{m}" {{ print $(NF-2) }}' /proc/self/mountinfo)"
         echo "CONTENT=$(cat "{m}/hello")"
-        echo "DAEMON=$(readlink /proc/$(pgrep -f -n "^/usr/local/bin/snapfs {b} ")/exe)"
+        echo "DAEMON=$(readlink /proc/$(pgrep -n -f -- "^snapfs mount {b} {m} ")/exe)"
         umount "{m}"
         echo "UMOUNT_RC=$?"
     """)

@@ -95,9 +95,8 @@ extras=.build-static/extras
 
 if [ "$action" = uninstall ]; then
     removed=0
-    for file in "$bin" "$bash_completion" "$zsh_completion" "$fish_completion" "$unit" "$helper" \
-                "$man_dir"/snapfs.1 "$man_dir"/snapfs.*.1; do
-        target="$destdir$file"
+    for target in "$destdir$bin" "$destdir$bash_completion" "$destdir$zsh_completion" "$destdir$fish_completion" \
+                  "$destdir$unit" "$destdir$helper" "$destdir$man_dir"/snapfs.1 "$destdir$man_dir"/snapfs.*.1; do
         # The man glob stays unexpanded when it matches nothing.
         if [ -e "$target" ] || [ -L "$target" ]; then
             rm -f -- "$target" || fail "cannot remove $target"

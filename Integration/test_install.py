@@ -289,15 +289,16 @@ def test_deb_package(installed, workdir):
     assert all(" root/root " in line for line in contents), "\n".join(contents)
     assert listed["./usr/bin/snapfs"].startswith("-rwxr-xr-x"), listed["./usr/bin/snapfs"]
 
-    # dpkg installs it into a throw-away root (its own database; the dependencies are
-    # the host's business, so --force-depends), then removes it.
+    # dpkg installs it into a throw-away root (its own database and log; the dependencies
+    # are the host's business, so --force-depends), then removes it.
     root = workdir / "dpkg-root"
     admin = root / "var/lib/dpkg"
     for d in ("info", "updates", "triggers"):
         (admin / d).mkdir(parents=True)
     (admin / "status").write_text("")
     (admin / "available").write_text("")
-    dpkg = ["dpkg", f"--root={root}", "--force-depends", "--force-script-chrootless", "--force-not-root"]
+    (root / "var/log").mkdir()
+    dpkg = ["dpkg", f"--root={root}", f"--log={root}/var/log/dpkg.log", "--force-depends"]
     r = run([*dpkg, "-i", deb], timeout=120)
     assert r.returncode == 0, r.stderr
     unit = (root / "usr/lib/systemd/system/snapfs@.service").read_text()
@@ -307,3 +308,4 @@ def test_deb_package(installed, workdir):
     r = run([*dpkg, "-r", "snapfs"], timeout=120)
     assert r.returncode == 0, r.stderr
     assert not (root / "usr/bin/snapfs").exists() and not (root / "usr/sbin/mount.fuse.snapfs").exists()
+    assert "remove snapfs:" in (root / "var/log/dpkg.log").read_text()

@@ -227,6 +227,8 @@ def test_install_again_changes_nothing_and_uninstall_removes_everything(installe
     assert r.returncode == 0, r.stderr
     first = tree(root)
     assert set(first) == set(tree(installed)), sorted(set(first) ^ set(tree(installed)))
+    # A page of a command that no longer exists goes; nothing else changes.
+    (root / "usr/local/share/man/man1/snapfs.gone.1").write_text(".Dt SNAPFS.GONE 1\n")
     r = install("--destdir", root, "--no-build")
     assert r.returncode == 0, r.stderr
     assert tree(root) == first
@@ -251,6 +253,7 @@ def test_install_prefix_and_errors(installed, workdir):
     r = install("--help")
     assert r.returncode == 0 and "Usage: scripts/install.sh" in r.stdout and "--destdir" in r.stdout, r
     for args, message in [(["--prefix", "usr/local"], "is not an absolute path"),
+                          (["--prefix", "/opt/my snapfs"], "has a character other than"),
                           (["--bogus"], "unknown argument '--bogus'"),
                           (["--prefix"], "--prefix needs a directory")]:
         r = install("--destdir", workdir / "never", "--no-build", *args)

@@ -68,6 +68,7 @@ done
 unit_dir=${unit_dir:-$prefix/lib/systemd/system}
 for dir in "$prefix" "$helper_dir" "$unit_dir"; do
     case $dir in
+        *[!A-Za-z0-9._/+-]*) fail "'$dir' has a character other than letters, digits and ._/+-: the unit and the mount helper name these paths unquoted" ;;
         /*) ;;
         *) fail "'$dir' is not an absolute path: --prefix, --mount-helper-dir and --unit-dir name where the files will be at run time" ;;
     esac
@@ -109,24 +110,31 @@ if [ "$action" = uninstall ]; then
     exit 0
 fi
 
+staged=$(mktemp -d)
+trap 'rm -rf "$staged"' EXIT
+
+# logged WHAT COMMAND...: runs COMMAND, printing the last lines of its output, or all of
+# it and a failure naming WHAT.
+logged() {
+    local what=$1
+    shift
+    if ! "$@" >"$staged/log" 2>&1; then
+        cat "$staged/log" >&2
+        fail "$what failed (scripts/setup.sh installs what the build needs)"
+    fi
+    tail -n 2 "$staged/log"
+}
+
 if [ "$build" -eq 1 ]; then
     command -v swift >/dev/null || fail "swift is not on PATH: build on a machine with Swift, or install a build with --no-build"
     echo "== swift build -c release --static-swift-stdlib (in .build-static)"
-    swift build -c release --static-swift-stdlib --scratch-path .build-static 2>&1 | tail -n 3
-    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the static build failed (scripts/setup.sh installs what it needs)"
+    logged "the static build" swift build -c release --static-swift-stdlib --scratch-path .build-static
     # The man pages come from swift-argument-parser's generate-manual plugin, which builds
     # the package in release mode without --static-swift-stdlib: it runs in .build (the
     # usual release build) so that it does not relink the static binary.
     echo "== man pages and completions (in $extras)"
-    swift build -c release 2>&1 | tail -n 3
-    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the release build failed (scripts/setup.sh installs what it needs)"
-    log=$(mktemp)
-    if ! scripts/extras.sh "$extras" >"$log" 2>&1; then
-        cat "$log" >&2
-        rm -f "$log"
-        fail "generating the man pages and completions failed (scripts/extras.sh)"
-    fi
-    rm -f "$log"
+    logged "the release build" swift build -c release
+    logged "generating the man pages and completions (scripts/extras.sh)" scripts/extras.sh "$extras"
 fi
 [ -x "$built" ] || fail "$built is not built: run without --no-build (needs Swift)"
 for file in "$extras/man/snapfs.1" "$extras/completions/snapfs.bash" "$extras/completions/_snapfs" \
@@ -144,6 +152,13 @@ put() {
 }
 
 put 0755 "$built" "$bin"
+# A page of a command this version no longer has goes.
+for old in "$destdir$man_dir"/snapfs.*.1; do
+    if [ -f "$old" ] && [ ! -e "$extras/man/$(basename "$old")" ]; then
+        rm -f -- "$old" || fail "cannot remove $old"
+        echo "removed $old"
+    fi
+done
 for page in "$extras"/man/*.1; do
     put 0644 "$page" "$man_dir/$(basename "$page")"
 done
@@ -152,8 +167,6 @@ put 0644 "$extras/completions/_snapfs" "$zsh_completion"
 put 0644 "$extras/completions/snapfs.fish" "$fish_completion"
 
 # The unit and the helper name the binary by the path it will have at run time.
-staged=$(mktemp -d)
-trap 'rm -rf "$staged"' EXIT
 sed "s|/usr/local/bin/snapfs|$bin|g" dist/systemd/snapfs@.service > "$staged/unit"
 sed "s|^SNAPFS=.*|SNAPFS=$bin|" dist/mount.fuse.snapfs > "$staged/helper"
 grep -q "^ExecStart=$bin " "$staged/unit" || fail "dist/systemd/snapfs@.service has no ExecStart=/usr/local/bin/snapfs line to point at $bin"

@@ -123,6 +123,10 @@ def test_installed_binary_has_the_swift_runtime_linked_in(installed):
     assert not [lib for lib in libraries if "swift" in lib.lower() or "dispatch" in lib or "Foundation" in lib], r.stdout
     assert "libfuse3.so.3" in libraries, r.stdout
     assert "not found" not in r.stdout, r.stdout
+    # No library search path into the toolchain (or anywhere): the loader takes the system's.
+    r = run(["readelf", "-d", binary])
+    assert r.returncode == 0 and "NEEDED" in r.stdout, r.stderr
+    assert "RPATH" not in r.stdout and "RUNPATH" not in r.stdout, r.stdout
     # Where no Swift is installed (/opt/swift hidden), the binary runs.
     r = in_namespace(installed, 'echo "SWIFT=$(command -v swift || echo none)"; echo "VERSION=$(snapfs --version)"; '
                                 'echo "WHICH=$(command -v snapfs)"; ls /opt/swift | wc -l | sed "s/^/OPT_SWIFT_ENTRIES=/"')

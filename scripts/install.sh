@@ -127,8 +127,11 @@ logged() {
 
 if [ "$build" -eq 1 ]; then
     command -v swift >/dev/null || fail "swift is not on PATH: build on a machine with Swift, or install a build with --no-build"
+    # No run-time library path either: not the toolchain's (-no-toolchain-stdlib-rpath)
+    # nor the binary's own directory (--disable-local-rpath). It needs no library of theirs.
     echo "== swift build -c release --static-swift-stdlib (in .build-static)"
-    logged "the static build" swift build -c release --static-swift-stdlib --scratch-path .build-static
+    logged "the static build" swift build -c release --static-swift-stdlib --scratch-path .build-static \
+        -Xswiftc -no-toolchain-stdlib-rpath --disable-local-rpath
     # The man pages come from swift-argument-parser's generate-manual plugin, which builds
     # the package in release mode without --static-swift-stdlib: it runs in .build (the
     # usual release build) so that it does not relink the static binary.

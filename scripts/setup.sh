@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libfuse3-dev fuse3 pkg-config sqlite3 fio bindfs attr util-linux mount e2fsprogs btrfs-progs xfsprogs strace quota acl restic prometheus samba smbclient)
+packages=(libfuse3-dev fuse3 pkg-config dpkg-dev sqlite3 fio bindfs attr util-linux mount e2fsprogs btrfs-progs xfsprogs strace quota acl restic prometheus samba smbclient)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -211,6 +211,24 @@ def test_replicated_snapshots_restore_elsewhere(s3, workdir, make_mount):
     r = repo.restore("20200101T000000.000Z", workdir / "nothing")
     assert r.returncode == 20
     assert_one_snapfs_line(r.stderr)
+    assert not (workdir / "nothing").exists()
+
+    # Two restic snapshots with one snapfs name (two stores in one repository): the
+    # restore by name, which runs beside the listing, is undone and the IDs are shown.
+    other = workdir / "other-store"
+    other.mkdir()
+    (other / "g").write_text("other\n")
+    r = subprocess.run([restic_binary(), "-r", repo.location, "--password-file", str(repo.password_file), "backup", ".",
+                        "--tag", f"snapfs,snapfs-name={newest_tree}", "--time", "2030-01-01 00:00:00"],
+                       cwd=other, capture_output=True, text=True, timeout=300, env=repo.env())
+    assert r.returncode == 0, r.stderr
+    r = repo.restore(newest_tree, workdir / "ambiguous")
+    assert r.returncode == 64, r.stderr
+    line = assert_one_snapfs_line(r.stderr)
+    assert f"2 snapshots named {newest_tree}" in line, line
+    assert not (workdir / "ambiguous").exists()
+    r = repo.restic("forget", "--tag", f"snapfs-name={newest_tree}", "--host", os.uname().nodename, "--path", str(other))
+    assert r.returncode == 0, r.stderr
 
     # Plain restic reads what snapfs wrote, and the repository is whole.
     plain = workdir / "plain-restic"

@@ -159,6 +159,31 @@ public struct ResticRepository: Sendable {
         try checked(arguments)
     }
 
+    /// Restores the whole tree of the snapfs snapshot `name` into `target` with one restic
+    /// start, which finds it by its tag (`restore latest --tag snapfs-name=NAME`), while a
+    /// second restic lists the snapshots beside it (each start spends about half a second
+    /// deriving the key: side by side they cost one). Returns the listing, and restic's
+    /// failure if the restore failed: the caller tells from the listing whether the name was
+    /// unknown, or held by two snapshots (two stores replicated to one repository).
+    public func restoreNamed(_ name: String, target: String) -> (failure: ReplicationError?, listing: Result<[ReplicaSnapshot], ReplicationError>) {
+        let listed = Mutex<Result<[ReplicaSnapshot], ReplicationError>?>(nil)
+        BackgroundThread.start { [self] in
+            let result: Result<[ReplicaSnapshot], ReplicationError>
+            do throws(ReplicationError) { result = .success(try snapshots()) } catch { result = .failure(error) }
+            listed.withLock { $0 = result }
+        }
+        var failure: ReplicationError?
+        do throws(ReplicationError) {
+            try checked(["restore", "latest", "--tag", ReplicaSnapshot.baseTag + "-name=" + TagText.encode(name), "--target", target])
+        } catch {
+            failure = error
+        }
+        while true {
+            if let result = listed.withLock({ $0 }) { return (failure, result) }
+            usleep(5_000)
+        }
+    }
+
     /// A path as a restic filter pattern that matches only itself: `*`, `?`, `[` and `\`
     /// escaped.
     static func literalPattern(_ path: String) -> String {

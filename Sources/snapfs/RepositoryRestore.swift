@@ -17,6 +17,9 @@ struct RepositoryRestore {
     func run() throws(CLIFailure) {
         let restorePaths = try paths.map { (path) throws(CLIFailure) in try Self.treePath(path) }
         try checkTarget()
+        if paths.isEmpty && SnapshotName(parsing: snapshot) != nil {
+            return try restoreNamed()
+        }
         let replica = try throughRepository { () throws(ReplicationError) in try find(in: repository.snapshots()) }
         for (index, path) in restorePaths.enumerated() {
             guard try throughRepository({ () throws(ReplicationError) in try repository.contains(path, in: replica.id) }) else {
@@ -29,6 +32,41 @@ struct RepositoryRestore {
         try throughRepository { () throws(ReplicationError) in try repository.restore(replica.id, paths: restorePaths, target: target) }
         let what = paths.isEmpty ? "the whole tree" : paths.joined(separator: ", ")
         print("restored \(what) of \(replica.name!) (restic \(replica.shortID)) from \(repository.shown) into \(target)")
+    }
+
+    /// The whole tree of the snapshot named `snapshot`: restored by its tag while the
+    /// snapshots are listed (``ResticRepository/restoreNamed(_:target:)``); the listing then
+    /// confirms that one snapshot has that name. Should two have it, what was restored is
+    /// removed again and the restic IDs are shown, as when the listing comes first.
+    private func restoreNamed() throws(CLIFailure) {
+        var madeTarget = false
+        if mkdir(target, 0o700) == 0 {
+            madeTarget = true
+        } else if errno != EEXIST {
+            throw CLIFailure("cannot make \(target): \(Errno.current)", code: ExitStatus.failed)
+        }
+        let (failure, listing) = repository.restoreNamed(snapshot, target: target)
+        let replica: ReplicaSnapshot
+        do throws(ReplicationError) {
+            replica = try find(in: listing.get())
+        } catch {
+            // Unknown or ambiguous: nothing restored stays.
+            emptyTarget(remove: madeTarget)
+            throw CLIFailure(error)
+        }
+        if let failure { throw CLIFailure(failure) }
+        print("restored the whole tree of \(replica.name!) (restic \(replica.shortID)) from \(repository.shown) into \(target)")
+    }
+
+    /// Removes what a restore put in the target (and the target, if the restore made it).
+    private func emptyTarget(remove: Bool) {
+        let fd = open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        for name in (try? DirectoryNames.utf8Names(in: fd)) ?? [] {
+            _ = try? TreeRemover.remove(parent: fd, name: name)
+        }
+        close(fd)
+        if remove { rmdir(target) }
     }
 
     /// The replica `snapshot` names.

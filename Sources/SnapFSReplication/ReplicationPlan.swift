@@ -4,16 +4,22 @@ import SnapFSSnapshots
 /// passes over.
 ///
 /// Every snapshot not yet replicated (nor passed over) is sent, oldest first, except the
-/// snapshots taken at SQLite commits, of which at most one per interval per database is
-/// sent: intervals are aligned on the epoch (with 5 s: :00, :05, :10, …), and of the
-/// waiting commit snapshots of a database the newest of each interval is sent, unless one
-/// of that interval was sent by an earlier run; the newest of all (the database's final
-/// state as far as the run knows) is always sent. A snapshot passed over is recorded with
-/// the later one of its database that stands for it, in the same write of the record.
+/// snapshots taken at SQLite commits, of which one per interval per database is sent, and
+/// the final state: intervals are aligned on the epoch (with 5 s: :00, :05, :10, …), and of
+/// the waiting commit snapshots of a database the first of each interval is sent (the
+/// state as the interval began, which holds every commit of the interval before), unless
+/// one of that interval was sent by an earlier run; the newest of all (the database's final
+/// state as far as the run knows) is also sent. A snapshot passed over is recorded with the
+/// later one of its database that stands for it, in the same write of the record.
 ///
-/// A replicator that comes back (the daemon) holds back the commit snapshots of the
-/// interval still running, and sends its newest once it has ended: then every interval
-/// gets exactly one, the newest, and the final state follows within an interval.
+/// Why the first, not the newest: the first of an interval can go at once, while the newest
+/// is only known once the interval has ended, and is then up to the commit policy's spacing
+/// older than that end. Sending the first, a commit waits for the next interval's start
+/// and the run, not for the end of that interval as well.
+///
+/// A replicator that comes back (the daemon) holds back the final state while its interval
+/// is still running (a later snapshot of the same interval would stand for it), and sends
+/// it once that interval has ended with no newer one.
 public struct ReplicationPlan: Equatable, Sendable {
     /// A snapshot of the backing store, as the plan needs it.
     public struct Candidate: Equatable, Sendable {
@@ -57,31 +63,27 @@ public struct ReplicationPlan: Equatable, Sendable {
                 chosen[candidate.name] = []
             }
         }
+        let running = nowMs.map { Self.interval($0, intervalMs) }
         for (database, all) in byDatabase {
-            var names = all
-            var holding = false
-            if let nowMs {
-                let running = Self.interval(nowMs, intervalMs)
-                names = all.filter { Self.interval($0.timeMs, intervalMs) < running }
-                if names.count < all.count {
-                    holding = true
-                    let due = intervalMs > 0 ? (running + 1) * intervalMs : nowMs + 1
-                    nextDueMs = min(nextDueMs ?? due, due)
-                }
-            }
             var passed: [SnapshotName] = []
-            let sentInterval = lastSentCommitMs[database].map { Self.interval($0, intervalMs) }
-            for (index, name) in names.enumerated() {
-                let newest = index == names.count - 1
-                // The final state, unless newer ones are held back.
-                let last = newest && !holding
+            var sentInterval = lastSentCommitMs[database].map { Self.interval($0, intervalMs) }
+            for (index, name) in all.enumerated() {
                 let interval = Self.interval(name.timeMs, intervalMs)
-                let newestOfInterval = newest || Self.interval(names[index + 1].timeMs, intervalMs) != interval
-                if last || (newestOfInterval && interval != sentInterval) {
+                if interval != sentInterval {
+                    // The first of its interval.
                     chosen[name] = passed
                     passed = []
-                } else {
+                    sentInterval = interval
+                } else if index < all.count - 1 {
                     passed.append(name)
+                } else if let running, interval >= running {
+                    // The final state, in the interval still running: held back (and with
+                    // it, the ones it would pass over).
+                    let due = intervalMs > 0 ? (running + 1) * intervalMs : nowMs! + 1
+                    nextDueMs = min(nextDueMs ?? due, due)
+                } else {
+                    chosen[name] = passed
+                    passed = []
                 }
             }
         }

@@ -132,7 +132,7 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
     }
 
     /// What the next runs will send: of the commit snapshots, only those the plan sends (the
-    /// newest of each interval, and the newest), so that commits made while the repository
+    /// first of each interval, and the newest), so that commits made while the repository
     /// is away do not pile up beyond one per interval.
     public func mustKeep(_ entries: [SnapshotEntry]) -> Set<String> {
         let done = state.withLock { $0.done }

@@ -16,18 +16,19 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
         #expect(plan.steps.allSatisfy { $0.passesOver.isEmpty })
     }
 
-    @Test func oneCommitSnapshotPerIntervalPerDatabaseAndAlwaysTheLast() {
+    @Test func theFirstCommitSnapshotOfEachIntervalPerDatabaseAndAlwaysTheLast() {
         // Base 1_800_000_000_000 is a multiple of 5000: intervals start at 0, 5000, 10000.
         let a = [100, 900, 4999, 5000, 7000, 12000, 12001].map { ReplicationPlan.Candidate(name: name($0), database: "a.db") }
         let b = [200, 300].map { ReplicationPlan.Candidate(name: name($0), database: "b.db") }
         let tree = ReplicationPlan.Candidate(name: name(6000))
         let plan = ReplicationPlan(local: a + b + [tree], done: [], lastSentCommitMs: [:], intervalMs: 5000)
-        #expect(plan.steps.map(\.name) == [name(300), name(4999), name(6000), name(7000), name(12001)])
+        #expect(plan.steps.map(\.name) == [name(100), name(200), name(300), name(5000), name(6000), name(12000), name(12001)])
         let passed = Dictionary(uniqueKeysWithValues: plan.steps.map { ($0.name, $0.passesOver) })
-        #expect(passed[name(4999)] == [name(100), name(900)])
-        #expect(passed[name(7000)] == [name(5000)])
-        #expect(passed[name(12001)] == [name(12000)])
-        #expect(passed[name(300)] == [name(200)])
+        #expect(passed[name(100)] == [])
+        #expect(passed[name(5000)] == [name(900), name(4999)])
+        #expect(passed[name(12000)] == [name(7000)])
+        #expect(passed[name(12001)] == [])
+        #expect(passed[name(300)] == [])
     }
 
     @Test func anIntervalAlreadySentIsNotSentAgainExceptForTheFinalState() {
@@ -37,23 +38,29 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
         #expect(plan.steps[0].passesOver == [name(5100), name(5200)])
     }
 
-    @Test func theRunningIntervalIsHeldBackUntilItEnds() {
+    @Test func theFirstOfTheRunningIntervalGoesAtOnceAndTheFinalStateOnceItEnds() {
         let a = [100, 900, 5100, 5200].map { ReplicationPlan.Candidate(name: name($0), database: "a.db") }
         let tree = ReplicationPlan.Candidate(name: name(5300))
         let plan = ReplicationPlan(local: a + [tree], done: [], lastSentCommitMs: [:], intervalMs: 5000,
                                    holdingOpenAt: name(5400).timeMs)
-        #expect(plan.steps.map(\.name) == [name(900), name(5300)])
-        #expect(plan.steps[0].passesOver == [name(100)])
+        #expect(plan.steps.map(\.name) == [name(100), name(5100), name(5300)])
+        #expect(plan.steps[1].passesOver == [name(900)])
         #expect(plan.nextDueMs == name(10000).timeMs)
-        // Only held ones: nothing is sent, nothing is passed over.
-        let held = ReplicationPlan(local: Array(a.suffix(2)), done: [], lastSentCommitMs: [:], intervalMs: 5000,
+        // The first of the running interval sent: the rest waits, nothing is passed over.
+        let held = ReplicationPlan(local: [a[3]], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
                                    holdingOpenAt: name(5400).timeMs)
         #expect(held.steps.isEmpty)
-        // Once the interval ended, its newest goes.
-        let later = ReplicationPlan(local: Array(a.suffix(2)), done: [], lastSentCommitMs: [:], intervalMs: 5000,
+        #expect(held.nextDueMs == name(10000).timeMs)
+        // Once the interval ended with no newer one, the final state goes.
+        let later = ReplicationPlan(local: [a[3]], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
                                     holdingOpenAt: name(10001).timeMs)
         #expect(later.steps.map(\.name) == [name(5200)])
         #expect(later.nextDueMs == nil)
+        // A newer one, of the next interval, passes over the held one instead.
+        let next = ReplicationPlan(local: [a[3], .init(name: name(10002), database: "a.db")], done: [],
+                                   lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000, holdingOpenAt: name(10100).timeMs)
+        #expect(next.steps.map(\.name) == [name(10002)])
+        #expect(next.steps[0].passesOver == [name(5200)])
     }
 
     @Test func retentionOnTheRepositoryIsTheMountsWithHolds() {

@@ -42,14 +42,7 @@ public enum PreviousVersions {
         guard bytes.count == 24, bytes[0..<5].elementsEqual("@GMT-".utf8),
               bytes[9] == UInt8(ascii: "."), bytes[12] == UInt8(ascii: "."), bytes[15] == UInt8(ascii: "-"),
               bytes[18] == UInt8(ascii: "."), bytes[21] == UInt8(ascii: ".") else { return nil }
-        func number(_ range: Range<Int>) -> Int? {
-            var value = 0
-            for byte in bytes[range] {
-                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
-                value = value * 10 + Int(byte - UInt8(ascii: "0"))
-            }
-            return value
-        }
+        func number(_ range: Range<Int>) -> Int? { UTCTime.decimal(bytes[range]) }
         guard let year = number(5..<9), let month = number(10..<12), let day = number(13..<15),
               let hour = number(16..<18), let minute = number(19..<21), let second = number(22..<24),
               let time = UTCTime(year: year, month: month, day: day, hour: hour, minute: minute,

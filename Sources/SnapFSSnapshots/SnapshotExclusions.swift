@@ -18,7 +18,7 @@ public struct SnapshotExclusions: Sendable, Equatable, CustomStringConvertible {
     public let patterns: [String]
     /// Patterns without `/`, NUL-terminated.
     let namePatterns: [[CChar]]
-    /// Patterns with `/` (a leading one dropped), NUL-terminated.
+    /// Patterns with `/` (a leading one dropped: `/build` matches the path `build`), NUL-terminated.
     let pathPatterns: [[CChar]]
     /// The most slashes in a path pattern: entries with more can match none.
     let deepestSlashes: Int
@@ -49,8 +49,9 @@ public struct SnapshotExclusions: Sendable, Equatable, CustomStringConvertible {
         for pattern in patterns {
             if let problem = problem(with: pattern) { return .failure(ExclusionProblem(problem)) }
             var text = Substring(pattern)
-            if text.first == "/" { text = text.dropFirst() }
-            if text.contains("/") {
+            let anchored = text.first == "/"
+            if anchored { text = text.dropFirst() }
+            if anchored || text.contains("/") {
                 paths.append(Array(String(text).utf8CString))
                 deepest = max(deepest, text.utf8.count { $0 == 0x2F })
             } else {

@@ -141,12 +141,14 @@ def test_excluded_paths_are_absent_and_everything_else_is_identical(workdir, mak
 
 DIRECTORIES = 160
 FILES = 150
+# Copies and hard links are made fastest: larger trees, so that the build outlasts the changes.
+DIRECTORIES_BY_STRATEGY = {"hardlink": 480, "copy": 320}
 
 
-def populate(root):
+def populate(root, directories=DIRECTORIES):
     """A tree large enough for a background build to outlast the changes, with an
     excluded `.cache` in every directory and an excluded `build/cache`."""
-    for d in range(DIRECTORIES):
+    for d in range(directories):
         directory = root / f"d{d:03d}"
         (directory / ".cache").mkdir(parents=True)
         for f in range(FILES):
@@ -195,7 +197,7 @@ def test_a_background_build_leaves_out_what_changes_in_excluded_paths(workdir, m
     them meanwhile (a large excluded file open for writing included)."""
     loop, backing = loop_mount(workdir, make_mount, strategy, [])
     try:
-        populate(backing)
+        populate(backing, DIRECTORIES_BY_STRATEGY.get(strategy, DIRECTORIES))
         m = make_mount(options=[f"strategy={strategy}", "exclude=.cache", "exclude=*.tmp", "exclude=build/cache"],
                        backing=backing)
         assert status(m.mnt)["build"] == "background"
@@ -242,9 +244,32 @@ def test_a_background_build_leaves_out_what_changes_in_excluded_paths(workdir, m
             loop.__exit__(None, None, None)
 
 
+def test_restoring_a_snapshot_leaves_the_excluded_paths_of_the_live_tree_alone(make_mount):
+    """A snapshot does not have the excluded paths; restoring it makes the rest of the tree
+    equal to it and neither removes them nor touches them."""
+    m = make_mount(options=["exclude=.cache", "exclude=build/cache", "exclude=*.tmp"])
+    build_tree(m.mnt)
+    name = snapshot(m.mnt, "before", force=True)
+    wanted = manifest(m.mnt, exclude=True)
+    (m.mnt / "keep" / "a.txt").write_bytes(b"changed after\n")
+    (m.mnt / "keep" / "sub" / "b.txt").unlink()
+    (m.mnt / "keep" / "added").write_bytes(b"added after\n")
+    (m.mnt / "build" / "cache" / "later.o").write_bytes(b"built after\n")
+    (m.mnt / "keep" / "later.tmp").write_bytes(b"scratch after\n")
+    excluded_now = {rel: entry for rel, entry in manifest(m.mnt).items() if is_excluded(rel) or rel.endswith(".tmp")}
+    r = subprocess.run([SNAPFS, "restore", str(m.mnt), name], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    after = manifest(m.mnt)
+    assert {rel: e for rel, e in after.items() if not (is_excluded(rel) or rel.endswith(".tmp"))} == wanted
+    assert {rel: e for rel, e in after.items() if is_excluded(rel) or rel.endswith(".tmp")} == excluded_now
+    assert (m.mnt / "build" / "cache" / "later.o").read_bytes() == b"built after\n"
+    assert not (m.mnt / "keep" / "added").exists()
+
+
 def test_status_shows_the_patterns(make_mount):
-    m = make_mount(options=["exclude=*.tmp"], extra_args=["--exclude", "build/cache", "--exclude", "-dash*"])
-    expected = "*.tmp build/cache -dash*"
+    m = make_mount(options=["exclude=*.tmp"],
+                   extra_args=["--exclude", "build/cache", "--exclude", "-dash*", "--exclude", "My Cache", "--exclude", "a\\*b"])
+    expected = "*.tmp build/cache -dash* My\\x20Cache a\\\\*b"
     assert status(m.mnt)["exclude"] == expected
     assert snapfs_status(m)["exclude"] == expected
     plain = make_mount(name="plain")

@@ -88,8 +88,43 @@ public struct SnapshotExclusions: Sendable, Equatable, CustomStringConvertible {
 
     public var isEmpty: Bool { patterns.isEmpty }
 
-    /// The patterns separated by spaces, for `status`.
-    public var description: String { patterns.joined(separator: " ") }
+    /// The patterns separated by spaces, for `status`; in each, `\` is written `\\` and a
+    /// space `\x20`, so that ``init(statusValue:)`` reads them back exactly.
+    public var description: String {
+        patterns.map { pattern in
+            var text = ""
+            for character in pattern {
+                switch character {
+                case "\\": text += "\\\\"
+                case " ": text += "\\x20"
+                default: text.append(character)
+                }
+            }
+            return text
+        }.joined(separator: " ")
+    }
+
+    /// The patterns of a `status` line's value (``description``); nil if they are not valid.
+    public init?(statusValue: String) {
+        let patterns = statusValue.split(separator: " ").map { word in
+            var text = ""
+            var rest = Substring(word)
+            while let character = rest.popFirst() {
+                if character == "\\" && rest.first == "\\" {
+                    rest.removeFirst()
+                    text.append("\\")
+                } else if character == "\\" && rest.hasPrefix("x20") {
+                    rest.removeFirst(3)
+                    text.append(" ")
+                } else {
+                    text.append(character)
+                }
+            }
+            return text
+        }
+        guard case .success(let parsed) = Self.parse(patterns) else { return nil }
+        self = parsed
+    }
 
     /// Whether a walk needs the path of the directory whose entries have `slashes` slashes
     /// in their paths (0 at the top).

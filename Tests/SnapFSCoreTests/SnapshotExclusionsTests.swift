@@ -56,6 +56,14 @@ import Testing
         #expect(SnapshotExclusions.none.isEmpty)
     }
 
+    @Test func theStatusValueReadsBackEveryPatternExactly() throws {
+        let patterns = ["*.tmp", "My Cache", "a\\*b", "\\x20", "x/y z"]
+        let exclusions = try rules(patterns)
+        #expect(exclusions.description == "*.tmp My\\x20Cache a\\\\*b \\\\x20 x/y\\x20z")
+        #expect(SnapshotExclusions(statusValue: exclusions.description)?.patterns == patterns)
+        #expect(SnapshotExclusions(statusValue: "a//b") == nil)
+    }
+
     @Test func badPatternsAreRefusedWithAReason() {
         func problem(_ patterns: [String]) -> String? {
             if case .failure(let problem) = SnapshotExclusions.parse(patterns) { return problem.message }

@@ -49,6 +49,10 @@ public final class TreeCapture: @unchecked Sendable {
     /// Files copied by chunks, by inode number, and their copies once made (under `monitor`).
     private let ranged: Set<UInt64>
     private var copies: [UInt64: RangedCopy] = [:]
+    /// Those of `copies` the walk linked into the snapshot (under `monitor`). A file left
+    /// out by the exclude patterns may have been captured by a change, but is neither
+    /// filled nor finished.
+    private var placedCopies: Set<UInt64> = []
     private let rootDevice: UInt64
     /// The top of the building tree (the root's copy).
     private let topHandle: [UInt8]
@@ -259,7 +263,7 @@ public final class TreeCapture: @unchecked Sendable {
         }
         // Chunks of the files copied by chunks that no change has copied yet; changes go on.
         monitor.lock()
-        let ongoing = Array(copies.values)
+        let ongoing = copies.filter { placedCopies.contains($0.key) }.map(\.value)
         monitor.unlock()
         for copy in ongoing where !failed {
             do throws(Errno) { try copy.fill() } catch { fail(error) }
@@ -289,7 +293,9 @@ public final class TreeCapture: @unchecked Sendable {
     /// After ``walk()``: removes the stash, seals the companion files linked from it, and
     /// returns the counts. On failure the caller removes what was built.
     public func finish() throws(Errno) -> CloneStatistics {
-        for copy in copies.values { try copy.finish() }
+        for (inode, copy) in copies {
+            if placedCopies.contains(inode) { try copy.finish() } else { copy.abandon() }
+        }
         copies.removeAll()
         for waiting in deferred {
             let target = try Self.open(waiting.target, in: store, O_RDONLY)
@@ -652,6 +658,9 @@ public final class TreeCapture: @unchecked Sendable {
                 try syscall(snapfs_openat(source, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | run.noAccessTime, 0))
             }
             if failed { throw .canceled }
+            monitor.lock()
+            placedCopies.insert(inode)
+            monitor.unlock()
             // Filled at the end of the walk: this directory's journals are played back and
             // its metadata applied after that (see ``deferred``).
             directory.holdsChunkedCopy = true

@@ -64,6 +64,7 @@ public struct MountOptions: Sendable, Equatable {
             case "snapshot_unchanged": snapshots.skipUnchanged = false
             case "frozen_build": snapshots.backgroundBuild = false
             case "hooks_on_commits": snapshots.hooks.onCommits = true
+            case _ where option.hasPrefix("exclude="): excludePatterns.append(String(option.dropFirst("exclude=".count)))
             case _ where option.hasPrefix("pre_snapshot="): snapshots.hooks.pre = hookCommand(option)
             case _ where option.hasPrefix("post_snapshot="): snapshots.hooks.post = hookCommand(option)
             case _ where Self.ignored.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="):
@@ -95,6 +96,10 @@ public struct MountOptions: Sendable, Equatable {
             }
         }
         problems += cache.problems
+        switch SnapshotExclusions.parse(excludePatterns) {
+        case .success(let exclusions): snapshots.exclusions = exclusions
+        case .failure(let problem): problems.append(problem.message)
+        }
         parseReplicationOptions(replicationOptions)
         if readOnly && replication != nil {
             problems.append("replicate_to= sends the snapshots a mount takes, and a read-only mount takes none (snapfs replicate BACKING --to REPO sends those there are)")
@@ -111,6 +116,9 @@ public struct MountOptions: Sendable, Equatable {
             snapshots.retention.keepCommits = RetentionPolicy.defaultKeepCommits
         }
     }
+
+    /// The `exclude=` patterns, in order, read once all are known.
+    private var excludePatterns: [String] = []
 
     /// The `replicate_*=` options, read once all are known.
     private var replicationOptions: [String] = []

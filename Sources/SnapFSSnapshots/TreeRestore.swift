@@ -48,9 +48,14 @@ public struct TreeRestore {
     /// Told of every entry of the snapshot restored and every entry removed from the target
     /// (with what is below it, as one), for a progress line; nil for none.
     public var progress: ProgressMeter?
+    /// Paths the mount leaves out of its tree snapshots (``SnapshotExclusions``): never
+    /// restored, never removed, so that restoring a snapshot, which does not have them,
+    /// does not delete them from the live tree.
+    public var exclusions: SnapshotExclusions
 
-    public init(excludedAtRoot: [String] = [], progress: ProgressMeter? = nil) {
+    public init(excludedAtRoot: [String] = [], exclusions: SnapshotExclusions = .none, progress: ProgressMeter? = nil) {
         self.excludedAtRoot = Set(excludedAtRoot.map { Array($0.utf8) })
+        self.exclusions = exclusions
         self.progress = progress
     }
 
@@ -96,7 +101,7 @@ public struct TreeRestore {
             defer { close(parent) }
             if try TreeDiff.status(parent, components.last!) == nil { throw Errno.noSuchFileOrDirectory }
         }
-        var run = Run(excludedAtRoot: excludedAtRoot, targetRoot: target, progress: progress)
+        var run = Run(excludedAtRoot: excludedAtRoot, exclusions: exclusions, targetRoot: target, progress: progress)
         for components in split {
             let sourceCursor = try DirectoryCursor(at: source)
             let targetCursor = try DirectoryCursor(at: target)
@@ -113,6 +118,7 @@ public struct TreeRestore {
 /// The state of one restore: the summary and the hard links seen.
 private struct Run {
     let excludedAtRoot: Set<[UInt8]>
+    let exclusions: SnapshotExclusions
     let targetRoot: Int32
     let progress: ProgressMeter?
     var summary = TreeRestore.Summary()
@@ -123,8 +129,9 @@ private struct Run {
     static let dot = Array(".".utf8)
     static let slash = UInt8(ascii: "/")
 
-    init(excludedAtRoot: Set<[UInt8]>, targetRoot: Int32, progress: ProgressMeter?) {
+    init(excludedAtRoot: Set<[UInt8]>, exclusions: SnapshotExclusions, targetRoot: Int32, progress: ProgressMeter?) {
         self.excludedAtRoot = excludedAtRoot
+        self.exclusions = exclusions
         self.targetRoot = targetRoot
         self.progress = progress
     }
@@ -203,6 +210,19 @@ private struct Run {
         if atRoot {
             sourceNames.subtract(excludedAtRoot)
             targetNames.subtract(excludedAtRoot)
+        }
+        if !exclusions.isEmpty {
+            // The path of this directory, while a path pattern can still match its entries.
+            let path: [UInt8]? = exclusions.needsPath(forEntriesWithSlashes: prefix.count)
+                ? Array(prefix.joined(separator: [Self.slash])) : nil
+            let rules = exclusions
+            let excluded = { (name: [UInt8]) -> Bool in
+                (name + [0]).withUnsafeBufferPointer { bytes in
+                    bytes.withMemoryRebound(to: CChar.self) { rules.excludes($0.baseAddress!, in: path) }
+                }
+            }
+            sourceNames = sourceNames.filter { !excluded($0) }
+            targetNames = targetNames.filter { !excluded($0) }
         }
         for name in targetNames.subtracting(sourceNames).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             try removeTree(target.fd, name)

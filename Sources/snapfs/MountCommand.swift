@@ -85,6 +85,9 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Not the databases whose path or name matches the glob (repeatable; -o sqlite_exclude=…).", valueName: "GLOB"))
     var sqliteExclude: [String] = []
 
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: ArgumentHelp("Leave paths out of tree snapshots: a glob without / matches names at any depth (*.tmp, .cache), one with / the path from the root (build/cache, */node_modules); an excluded directory is left out whole (repeatable, at most 64; -o exclude=…; docs/snapshots.md#exclusions).", valueName: "GLOB"))
+    var exclude: [String] = []
+
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Memory for snapfs's page cache of written data, e.g. 64M, 1G; 0 turns it off (-o cache_size=…; default 256M).", valueName: "SIZE"))
     var cacheSize: String?
 
@@ -147,6 +150,7 @@ struct MountCommand: ParsableCommand {
         if let replicatePasswordFile { extra.append("replicate_password_file=\(absolutePath(replicatePasswordFile))") }
         if let replicateCommitInterval { extra.append("replicate_commit_interval=\(replicateCommitInterval)") }
         extra += sqliteInclude.map { "sqlite_include=\($0)" } + sqliteExclude.map { "sqlite_exclude=\($0)" }
+        extra += exclude.map { "exclude=\($0)" }
         return options.flatMap { $0.split(separator: ",").map(String.init) } + extra
     }
 
@@ -156,6 +160,10 @@ struct MountCommand: ParsableCommand {
                       ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly), ("--keep-commits", keepCommits)]
         for case let (flag, count?) in counts where count < 0 {
             throw ValidationError("\(flag) must be a whole number ≥ 0, not \(count)")
+        }
+        // The daemon gets every option through -o, which splits at commas.
+        for pattern in exclude where pattern.contains(",") {
+            throw ValidationError("--exclude \(pattern): a pattern cannot hold a comma (options reach the daemon as -o, which splits at commas); give two patterns instead")
         }
         for (flag, path) in [("--pid-file", pidFile), ("--log-file", logFile)] {
             if let path, let problem = Daemon.unwritableFileProblem(path) {

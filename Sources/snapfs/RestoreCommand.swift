@@ -84,11 +84,19 @@ struct RestoreCommand: ParsableCommand {
             throw CLIFailure("the safety snapshot gave an unexpected answer \"ok \(words.joined(separator: " "))\"", code: ExitStatus.daemonFailed)
         }
         print("safety snapshot: \(safety)")
+        // What the mount leaves out of its snapshots is left alone, not removed for being absent.
+        var exclusions = SnapshotExclusions.none
+        if let value = try mount.control.send(nil).value("exclude") {
+            guard let parsed = SnapshotExclusions(statusValue: value) else {
+                throw CLIFailure("the mount's exclude patterns cannot be read (\(value))", code: ExitStatus.daemonFailed)
+            }
+            exclusions = parsed
+        }
         let summary: TreeRestore.Summary
         let progress = TerminalProgress("entries restored", json: false)
         defer { progress.finish() }
         do {
-            summary = try TreeRestore(excludedAtRoot: MountedSnapshots.reservedNames, progress: progress.meter)
+            summary = try TreeRestore(excludedAtRoot: MountedSnapshots.reservedNames, exclusions: exclusions, progress: progress.meter)
                 .restore(from: source, to: mount.canonical, paths: relative)
             progress.finish()  // before the summary, which may go to the same terminal
         } catch {

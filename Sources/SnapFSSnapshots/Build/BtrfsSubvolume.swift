@@ -106,14 +106,16 @@ public enum BtrfsSubvolume {
         }
     }
 
-    /// The second part: SQLite companions for its WAL databases (see ``SQLiteCompanion``),
-    /// then read-only. Needs no quiet source (the snapshot is its own). On error it is deleted.
-    public static func finishTree(in parent: Int32, name: String) throws(Errno) {
+    /// The second part: the paths `exclusions` leaves out removed (``ExclusionPruner``),
+    /// SQLite companions for its WAL databases (see ``SQLiteCompanion``), then read-only.
+    /// Needs no quiet source (the snapshot is its own). On error it is deleted.
+    public static func finishTree(in parent: Int32, name: String, exclusions: SnapshotExclusions = .none) throws(Errno) {
         do throws(Errno) {
             let fd = try open(name, in: parent)
             defer { close(fd) }
             var rootStatus = stat()
             try syscall(fstat(fd, &rootStatus))
+            try ExclusionPruner.prune(fd, exclusions, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0)
             try SQLiteCompanion.addToTree(fd, noAccessTime: geteuid() == 0 ? SNAPFS_O_NOATIME : 0)
             var times = (rootStatus.st_atim, rootStatus.st_mtim)
             _ = try withUnsafePointer(to: &times) { (times) throws(Errno) in

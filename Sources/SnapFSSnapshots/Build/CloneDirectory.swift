@@ -29,6 +29,9 @@ final class CloneDirectory: @unchecked Sendable {
     var databases: [[CChar]] = []
     /// A background build placed a file here that is copied by chunks (``RangedCopy``).
     var holdsChunkedCopy = false
+    /// Its path relative to the root (empty: the top), while exclude patterns with `/` can
+    /// still match its entries; nil otherwise (see ``SnapshotExclusions/childPath(_:of:)``).
+    var path: [UInt8]?
 
     /// Holders of `source`: the directory's own listing, and each child not yet opened
     /// (a child opens itself relative to its parent's descriptors).

@@ -27,10 +27,17 @@ final class CloneRun: @unchecked Sendable {
 
     /// Objects the hard-link method copies instead (see ``TreeCloner/copyInstead``).
     let copyInstead: Set<BackingKey>
+    /// Paths left out (``SnapshotExclusions``), and whether there are any: with none, an
+    /// entry costs one look at this flag.
+    let exclusions: SnapshotExclusions
+    let excluding: Bool
 
-    init(method: CloneMethod, excludedAtTop: Set<String>, copyInstead: Set<BackingKey> = []) {
+    init(method: CloneMethod, excludedAtTop: Set<String>, copyInstead: Set<BackingKey> = [],
+         exclusions: SnapshotExclusions = .none) {
         self.method = method
         self.copyInstead = copyInstead
+        self.exclusions = exclusions
+        excluding = !exclusions.isEmpty
         self.excludedAtTop = excludedAtTop.map { Array($0.utf8CString) }
         effectiveUser = geteuid()
         effectiveGroup = getegid()
@@ -57,6 +64,12 @@ final class CloneRun: @unchecked Sendable {
     func isExcludedAtTop(_ name: UnsafePointer<CChar>) -> Bool {
         for excluded in excludedAtTop where strcmp(excluded, name) == 0 { return true }
         return false
+    }
+
+    /// Whether the entry `name` of `directory` is left out by the user's patterns (callers
+    /// look at ``excluding`` first).
+    func isExcluded(_ name: UnsafePointer<CChar>, in directory: CloneDirectory) -> Bool {
+        exclusions.excludes(name, in: directory.path)
     }
 
     /// Whether a file created with `permissions` (0o777 bits) ends up with exactly `mode`.

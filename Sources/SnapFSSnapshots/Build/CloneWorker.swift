@@ -52,6 +52,7 @@ final class CloneWorker {
                 try DirectoryEntries.forEach(in: directory.source, buffer: entries) { (name, type) throws(Errno) in
                     if run.failed { throw .canceled }
                     if top && run.isExcludedAtTop(name) { return }
+                    if run.excluding && run.isExcluded(name, in: directory) { return }
                     try cloneEntry(name, type: type, in: directory, status: nil)
                 }
                 try SQLiteCompanion.complete(directory)
@@ -89,6 +90,7 @@ final class CloneWorker {
         }
         try syscall(mkdirat(directory.target, name, 0o700))
         let child = CloneDirectory(parent: directory, name: name)
+        if run.excluding { child.path = run.exclusions.childPath(name, of: directory.path) }
         directory.adopt()
         statistics.directories += 1
         run.stack.push(child)
@@ -308,7 +310,8 @@ final class CloneWorker {
         let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name)))
         let source = try DirectoryCursor(at: directory.source, bytes, extraFlags: run.noAccessTime)
         let target = try DirectoryCursor(at: directory.target, bytes)
-        var levels: [DeepLevel] = [try DeepLevel(source: source, target: target, name: name, worker: self)]
+        let path = run.excluding ? run.exclusions.childPath(name, of: directory.path) : nil
+        var levels: [DeepLevel] = [try DeepLevel(source: source, target: target, name: name, path: path, worker: self)]
         while !levels.isEmpty {
             let last = levels.count - 1
             if run.failed { throw .canceled }
@@ -348,7 +351,8 @@ final class CloneWorker {
                     try source.ascend()
                     throw error
                 }
-                levels.append(try DeepLevel(source: source, target: target, name: cName, worker: self))
+                let path = run.excluding ? run.exclusions.childPath(cName, of: directory.path) : nil
+                levels.append(try DeepLevel(source: source, target: target, name: cName, path: path, worker: self))
             }
         }
     }
@@ -359,12 +363,16 @@ final class CloneWorker {
         let directory: CloneDirectory
         var entries: [(name: [CChar], type: UInt8)] = []
 
-        init(source: DirectoryCursor, target: DirectoryCursor, name: UnsafePointer<CChar>, worker: CloneWorker) throws(Errno) {
+        init(source: DirectoryCursor, target: DirectoryCursor, name: UnsafePointer<CChar>, path: [UInt8]?,
+             worker: CloneWorker) throws(Errno) {
             directory = CloneDirectory(parent: nil, name: name, isLinkOrigin: false)
+            directory.path = path
             directory.status = source.status
             directory.attributes = try worker.attributes.read(.descriptor(source.fd))
             var found: [(name: [CChar], type: UInt8)] = []
+            let run = worker.run
             try DirectoryEntries.forEach(in: source.fd, buffer: worker.entries) { (name, type) throws(Errno) in
+                if run.excluding && run.exclusions.excludes(name, in: path) { return }
                 found.append((Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)), type))
             }
             entries = found

@@ -91,6 +91,15 @@ final class RangedCopy: @unchecked Sendable {
         try syscall(futimens(target, &times))
     }
 
+    /// The copy is not wanted (the walk never placed it: the file is excluded): no chunk
+    /// is copied from now on, and both descriptors are closed.
+    func abandon() {
+        monitor.lock()
+        defer { monitor.unlock() }
+        for index in copied.indices { copied[index] = true }
+        closeDescriptors()
+    }
+
     func closeDescriptors() {
         if source >= 0 { close(source) }
         if target >= 0 { close(target) }

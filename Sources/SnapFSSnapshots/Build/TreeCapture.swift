@@ -49,6 +49,10 @@ public final class TreeCapture: @unchecked Sendable {
     /// Files copied by chunks, by inode number, and their copies once made (under `monitor`).
     private let ranged: Set<UInt64>
     private var copies: [UInt64: RangedCopy] = [:]
+    /// Those of `copies` the walk linked into the snapshot (under `monitor`). A file left
+    /// out by the exclude patterns may have been captured by a change, but is neither
+    /// filled nor finished.
+    private var placedCopies: Set<UInt64> = []
     private let rootDevice: UInt64
     /// The top of the building tree (the root's copy).
     private let topHandle: [UInt8]
@@ -77,6 +81,9 @@ public final class TreeCapture: @unchecked Sendable {
         let source: [UInt8]
         let target: [UInt8]
         let name: [CChar]
+        /// Its path relative to the root while exclude patterns with `/` can still match
+        /// its entries (bounded by the deepest such pattern), else nil.
+        let path: [UInt8]?
     }
 
     /// A directory for the walk: its source inode number and where it is (nil: the root).
@@ -162,9 +169,9 @@ public final class TreeCapture: @unchecked Sendable {
     /// chunks (``RangedCopy``) with the hardlink and copy methods.
     public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey>,
                 sourceRoot: Int32, store: Int32, building: String, excludeAtTop: Set<String>,
-                expectedObjects: Int = 0, ranged: Set<UInt64> = []) throws(Errno) {
+                exclusions: SnapshotExclusions = .none, expectedObjects: Int = 0, ranged: Set<UInt64> = []) throws(Errno) {
         self.building = building
-        self.run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead)
+        self.run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead, exclusions: exclusions)
         self.threads = max(threads, 1)
         self.ranged = method == .reflink ? [] : ranged
         self.store = store
@@ -256,7 +263,7 @@ public final class TreeCapture: @unchecked Sendable {
         }
         // Chunks of the files copied by chunks that no change has copied yet; changes go on.
         monitor.lock()
-        let ongoing = Array(copies.values)
+        let ongoing = copies.filter { placedCopies.contains($0.key) }.map(\.value)
         monitor.unlock()
         for copy in ongoing where !failed {
             do throws(Errno) { try copy.fill() } catch { fail(error) }
@@ -286,7 +293,9 @@ public final class TreeCapture: @unchecked Sendable {
     /// After ``walk()``: removes the stash, seals the companion files linked from it, and
     /// returns the counts. On failure the caller removes what was built.
     public func finish() throws(Errno) -> CloneStatistics {
-        for copy in copies.values { try copy.finish() }
+        for (inode, copy) in copies {
+            if placedCopies.contains(inode) { try copy.finish() } else { copy.abandon() }
+        }
         copies.removeAll()
         for waiting in deferred {
             let target = try Self.open(waiting.target, in: store, O_RDONLY)
@@ -552,7 +561,7 @@ public final class TreeCapture: @unchecked Sendable {
             } else {
                 target = try Self.open(topHandle, in: store, O_RDONLY)
             }
-            try list(inode: inode, source: fd, target: target, worker: worker)
+            try list(inode: inode, source: fd, target: target, path: location.map(\.path) ?? run.exclusions.topPath, worker: worker)
         } catch let failed {
             error = failed
         }
@@ -569,10 +578,13 @@ public final class TreeCapture: @unchecked Sendable {
 
     /// Recreates the entries of the directory `source` in its copy, records its metadata,
     /// queues its subdirectories.
-    /// `target`: its copy, open (closed here).
-    private func list(inode: UInt64, source sourcePath: Int32, target targetFD: Int32, worker: CloneWorker) throws(Errno) {
+    /// `target`: its copy, open (closed here). `path`: see ``Location/path``.
+    /// Entries the user's patterns exclude are skipped: never placed, never queued.
+    private func list(inode: UInt64, source sourcePath: Int32, target targetFD: Int32, path: [UInt8]?,
+                      worker: CloneWorker) throws(Errno) {
         let directory = CloneDirectory(parent: nil, name: "", isLinkOrigin: false)
         defer { directory.closeDescriptors() }
+        directory.path = path
         directory.target = targetFD
         directory.source = try syscall(snapfs_openat(sourcePath, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC | run.noAccessTime, 0))
         let target = try Self.handle(of: targetFD)
@@ -584,6 +596,7 @@ public final class TreeCapture: @unchecked Sendable {
         try DirectoryEntries.forEachWithInode(in: directory.source, buffer: worker.entries) { (name, type, entryInode) throws(Errno) in
             if failed { throw .canceled }
             if isTop && run.isExcludedAtTop(name) { return }
+            if run.excluding && run.isExcluded(name, in: directory) { return }
             var type = type
             var known: stat?
             if type == DirectoryEntries.Kind.unknown {
@@ -595,7 +608,8 @@ public final class TreeCapture: @unchecked Sendable {
             if type == DirectoryEntries.Kind.directory {
                 if sourceHandle == nil { sourceHandle = try Self.handle(of: directory.source) }
                 let location = Location(source: sourceHandle!, target: target,
-                                        name: Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
+                                        name: Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)),
+                                        path: run.excluding ? run.exclusions.childPath(name, of: path) : nil)
                 try addSubdirectory(location, inode: known.map { UInt64($0.st_ino) } ?? entryInode, in: directory)
             } else {
                 try place(name, type: type, inode: entryInode, in: directory, status: known, worker: worker, parent: target)
@@ -644,6 +658,9 @@ public final class TreeCapture: @unchecked Sendable {
                 try syscall(snapfs_openat(source, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | run.noAccessTime, 0))
             }
             if failed { throw .canceled }
+            monitor.lock()
+            placedCopies.insert(inode)
+            monitor.unlock()
             // Filled at the end of the walk: this directory's journals are played back and
             // its metadata applied after that (see ``deferred``).
             directory.holdsChunkedCopy = true
@@ -693,6 +710,7 @@ public final class TreeCapture: @unchecked Sendable {
         guard lseek(directory.source, 0, SEEK_SET) == 0 else { throw .current }
         try DirectoryEntries.forEachWithInode(in: directory.source, buffer: worker.entries) { (name, type, inode) throws(Errno) in
             if type == DirectoryEntries.Kind.directory || (isTop && run.isExcludedAtTop(name)) { return }
+            if run.excluding && run.isExcluded(name, in: directory) { return }
             guard isStashed(inode) else { return }
             var placed = stat()
             var stashed = stat()

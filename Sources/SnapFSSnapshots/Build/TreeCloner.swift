@@ -26,10 +26,15 @@ public struct TreeCloner: Sendable {
     /// see ``SnapshotState/passthroughObjects``).
     public let copyInstead: Set<BackingKey>
 
-    public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey> = []) {
+    /// Paths left out of the tree (``SnapshotExclusions``); not of ``clone(paths:from:into:name:)``.
+    public let exclusions: SnapshotExclusions
+
+    public init(method: CloneMethod, threads: Int = TreeCloner.defaultThreads, copyInstead: Set<BackingKey> = [],
+                exclusions: SnapshotExclusions = .none) {
         self.method = method
         self.threads = max(threads, 1)
         self.copyInstead = copyInstead
+        self.exclusions = exclusions
     }
 
     /// Recreates the tree of `source` (a directory descriptor) as the new directory `name` in `targetParent`,
@@ -39,8 +44,9 @@ public struct TreeCloner: Sendable {
     /// made of `name` is removed and the first error thrown; `name` must not exist (EEXIST).
     public func clone(source: Int32, into targetParent: Int32, name: String,
                       excludeAtTop: Set<String>) throws(Errno) -> CloneStatistics {
-        let run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead)
+        let run = CloneRun(method: method, excludedAtTop: excludeAtTop, copyInstead: copyInstead, exclusions: exclusions)
         let top = try makeTop(of: source, in: targetParent, name: name, run: run)
+        top.path = exclusions.topPath
         run.stack.push(top)
         run.stack.run(threads: threads) { next in
             let worker = CloneWorker(run: run)

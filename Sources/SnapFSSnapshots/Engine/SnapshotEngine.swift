@@ -27,6 +27,8 @@ public struct SnapshotOptions: Sendable, Equatable {
     public var backgroundBuild = true
     /// Programs run before and after each snapshot (``SnapshotHooks``).
     public var hooks = SnapshotHooks()
+    /// Paths left out of tree snapshots (`exclude=`; ``SnapshotExclusions``).
+    public var exclusions = SnapshotExclusions.none
 
     public init() {}
 }
@@ -510,7 +512,7 @@ public final class SnapshotEngine: Sendable {
             let ranged = method == .reflink ? [] : liveTree?.filesOpenForWriting(atLeast: RangedCopy.threshold) ?? []
             capture = try TreeCapture(method: method, copyInstead: copyInstead, sourceRoot: backingFD,
                                       store: catalog.directoryFD, building: building, excludeAtTop: [ReservedName.snapshots],
-                                      expectedObjects: expectedObjects, ranged: ranged)
+                                      exclusions: options.exclusions, expectedObjects: expectedObjects, ranged: ranged)
         } catch {
             throw SnapshotFailure(error, "the snapshot could not be started: \(error)")
         }
@@ -609,7 +611,7 @@ public final class SnapshotEngine: Sendable {
                 let method: CloneMethod = strategy == .reflink ? .reflink : strategy == .hardlink ? .hardlink : .copy
                 // Inside the frozen gate: no passthrough starts or joins meanwhile.
                 let copyInstead = method == .hardlink ? state.passthroughObjects.withLock { $0 } : []
-                statistics = try TreeCloner(method: method, copyInstead: copyInstead).clone(source: backingFD, into: directory, name: building,
+                statistics = try TreeCloner(method: method, copyInstead: copyInstead, exclusions: options.exclusions).clone(source: backingFD, into: directory, name: building,
                                                                    excludeAtTop: [ReservedName.snapshots])
             }
         } catch {
@@ -634,7 +636,8 @@ public final class SnapshotEngine: Sendable {
     private func publish(_ built: Built, serialHeld: Bool = true) throws(SnapshotFailure) -> SnapshotMetadata {
         var metadata = built.metadata
         if strategy == .btrfs {
-            do throws(Errno) { try BtrfsSubvolume.finishTree(in: catalog.directoryFD, name: built.building) } catch {
+            do throws(Errno) { try BtrfsSubvolume.finishTree(in: catalog.directoryFD, name: built.building,
+                                                                         exclusions: options.exclusions) } catch {
                 _ = try? TreeRemover.remove(parent: catalog.directoryFD, name: built.building)
                 throw SnapshotFailure(error, "the snapshot could not be built: \(error)")
             }
@@ -843,6 +846,7 @@ public final class SnapshotEngine: Sendable {
         ]
         if !options.retention.isEmpty { lines.append("retention: \(options.retention)") }
         lines.append("min-free: \(options.minFree)")
+        if !options.exclusions.isEmpty { lines.append("exclude: \(options.exclusions)") }
         lines.append("skipped-for-space: \(skippedForSpace.load(ordering: .relaxed))")
         if !options.hooks.isEmpty {
             lines.append("hooks: pre=\(options.hooks.pre == nil ? "no" : "yes") post=\(options.hooks.post == nil ? "no" : "yes") timeout=\(options.hooks.timeoutMs)ms on-commits=\(options.hooks.onCommits ? "yes" : "no")")

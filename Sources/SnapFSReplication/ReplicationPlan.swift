@@ -17,19 +17,30 @@ import SnapFSSnapshots
 /// older than that end. Sending the first, a commit waits for the next interval's start
 /// and the run, not for the end of that interval as well.
 ///
-/// A replicator that comes back (the daemon) holds back the final state while its interval
-/// is still running (a later snapshot of the same interval would stand for it), and sends
-/// it once that interval has ended with no newer one.
+/// A replicator that comes back (the daemon) holds back the final state (a later snapshot
+/// would stand for it: of the same interval, or the first of the next) until its interval
+/// has ended if it was taken once the writer went quiet, else until half an interval
+/// later, when under a steady load the first of the next interval has come; it is sent
+/// then if nothing newer came.
 public struct ReplicationPlan: Equatable, Sendable {
     /// A snapshot of the backing store, as the plan needs it.
     public struct Candidate: Equatable, Sendable {
         public var name: SnapshotName
         /// The database, for a snapshot taken at a SQLite commit; nil otherwise.
         public var database: String?
+        /// A commit snapshot taken once the writer went quiet (``Trigger/isAfterTheInterval``).
+        public var quiet: Bool
 
-        public init(name: SnapshotName, database: String? = nil) {
+        public init(name: SnapshotName, database: String? = nil, quiet: Bool = false) {
             self.name = name
             self.database = database
+            self.quiet = quiet
+        }
+
+        /// The candidate for a snapshot of the store.
+        public init(_ entry: SnapshotEntry) {
+            self.init(name: entry.name, database: entry.metadata?.sqlite?.database,
+                      quiet: entry.metadata?.trigger.isAfterTheInterval ?? false)
         }
     }
 
@@ -56,14 +67,15 @@ public struct ReplicationPlan: Equatable, Sendable {
         let waiting = local.filter { !done.contains($0.name.description) }.sorted { $0.name < $1.name }
         var chosen: [SnapshotName: [SnapshotName]] = [:]
         var byDatabase: [String: [SnapshotName]] = [:]
+        var quiet: Set<SnapshotName> = []
         for candidate in waiting {
             if let database = candidate.database {
                 byDatabase[database, default: []].append(candidate.name)
+                if candidate.quiet { quiet.insert(candidate.name) }
             } else {
                 chosen[candidate.name] = []
             }
         }
-        let running = nowMs.map { Self.interval($0, intervalMs) }
         for (database, all) in byDatabase {
             var passed: [SnapshotName] = []
             var sentInterval = lastSentCommitMs[database].map { Self.interval($0, intervalMs) }
@@ -76,10 +88,11 @@ public struct ReplicationPlan: Equatable, Sendable {
                     sentInterval = interval
                 } else if index < all.count - 1 {
                     passed.append(name)
-                } else if let running, interval >= running {
-                    // The final state, in the interval still running: held back (and with
-                    // it, the ones it would pass over).
-                    let due = intervalMs > 0 ? (running + 1) * intervalMs : nowMs! + 1
+                } else if let nowMs, nowMs < Self.finalStateDue(interval, intervalMs, quiet: quiet.contains(name)) {
+                    // The final state, held back (and with it, the ones it would pass over):
+                    // under a steady load the first of the next interval comes soon and
+                    // stands for it.
+                    let due = Self.finalStateDue(interval, intervalMs, quiet: quiet.contains(name))
                     nextDueMs = min(nextDueMs ?? due, due)
                 } else {
                     chosen[name] = passed
@@ -88,6 +101,15 @@ public struct ReplicationPlan: Equatable, Sendable {
             }
         }
         steps = chosen.keys.sorted().map { Step(name: $0, passesOver: chosen[$0]!) }
+    }
+
+    /// When the final state of `interval` is sent if nothing newer came: at that interval's
+    /// end for a snapshot taken once the writer went quiet (nothing newer is coming), half
+    /// an interval later for one taken at a commit (the first of the next interval, a
+    /// commit-policy spacing after its start, usually stands for it).
+    static func finalStateDue(_ interval: Int64, _ intervalMs: Int64, quiet: Bool) -> Int64 {
+        guard intervalMs > 0 else { return interval + 1 }
+        return (interval + 1) * intervalMs + (quiet ? 0 : intervalMs / 2)
     }
 
     /// The interval a time falls in; with no interval, every millisecond is its own.

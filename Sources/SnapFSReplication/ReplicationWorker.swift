@@ -136,7 +136,7 @@ public final class ReplicationWorker: SnapshotFollower, Sendable {
     /// is away do not pile up beyond one per interval.
     public func mustKeep(_ entries: [SnapshotEntry]) -> Set<String> {
         let done = state.withLock { $0.done }
-        let plan = ReplicationPlan(local: entries.map { .init(name: $0.name, database: $0.metadata?.sqlite?.database) },
+        let plan = ReplicationPlan(local: entries.map(ReplicationPlan.Candidate.init),
                                    done: done, lastSentCommitMs: [:], intervalMs: replicator.commitIntervalMs)
         return Set(plan.steps.map(\.name.description))
     }

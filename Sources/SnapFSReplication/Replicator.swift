@@ -325,7 +325,7 @@ public final class Replicator: Sendable {
             guard let database = replica.database, let name = replica.name else { continue }
             lastSentCommitMs[database] = max(lastSentCommitMs[database] ?? 0, name.timeMs)
         }
-        let plan = ReplicationPlan(local: entries.map { .init(name: $0.name, database: $0.metadata?.sqlite?.database) },
+        let plan = ReplicationPlan(local: entries.map(ReplicationPlan.Candidate.init),
                                    done: record.done.union(replicas.compactMap { $0.name?.description }),
                                    lastSentCommitMs: lastSentCommitMs, intervalMs: commitIntervalMs, holdingOpenAt: nowMs)
         report.nextDueMs = plan.nextDueMs

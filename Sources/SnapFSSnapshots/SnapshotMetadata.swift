@@ -7,6 +7,14 @@ import SystemPackage
 
 /// What caused a snapshot.
 public struct Trigger: Codable, Equatable, Sendable {
+    /// The end of the detail of a commit snapshot taken once `--sqlite-min-interval` ran
+    /// out with no later commit: the database's writer went quiet, so it is its final state
+    /// as far as snapfs knows (replication sends it sooner, see ReplicationPlan).
+    public static let afterTheInterval = ", after the interval"
+
+    /// Whether this trigger is a commit snapshot's ``afterTheInterval``.
+    public var isAfterTheInterval: Bool { kind == .sqlite && (detail?.hasSuffix(Self.afterTheInterval) ?? false) }
+
     /// The kinds of trigger of the metadata format.
     public enum Kind: String, Codable, Sendable, CaseIterable {
         /// A write to the control file by hand (`echo snapshot > MOUNT/.snapfs-control`).

@@ -45,15 +45,19 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
                                    holdingOpenAt: name(5400).timeMs)
         #expect(plan.steps.map(\.name) == [name(100), name(5100), name(5300)])
         #expect(plan.steps[1].passesOver == [name(900)])
-        #expect(plan.nextDueMs == name(10000).timeMs)
+        #expect(plan.nextDueMs == name(12500).timeMs)
         // The first of the running interval sent: the rest waits, nothing is passed over.
         let held = ReplicationPlan(local: [a[3]], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
                                    holdingOpenAt: name(5400).timeMs)
         #expect(held.steps.isEmpty)
-        #expect(held.nextDueMs == name(10000).timeMs)
-        // Once the interval ended with no newer one, the final state goes.
-        let later = ReplicationPlan(local: [a[3]], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
+        #expect(held.nextDueMs == name(12500).timeMs)
+        // Still held just after its interval: the first of the next would stand for it.
+        let ended = ReplicationPlan(local: [a[3]], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
                                     holdingOpenAt: name(10001).timeMs)
+        #expect(ended.steps.isEmpty)
+        // Half an interval after its interval with no newer one, the final state goes.
+        let later = ReplicationPlan(local: [a[3]], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
+                                    holdingOpenAt: name(12500).timeMs)
         #expect(later.steps.map(\.name) == [name(5200)])
         #expect(later.nextDueMs == nil)
         // A newer one, of the next interval, passes over the held one instead.
@@ -61,6 +65,15 @@ private func name(_ ms: Int64, _ label: String? = nil) -> SnapshotName {
                                    lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000, holdingOpenAt: name(10100).timeMs)
         #expect(next.steps.map(\.name) == [name(10002)])
         #expect(next.steps[0].passesOver == [name(5200)])
+        // Taken once the writer went quiet: sent as soon as its interval has ended.
+        let quiet = ReplicationPlan.Candidate(name: name(5200), database: "a.db", quiet: true)
+        let ending = ReplicationPlan(local: [quiet], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
+                                     holdingOpenAt: name(9999).timeMs)
+        #expect(ending.steps.isEmpty)
+        #expect(ending.nextDueMs == name(10000).timeMs)
+        let ended2 = ReplicationPlan(local: [quiet], done: [], lastSentCommitMs: ["a.db": name(5100).timeMs], intervalMs: 5000,
+                                     holdingOpenAt: name(10000).timeMs)
+        #expect(ended2.steps.map(\.name) == [name(5200)])
     }
 
     @Test func retentionOnTheRepositoryIsTheMountsWithHolds() {

@@ -106,7 +106,7 @@ extension SnapFileSystem {
                           serving: UInt64?, quiet: Bool) throws(Errno) {
         let header: SQLiteDatabaseHeader = database.header
         let info = commitInfo(commit, database)
-        let detail = "\(commit.mode.rawValue) commit of \(database.path)" + (quiet ? ", after the interval" : "")
+        let detail = "\(commit.mode.rawValue) commit of \(database.path)" + (quiet ? Trigger.afterTheInterval : "")
         let trigger = Trigger(kind: .sqlite, detail: detail)
         do throws(SnapshotFailure) {
             switch sqlite.options.scope {
@@ -219,7 +219,7 @@ extension SnapFileSystem {
             do {
                 if sqlite.options.scope == .tree {
                     var failure: Errno?
-                    _ = try engine.take(label: nil, trigger: Trigger(kind: .sqlite, detail: "\(commit.mode.rawValue) commit, after the interval"),
+                    _ = try engine.take(label: nil, trigger: Trigger(kind: .sqlite, detail: "\(commit.mode.rawValue) commit" + Trigger.afterTheInterval),
                                         force: true, atCommit: { () -> SQLiteCommitInfo? in
                         do throws(Errno) {
                             var underWay = false

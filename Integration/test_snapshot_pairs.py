@@ -331,3 +331,22 @@ def test_diff_and_restore_show_progress_on_a_terminal_only(snapfs_mount):
     (m.mnt / "big" / "d001" / "f1").write_text("changed again")
     r = snapfs("restore", m.mnt, name, "big", check=0)
     assert r.stderr == "" and "1 written" in r.stdout
+
+
+def test_delete_shows_progress_on_a_terminal_only(snapfs_mount):
+    """The daemon removes the tree while `delete` waits on the control file: on a terminal
+    the command shows the daemon's `deleting:` count; without one, nothing."""
+    m = snapfs_mount
+    name = big_tree(m, 100_000)  # long enough to remove for several 100 ms polls
+    code, out, terminal = under_terminal([SNAPFS, "delete", m.mnt, name])
+    assert code == 0, terminal
+    assert out.strip() == f"deleted {name}"
+    counts = [int(c) for c in re.findall(r"\r(\d+) entries removed", terminal)]
+    assert counts and counts == sorted(counts) and counts[-1] <= 100_000 + 101, terminal
+    assert terminal.endswith("\r\x1b[K"), repr(terminal[-40:])
+    assert not (m.backing / ".snapshots" / name).exists()
+    assert "deleting" not in snapfs("status", m.mnt).stdout
+
+    other = snapfs("snapshot", m.mnt, "--force", "--label", "again").stdout.strip()
+    r = snapfs("delete", m.mnt, other, check=0)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -15,7 +15,8 @@ public final class ProgressMeter {
     public private(set) var reports = 0
     private let intervalMicroseconds: Int64
     private let clock: () -> Int64
-    private let report: (Int) -> Void
+    /// What is told the count (also called directly, for a count read from elsewhere).
+    public let report: (Int) -> Void
     private var lastReport: Int64
 
     /// `clock` gives microseconds (default: ``MonotonicClock``); tests pass their own.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
+import SnapFSBacking
 import SnapFSDaemon
+import Synchronization
 
 struct DeleteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,7 +20,19 @@ struct DeleteCommand: ParsableCommand {
     func run() throws {
         let mount = try MountedSnapshots(mountpoint)
         _ = try mount.snapshot(name)
-        let reply = try mount.control.send("delete \(name)", action: "delete snapshots")
+        let progress = TerminalProgress("entries removed", json: false)
+        let watcher = progress.enabled ? DeletionWatcher(mountpoint: mountpoint, name: name, progress: progress) : nil
+        watcher?.start()
+        let reply: ControlClient.Reply
+        do {
+            reply = try mount.control.send("delete \(name)", action: "delete snapshots")
+        } catch {
+            watcher?.stop()
+            progress.finish()
+            throw error
+        }
+        watcher?.stop()
+        progress.finish()
         if !reply.succeeded {
             switch reply.failureErrno {
             case ENOENT: throw CLIFailure("there is no snapshot named \(name) in \(mountpoint)", code: ExitStatus.unknownSnapshot)
@@ -27,5 +41,42 @@ struct DeleteCommand: ParsableCommand {
             }
         }
         print("deleted \(name)")
+    }
+}
+
+/// The progress of a `delete` on a terminal: the daemon removes the tree while the command
+/// waits on its control file, so a thread reads the daemon's `deleting: NAME (N entries
+/// removed)` status line through a second open of the control file, every 100 ms.
+private final class DeletionWatcher: @unchecked Sendable {
+    let mountpoint: String
+    let name: String
+    let progress: TerminalProgress
+    private let state = Mutex<(stop: Bool, stopped: Bool)>((false, false))
+
+    init(mountpoint: String, name: String, progress: TerminalProgress) {
+        self.mountpoint = mountpoint
+        self.name = name
+        self.progress = progress
+    }
+
+    func start() {
+        BackgroundThread.start { [self] in
+            let control = ControlClient(mountpoint: mountpoint)
+            while !state.withLock({ $0.stop }) {
+                usleep(100_000)
+                if state.withLock({ $0.stop }) { break }
+                guard let line = try? control.send(nil).value("deleting"),
+                      line.hasPrefix(name + " ("), let count = Int(line.dropFirst(name.count + 2).prefix { $0.isNumber })
+                else { continue }
+                progress.show(count)
+            }
+            state.withLock { $0.stopped = true }
+        }
+    }
+
+    /// Stops the thread and waits for it, so that nothing is written after.
+    func stop() {
+        state.withLock { $0.stop = true }
+        while !state.withLock({ $0.stopped }) { usleep(5_000) }
     }
 }

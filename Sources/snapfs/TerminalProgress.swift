@@ -23,6 +23,16 @@ final class TerminalProgress {
         }
     }
 
+    /// Whether there is a line to show (stderr is a terminal, no `--json`).
+    var enabled: Bool { meter != nil }
+
+    /// Shows `count` now, for a count read from elsewhere (`delete` polls the daemon's
+    /// `deleting:` status line) rather than ticked by a walk.
+    func show(_ count: Int) {
+        guard let meter else { return }
+        meter.report(count)
+    }
+
     /// Erases the line, if one was shown.
     func finish() {
         if shown { FileHandleStandardError.write("\r\u{1B}[K") }

@@ -1,21 +1,23 @@
 import CLinux
 import Glibc
 import SnapFSBacking
+import Synchronization
 import SystemPackage
 
 /// Removes a snapshot tree of any strategy: a plain tree entry by entry (whatever its
 /// modes), a btrfs subvolume with the destroy ioctl, nested subvolumes included.
 public enum TreeRemover {
-    /// Removes the entry `name` of `parent` and everything below it, never following symlinks.
-    public static func remove(parent: Int32, name: String) throws(Errno) {
-        try name.withCName { (name) throws(Errno) in try remove(parent: parent, entry: name) }
+    /// Removes the entry `name` of `parent` and everything below it, never following
+    /// symlinks; `count` (if given) counts the entries removed, for a progress report.
+    public static func remove(parent: Int32, name: String, count: RemovalCount? = nil) throws(Errno) {
+        try name.withCName { (name) throws(Errno) in try remove(parent: parent, entry: name, count: count) }
     }
 
-    static func remove(parent: Int32, entry name: UnsafePointer<CChar>) throws(Errno) {
+    static func remove(parent: Int32, entry name: UnsafePointer<CChar>, count: RemovalCount? = nil) throws(Errno) {
         var status = stat()
         try syscall(fstatat(parent, name, &status, AT_SYMLINK_NOFOLLOW))
         guard status.st_mode & 0o170000 == 0o040000 else {
-            try unlink(name, in: parent, flags: 0)
+            try unlink(name, in: parent, flags: 0, count: count)
             return
         }
         let cursor = try DirectoryCursor(at: parent, Array(UnsafeBufferPointer(start: UnsafeRawPointer(name).assumingMemoryBound(to: UInt8.self), count: strlen(name))))
@@ -24,18 +26,18 @@ public enum TreeRemover {
             return try BtrfsSubvolume.delete(parent: parent, entry: name)
         }
         try Seal.remove(cursor.fd)
-        try removeContents(of: cursor, onBtrfs: onBtrfs)
-        try unlink(name, in: parent, flags: AT_REMOVEDIR)
+        try removeContents(of: cursor, onBtrfs: onBtrfs, count: count)
+        try unlink(name, in: parent, flags: AT_REMOVEDIR, count: count)
     }
 
     /// Empties the directory at `cursor`, which ends where it started. Depth-first with an
     /// explicit list of levels, through a cursor: one descriptor and no recursion however
     /// deep the tree.
-    static func removeContents(of cursor: DirectoryCursor, onBtrfs: Bool) throws(Errno) {
+    static func removeContents(of cursor: DirectoryCursor, onBtrfs: Bool, count: RemovalCount? = nil) throws(Errno) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         defer { buffer.deallocate() }
         var stack = [Level(name: [])]
-        try stack[0].scan(cursor.fd, buffer)
+        try stack[0].scan(cursor.fd, buffer, count: count)
         while !stack.isEmpty {
             let last = stack.count - 1
             if let child = stack[last].subdirectories.popLast() {
@@ -49,16 +51,16 @@ public enum TreeRemover {
                 try cursor.descend(bytes)
                 try Seal.remove(cursor.fd)
                 stack.append(Level(name: child))
-                try stack[stack.count - 1].scan(cursor.fd, buffer)
+                try stack[stack.count - 1].scan(cursor.fd, buffer, count: count)
                 continue
             }
             // Listing while removing may miss entries on some filesystems: look again.
-            if try stack[last].scan(cursor.fd, buffer) > 0 { continue }
+            if try stack[last].scan(cursor.fd, buffer, count: count) > 0 { continue }
             let level = stack.removeLast()
             if !stack.isEmpty {
                 try cursor.ascend()
                 try level.name.withUnsafeBufferPointer { (name) throws(Errno) in
-                    try unlink(name.baseAddress!, in: cursor.fd, flags: AT_REMOVEDIR)
+                    try unlink(name.baseAddress!, in: cursor.fd, flags: AT_REMOVEDIR, count: count)
                 }
             }
         }
@@ -66,7 +68,9 @@ public enum TreeRemover {
 
     /// `unlinkat`, making the directory writable first if it is not (as for a read-only
     /// snapshot's directories when we are not root).
-    private static func unlink(_ name: UnsafePointer<CChar>, in directory: Int32, flags: Int32) throws(Errno) {
+    private static func unlink(_ name: UnsafePointer<CChar>, in directory: Int32, flags: Int32,
+                               count: RemovalCount? = nil) throws(Errno) {
+        defer { count?.removed.add(1, ordering: .relaxed) }
         if unlinkat(directory, name, flags) == 0 { return }
         if errno == EPERM {
             // A sealed snapshot (see ``Seal``): the entry or its directory is immutable.
@@ -91,7 +95,7 @@ public enum TreeRemover {
         /// Unlinks every non-directory and notes the subdirectories; returns the number of
         /// entries seen.
         @discardableResult
-        mutating func scan(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        mutating func scan(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, count: RemovalCount? = nil) throws(Errno) -> Int {
             try syscall(lseek(fd, 0, SEEK_SET))
             var seen = 0
             var found: [[CChar]] = []
@@ -106,11 +110,21 @@ public enum TreeRemover {
                 if isDirectory {
                     found.append(Array(UnsafeBufferPointer(start: name, count: strlen(name) + 1)))
                 } else {
-                    try TreeRemover.unlink(name, in: fd, flags: 0)
+                    try TreeRemover.unlink(name, in: fd, flags: 0, count: count)
                 }
             }
             subdirectories += found
             return seen
         }
     }
+}
+
+/// How many entries a ``TreeRemover`` run has removed so far, read by another thread (the
+/// `deleting:` status line, which `snapfs delete` shows as its progress on a terminal).
+public final class RemovalCount: Sendable {
+    let removed = Atomic<Int>(0)
+
+    public init() {}
+
+    public var value: Int { removed.load(ordering: .relaxed) }
 }

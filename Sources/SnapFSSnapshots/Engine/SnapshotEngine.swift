@@ -71,6 +71,9 @@ public final class SnapshotEngine: Sendable {
     public let catalog: SnapshotCatalog
     let state: SnapshotState
     let logger: Logger
+    /// The snapshot ``delete(_:)`` is removing now, and its count of entries removed (for
+    /// the `deleting:` status line).
+    private let deletingNow = Mutex<(String, RemovalCount)?>(nil)
     /// The backing root, opened for reading (tree walks need a readable directory).
     let backingFD: Int32
     /// The live tree this engine snapshots, attached by the filesystem (held weakly).
@@ -790,7 +793,10 @@ public final class SnapshotEngine: Sendable {
         try serial.withLock { (_: inout Void) throws(SnapshotFailure) in
             guard let entry = catalog.find(name) else { throw SnapshotFailure(.noSuchFileOrDirectory, "no snapshot named \(name)") }
             if entry.held { throw SnapshotFailure(.resourceBusy, "snapshot \(name) is held (snapfs release it first)") }
-            try remove(name)
+            let count = RemovalCount()
+            deletingNow.withLock { $0 = (name, count) }
+            defer { deletingNow.withLock { $0 = nil } }
+            try remove(name, count: count)
         }
     }
 
@@ -806,7 +812,7 @@ public final class SnapshotEngine: Sendable {
         }
     }
 
-    private func remove(_ name: String) throws(SnapshotFailure) {
+    private func remove(_ name: String, count: RemovalCount? = nil) throws(SnapshotFailure) {
         // Out of the list first, in one step: journals commit in order, so a crash midway
         // leaves a `.building-` leftover (removed at mount), never a listed snapshot with
         // part of its files gone.
@@ -814,13 +820,13 @@ public final class SnapshotEngine: Sendable {
         do throws(Errno) { hidden = try catalog.hide(name) } catch {
             throw SnapshotFailure(error, "cannot remove snapshot \(name): \(error)")
         }
-        try removeHidden(name, hidden)
+        try removeHidden(name, hidden, count: count)
     }
 
     /// Removes the tree of snapshot `name`, already renamed to `hidden`, and its metadata.
-    private func removeHidden(_ name: String, _ hidden: String) throws(SnapshotFailure) {
+    private func removeHidden(_ name: String, _ hidden: String, count: RemovalCount? = nil) throws(SnapshotFailure) {
         do throws(Errno) {
-            try TreeRemover.remove(parent: catalog.directoryFD, name: hidden)
+            try TreeRemover.remove(parent: catalog.directoryFD, name: hidden, count: count)
         } catch {
             throw SnapshotFailure(error, "cannot remove snapshot \(name): \(error)")
         }
@@ -863,6 +869,9 @@ public final class SnapshotEngine: Sendable {
         if let (name, capture) = buildingNow.withLock({ $0 }) {
             let progress = capture.progress
             lines.append("building: \(name) (\(progress.captured) directories done, \(progress.waiting) found and waiting)")
+        }
+        if let (name, count) = deletingNow.withLock({ $0 }) {
+            lines.append("deleting: \(name) (\(count.value) entries removed)")
         }
         lines += follower.value?.statusLines(entries) ?? []
         return lines + (liveTree?.statusLines() ?? [])

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lib.control import control, status
+from lib.control import control, status, wait_published
 from lib.loopfs import LoopFS
 
 DIRECTORIES = 160
@@ -96,15 +96,6 @@ def changes(mnt):
     os.link(mnt / "d017" / "f000", mnt / "d017" / "another")  # a new name for an old file
     with open(mnt / "d017" / "f000", "ab") as f:
         f.write(b"through a new link\n")
-
-
-def wait_published(mnt, name, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (mnt / ".snapshots" / name).is_dir() and "building" not in status(mnt):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"snapshot {name} was not published within {timeout} s: {status(mnt)}")
 
 
 @pytest.fixture(params=["hardlink", "copy", "reflink"])

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from lib.common import SNAPFS
-from lib.control import control, snapfs_status, snapshot, status
+from lib.control import control, snapfs_status, snapshot, status, wait_published
 from lib.loopfs import LoopFS
 from lib.mount import is_mounted
 
@@ -52,16 +52,17 @@ def is_excluded(rel):
     return any("/".join(parts[:i]) in EXCLUDED for i in range(1, len(parts) + 1))
 
 
-def manifest(root, exclude=False):
-    """relative path -> type, mode, data or target, mtime of directories; without the
-    excluded paths when `exclude`."""
+def manifest(root, exclude=False, left_out=None):
+    """relative path -> type, mode, data or target; without the excluded paths when
+    `exclude` (those `is_excluded`, or those `left_out(rel)` says when it is given)."""
+    left_out = left_out or is_excluded
     out = {}
     for parent, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not (parent == str(root) and d == ".snapshots")]
         for name in dirs + files:
             path = os.path.join(parent, name)
             rel = os.path.relpath(path, root)
-            if exclude and is_excluded(rel):
+            if exclude and left_out(rel):
                 continue
             st = os.lstat(path)
             entry = {"type": stat.S_IFMT(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
@@ -162,32 +163,14 @@ def populate(root, directories=DIRECTORIES):
     (root / "build" / "out").write_bytes(b"out\n")
 
 
+def background_excluded(rel):
+    """What the background test's patterns leave out."""
+    parts = rel.split("/")
+    return ".cache" in parts or parts[-1].endswith(".tmp") or rel.startswith("build/cache")
+
+
 def background_manifest(root, exclude=False):
-    out = {}
-    for parent, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not (parent == str(root) and d == ".snapshots")]
-        for name in dirs + files:
-            path = os.path.join(parent, name)
-            rel = os.path.relpath(path, root)
-            parts = rel.split("/")
-            if exclude and (".cache" in parts or name.endswith(".tmp") or rel.startswith("build/cache")):
-                continue
-            st = os.lstat(path)
-            entry = {"type": stat.S_IFMT(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    entry["data"] = f.read()
-            out[rel] = entry
-    return out
-
-
-def wait_published(mnt, name, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (mnt / ".snapshots" / name).is_dir() and "building" not in status(mnt):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"snapshot {name} was not published within {timeout} s: {status(mnt)}")
+    return manifest(root, exclude, left_out=background_excluded)
 
 
 @pytest.mark.parametrize("strategy", ["hardlink", "copy", "reflink"])

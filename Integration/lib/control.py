@@ -4,6 +4,7 @@ demand, the status lines."""
 import json
 import os
 import subprocess
+import time
 
 from .common import SNAPFS
 
@@ -56,3 +57,14 @@ def metadata(m):
         return []
     out = [json.loads(p.read_text()) for p in meta.glob("*.json")]
     return sorted(out, key=lambda d: d["name"])
+
+
+def wait_published(mnt, name, timeout=120):
+    """Waits until snapshot `name`, started with --no-wait, is published under
+    `mnt/.snapshots` and no build is in progress."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (mnt / ".snapshots" / name).is_dir() and "building" not in status(mnt):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"snapshot {name} was not published within {timeout} s: {status(mnt)}")

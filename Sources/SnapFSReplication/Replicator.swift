@@ -139,8 +139,11 @@ public final class Replicator: Sendable {
         defer { close(snapshotsFD) }
         // Each restic start costs about half a second (it derives the key from the password):
         // a run that can trust its record starts restic only to send.
-        if var trusted = trustedRecord(snapshotsFD: snapshotsFD, prune: prune) {
-            if confirmIdle && isIdle(snapshotsFD: snapshotsFD, record: trusted) {
+        if let found = trustedRecord(snapshotsFD: snapshotsFD, prune: prune) {
+            var trusted = found.record
+            let done = trusted.done
+            let entries = found.entries
+            if confirmIdle && entries.allSatisfy({ done.contains($0.name.description) }) {
                 // Before anything is written: a wrong password fails here, and another
                 // repository at that location takes the full run below.
                 let id = try repository.repositoryID()
@@ -177,8 +180,9 @@ public final class Replicator: Sendable {
     /// this location (or of the ID known from an earlier run), left by a run that ended
     /// cleanly, whose held tags agree with the holds now, when the retention rules have
     /// nothing to forget (or were applied less than ``retentionSpacingMs`` ago).
-    /// nil: the run lists the repository's snapshots first.
-    private func trustedRecord(snapshotsFD: Int32, prune: PruneWhen) -> ReplicationRecord? {
+    /// nil: the run lists the repository's snapshots first. With the record, the snapshots of
+    /// the store it was checked against.
+    private func trustedRecord(snapshotsFD: Int32, prune: PruneWhen) -> (record: ReplicationRecord, entries: [SnapshotEntry])? {
         if prune == .always { return nil }
         let knownID = memory.withLock { $0.repositoryID }
         let found = knownID.flatMap { ReplicationRecord.read(snapshotsFD: snapshotsFD, repositoryID: $0) }
@@ -191,14 +195,12 @@ public final class Replicator: Sendable {
         if retentionOwed(record: record, entries: entries, replicas: replicas(of: entries, in: record)) && !retentionSpaced() {
             return nil
         }
-        return record
+        return (record, entries)
     }
 
-    /// Whether every snapshot of the store is replicated or passed over, as `record` says.
-    private func isIdle(snapshotsFD: Int32, record: ReplicationRecord) -> Bool {
-        guard let entries = try? SnapshotCatalog(directoryFD: snapshotsFD).list() else { return false }
-        let done = record.done
-        return entries.allSatisfy { done.contains($0.name.description) }
+    /// The replicated snapshots whose restic snapshot in `replicas` carries the held tag.
+    static func heldThere(_ replicas: [ReplicaSnapshot], record: ReplicationRecord) -> [String] {
+        replicas.filter(\.held).compactMap { $0.name?.description }.filter { record.replicated[$0] != nil }
     }
 
     /// Whether a failure of a run that trusted its record may come from that trust: the
@@ -310,7 +312,7 @@ public final class Replicator: Sendable {
                 record.replicated[name] = replica.shortID
                 report.alreadyThere += 1
             }
-            record.heldThere = replicas.filter(\.held).compactMap { $0.name?.description }.filter { record.replicated[$0] != nil }
+            record.heldThere = Self.heldThere(replicas, record: record)
             // Whatever a killed run was sending is in the listing, or is sent again below.
             record.inFlight = nil
         } else {
@@ -399,7 +401,7 @@ public final class Replicator: Sendable {
             }
             report.retagged = add.count + remove.count
         }
-        record.heldThere = replicas.filter(\.held).compactMap { $0.name?.description }.filter { record.replicated[$0] != nil }
+        record.heldThere = Self.heldThere(replicas, record: record)
         let forget = Self.toForget(replicas, retention: retention)
         for chunk in forget.map(\.id).chunked(100) { try repository.checked(["forget"] + chunk) }
         report.forgotten = forget.map { $0.name!.description }

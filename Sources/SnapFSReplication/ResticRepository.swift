@@ -167,21 +167,21 @@ public struct ResticRepository: Sendable {
     /// unknown, or held by two snapshots (two stores replicated to one repository).
     public func restoreNamed(_ name: String, target: String) -> (failure: ReplicationError?, listing: Result<[ReplicaSnapshot], ReplicationError>) {
         let listed = Mutex<Result<[ReplicaSnapshot], ReplicationError>?>(nil)
-        BackgroundThread.start { [self] in
+        let list: @Sendable () -> Void = { [self] in
             let result: Result<[ReplicaSnapshot], ReplicationError>
             do throws(ReplicationError) { result = .success(try snapshots()) } catch { result = .failure(error) }
             listed.withLock { $0 = result }
         }
+        let thread = ThreadBody.spawn(list)
         var failure: ReplicationError?
         do throws(ReplicationError) {
             try checked(["restore", "latest", "--tag", ReplicaSnapshot.baseTag + "-name=" + TagText.encode(name), "--target", target])
         } catch {
             failure = error
         }
-        while true {
-            if let result = listed.withLock({ $0 }) { return (failure, result) }
-            usleep(5_000)
-        }
+        // No thread to be had: the listing after the restore, then.
+        if let thread { pthread_join(thread, nil) } else { list() }
+        return (failure, listed.withLock { $0 }!)
     }
 
     /// A path as a restic filter pattern that matches only itself: `*`, `?`, `[` and `\`

@@ -51,7 +51,8 @@ private final class DeletionWatcher: @unchecked Sendable {
     let mountpoint: String
     let name: String
     let progress: TerminalProgress
-    private let state = Mutex<(stop: Bool, stopped: Bool)>((false, false))
+    private let stopping = Atomic<Bool>(false)
+    private var thread: pthread_t?
 
     init(mountpoint: String, name: String, progress: TerminalProgress) {
         self.mountpoint = mountpoint
@@ -59,24 +60,24 @@ private final class DeletionWatcher: @unchecked Sendable {
         self.progress = progress
     }
 
+    /// Starts the thread (none if none can be made: then no progress is shown).
     func start() {
-        BackgroundThread.start { [self] in
+        thread = ThreadBody.spawn { [self] in
             let control = ControlClient(mountpoint: mountpoint)
-            while !state.withLock({ $0.stop }) {
+            while true {
                 usleep(100_000)
-                if state.withLock({ $0.stop }) { break }
+                if stopping.load(ordering: .acquiring) { return }
                 guard let line = try? control.send(nil).value("deleting"),
                       line.hasPrefix(name + " ("), let count = Int(line.dropFirst(name.count + 2).prefix { $0.isNumber })
                 else { continue }
                 progress.show(count)
             }
-            state.withLock { $0.stopped = true }
         }
     }
 
     /// Stops the thread and waits for it, so that nothing is written after.
     func stop() {
-        state.withLock { $0.stop = true }
-        while !state.withLock({ $0.stopped }) { usleep(5_000) }
+        stopping.store(true, ordering: .releasing)
+        if let thread { pthread_join(thread, nil) }
     }
 }

@@ -515,6 +515,94 @@ def test_the_default_policy_paces_hard_link_snapshots_and_keeps_the_final_state(
     assert cli(snapshot_path(m, snaps[-1]), "PRAGMA integrity_check") == "ok"
 
 
+def write_requests(m):
+    """The daemon's count of write requests so far (`snapfs status`)."""
+    return int(re.search(r"\bwrite=(\d+)", status(m.mnt)["requests"]).group(1))
+
+
+def test_a_cached_wal_with_synchronous_normal_reaches_a_snapshot_while_open(make_mount):
+    """The default mount caches a WAL in the kernel: with synchronous=NORMAL no commit
+    syncs the log, so its writes cost no request, and snapfs pulls the log's pages once per
+    interval of the commit policy. The final state is snapshotted while the connection is
+    still open, and every snapshot holds a committed prefix."""
+    m = make_mount()
+    c = connect(m.mnt / "n.db", "wal")
+    try:
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+        before = write_requests(m)
+        n = 400
+        for i in range(1, n + 1):
+            c.execute("INSERT INTO t VALUES (?, randomblob(200))", (i,))
+        # Each commit writes a frame header and a page: 800 writes without the cache.
+        assert write_requests(m) - before < n // 2
+        def final_state_held():
+            snaps = sqlite_snapshots(m, "n.db")
+            return bool(snaps) and committed_rows(snapshot_path(m, snaps[-1])) == list(range(1, n + 1))
+        assert wait_until(final_state_held, timeout=20), "the final state was not snapshotted while the log was open"
+        for d in sqlite_snapshots(m, "n.db"):
+            rows = committed_rows(snapshot_path(m, d))
+            assert rows is None or rows == list(range(1, len(rows) + 1)), "not a committed prefix"
+    finally:
+        c.close()
+    assert status(m.mnt)["sqlite-failures"] == "0"
+
+
+def test_detection_counts_every_commit_of_a_cached_wal(make_mount):
+    """Detection only: the log's pages reach snapfs in batches (at checkpoints and the
+    close), each commit in them is counted, and a tree snapshot taken while the connection
+    is open holds every commit made before it."""
+    m = make_mount(extra_args=["--sqlite", "detect"])
+    db = m.mnt / "d.db"
+    c = connect(db, "wal")
+    try:
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY)")
+        for i in range(1, 201):
+            c.execute("INSERT INTO t VALUES (?)", (i,))
+        name = snapshot(m.mnt, force=True)
+        assert max_n(m.mnt / ".snapshots" / name / "d.db") == 200
+    finally:
+        c.close()
+    # The switch to WAL (a DELETE-mode transaction), the CREATE and 200 inserts. The close
+    # checkpoints (the log is synced first) and removes the log.
+    assert wait_until(lambda: int(status(m.mnt)["sqlite-commits"]) >= 202, timeout=10)
+    assert int(status(m.mnt)["sqlite-commits"]) == 202
+
+
+@pytest.mark.parametrize("interval", ["0", "50ms"], ids=["every-commit", "cached-log"])
+@pytest.mark.parametrize("synchronous", ["OFF", "NORMAL"])
+def test_checkpoints_of_a_wal_keep_commit_snapshots_exact(make_mount, synchronous, interval):
+    """Checkpoints every few pages. With synchronous=OFF nothing syncs the database after
+    a checkpoint, so when the log restarts the checkpoint's pages may still be in the
+    kernel's cache: snapfs hands them over before the generation's first snapshot. With a
+    50 ms interval the kernel also caches the log, and nothing syncs it before the database
+    is written either: snapfs pulls the log before each database write it gets. Every
+    commit snapshot opens read-only, passes integrity_check and holds a committed prefix."""
+    m = make_mount(extra_args=["--sqlite-min-interval", interval])
+    c = connect(m.mnt / "c.db", "wal")
+    try:
+        c.execute(f"PRAGMA synchronous={synchronous}")
+        c.execute("PRAGMA wal_autocheckpoint=8")
+        c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+        started = time.time()
+        n = 0
+        while n < 300 or time.time() - started < 2:
+            n += 1
+            c.execute("INSERT INTO t VALUES (?, randomblob(1500))", (n,))
+            if n % 50 == 0:
+                time.sleep(0.06)
+            assert wait_until(lambda: status(m.mnt).get("sqlite-pending", "0") == "0", timeout=15)
+    finally:
+        c.close()
+    snaps = sqlite_snapshots(m, "c.db")
+    assert len(snaps) >= 3, len(snaps)
+    for d in snaps:
+        rows = committed_rows(snapshot_path(m, d))
+        assert rows is None or rows == list(range(1, len(rows) + 1)), "not a committed prefix"
+    assert status(m.mnt)["sqlite-failures"] == "0"
+
+
 @pytest.mark.root
 @pytest.mark.xfs
 @pytest.mark.parametrize("mode", ["delete", "wal"])

@@ -52,6 +52,13 @@ public final class SQLiteCommitPolicy: Sendable {
         autoFloorUs.store(ms * 1000, ordering: .relaxed)
     }
 
+    /// How often the pages of a log the kernel caches are pulled to snapfs: the floor of
+    /// `auto`, or the fixed interval.
+    public var pullPeriodUs: Int64 {
+        if case .fixed(let ms) = options.minInterval, ms > 0 { return ms.multipliedReportingOverflow(by: 1000).overflow ? .max / 2 : ms * 1000 }
+        return autoFloorUs.load(ordering: .relaxed)
+    }
+
     /// Whether commits may be left to a later snapshot (`auto`, or a fixed interval).
     public var defersCommits: Bool {
         guard options.mode == .snapshot else { return false }
@@ -101,8 +108,9 @@ public final class SQLiteCommitPolicy: Sendable {
                 }
                 record.fingerprint = fingerprint
             }
-            commits.add(1, ordering: .relaxed)
-            record.commits += 1
+            let transactions = commit.wal?.transactions ?? 1
+            commits.add(transactions, ordering: .relaxed)
+            record.commits += Int64(transactions)
             guard options.mode == .snapshot, options.covers(path) else { return .ignore }
             let interval = intervalUs(afterCost: record.costUs)
             let sinceLast = nowUs.subtractingReportingOverflow(record.lastSnapshotUs)
@@ -190,6 +198,19 @@ public final class SQLiteCommitPolicy: Sendable {
             }
             return due
         }
+    }
+
+    /// A commit the policy chose to snapshot that must be taken off the request that found
+    /// it (its database file must first be made current, which that request cannot wait
+    /// for): it becomes due at once, for the interval thread.
+    public func handToIntervalThread(_ commit: SQLiteCommit, path: String, nowUs: Int64) {
+        databases.withLock { table in
+            guard table[path] != nil else { return }
+            table[path]!.pending = commit
+            table[path]!.dueUs = nowUs.subtractingReportingOverflow(Self.trailingGraceUs).partialValue
+        }
+        deferred.add(1, ordering: .relaxed)
+        dueTimer.schedule(atUs: nowUs)
     }
 
     /// A commit handed over by ``dueCommits(nowUs:)`` found a transaction under way: the

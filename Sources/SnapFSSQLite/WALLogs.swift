@@ -10,6 +10,9 @@ public final class WALLogs: Sendable {
         let tracker = Mutex(WALTracker())
         /// The database the log belongs to, as its last commit found it.
         let database = Mutex<KnownDatabase?>(nil)
+        /// The log generation (its salts) for which the database file was last made
+        /// current: the kernel's pages of it handed over after that generation began.
+        let databaseCurrentFor = Mutex<UInt64?>(nil)
     }
 
     /// A database file found to be one (a regular file with a valid header) at a commit:
@@ -38,10 +41,11 @@ public final class WALLogs: Sendable {
     }
 
     /// A write reached the log `key`; returns the commit it completed, with the log's state.
+    /// `inOrder`: as the application wrote it (false: written back from the kernel's cache).
     public func walWritten(_ key: BackingKey, offset: Int64, data: UnsafeRawBufferPointer,
-                           reader: some PositionalReader) -> (WALCommit, WALTracker)? {
+                           reader: some PositionalReader, inOrder: Bool) -> (WALCommit, WALTracker)? {
         box(key).tracker.withLock { tracker in
-            guard let commit = tracker.noteWrite(offset: offset, data: data, reader: reader) else { return nil }
+            guard let commit = tracker.noteWrite(offset: offset, data: data, reader: reader, inOrder: inOrder) else { return nil }
             return (commit, tracker)
         }
     }
@@ -60,6 +64,26 @@ public final class WALLogs: Sendable {
 
     public func noteDatabase(_ database: KnownDatabase?, ofLog key: BackingKey) {
         box(key).database.withLock { $0 = database }
+    }
+
+    /// A log generation, by its header's salts.
+    public static func generation(of header: WALHeader) -> UInt64 {
+        UInt64(header.salt1) << 32 | UInt64(header.salt2)
+    }
+
+    /// Whether the database file of the log `key` was made current since `generation`
+    /// began. A log restarts (a new generation) only after a complete checkpoint, and with
+    /// `synchronous=OFF` nothing syncs the database before: the checkpoint's pages may
+    /// still be in the kernel's cache, while a commit snapshot of the new generation lays
+    /// only its own frames over the file.
+    public func databaseIsCurrent(ofLog key: BackingKey, generation: UInt64) -> Bool {
+        guard let box = trackers.withLock({ $0[key] }) else { return false }
+        return box.databaseCurrentFor.withLock { $0 == generation }
+    }
+
+    public func noteDatabaseCurrent(ofLog key: BackingKey, generation: UInt64) {
+        guard let box = trackers.withLock({ $0[key] }) else { return }
+        box.databaseCurrentFor.withLock { $0 = generation }
     }
 
     public func walRemoved(_ key: BackingKey) {

@@ -75,11 +75,15 @@ public struct WALCommit: Equatable, Sendable {
     /// The database's size in pages after the transaction.
     public var databasePages: UInt32
     public var checkpointSequence: UInt32
+    /// How many transactions became committed with it (more than one when the log's pages
+    /// reach snapfs in batches, from the kernel's page cache).
+    public var transactions: Int
 
-    package init(frame: UInt32, databasePages: UInt32, checkpointSequence: UInt32) {
+    package init(frame: UInt32, databasePages: UInt32, checkpointSequence: UInt32, transactions: Int = 1) {
         self.frame = frame
         self.databasePages = databasePages
         self.checkpointSequence = checkpointSequence
+        self.transactions = transactions
     }
 }
 
@@ -103,6 +107,15 @@ public struct WALCommit: Equatable, Sendable {
 /// so that in the usual run (header, page; header, page, commit) a commit reads no byte
 /// of the log. (Every write to the log passes through here, in the order it reached the
 /// file, so the bytes in hand are the file's.)
+///
+/// A log the kernel caches (``noteWrite(offset:data:reader:inOrder:)`` with `inOrder`
+/// false) reaches snapfs as the kernel writes its dirty pages back: whole pages, several
+/// frames and commits at once, and not always from the start (background write-back
+/// starts where it last stopped). Nothing then says that the bytes before a write are
+/// written already, so a new generation's header sends the tracker over the whole log
+/// again, and frames are verified up to the newest commit header seen whatever was
+/// written last. Checksums and salts keep it exact: a frame not yet written back holds
+/// the previous generation's bytes and does not verify.
 public struct WALTracker: Sendable {
     public private(set) var header: WALHeader?
     /// Frames through the last valid commit frame.
@@ -121,33 +134,47 @@ public struct WALTracker: Sendable {
     private var recent: (offset: Int64, bytes: [UInt8])?
     /// The end of the furthest write seen: a frame past it is not all written yet.
     private var writtenEnd: Int64 = 0
+    /// Commits reported since the tracker was made (a rescan counts only those from the
+    /// frame it reports from), so that a write completing several says how many.
+    private var commitsVerified = 0
     static let recentLimit = 64
 
     public init() {}
 
     /// The write of `data` at `offset` has reached the log. Returns the newest commit it
-    /// completed, if any.
-    public mutating func noteWrite(offset: Int64, data: UnsafeRawBufferPointer, reader: some PositionalReader) -> WALCommit? {
+    /// completed, if any, with the number of transactions it completed. `inOrder`: the
+    /// log's writes come as the application makes them (false: from the kernel's cache).
+    public mutating func noteWrite(offset: Int64, data: UnsafeRawBufferPointer, reader: some PositionalReader,
+                                   inOrder: Bool = true) -> WALCommit? {
         guard offset >= 0, !data.isEmpty, offset <= Int64.max - Int64(data.count) else { return nil }
         let previous = recent
         recent = data.count <= Self.recentLimit ? (offset, Array(data)) : nil
-        return (previous?.bytes ?? []).withUnsafeBytes { bytes in
-            noteWrite(offset: offset, data: data,
+        let committedBefore = commitsVerified
+        var found = (previous?.bytes ?? []).withUnsafeBytes { bytes in
+            noteWrite(offset: offset, data: data, inOrder: inOrder,
                       reader: OverlayReader(base: reader, previous: previous.map { ($0.offset, bytes) }, current: (offset, data), fallback: true))
         }
+        found?.transactions = max(1, commitsVerified &- committedBefore)
+        return found
     }
 
-    private mutating func noteWrite<Base>(offset: Int64, data: UnsafeRawBufferPointer, reader: OverlayReader<Base>) -> WALCommit? {
+    private mutating func noteWrite<Base>(offset: Int64, data: UnsafeRawBufferPointer, inOrder: Bool,
+                                          reader: OverlayReader<Base>) -> WALCommit? {
         let end = offset + Int64(data.count)
-        writtenEnd = max(writtenEnd, end)
+        writtenEnd = inOrder ? max(writtenEnd, end) : Int64.max
         if offset < Int64(WALHeader.size) {
             let old = header
             readHeader(reader)
             if header != old {
                 reset()
-                // A new generation: its frames are written from the start, after this.
-                writtenEnd = end
-                needsRescan = false
+                if inOrder {
+                    // A new generation: its frames are written from the start, after this.
+                    writtenEnd = end
+                    needsRescan = false
+                } else {
+                    // Written back in any order: later frames may be in the file already.
+                    needsRescan = true
+                }
             }
         }
         // A log first seen in the middle (snapfs mounted over it while in use).
@@ -158,13 +185,19 @@ public struct WALTracker: Sendable {
         let firstByte = max(offset, Int64(WALHeader.size)) - Int64(WALHeader.size)
         let lastByte = end - 1 - Int64(WALHeader.size)
         guard firstByte / frameSize < Int64(UInt32.max) - 1, lastByte / frameSize < Int64(UInt32.max) - 1 else { return nil }
-        let first = UInt32(firstByte / frameSize) + 1
+        var first = UInt32(firstByte / frameSize) + 1
         let last = UInt32(lastByte / frameSize) + 1
+        if !inOrder && !needsRescan && first <= committedFrames {
+            // A page written back holds the end of committed frames as they were: only
+            // the frames after them are news.
+            guard last > committedFrames else { return nil }
+            first = committedFrames + 1
+        }
         var found: WALCommit?
         if needsRescan || first <= committedFrames {
             // A write over committed frames (not something SQLite does within a generation,
             // but the bytes may be the same): report only commits not reported before.
-            let reportFrom = needsRescan ? first : max(first, committedFrames + 1)
+            let reportFrom = needsRescan ? (inOrder ? first : 1) : max(first, committedFrames + 1)
             found = rescan(reader, reportingFrom: reportFrom)
         } else if first <= verifiedFrames {
             forgetUncommittedVerification()
@@ -185,7 +218,7 @@ public struct WALTracker: Sendable {
             return verify(inHand, upTo: last, reportingFrom: first) ?? found
         }
         // Not past the furthest write: a commit frame's header comes before its page.
-        let written = UInt32(min((writtenEnd - Int64(WALHeader.size)) / frameSize, Int64(UInt32.max - 1)))
+        let written = UInt32(min(max(writtenEnd - Int64(WALHeader.size), 0) / frameSize, Int64(UInt32.max - 1)))
         return verify(reader, upTo: min(pendingCommitFrame, written), reportingFrom: first) ?? found
     }
 
@@ -272,6 +305,7 @@ public struct WALTracker: Sendable {
                     committedPages.merge(pendingPages) { _, newer in newer }
                     pendingPages = [:]
                     if index >= reportingFrom {
+                        commitsVerified &+= 1
                         found = WALCommit(frame: index, databasePages: size, checkpointSequence: header.checkpointSequence)
                     }
                 }

@@ -64,18 +64,21 @@ extension SnapFileSystem {
     }
 
     /// Whether `file` is opened with direct I/O, past the kernel's page cache: SQLite
-    /// journals and WALs, and (see ``bypassesKernelCacheWhenFirstOpened(_:flags:)``) the
-    /// files of an inode first opened for writing while the backing filesystem was short
-    /// of space. Journals and WALs: their writes are commit points, seen (and snapshotted)
-    /// inside the application's write, so with the kernel's write-back cache they must not
-    /// wait in the kernel; and without it, direct I/O makes each write one request (the
-    /// kernel splits a cached write that ends inside a page it does not hold: a WAL frame's
-    /// page took two requests) and spares the `security.capability` lookup cached writes
-    /// make after every attribute refresh. Reads lose nothing: SQLite reads these files only
-    /// to recover and to checkpoint, and the kernel held few of their pages (frames do not
-    /// start on page boundaries).
+    /// journals, WALs unless the kernel may cache them (`SnapFileSystem+CachedLogs`), and
+    /// (see ``bypassesKernelCacheWhenFirstOpened(_:flags:)``) the files of an inode first
+    /// opened for writing while the backing filesystem was short of space. A journal's
+    /// writes are commit points, seen (and snapshotted) inside the application's write, so
+    /// with the kernel's write-back cache they must not wait in the kernel; and without it,
+    /// direct I/O makes each write one request (the kernel splits a cached write that ends
+    /// inside a page it does not hold) and spares the `security.capability` lookup cached
+    /// writes make after every attribute refresh.
     public func writesBypassKernelCache(_ file: OpenFile) -> Bool {
-        file.kernelDirect || file.inode.sqlite.role.load(ordering: .relaxed) != 0
+        if file.kernelDirect { return true }
+        switch SQLiteRole(rawValue: file.inode.sqlite.role.load(ordering: .relaxed)) {
+        case .journal: return true
+        case .wal: return !logsInKernelCache
+        default: return false
+        }
     }
 
     /// Chosen when the first file of `node` is opened, for all its open files: with the

@@ -48,7 +48,8 @@ extension SnapFileSystem {
     /// An ``OpenFile`` of `node`, which joins the inode's passthrough mode if it is in one.
     func openFile(_ node: Inode, fd: Int32, flags: Int32, writesThrough: Bool = false,
                   offer: (() -> Int32?)? = nil, charge: HandleCharge? = nil) -> OpenFile {
-        OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThrough, offer: offer,
+        noteCachedLogOpened(node, flags: flags)
+        return OpenFile(inode: node, fd: fd, flags: flags, writesThrough: writesThrough, offer: offer,
                  direct: { [unowned self] in self.bypassesKernelCacheWhenFirstOpened(node, flags: flags) },
                  passthroughEnded: { [weak self] node, ended in self?.passthroughEnded(node, ended) },
                  charge: charge)

@@ -1,10 +1,11 @@
+import SnapFSBacking
 import Synchronization
 import SnapFSSQLite
 
 /// What commit detection needs to know about the filesystem's own nodes, kept here so that
 /// the SQLite wing deals in bytes and backing keys only: the paths of the directories that
-/// hold databases (worked out once, forgotten when names move), and the journals the
-/// kernel writes directly (see `SnapFileSystem+JournalPassthrough`).
+/// hold databases (worked out once, forgotten when names move), the journals the kernel
+/// writes directly (see `SnapFileSystem+JournalPassthrough`), and the logs it caches.
 final class SQLiteNodes: Sendable {
     /// Moves on at every rename and rmdir: a directory path worked out before may have moved.
     let namesGeneration = Atomic<UInt64>(0)
@@ -77,6 +78,13 @@ final class SQLiteNodes: Sendable {
             return nil
         }
     }
+    // MARK: logs the kernel caches (see `SnapFileSystem+CachedLogs`)
+
+    /// Log node id → the log and its database.
+    let cachedLogs = Mutex<[UInt64: CachedLog]>([:])
+    let anyCachedLog = Atomic<Bool>(false)
+    /// Pulls the cached logs' pages once per interval of the commit policy.
+    let logPuller = DeadlineThread()
 }
 
 /// Commit detection knows a database's directory by its node id.

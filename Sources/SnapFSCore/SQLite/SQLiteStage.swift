@@ -11,6 +11,7 @@ struct SQLiteStage: MutationStage {
         switch mutation {
         case let .write(file, _, _):
             fs.checkJournalBeforeDatabaseWrite(file)
+            fs.pullLogBeforeDatabaseWrite(file)
         case let .removeEntry(dir, name, false):
             notes.removal = fs.sqliteRemoval(of: name, in: dir)
         default:

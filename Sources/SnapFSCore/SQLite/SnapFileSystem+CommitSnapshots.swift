@@ -28,9 +28,20 @@ extension SnapFileSystem {
                 let decided = SnapshotEngine.monotonicUs()
                 let decision = sqlite.policy.decide(commit, path: path, fingerprint: nil, nowUs: decided)
                 guard decision == .snapshot, let engine else { return }
+                guard makeWALDatabaseCurrent(commit, serving: serving) else {
+                    sqlite.policy.handToIntervalThread(commit, path: path, nowUs: decided)
+                    return
+                }
                 defer { sqlite.policy.noteCost(SnapshotEngine.monotonicUs() - decided, of: path) }
                 guard let database = try openDatabase(commit) else { return }
-                try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
+                do throws(Errno) {
+                    try snapshot(commit, of: database, engine: engine, serving: serving, quiet: false)
+                } catch .resourceTemporarilyUnavailable {
+                    // The log moved on while its frames were read (written back from the
+                    // kernel's cache, it is not held by the application's write): the
+                    // interval thread takes the newest state instead.
+                    sqlite.policy.notYet(commit, path: path, nowUs: SnapshotEngine.monotonicUs())
+                }
                 return
             }
             guard let database = try openDatabase(commit) else { return }
@@ -56,6 +67,43 @@ extension SnapFileSystem {
               let node = liveInode(of: BackingKey(database.status)) else { return }
         let us = node.copyUp.costUs.exchange(0, ordering: .relaxed)
         if us > 0 { sqlite.policy.noteCost(us, of: database.path) }
+    }
+
+    /// Before the first snapshot of a log generation: makes the database file current (its
+    /// pages in the kernel's cache handed over, see ``WALLogs/databaseIsCurrent(ofLog:generation:)``).
+    /// False when that cannot be done inside the request serving the log: a log the kernel
+    /// caches, whose database's writes pull the log's pages first (they would wait for the
+    /// very page this request is writing); the interval thread does it then.
+    private func makeWALDatabaseCurrent(_ commit: SQLiteCommit, serving: UInt64?) -> Bool {
+        guard options.kernelWritebackCache, sqlite.options.scope == .database, let key = commit.walKey,
+              let header = commit.walLog?.header else { return true }
+        let generation = WALLogs.generation(of: header)
+        if sqlite.logs.databaseIsCurrent(ofLog: key, generation: generation) { return true }
+        if logsInKernelCache { return false }
+        pushKernelPages(ofFile: commit.location.name, in: commit.location.directoryInode, serving: serving)
+        sqlite.logs.noteDatabaseCurrent(ofLog: key, generation: generation)
+        return true
+    }
+
+    /// On the interval thread, before a WAL commit's database is snapshotted: the log's
+    /// pages the kernel caches, then the database's, so the newest committed state snapfs
+    /// knows is the newest the application made, and the file holds what the log's
+    /// generation started from.
+    private func pullWALDatabase(_ commit: SQLiteCommit) {
+        guard options.kernelWritebackCache, commit.mode == .wal, let key = commit.walKey, let kernel = kernel.value else { return }
+        if logsInKernelCache, let log = inodes.id(of: key, snapshotView: false) { kernel.pushDirtyPages(of: [log]) }
+        let header = sqlite.logs.walLog(key)?.header
+        pushKernelPages(ofFile: commit.location.name, in: commit.location.directoryInode, serving: nil)
+        if let header { sqlite.logs.noteDatabaseCurrent(ofLog: key, generation: WALLogs.generation(of: header)) }
+    }
+
+    /// The kernel's dirty pages of the regular file `name` in `dir`, handed over (unless it
+    /// is the inode whose request the caller serves).
+    private func pushKernelPages(ofFile name: [UInt8], in dir: Inode, serving: UInt64?) {
+        guard let kernel = kernel.value else { return }
+        let key = try? regularFileKey(name, in: dir)
+        guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false), id != serving else { return }
+        kernel.pushDirtyPages(of: [id])
     }
 
     /// The backing object of the regular file `name` in `dir` (one fstatat, not following a
@@ -152,13 +200,10 @@ extension SnapFileSystem {
     /// With the kernel's write-back cache, a database's pages may still be in the kernel
     /// at a rollback-mode commit (`synchronous=OFF` does not sync them first): they are
     /// pushed to the daemon before the commit is looked at. (A WAL snapshot takes every
-    /// committed page from the log, which is written with direct I/O.)
+    /// page committed in the log's generation from the log: ``makeWALDatabaseCurrent(_:serving:)``.)
     private func pushKernelPagesOfDatabase(_ commit: SQLiteCommit, serving: UInt64?) {
-        guard options.kernelWritebackCache, commit.mode != .wal, sqlite.options.mode == .snapshot,
-              let kernel = kernel.value else { return }
-        let key = try? regularFileKey(commit.location.name, in: commit.location.directoryInode)
-        guard let key = key ?? nil, let id = inodes.id(of: key, snapshotView: false), id != serving else { return }
-        kernel.pushDirtyPages(of: [id])
+        guard options.kernelWritebackCache, commit.mode != .wal, sqlite.options.mode == .snapshot else { return }
+        pushKernelPages(ofFile: commit.location.name, in: commit.location.directoryInode, serving: serving)
     }
 
     /// The live tree's inode of the backing object `key`, if the kernel knows it.
@@ -233,6 +278,7 @@ extension SnapFileSystem {
                     sqlite.snapshots.add(1, ordering: .relaxed)
                 } else {
                     var underWay = false
+                    pullWALDatabase(commit)
                     try engine.whileFrozen { () throws(Errno) in
                         guard let (current, database, _) = try quietState(of: commit, underWay: &underWay) else { return }
                         try snapshot(current, of: database, engine: engine, serving: nil, quiet: true)

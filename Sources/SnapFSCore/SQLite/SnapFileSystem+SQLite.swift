@@ -120,7 +120,8 @@ extension SnapFileSystem {
         case .wal:
             let key = file.inode.key
             let found = withReadableDescriptor(of: file.inode, file: file) { fd in
-                sqlite.logs.walWritten(key, offset: offset, data: data, reader: DescriptorReader(fd: fd))
+                sqlite.logs.walWritten(key, offset: offset, data: data, reader: DescriptorReader(fd: fd),
+                                       inOrder: writesBypassKernelCache(file))
             }
             guard let (commit, log) = found ?? nil, let location = databaseLocation(of: file.inode) else { return nil }
             return SQLiteCommit(location: location, mode: .wal, wal: commit, walLog: log, walKey: key)

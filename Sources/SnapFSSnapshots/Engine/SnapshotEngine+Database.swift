@@ -303,18 +303,23 @@ extension SnapshotEngine {
     }
 
     /// Lays the newest committed frame of every page over `target`, cuts it to the committed
-    /// size and marks it a rollback-journal database. Returns the size.
+    /// size and marks it a rollback-journal database. Returns the size. Each frame is read
+    /// with its header, which must still name its page and carry the generation's salts:
+    /// else the log has been restarted over it since the commit (possible when the kernel
+    /// writes the log back while the application goes on), and this throws `EAGAIN`.
     private func applyCommittedFrames(of wal: WALTracker, after since: UInt32, from walFile: Int32, to target: Int32) throws(Errno) -> Int64 {
         guard let header = wal.header, wal.committedFrames > 0 else { return Int64(try FileStatus.of(target).st_size) }
         let pageSize = header.pageSize
         let pages = wal.committedDatabasePages
-        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: max(pageSize, 2), alignment: 16)
-        defer { page.deallocate() }
+        let frameBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: WALHeader.frameHeaderSize + max(pageSize, 2), alignment: 16)
+        defer { frameBytes.deallocate() }
         for (number, frame) in wal.committedPages.sorted(by: { $0.key < $1.key }) where number <= pages && frame > since {
-            let offset = header.frameOffset(frame) + Int64(WALHeader.frameHeaderSize)
-            let chunk = UnsafeMutableRawBufferPointer(rebasing: page[0..<pageSize])
-            guard DescriptorReader(fd: walFile).read(into: chunk, at: offset) == pageSize else { throw Errno.ioError }
-            try writeAll(target, UnsafeRawBufferPointer(chunk), at: Int64(number - 1) * Int64(pageSize))
+            let whole = UnsafeMutableRawBufferPointer(rebasing: frameBytes[0..<(WALHeader.frameHeaderSize + pageSize)])
+            guard DescriptorReader(fd: walFile).read(into: whole, at: header.frameOffset(frame)) == whole.count else { throw Errno.ioError }
+            let read = UnsafeRawBufferPointer(whole)
+            guard SQLiteFormat.bigEndian32(read, at: 0) == number, SQLiteFormat.bigEndian32(read, at: 8) == header.salt1,
+                  SQLiteFormat.bigEndian32(read, at: 12) == header.salt2 else { throw Errno.resourceTemporarilyUnavailable }
+            try writeAll(target, UnsafeRawBufferPointer(rebasing: read[WALHeader.frameHeaderSize...]), at: Int64(number - 1) * Int64(pageSize))
         }
         let size = Int64(pages) * Int64(pageSize)
         // Truncating a cloned file costs (extents to unshare); only when it is needed.

@@ -1,0 +1,113 @@
+import Glibc
+import SnapFSBacking
+import SnapFSSQLite
+import Synchronization
+
+/// SQLite write-ahead logs in the kernel's page cache.
+///
+/// On a mount with the kernel's write-back cache, a WAL is cached like any other file
+/// unless every commit must get its own snapshot (`--sqlite-min-interval 0`) or a commit
+/// snapshots the whole tree (`--sqlite-scope tree`, which pushes every other file's pages
+/// from inside the log's request): its writes
+/// and reads then cost no request, and commits reach snapfs when the kernel writes the
+/// log's pages back — at the application's `fsync` (every commit with
+/// `synchronous=FULL`, every checkpoint with `NORMAL`), at its close, and, with commit
+/// snapshots on, when snapfs asks:
+/// - every log open for writing has its dirty pages pulled once per interval of the
+///   commit policy (the `auto` floor: 100 ms where snapshots clone, 1 s where they copy;
+///   a fixed interval's own length), so the final state of a database is snapshotted
+///   within about two intervals of its last commit;
+/// - before a write to a database whose log is cached, the log's pages are pulled first:
+///   a checkpoint without a sync of the log (`synchronous=OFF`) must not let the database
+///   file hold pages of commits snapfs has not seen, or a commit snapshot (the file with
+///   the frames snapfs knows laid over it) would mix two states.
+/// Tree snapshots already pull every file open for writing before their moment.
+extension SnapFileSystem {
+    /// Whether SQLite's write-ahead logs go through the kernel's page cache.
+    var logsInKernelCache: Bool {
+        options.kernelWritebackCache && sqlite.options.scope == .database
+            && (sqlite.options.mode == .detect || sqlite.policy.defersCommits)
+    }
+
+    /// At open: a log the kernel caches and writes, while commit snapshots are on, is
+    /// pulled from now on (and before its database's writes).
+    func noteCachedLogOpened(_ node: Inode, flags: Int32) {
+        guard sqlite.options.mode == .snapshot, flags & O_ACCMODE != O_RDONLY,
+              node.sqlite.role.load(ordering: .relaxed) == SQLiteRole.wal.rawValue, logsInKernelCache,
+              let location = databaseLocation(of: node) else { return }
+        let key = try? regularFileKey(location.name, in: location.directoryInode)
+        let database = (key ?? nil).flatMap { inodes.id(of: $0, snapshotView: false) }
+        guard sqliteNodes.noteCachedLog(node, database: database) else { return }
+        let period = sqlite.policy.pullPeriodUs
+        sqliteNodes.logPuller.start { [weak self] () -> Int64? in
+            guard let self, !self.sqliteNodes.cachedLogsOpenForWriting().isEmpty else { return nil }
+            self.pullCachedLogs()
+            return MonotonicClock.microseconds() + period
+        }
+        sqliteNodes.logPuller.schedule(atUs: MonotonicClock.microseconds() + period)
+    }
+
+    /// Makes the kernel hand over the dirty pages of every cached log open for writing;
+    /// the commits in them are seen as they arrive.
+    func pullCachedLogs() {
+        let logs = sqliteNodes.cachedLogsOpenForWriting()
+        guard !logs.isEmpty, let kernel = kernel.value else { return }
+        kernel.pushDirtyPages(of: logs)
+    }
+
+    /// Before a write to a database whose log the kernel caches: the log's pages first.
+    @inline(__always)
+    func pullLogBeforeDatabaseWrite(_ file: OpenFile) {
+        guard let log = sqliteNodes.cachedLog(ofDatabase: file.inode.id), log != file.inode.id,
+              let kernel = kernel.value else { return }
+        kernel.pushDirtyPages(of: [log])
+    }
+}
+
+extension SQLiteNodes {
+    /// A log the kernel caches, open for writing when it was noted: held weakly, with the
+    /// node id of its database when the log was opened.
+    final class CachedLog: Sendable {
+        weak let log: Inode?
+        let database: UInt64?
+
+        init(_ log: Inode, database: UInt64?) {
+            self.log = log
+            self.database = database
+        }
+    }
+
+    static let cachedLogLimit = 1024
+
+    /// Notes a cached log; false when it was noted already, or the table is full of logs
+    /// still open (a log left out is still pulled by its own `fsync` and close).
+    func noteCachedLog(_ log: Inode, database: UInt64?) -> Bool {
+        let added = cachedLogs.withLock { table -> Bool in
+            if table[log.id]?.log === log { return false }
+            if table.count >= Self.cachedLogLimit {
+                table = table.filter { $0.value.log?.isOpenForWriting == true }
+                if table.count >= Self.cachedLogLimit { return false }
+            }
+            table[log.id] = CachedLog(log, database: database)
+            return true
+        }
+        if added { anyCachedLog.store(true, ordering: .releasing) }
+        return added
+    }
+
+    /// The cached logs still open for writing (the others are forgotten).
+    func cachedLogsOpenForWriting() -> [UInt64] {
+        cachedLogs.withLock { table in
+            table = table.filter { $0.value.log?.isOpenForWriting == true }
+            if table.isEmpty { anyCachedLog.store(false, ordering: .releasing) }
+            return Array(table.keys)
+        }
+    }
+
+    /// The cached log of the database `database`, if one is noted.
+    @inline(__always)
+    func cachedLog(ofDatabase database: UInt64) -> UInt64? {
+        guard anyCachedLog.load(ordering: .acquiring) else { return nil }
+        return cachedLogs.withLock { table in table.first { $0.value.database == database && $0.value.log != nil }?.key }
+    }
+}

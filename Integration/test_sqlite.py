@@ -592,7 +592,7 @@ def test_checkpoints_of_a_wal_keep_commit_snapshots_exact(make_mount, synchronou
             c.execute("INSERT INTO t VALUES (?, randomblob(1500))", (n,))
             if n % 50 == 0:
                 time.sleep(0.06)
-            assert wait_until(lambda: status(m.mnt).get("sqlite-pending", "0") == "0", timeout=15)
+        assert wait_until(lambda: status(m.mnt).get("sqlite-pending", "0") == "0", timeout=15)
     finally:
         c.close()
     snaps = sqlite_snapshots(m, "c.db")

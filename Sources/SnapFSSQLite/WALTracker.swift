@@ -111,11 +111,11 @@ public struct WALCommit: Equatable, Sendable {
 /// A log the kernel caches (``noteWrite(offset:data:reader:inOrder:)`` with `inOrder`
 /// false) reaches snapfs as the kernel writes its dirty pages back: whole pages, several
 /// frames and commits at once, and not always from the start (background write-back
-/// starts where it last stopped). Nothing then says that the bytes before a write are
-/// written already, so a new generation's header sends the tracker over the whole log
-/// again, and frames are verified up to the newest commit header seen whatever was
-/// written last. Checksums and salts keep it exact: a frame not yet written back holds
-/// the previous generation's bytes and does not verify.
+/// starts where it last stopped; a frame header may be cut by a page boundary). Nothing
+/// then says that the bytes before a write are written already, so a new generation's
+/// header sends the tracker over the whole log again, and after every write frames are
+/// verified as far as they verify. Checksums and salts keep it exact: a frame not yet
+/// written back holds the previous generation's bytes and does not verify.
 public struct WALTracker: Sendable {
     public private(set) var header: WALHeader?
     /// Frames through the last valid commit frame.
@@ -206,11 +206,18 @@ public struct WALTracker: Sendable {
         var frame = first
         while frame <= last {
             let headerStart = header.frameOffset(frame)
-            if headerStart >= offset, headerStart + 8 <= end,
-               let size = SQLiteFormat.bigEndian32(data, at: Int(headerStart - offset) + 4), size != 0 {
-                pendingCommitFrame = max(pendingCommitFrame, frame)
+            if headerStart >= offset, headerStart + 8 <= end {
+                if let size = SQLiteFormat.bigEndian32(data, at: Int(headerStart - offset) + 4), size != 0 {
+                    pendingCommitFrame = max(pendingCommitFrame, frame)
+                }
             }
             frame += 1
+        }
+        if !inOrder {
+            // Pages in any order: a commit header may have come before a gap that this
+            // write fills, or be cut by a page boundary. Verify as far as frames verify
+            // (each frame is read once; a write leaving a gap costs one read at it).
+            return verify(reader, upTo: UInt32.max - 1, reportingFrom: 1) ?? found
         }
         guard pendingCommitFrame > committedFrames else {
             // Frames complete in the bytes in hand verify now (nothing is read for them).

@@ -169,6 +169,57 @@ struct RecordedWAL {
         #expect(recorded.frameCount > 200)
     }
 
+    /// Writes `pages` (4 KiB pages of `wal`, by index) into `file` as the kernel writes a
+    /// cached log back: whole pages, in the order given. Returns what the tracker reported.
+    static func writeBack(_ wal: [UInt8], pages: [Int], into file: MemoryFile, tracker: inout WALTracker) -> [WALCommit] {
+        var commits: [WALCommit] = []
+        for index in pages {
+            let range = index * 4096..<min((index + 1) * 4096, wal.count)
+            let data = Array(wal[range])
+            file.write(data, at: range.lowerBound)
+            if let commit = data.withUnsafeBytes({ tracker.noteWrite(offset: Int64(range.lowerBound), data: $0, reader: file, inOrder: false) }) {
+                commits.append(commit)
+            }
+        }
+        return commits
+    }
+
+    @Test func writtenBackInPagesInAnyOrderEveryCommitIsCounted() throws {
+        let recorded = try #require(RecordedWAL.make(transactions: 25))
+        let pageCount = (recorded.wal.count + 4095) / 4096
+        var random = SeededGenerator(seed: 7)
+        var order = Array(0..<pageCount)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        let commits = Self.writeBack(recorded.wal, pages: order, into: file, tracker: &tracker)
+        #expect(tracker.committedFrames == UInt32(recorded.frameCount))
+        #expect(commits.last?.frame == UInt32(recorded.commitFrames.last!))
+        // Every transaction counted once, however many a write completed.
+        #expect(commits.map(\.transactions).reduce(0, +) == recorded.commitFrames.count)
+        // A page written back again (the same bytes) is no news.
+        let again = Self.writeBack(recorded.wal, pages: [pageCount / 2], into: file, tracker: &tracker)
+        #expect(again.isEmpty)
+    }
+
+    @Test func aRestartWrittenBackBeforeItsHeaderIsFoundWhenTheHeaderComes() throws {
+        let first = try #require(RecordedWAL.make(transactions: 12))
+        let second = try #require(RecordedWAL.make(transactions: 2))
+        var tracker = WALTracker()
+        let file = MemoryFile()
+        let firstPages = (first.wal.count + 4095) / 4096
+        _ = Self.writeBack(first.wal, pages: Array(0..<firstPages), into: file, tracker: &tracker)
+        #expect(tracker.committedFrames == UInt32(first.frameCount))
+        // The new generation's pages, the one holding its header last (background
+        // write-back starts where it stopped before).
+        let secondPages = (second.wal.count + 4095) / 4096
+        let commits = Self.writeBack(second.wal, pages: Array((0..<secondPages).reversed()), into: file, tracker: &tracker)
+        #expect(commits.count == 1)
+        #expect(commits.first?.frame == UInt32(second.commitFrames.last!))
+        #expect(commits.first?.transactions == second.commitFrames.count)
+        #expect(tracker.header?.salt1 == second.wal.withUnsafeBytes { SQLiteFormat.bigEndian32($0, at: 16) })
+    }
+
     @Test func aRestartedLogStartsOver() throws {
         let first = try #require(RecordedWAL.make(transactions: 5))
         let second = try #require(RecordedWAL.make(transactions: 2))

@@ -9,7 +9,9 @@ write-back cache; and with a file the kernel caches when the disk fills under it
 
 import errno
 import os
+import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -199,3 +201,60 @@ def test_a_disk_that_fills_under_the_kernels_cache(roomy_fs, make_mount):
     assert intact * page >= 64 << 20, f"only {intact} pages reached the disk"
     assert m.alive()
     m.stop()
+
+
+def fill_backing(directory):
+    """Fills the backing filesystem from outside the mount, until a write fails."""
+    block = b"f" * (1 << 20)
+    with open(directory / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    small = b"f" * 4096
+    with open(directory / "filler-small", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(small)
+        except OSError:
+            pass
+
+
+def test_a_cached_wal_keeps_every_commit_when_the_disk_fills(roomy_fs, make_mount):
+    """A WAL the kernel caches (synchronous=NORMAL, no checkpoints: no commit syncs the
+    log) on a disk that fills under it: the log's write-backs that the backing file refuses
+    are held in snapfs's cache, and read from there once the kernel has dropped its own
+    copies. Once there is room again, every acknowledged commit is in the database."""
+    data = roomy_fs / "data"
+    data.mkdir()
+    m = make_mount(backing=data, extra_args=["--cache-size", "64M"])
+    c = sqlite3.connect(str(m.mnt / "w.db"), isolation_level=None, timeout=30)
+    try:
+        assert c.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA wal_autocheckpoint=0")
+        c.execute("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)")
+        fill_backing(data)
+        n = 2000
+        for i in range(1, n + 1):
+            c.execute("INSERT INTO t VALUES (?, randomblob(2000))", (i,))
+        # The mount's puller hands the log's pages over (once a second where snapshots
+        # copy): refused by the full disk, held by snapfs. Then the kernel drops its copies.
+        time.sleep(3)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1")
+        assert m.alive()
+        os.unlink(data / "filler")
+        os.unlink(data / "filler-small")
+        assert c.execute("SELECT count(*) FROM t").fetchone()[0] == n
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        c.close()
+    c = sqlite3.connect(f"file:{m.mnt / 'w.db'}?mode=ro", uri=True)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert [r[0] for r in c.execute("SELECT n FROM t ORDER BY n")] == list(range(1, n + 1))
+    finally:
+        c.close()
+    assert m.alive()

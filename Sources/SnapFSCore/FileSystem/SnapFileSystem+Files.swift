@@ -128,15 +128,22 @@ extension SnapFileSystem {
                       context: RequestContext) throws(Errno) -> Int {
         try mutate(.write(file: file, data: data, offset: offset)) { (notes: inout MutationNotes) throws(Errno) -> Int in
             dropPrivileges(file.fd, of: file.inode, caller: context)
-            if let cache, caches(file.inode), !file.bypassesCache {
+            if let cache, caches(file.inode) || holdsRefusedWriteBacks(file), !file.bypassesCache {
                 return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
                     try cachedWrite(cache, file, data, offset: offset)
                 }
             }
             var done = 0
             while done < data.count {
-                let n = try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
-                    try syscallRetrying { pwrite(file.fd, data.baseAddress! + done, data.count - done, off_t(offset) + done) }
+                let n: Int
+                do throws(Errno) {
+                    n = try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
+                        try syscallRetrying { pwrite(file.fd, data.baseAddress! + done, data.count - done, off_t(offset) + done) }
+                    }
+                } catch where (error == .noSpace || error == .diskQuotaExceeded) && isCachedLogWriteBack(file) {
+                    notes.writtenThrough = done
+                    return try holdRefusedWriteBack(file, UnsafeRawBufferPointer(rebasing: data[done...]), offset: offset + Int64(done),
+                                                    context: context) + done
                 }
                 if n == 0 { break }
                 done += n

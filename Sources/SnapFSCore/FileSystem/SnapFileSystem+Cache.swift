@@ -7,7 +7,13 @@ import SystemPackage
 
 /// snapfs's page cache on the data path of regular files.
 ///
-/// Writes go into the cache (``PageCache``) and reach the backing file by write-back: at
+/// With the kernel's write-back cache (the default) the kernel batches the writes: its
+/// write-backs go straight to the backing file, and the cache holds only what the file
+/// refuses (``holdRefusedWriteBack(_:_:offset:context:)``), with the file's later
+/// write-backs behind it. Writes that bypass the kernel's cache (files opened while the
+/// disk is short of space), and every write without the kernel's cache, go into the cache.
+///
+/// Writes into the cache (``PageCache``) reach the backing file by write-back: at
 /// fsync, at close (so close reports a failed write-back, and only open files hold dirty
 /// data), when the dirty limit is passed, when dirty data is older than the dirty age
 /// (the flusher thread), before every snapshot (with the freeze gate closed, so the
@@ -90,6 +96,19 @@ extension SnapFileSystem {
     /// direct I/O: each `write()` comes to snapfs and fails with ENOSPC itself, as on ext4.
     func bypassesKernelCacheWhenFirstOpened(_ node: Inode, flags: Int32) -> Bool {
         options.kernelWritebackCache && flags & O_ACCMODE != O_RDONLY && node.isRegularFile && space.isShort()
+    }
+
+    /// A write-back from the kernel's cache that the backing file refused (a full disk, a
+    /// quota, past the largest file size): held in snapfs's cache, so that no byte the kernel handed over is lost;
+    /// `fsync` and `close` report the error until it is written, and the file's later
+    /// write-backs queue behind it there. (Commit detection sees a SQLite log's held bytes
+    /// once they are in the file: the next write it gets reads the log from there.)
+    func holdRefusedWriteBack(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64,
+                              context: RequestContext) throws(Errno) -> Int {
+        guard let cache else { throw Errno.noSpace }
+        return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
+            try cachedWrite(cache, file, data, offset: offset)
+        }
     }
 
     /// A write into the cache; returns the bytes taken.

@@ -128,7 +128,10 @@ extension SnapFileSystem {
                       context: RequestContext) throws(Errno) -> Int {
         try mutate(.write(file: file, data: data, offset: offset)) { (notes: inout MutationNotes) throws(Errno) -> Int in
             dropPrivileges(file.fd, of: file.inode, caller: context)
-            if let cache, caches(file.inode) || holdsRefusedWriteBacks(file), !file.bypassesCache {
+            // The kernel's write-back (its cache batched the writes already) goes straight to
+            // the file, unless refused write-backs wait in snapfs's cache: then behind them.
+            let kernelWriteBack = options.kernelWritebackCache && !writesBypassKernelCache(file)
+            if let cache, !file.bypassesCache, kernelWriteBack ? cacheHoldingDirty(file.inode) != nil : caches(file.inode) {
                 return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
                     try cachedWrite(cache, file, data, offset: offset)
                 }
@@ -140,7 +143,9 @@ extension SnapFileSystem {
                     n = try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
                         try syscallRetrying { pwrite(file.fd, data.baseAddress! + done, data.count - done, off_t(offset) + done) }
                     }
-                } catch where (error == .noSpace || error == .diskQuotaExceeded) && isCachedLogWriteBack(file) {
+                } catch where kernelWriteBack && cache != nil {
+                    // Refused (a full disk, a quota, past the file size limit): held, and
+                    // reported by fsync and close as the cache reports its own write-backs.
                     notes.writtenThrough = done
                     return try holdRefusedWriteBack(file, UnsafeRawBufferPointer(rebasing: data[done...]), offset: offset + Int64(done),
                                                     context: context) + done

@@ -54,33 +54,6 @@ extension SnapFileSystem {
         sqliteNodes.logPuller.schedule(atUs: MonotonicClock.microseconds() + period)
     }
 
-    /// Whether `file` is a log the kernel caches: its writes are the kernel's write-backs,
-    /// acknowledged to the application already.
-    @inline(__always)
-    func isCachedLogWriteBack(_ file: OpenFile) -> Bool {
-        file.inode.sqlite.role.load(ordering: .relaxed) == SQLiteRole.wal.rawValue && logsInKernelCache && !file.kernelDirect
-    }
-
-    /// A cached log whose refused write-backs snapfs's cache holds: its later writes go
-    /// there too, behind them, until the cache has written them all.
-    @inline(__always)
-    func holdsRefusedWriteBacks(_ file: OpenFile) -> Bool {
-        file.inode.sqlite.role.load(ordering: .relaxed) == SQLiteRole.wal.rawValue && cacheHoldingDirty(file.inode) != nil
-    }
-
-    /// A write-back of a cached log that the backing file refused (a full disk, a quota):
-    /// held in snapfs's cache, as the write-backs of other files are, so that no byte the
-    /// kernel handed over is lost; `fsync` and `close` report the error until it is
-    /// written. Commit detection sees those bytes once they are in the file (the next
-    /// write it gets reads the log from there).
-    func holdRefusedWriteBack(_ file: OpenFile, _ data: UnsafeRawBufferPointer, offset: Int64,
-                              context: RequestContext) throws(Errno) -> Int {
-        guard let cache else { throw Errno.noSpace }
-        return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
-            try cachedWrite(cache, file, data, offset: offset)
-        }
-    }
-
     /// Before a write to a database whose log the kernel caches: the log's pages first,
     /// unless the log was synced since the database was.
     @inline(__always)

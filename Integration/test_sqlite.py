@@ -8,8 +8,10 @@ mid-transaction give none; two writers, a long reader during checkpoints, a 100 
 transaction, schema changes and VACUUM; files that only look like journals or WALs;
 the policy options (detect, min interval with a last snapshot, globs, tree scope); the
 default policy (auto: a burst on hard links makes far fewer snapshots than commits and ends
-on the final state; slow commits on XFS each get one); the reflink strategy on an XFS image.
-Tests of what each commit's snapshot holds mount with a snapshot at every commit."""
+on the final state; slow commits on XFS each get one); the reflink strategy on an XFS image;
+WAL files in the kernel's cache (snapshotted while open with synchronous=NORMAL, every
+commit counted, checkpoints without syncs kept exact). Tests of what each commit's
+snapshot holds mount with a snapshot at every commit."""
 
 import os
 import random

@@ -129,9 +129,10 @@ extension SnapFileSystem {
         try mutate(.write(file: file, data: data, offset: offset)) { (notes: inout MutationNotes) throws(Errno) -> Int in
             dropPrivileges(file.fd, of: file.inode, caller: context)
             // The kernel's write-back (its cache batched the writes already) goes straight to
-            // the file, unless refused write-backs wait in snapfs's cache: then behind them.
+            // the file, unless snapfs's cache holds pages of it (refused write-backs, dirty or
+            // written since): then through the cache, behind them and keeping them current.
             let kernelWriteBack = options.kernelWritebackCache && !writesBypassKernelCache(file)
-            if let cache, !file.bypassesCache, kernelWriteBack ? cacheHoldingDirty(file.inode) != nil : caches(file.inode) {
+            if let cache, !file.bypassesCache, kernelWriteBack ? cacheHolding(file.inode) != nil : caches(file.inode) {
                 return try CallerIdentity.allocating(as: context.uid) { () throws(Errno) in
                     try cachedWrite(cache, file, data, offset: offset)
                 }

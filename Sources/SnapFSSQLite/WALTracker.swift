@@ -161,7 +161,7 @@ public struct WALTracker: Sendable {
     private mutating func noteWrite<Base>(offset: Int64, data: UnsafeRawBufferPointer, inOrder: Bool,
                                           reader: OverlayReader<Base>) -> WALCommit? {
         let end = offset + Int64(data.count)
-        writtenEnd = inOrder ? max(writtenEnd, end) : Int64.max
+        writtenEnd = max(writtenEnd, end)
         if offset < Int64(WALHeader.size) {
             let old = header
             readHeader(reader)
@@ -202,22 +202,21 @@ public struct WALTracker: Sendable {
         } else if first <= verifiedFrames {
             forgetUncommittedVerification()
         }
-        // Commit frame headers among the written bytes.
-        var frame = first
-        while frame <= last {
-            let headerStart = header.frameOffset(frame)
-            if headerStart >= offset, headerStart + 8 <= end {
-                if let size = SQLiteFormat.bigEndian32(data, at: Int(headerStart - offset) + 4), size != 0 {
-                    pendingCommitFrame = max(pendingCommitFrame, frame)
-                }
-            }
-            frame += 1
-        }
         if !inOrder {
             // Pages in any order: a commit header may have come before a gap that this
             // write fills, or be cut by a page boundary. Verify as far as frames verify
             // (each frame is read once; a write leaving a gap costs one read at it).
             return verify(reader, upTo: UInt32.max - 1, reportingFrom: 1) ?? found
+        }
+        // Commit frame headers among the written bytes.
+        var frame = first
+        while frame <= last {
+            let headerStart = header.frameOffset(frame)
+            if headerStart >= offset, headerStart + 8 <= end,
+               let size = SQLiteFormat.bigEndian32(data, at: Int(headerStart - offset) + 4), size != 0 {
+                pendingCommitFrame = max(pendingCommitFrame, frame)
+            }
+            frame += 1
         }
         guard pendingCommitFrame > committedFrames else {
             // Frames complete in the bytes in hand verify now (nothing is read for them).
@@ -225,7 +224,7 @@ public struct WALTracker: Sendable {
             return verify(inHand, upTo: last, reportingFrom: first) ?? found
         }
         // Not past the furthest write: a commit frame's header comes before its page.
-        let written = UInt32(min(max(writtenEnd - Int64(WALHeader.size), 0) / frameSize, Int64(UInt32.max - 1)))
+        let written = UInt32(min((writtenEnd - Int64(WALHeader.size)) / frameSize, Int64(UInt32.max - 1)))
         return verify(reader, upTo: min(pendingCommitFrame, written), reportingFrom: first) ?? found
     }
 

@@ -172,7 +172,7 @@ extension SnapFileSystem {
     }
 
     public func fsync(_ file: OpenFile, dataOnly: Bool) throws(Errno) {
-        defer { noteSyncOfCachedLogOrDatabase(file.inode) }
+        defer { sqliteNodes.noteSynced(file.inode.id) }
         if let cache = cacheHolding(file.inode) {
             try cache.fsync(file.inode.id, dataOnly: dataOnly, backing: cacheStore)
             restoreKernelModificationTime(file)

@@ -62,13 +62,6 @@ extension SnapFileSystem {
               !log.synced, let kernel = kernel.value else { return }
         kernel.pushDirtyPages(of: [log.id])
     }
-
-    /// After an fsync: of a cached log (its pages are all with snapfs), or of a database
-    /// with one (the next checkpoint syncs the log again first, if it ever does).
-    @inline(__always)
-    func noteSyncOfCachedLogOrDatabase(_ node: Inode) {
-        sqliteNodes.noteSynced(node.id)
-    }
 }
 
 extension SQLiteNodes {
@@ -130,7 +123,8 @@ extension SQLiteNodes {
         }
     }
 
-    /// The node `id` was synced: a cached log, or a database with one.
+    /// After an fsync of the node `id`: a cached log (its pages are all with snapfs), or a
+    /// database with one (the next checkpoint syncs the log again first, if it ever does).
     @inline(__always)
     func noteSynced(_ id: UInt64) {
         guard anyCachedLog.load(ordering: .acquiring) else { return }

@@ -312,6 +312,14 @@ extension SnapFileSystem {
         var commit = pending
         if commit.mode == .wal {
             if let key = commit.walKey, let log = sqlite.logs.walLog(key) {
+                // The log restarted after `pullWALDatabase` made the database current (its
+                // new generation came with a later write-back): the checkpoint before the
+                // restart may still be in the kernel's cache. Looked at again.
+                if options.kernelWritebackCache, sqlite.options.scope == .database, let header = log.header,
+                   !sqlite.logs.databaseIsCurrent(ofLog: key, generation: WALLogs.generation(of: header)) {
+                    underWay = true
+                    return nil
+                }
                 // Frames after the newest commit are not committed; the log's state is.
                 commit.walLog = log
                 commit.wal = WALCommit(frame: log.committedFrames, databasePages: log.committedDatabasePages,

@@ -95,6 +95,27 @@ ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size
 int snapfs_dev_major(uint64_t dev) { return (int)major(dev); }
 int snapfs_dev_minor(uint64_t dev) { return (int)minor(dev); }
 
+int snapfs_stat_without_times(int fd, struct stat *st) {
+    struct statx sx;
+    unsigned int mask = STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID | STATX_GID
+                      | STATX_INO | STATX_SIZE | STATX_BLOCKS | STATX_ATIME;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, mask, &sx) != 0) return -1;
+    memset(st, 0, sizeof(*st));
+    st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    st->st_ino = sx.stx_ino;
+    st->st_mode = sx.stx_mode;
+    st->st_nlink = sx.stx_nlink;
+    st->st_uid = sx.stx_uid;
+    st->st_gid = sx.stx_gid;
+    st->st_rdev = makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+    st->st_size = (off_t)sx.stx_size;
+    st->st_blksize = sx.stx_blksize;
+    st->st_blocks = (blkcnt_t)sx.stx_blocks;
+    st->st_atim.tv_sec = sx.stx_atime.tv_sec;
+    st->st_atim.tv_nsec = sx.stx_atime.tv_nsec;
+    return 0;
+}
+
 int snapfs_handle_of(int fd, unsigned char *buffer, size_t size) {
     struct file_handle *handle = (struct file_handle *)buffer;
     int mount_id;

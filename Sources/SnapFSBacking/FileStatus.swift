@@ -12,6 +12,18 @@ public enum FileStatus {
         return st
     }
 
+    /// The same without the modification and change times (`st_mtim` and `st_ctim` are
+    /// zero), for the paths a write takes: reading those times makes the backing file
+    /// system's next change to the file take a fine-grained timestamp, which moves every
+    /// coarse clock on the machine, so the kernel would hand snapfs a new modification time
+    /// (a setattr request) before every fsync of a file it caches (Linux ≥ 6.13).
+    @inline(__always)
+    public static func withoutTimes(_ fd: Int32) throws(Errno) -> stat {
+        var st = stat()
+        try syscall(snapfs_stat_without_times(fd, &st))
+        return st
+    }
+
     /// Status of `name` inside the directory `dirfd`, without following a final symlink.
     @inline(__always)
     public static func of(_ name: UnsafePointer<CChar>, in dirfd: Int32) throws(Errno) -> stat {

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <sys/stat.h>
 
 /* GNU-only constants the Glibc overlay leaves out (it is imported without _GNU_SOURCE). */
 static const int SNAPFS_O_PATH = 010000000;
@@ -39,6 +40,14 @@ int snapfs_handle_of(int fd, unsigned char *buffer, size_t size);
 /* open_by_handle_at(mount_fd, buffer, flags) for a handle from snapfs_handle_of. */
 int snapfs_open_by_handle(int mount_fd, unsigned char *buffer, int flags);
 int snapfs_dev_minor(uint64_t dev);
+/* The status of `fd` (symlinks and SNAPFS_O_PATH descriptors included) by statx(2) without
+   asking for the modification and change times: st_mtim and st_ctim are left zero. Asking
+   for them marks the inode's times as seen (Linux >= 6.13, multigrain timestamps), so its
+   next change takes a fine-grained timestamp, which moves the clock every file system's
+   coarse timestamps read: a FUSE file written through the kernel's write-back cache then
+   gets a new modification time at every write, and the kernel sends a setattr before each
+   fsync to hand it over. */
+int snapfs_stat_without_times(int fd, struct stat *st);
 /* pipe2(fds, flags). */
 int snapfs_pipe2(int fds[2], int flags);
 /* posix_spawn_file_actions_addfchdir_np(actions, fd): the child's working directory is the

@@ -35,8 +35,30 @@ extension SnapFileSystem {
             if changes.accessTime != nil || changes.modificationTime != nil {
                 try setTimes(node, access: changes.accessTime, modification: changes.modificationTime, file: file)
             }
+            if case .set(let time)? = changes.modificationTime, kernelKeepsTimes(of: node) {
+                return try attributes(of: node, modifiedAt: time)
+            }
             return try attributes(of: node)
         }
+    }
+
+    /// With the kernel's write-back cache, the kernel keeps a regular file's modification
+    /// and change times (and size) itself and ignores those in replies about it.
+    func kernelKeepsTimes(of node: Inode) -> Bool {
+        options.kernelWritebackCache && node.isRegularFile && !node.inSnapshotView
+    }
+
+    /// The attributes for a reply after the kernel set the modification time `time` of a
+    /// file whose times it keeps (``kernelKeepsTimes(of:)``): the backing file's are read
+    /// without its times (``FileStatus/withoutTimes(_:)``), which the reply gives as `time`.
+    /// The kernel sends such a setattr before every fsync of a file written since.
+    private func attributes(of node: Inode, modifiedAt time: timespec) throws(Errno) -> stat {
+        var st = try node.withFD { (fd) throws(Errno) in try FileStatus.withoutTimes(fd) }
+        st.st_mtim = time
+        st.st_ctim = time
+        node.applyReportedInode(&st)
+        if node.cache.used.load(ordering: .relaxed) { try applyCachedAttributes(of: node, to: &st) }
+        return st
     }
 
     func truncate(_ node: Inode, to size: Int64, file: OpenFile?, context: RequestContext) throws(Errno) {
@@ -71,7 +93,7 @@ extension SnapFileSystem {
         // Dirty data written back later must not move the times set now.
         if let cache = cacheHolding(node) { try cache.writeBack(node.id, backing: cacheStore) }
         if modification != nil { node.cache.writeTime.store(0, ordering: .relaxed) }
-        defer { if modification != nil { rememberKernelModificationTime(node) } }
+        defer { if let modification { rememberKernelModificationTime(node, modification) } }
         var times = (spec(access), spec(modification))
         _ = try withUnsafePointer(to: &times) { pointer throws(Errno) in
             try pointer.withMemoryRebound(to: timespec.self, capacity: 2) { ts throws(Errno) in
@@ -96,11 +118,19 @@ extension SnapFileSystem {
     /// With the kernel's write-back cache, the modification time just set on a regular file
     /// is the kernel's own (or the application's): remembered, to be put back after the
     /// write-back at fsync and close (see ``Inode/kernelModificationTime``).
-    private func rememberKernelModificationTime(_ node: Inode) {
-        guard options.kernelWritebackCache, node.isRegularFile, !node.inSnapshotView,
-              let st = try? node.withFD({ (fd) throws(Errno) in try FileStatus.of(fd) }) else { return }
-        node.cache.kernelModificationTime.store(Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
-                                          ordering: .relaxed)
+    /// A time given is stored as given (utimensat sets it exactly), so the backing file's
+    /// times are not read (see ``FileStatus/withoutTimes(_:)``).
+    private func rememberKernelModificationTime(_ node: Inode, _ change: TimeChange) {
+        guard kernelKeepsTimes(of: node) else { return }
+        let time: timespec
+        switch change {
+        case .set(let given): time = given
+        case .now:
+            guard let st = try? node.withFD({ (fd) throws(Errno) in try FileStatus.of(fd) }) else { return }
+            time = st.st_mtim
+        }
+        node.cache.kernelModificationTime.store(Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec),
+                                                ordering: .relaxed)
     }
 
     /// After the write-back at fsync or close: the kernel's modification time again.

@@ -230,8 +230,7 @@ extension SnapFileSystem {
     /// to fetch the attributes again, or the mount would still show (and exec would still
     /// honour) the set-ID bit that the backing file no longer has.
     func dropPrivileges(_ fd: Int32, of node: Inode, caller: RequestContext) {
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.isRegular else { return }
+        guard let st = try? FileStatus.withoutTimes(fd), st.isRegular else { return }
         if st.st_mode & (S_ISUID | S_ISGID) != 0, !caller.holdsFileSetID {
             let mode = Self.modeAfterWrite(st.st_mode & 0o7777, fileGroup: st.st_gid, caller: caller)
             if mode != st.st_mode & 0o7777, fchmod(fd, mode) == 0 {

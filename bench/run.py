@@ -26,6 +26,8 @@ passthrough_ll-wb, so every run measures snapfs against every FUSE passthrough p
     bindfs             Debian's bindfs (libfuse 2)
     passthrough_ll     libfuse's example, -o cache=always
     passthrough_ll-wb  the same with -o writeback (the kernel's write-back cache)
+    passthrough_ll-wb-dp  the same with -o default_permissions: not a peer, it shows what
+                       the kernel's permission checks (which snapfs always has) cost
 
 Every target gets fresh directories on the same file system under
 /var/tmp/snapfs-bench/ (--work-dir): `native` is a plain directory, the others are FUSE
@@ -69,12 +71,13 @@ from lib.harness import (BENCH, DEFAULT_SNAPFS, DEFAULT_WORK, MiB, BenchError, I
                          finish_run, ignore_signals, human_size, log, machine_info, parse_size, remove_tree,
                          report_header, start_run)
 from lib.stats import fmt, ratio, spread
-from lib.targets import (BindfsTarget, NativeTarget, PassthroughLLTarget, PassthroughLLWritebackTarget,
+from lib.targets import (BindfsTarget, NativeTarget, PassthroughLLPermissionsTarget, PassthroughLLTarget,
+                         PassthroughLLWritebackTarget,
                          SnapfsAltTarget, SnapfsBaseTarget, SnapfsTarget, SnapfsUringTarget)
 from workers import sqlite_mixed
 
 ALL_TARGETS = ["native", "snapfs", "snapfs-alt", "snapfs-uring", "snapfs-base", "bindfs", "passthrough_ll",
-               "passthrough_ll-wb"]
+               "passthrough_ll-wb", "passthrough_ll-wb-dp"]
 DEFAULT_TARGETS = ["native", "snapfs", "bindfs", "passthrough_ll", "passthrough_ll-wb"]
 SNAPFS_TARGETS = ["snapfs", "snapfs-alt", "snapfs-uring", "snapfs-base"]
 # The FUSE passthroughs snapfs must be ahead of ("≥ 1.0 × the best peer" passes at 0.95 ×).
@@ -380,6 +383,7 @@ TARGET_COMMANDS = {
     "bindfs": "`bindfs BACKING MNT` (Debian's bindfs on libfuse 2)",
     "passthrough_ll": "`passthrough_ll -o source=BACKING,cache=always MNT` (libfuse 3's example, built from libfuse3-dev)",
     "passthrough_ll-wb": "`passthrough_ll -o source=BACKING,cache=always,writeback MNT` (the same with the kernel's write-back cache)",
+    "passthrough_ll-wb-dp": "`passthrough_ll -o source=BACKING,cache=always,writeback,default_permissions MNT` (not a peer: passthrough_ll-wb with the kernel checking permissions, as snapfs always has it)",
 }
 
 
@@ -776,6 +780,8 @@ def main(argv):
                     t = PassthroughLLTarget(rep_root)
                 elif name == "passthrough_ll-wb":
                     t = PassthroughLLWritebackTarget(rep_root)
+                elif name == "passthrough_ll-wb-dp":
+                    t = PassthroughLLPermissionsTarget(rep_root)
                 else:
                     t = BindfsTarget(rep_root)
                 live.append(t)

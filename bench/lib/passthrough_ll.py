@@ -21,9 +21,12 @@ def build(out):
     return str(out)
 
 
-def command(exe, backing, mountpoint, foreground=False, writeback=False):
+def command(exe, backing, mountpoint, foreground=False, writeback=False, default_permissions=False):
     """The mount command: kernel caches on (cache=always); with `writeback`, also the
     kernel's write-back cache (the example's `-o writeback`: small writes are gathered in
-    the kernel's page cache and sent in large requests)."""
-    options = f"source={backing},cache=always" + (",writeback" if writeback else "")
+    the kernel's page cache and sent in large requests); with `default_permissions`, the
+    kernel checks permissions itself, as on a mount many users share (snapfs always does):
+    it then refreshes a directory's attributes, one more request, after each change in it."""
+    options = (f"source={backing},cache=always" + (",writeback" if writeback else "")
+               + (",default_permissions" if default_permissions else ""))
     return [exe, *(["-f"] if foreground else []), "-o", options, str(mountpoint)]

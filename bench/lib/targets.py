@@ -237,6 +237,7 @@ class PassthroughLLTarget(BindfsTarget):
     (cache=always), no default_permissions, no snapshots, no write cache."""
     name = "passthrough_ll"
     writeback = False
+    default_permissions = False
     # It keeps a descriptor open for every inode the kernel knows: the full smallfiles
     # workload needs more than 20,000. Root with CAP_SYS_RESOURCE may raise its hard limit
     # (up to fs.nr_open); otherwise it gets the hard limit, and a run past it fails there
@@ -256,10 +257,19 @@ class PassthroughLLTarget(BindfsTarget):
             exe = passthrough_ll.build(self.root / "passthrough_ll")
         except RuntimeError as e:
             raise BenchError(str(e))
-        return passthrough_ll.command(exe, self.backing, self.mnt, foreground=True, writeback=self.writeback)
+        return passthrough_ll.command(exe, self.backing, self.mnt, foreground=True, writeback=self.writeback,
+                                      default_permissions=self.default_permissions)
 
 
 class PassthroughLLWritebackTarget(PassthroughLLTarget):
     """passthrough_ll with the kernel's write-back cache (-o writeback) as well."""
     name = "passthrough_ll-wb"
     writeback = True
+
+
+class PassthroughLLPermissionsTarget(PassthroughLLWritebackTarget):
+    """passthrough_ll-wb with -o default_permissions: the permission model snapfs needs (the
+    kernel checks every access, for every user). Not a peer: it shows what that model costs
+    a bare passthrough."""
+    name = "passthrough_ll-wb-dp"
+    default_permissions = True

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -95,7 +96,8 @@ ssize_t snapfs_splice(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size
 int snapfs_dev_major(uint64_t dev) { return (int)major(dev); }
 int snapfs_dev_minor(uint64_t dev) { return (int)minor(dev); }
 
-int snapfs_stat_without_times(int fd, struct stat *st) {
+int snapfs_stat_without_times(int fd, void *out) {
+    struct stat *st = out;
     struct statx sx;
     unsigned int mask = STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID | STATX_GID
                       | STATX_INO | STATX_SIZE | STATX_BLOCKS | STATX_ATIME;
@@ -188,7 +190,6 @@ long snapfs_filesystem_type(int fd) {
 /* Acting as the caller (CLinux.h). Capabilities and the fsuid are per thread on Linux. */
 #include <linux/capability.h>
 #include <sys/fsuid.h>
-#include <sys/stat.h>
 
 static int identity_managed = 0;
 /* CAP_SYS_RESOURCE is in the permitted set (a container may not give it even to root). */

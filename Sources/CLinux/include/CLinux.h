@@ -4,7 +4,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
-#include <sys/stat.h>
 
 /* GNU-only constants the Glibc overlay leaves out (it is imported without _GNU_SOURCE). */
 static const int SNAPFS_O_PATH = 010000000;
@@ -47,7 +46,7 @@ int snapfs_dev_minor(uint64_t dev);
    coarse timestamps read: a FUSE file written through the kernel's write-back cache then
    gets a new modification time at every write, and the kernel sends a setattr before each
    fsync to hand it over. */
-int snapfs_stat_without_times(int fd, struct stat *st);
+int snapfs_stat_without_times(int fd, void *st);   /* st: a struct stat */
 /* pipe2(fds, flags). */
 int snapfs_pipe2(int fds[2], int flags);
 /* posix_spawn_file_actions_addfchdir_np(actions, fd): the child's working directory is the

@@ -231,9 +231,15 @@ extension SnapshotEngine {
         let target = try syscall(snapfs_openat(parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 0o777))
         defer { close(target) }
         let cloning = clonesDatabaseFiles
-        // The previous snapshot of a WAL database already holds everything up to its commit.
+        // The previous snapshot of a WAL database already holds everything up to its commit,
+        // and only the frames after it need laying over a clone of it. But a clone first
+        // waits until the source's dirty pages are on the disk, and the previous snapshot's
+        // were just written: so its clone pays only when the log holds many pages. Else
+        // the live file is cloned (clean between checkpoints) and every committed page laid
+        // over it: a snapshot at every commit of one-row transactions on XFS ran at 1,100
+        // tx/s so against 800 from the previous snapshot.
         var since: UInt32 = 0
-        if cloning, let base = source.base, source.wal != nil {
+        if cloning, let base = source.base, let wal = source.wal, wal.committedPages.count > Self.pagesWorthCloningTheLastSnapshot {
             let previous = snapfs_openat(catalog.directoryFD, base.snapshot + "/" + source.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0)
             if previous >= 0 {
                 if snapfs_ficlone(target, previous) == 0 { since = base.frame }
@@ -261,6 +267,10 @@ extension SnapshotEngine {
         try syscall(futimens(target, &times))
         return (false, size)
     }
+
+    /// Past this many pages in the log's generation, a WAL database's snapshot starts from
+    /// a clone of its previous snapshot rather than of the live file (see `placeDatabase`).
+    static let pagesWorthCloningTheLastSnapshot = 128
 
     /// Whether a per-database snapshot clones the file (FICLONE and FICLONERANGE) rather than
     /// linking or copying it: with the reflink and btrfs strategies.

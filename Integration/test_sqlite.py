@@ -783,6 +783,15 @@ def test_a_reflink_snapshot_keeps_the_pages_just_written_unshared(workdir, make_
             m.stop()
 
 
+def expect_newest_snapshots_hold(m, snaps, states):
+    """The newest len(states) snapshots in `snaps` hold table t as `states` says, in order."""
+    for state, d in zip(states, snaps[-len(states):]):
+        conn = open_snapshot(snapshot_path(m, d))
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert dict(conn.execute("SELECT n, v FROM t")) == state
+        conn.close()
+
+
 @pytest.mark.root
 @pytest.mark.parametrize("strategy", ["reflink", "btrfs"])
 def test_wal_commit_snapshots_stay_exact_as_the_log_grows(workdir, make_mount, strategy):
@@ -819,11 +828,7 @@ def test_wal_commit_snapshots_stay_exact_as_the_log_grows(workdir, make_mount, s
             c.close()
             snaps = sqlite_snapshots(m, "g.db")
             assert len(snaps) >= len(states)
-            for state, d in zip(states, snaps[-len(states):]):
-                conn = open_snapshot(snapshot_path(m, d))
-                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-                assert dict(conn.execute("SELECT n, v FROM t")) == state
-                conn.close()
+            expect_newest_snapshots_hold(m, snaps, states)
         finally:
             m.stop()
 
@@ -857,10 +862,6 @@ def test_commit_snapshots_with_reflinks_on_xfs(workdir, make_mount, mode):
             c.close()
             snaps = sqlite_snapshots(m, "x.db")
             assert all(d["strategy"] == "reflink" for d in snaps)
-            for state, d in zip(states, snaps[-len(states):]):
-                conn = open_snapshot(snapshot_path(m, d))
-                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-                assert dict(conn.execute("SELECT n, v FROM t")) == state
-                conn.close()
+            expect_newest_snapshots_hold(m, snaps, states)
         finally:
             m.stop()

@@ -599,9 +599,19 @@ def test_checkpoints_of_a_wal_keep_commit_snapshots_exact(make_mount, synchronou
         c.close()
     snaps = sqlite_snapshots(m, "c.db")
     assert len(snaps) >= 3, len(snaps)
+    checked = 0
     for d in snaps:
-        rows = committed_rows(snapshot_path(m, d))
+        try:
+            rows = committed_rows(snapshot_path(m, d))
+        except (sqlite3.Error, AssertionError):
+            # Retention prunes on a thread of its own and may still be at it: a snapshot
+            # that is gone was not wrong.
+            if (m.backing / ".snapshots" / d["name"]).exists():
+                raise
+            continue
+        checked += 1
         assert rows is None or rows == list(range(1, len(rows) + 1)), "not a committed prefix"
+    assert checked >= 3, checked
     assert status(m.mnt)["sqlite-failures"] == "0"
 
 

@@ -51,11 +51,18 @@ def snapfs_status(m):
 
 
 def metadata(m):
-    """Metadata of every snapshot, oldest first (read from the backing directory)."""
+    """Metadata of every snapshot, oldest first (read from the backing directory). A file
+    that retention removes between the listing and its reading (it prunes on a thread of
+    its own, after the commits) is left out, as its snapshot is gone."""
     meta = m.backing / ".snapshots" / ".meta"
     if not meta.exists():
         return []
-    out = [json.loads(p.read_text()) for p in meta.glob("*.json")]
+    out = []
+    for p in meta.glob("*.json"):
+        try:
+            out.append(json.loads(p.read_text()))
+        except FileNotFoundError:
+            continue
     return sorted(out, key=lambda d: d["name"])
 
 

@@ -812,8 +812,7 @@ def test_wal_commit_snapshots_stay_exact_as_the_log_grows(workdir, make_mount, s
     (about 180 pages in one generation), then a checkpoint and 5 more."""
     with LoopFS(workdir, "xfs" if strategy == "reflink" else "btrfs") as loop:
         backing = loop.dir / "data" if strategy == "reflink" else loop.dir
-        if strategy == "reflink":
-            backing.mkdir()
+        backing.mkdir(exist_ok=True)
         m = make_mount(extra_args=EVERY_COMMIT, options=[f"strategy={strategy}"], backing=backing)
         try:
             c = connect(m.mnt / "g.db", "wal")

@@ -35,6 +35,8 @@ extension SnapFileSystem {
             if changes.accessTime != nil || changes.modificationTime != nil {
                 try setTimes(node, access: changes.accessTime, modification: changes.modificationTime, file: file)
             }
+            // The kernel sends a setattr of the modification time before every fsync of a
+            // file written since: its reply does not read the backing file's times.
             if case .set(let time)? = changes.modificationTime, kernelKeepsTimes(of: node) {
                 return try attributes(of: node, modifiedAt: time)
             }
@@ -46,19 +48,6 @@ extension SnapFileSystem {
     /// and change times (and size) itself and ignores those in replies about it.
     func kernelKeepsTimes(of node: Inode) -> Bool {
         options.kernelWritebackCache && node.isRegularFile && !node.inSnapshotView
-    }
-
-    /// The attributes for a reply after the kernel set the modification time `time` of a
-    /// file whose times it keeps (``kernelKeepsTimes(of:)``): the backing file's are read
-    /// without its times (``FileStatus/withoutTimes(_:)``), which the reply gives as `time`.
-    /// The kernel sends such a setattr before every fsync of a file written since.
-    private func attributes(of node: Inode, modifiedAt time: timespec) throws(Errno) -> stat {
-        var st = try node.withFD { (fd) throws(Errno) in try FileStatus.withoutTimes(fd) }
-        st.st_mtim = time
-        st.st_ctim = time
-        node.applyReportedInode(&st)
-        if node.cache.used.load(ordering: .relaxed) { try applyCachedAttributes(of: node, to: &st) }
-        return st
     }
 
     func truncate(_ node: Inode, to size: Int64, file: OpenFile?, context: RequestContext) throws(Errno) {

@@ -108,9 +108,19 @@ public final class SnapFileSystem: Sendable {
 
     /// Attributes as the kernel sees them. `st_ino` stays the backing inode number, so it
     /// matches what readdir reports and what tools see in the backing directory.
+    /// `modifiedAt`: the modification time the kernel just set on a file whose times it
+    /// keeps (``kernelKeepsTimes(of:)``); the backing file's status is then read without its
+    /// times (``FileStatus/withoutTimes(_:)``), and the reply gives this one for both.
     @inline(__always)
-    func attributes(of inode: Inode) throws(Errno) -> stat {
-        var st = try backingAttributes(of: inode)
+    func attributes(of inode: Inode, modifiedAt time: timespec? = nil) throws(Errno) -> stat {
+        var st: stat
+        if let time {
+            st = try inode.withFD { (fd) throws(Errno) in try FileStatus.withoutTimes(fd) }
+            st.st_mtim = time
+            st.st_ctim = time
+        } else {
+            st = try backingAttributes(of: inode)
+        }
         if inode.inSnapshotView { snapshotState.presentStore(BackingKey(st), &st) }
         inode.applyReportedInode(&st)
         if inode.cache.used.load(ordering: .relaxed) { try applyCachedAttributes(of: inode, to: &st) }

@@ -75,14 +75,20 @@ extension SnapFileSystem {
     /// caches, whose database's writes pull the log's pages first (they would wait for the
     /// very page this request is writing); the interval thread does it then.
     private func makeWALDatabaseCurrent(_ commit: SQLiteCommit, serving: UInt64?) -> Bool {
-        guard options.kernelWritebackCache, sqlite.options.scope == .database, let key = commit.walKey,
-              let header = commit.walLog?.header else { return true }
-        let generation = WALLogs.generation(of: header)
-        if sqlite.logs.databaseIsCurrent(ofLog: key, generation: generation) { return true }
+        guard let key = commit.walKey, let header = commit.walLog?.header,
+              !walDatabaseIsCurrent(ofLog: key, header: header) else { return true }
         if logsInKernelCache { return false }
         pushKernelPages(ofFile: commit.location.name, in: commit.location.directoryInode, serving: serving)
-        sqlite.logs.noteDatabaseCurrent(ofLog: key, generation: generation)
+        sqlite.logs.noteDatabaseCurrent(ofLog: key, generation: WALLogs.generation(of: header))
         return true
+    }
+
+    /// Whether the database of the log `key` holds what the log's generation (`header`)
+    /// started from: always, unless the kernel caches pages and commits snapshot one
+    /// database; then once it was made current for that generation.
+    private func walDatabaseIsCurrent(ofLog key: BackingKey, header: WALHeader) -> Bool {
+        !options.kernelWritebackCache || sqlite.options.scope != .database
+            || sqlite.logs.databaseIsCurrent(ofLog: key, generation: WALLogs.generation(of: header))
     }
 
     /// On the interval thread, before a WAL commit's database is snapshotted: the log's
@@ -315,8 +321,7 @@ extension SnapFileSystem {
                 // The log restarted after `pullWALDatabase` made the database current (its
                 // new generation came with a later write-back): the checkpoint before the
                 // restart may still be in the kernel's cache. Looked at again.
-                if options.kernelWritebackCache, sqlite.options.scope == .database, let header = log.header,
-                   !sqlite.logs.databaseIsCurrent(ofLog: key, generation: WALLogs.generation(of: header)) {
+                if let header = log.header, !walDatabaseIsCurrent(ofLog: key, header: header) {
                     underWay = true
                     return nil
                 }

@@ -33,13 +33,18 @@ struct RecordedWAL {
     let database: [UInt8]
     let pageSize: Int
 
-    static func make(transactions: Int, pageSize: Int = 4096, rowsPerTransaction: Int = 1) -> RecordedWAL? {
+    /// `filler` rows of another table are written first, in rollback mode: their pages are
+    /// in the database file and none of them in the log.
+    static func make(transactions: Int, pageSize: Int = 4096, rowsPerTransaction: Int = 1, filler: Int = 0) -> RecordedWAL? {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         let script = """
         import sqlite3, shutil
         c = sqlite3.connect('\(dir.path)/db', isolation_level=None)
         c.execute('PRAGMA page_size=\(pageSize)')
+        if \(filler) > 0:
+            c.execute('CREATE TABLE f(pad BLOB)')
+            c.executemany('INSERT INTO f(pad) VALUES (randomblob(300))', [()] * \(filler))
         c.execute('PRAGMA journal_mode=WAL')
         c.execute('PRAGMA wal_autocheckpoint=0')
         c.execute('CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB)')

@@ -272,6 +272,9 @@ extension SnapshotEngine {
     /// a clone of its previous snapshot rather than of the live file (see `placeDatabase`).
     static let pagesWorthCloningTheLastSnapshot = 128
 
+    /// At most this many bytes of consecutive pages are laid over a WAL snapshot in one write.
+    static let bytesPerFrameRun = 256 << 10
+
     /// Whether a per-database snapshot clones the file (FICLONE and FICLONERANGE) rather than
     /// linking or copying it: with the reflink and btrfs strategies.
     package var clonesDatabaseFiles: Bool { strategy == .reflink || strategy == .btrfs }
@@ -321,15 +324,32 @@ extension SnapshotEngine {
         guard let header = wal.header, wal.committedFrames > 0 else { return Int64(try FileStatus.of(target).st_size) }
         let pageSize = header.pageSize
         let pages = wal.committedDatabasePages
-        let frameBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: WALHeader.frameHeaderSize + max(pageSize, 2), alignment: 16)
-        defer { frameBytes.deallocate() }
-        for (number, frame) in wal.committedPages.sorted(by: { $0.key < $1.key }) where number <= pages && frame > since {
-            let whole = UnsafeMutableRawBufferPointer(rebasing: frameBytes[0..<(WALHeader.frameHeaderSize + pageSize)])
-            guard DescriptorReader(fd: walFile).read(into: whole, at: header.frameOffset(frame)) == whole.count else { throw Errno.ioError }
-            let read = UnsafeRawBufferPointer(whole)
-            guard SQLiteFormat.bigEndian32(read, at: 0) == number, SQLiteFormat.bigEndian32(read, at: 8) == header.salt1,
-                  SQLiteFormat.bigEndian32(read, at: 12) == header.salt2 else { throw Errno.resourceTemporarilyUnavailable }
-            try writeAll(target, UnsafeRawBufferPointer(rebasing: read[WALHeader.frameHeaderSize...]), at: Int64(number - 1) * Int64(pageSize))
+        let laid = wal.committedPages.filter { $0.key <= pages && $0.value > since }.sorted { $0.key < $1.key }
+        // Pages with consecutive numbers are written together: one write of a run costs the
+        // filesystem far less than one per page (the pages a transaction adds to a table are
+        // usually consecutive, at the end of the file).
+        let runPages = max(1, Self.bytesPerFrameRun / pageSize)
+        let frameBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: WALHeader.frameHeaderSize + pageSize, alignment: 16)
+        let run = UnsafeMutableRawBufferPointer.allocate(byteCount: min(runPages, laid.count) * pageSize, alignment: 4096)
+        defer {
+            frameBytes.deallocate()
+            run.deallocate()
+        }
+        var start = 0
+        while start < laid.count {
+            var end = start + 1
+            while end < laid.count && end - start < runPages && laid[end].key == laid[end - 1].key + 1 { end += 1 }
+            for index in start..<end {
+                let (number, frame) = laid[index]
+                guard DescriptorReader(fd: walFile).read(into: frameBytes, at: header.frameOffset(frame)) == frameBytes.count else { throw Errno.ioError }
+                let read = UnsafeRawBufferPointer(frameBytes)
+                guard SQLiteFormat.bigEndian32(read, at: 0) == number, SQLiteFormat.bigEndian32(read, at: 8) == header.salt1,
+                      SQLiteFormat.bigEndian32(read, at: 12) == header.salt2 else { throw Errno.resourceTemporarilyUnavailable }
+                UnsafeMutableRawBufferPointer(rebasing: run[((index - start) * pageSize)...])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: read[WALHeader.frameHeaderSize...]))
+            }
+            try writeAll(target, UnsafeRawBufferPointer(rebasing: run[0..<((end - start) * pageSize)]), at: Int64(laid[start].key - 1) * Int64(pageSize))
+            start = end
         }
         let size = Int64(pages) * Int64(pageSize)
         // Truncating a cloned file costs (extents to unshare); only when it is needed.

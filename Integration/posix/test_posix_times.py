@@ -120,6 +120,28 @@ def test_write_updates_mtime_ctime(m, how):
     assert_mirrors(m, "f")
 
 
+@pytest.mark.parametrize("mtime_ns", [9_500_000_000 * 10**9 + 123, -1_500_000_000, 0],
+                         ids=["year-2271", "before-1970", "epoch"])
+def test_a_set_modification_time_survives_the_write_back(m, mtime_ns):
+    """A time the application sets after writing is what the file keeps once its data is
+    written back at close, whatever the time: past 2262 its nanoseconds do not fit in 64
+    bits (that once crashed the daemon), before 1970 they are negative, and 0 is a time
+    like any other."""
+    p = m.mnt / "f"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x" * 10_000)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        os.fsync(fd)
+        os.write(fd, b"y")   # the kernel moves the time on again
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(fd)
+    assert os.stat(p).st_mtime_ns == mtime_ns
+    assert os.stat(m.backing / "f").st_mtime_ns == mtime_ns
+    assert read_file(p) == b"x" * 10_000 + b"y"
+
+
 def test_chmod_chown_update_ctime_not_mtime(m):
     p = m.mnt / "f"
     write_file(p, b"x")

@@ -203,14 +203,18 @@ private struct MetadataFileKey: Equatable, Sendable {
     let device: UInt64
     let inode: UInt64
     let size: Int64
-    let modified: Int64
-    let changed: Int64
+    // Seconds and nanoseconds kept apart: any time a file can have (in nanoseconds alone,
+    // one past 2262 overflows).
+    let modifiedSeconds: Int
+    let modifiedNanoseconds: Int
+    let changedSeconds: Int
+    let changedNanoseconds: Int
 
     init(_ st: stat) {
         device = UInt64(st.st_dev)
         inode = UInt64(st.st_ino)
         size = Int64(st.st_size)
-        modified = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-        changed = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
+        (modifiedSeconds, modifiedNanoseconds) = (st.st_mtim.tv_sec, st.st_mtim.tv_nsec)
+        (changedSeconds, changedNanoseconds) = (st.st_ctim.tv_sec, st.st_ctim.tv_nsec)
     }
 }

@@ -118,16 +118,14 @@ extension SnapFileSystem {
             guard let st = try? node.withFD({ (fd) throws(Errno) in try FileStatus.of(fd) }) else { return }
             time = st.st_mtim
         }
-        node.cache.kernelModificationTime.store(Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec),
-                                                ordering: .relaxed)
+        node.cache.kernelModificationTime.withLock { $0 = time }
     }
 
     /// After the write-back at fsync or close: the kernel's modification time again.
     func restoreKernelModificationTime(_ file: OpenFile) {
-        let ns = file.inode.cache.kernelModificationTime.load(ordering: .relaxed)
-        guard ns != 0, file.flags & O_ACCMODE != O_RDONLY else { return }
-        var times = [timespec(tv_sec: 0, tv_nsec: SNAPFS_UTIME_OMIT),
-                     timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))]
+        guard file.flags & O_ACCMODE != O_RDONLY,
+              let time = file.inode.cache.kernelModificationTime.withLock({ $0 }) else { return }
+        var times = [timespec(tv_sec: 0, tv_nsec: SNAPFS_UTIME_OMIT), time]
         _ = futimens(file.fd, &times)
     }
 

@@ -310,11 +310,12 @@ struct CacheNodeState: ~Copyable, Sendable {
     /// last explicit time change): the modification time until write-back moves it on.
     let writeTime = Atomic<Int64>(0)
     /// With the kernel's write-back cache: the modification time the kernel (or the
-    /// application) last set (ns since the epoch; 0: none). The kernel keeps a regular
-    /// file's times itself and hands them over by setattr just before its fsync and close
-    /// requests; the data it wrote may reach snapfs after that setattr (its page
+    /// application) last set, as given, whatever it is (past 2262 it does not fit in 64
+    /// bits of nanoseconds; before 1970 it is negative); nil: none. The kernel keeps a
+    /// regular file's times itself and hands them over by setattr just before its fsync and
+    /// close requests; the data it wrote may reach snapfs after that setattr (its page
     /// write-back is not ordered with it), and reaches the backing file at that fsync or
     /// close. So there, after writing back, snapfs puts this time back: the backing file,
     /// and every snapshot of it, shows the time the application saw.
-    let kernelModificationTime = Atomic<Int64>(0)
+    let kernelModificationTime = Mutex<timespec?>(nil)
 }
